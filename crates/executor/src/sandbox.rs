@@ -1,0 +1,1 @@
+//! Sandboxed process execution (being written).

@@ -1,0 +1,1 @@
+//! containerd-style overlay snapshots, layer diff and apply (being written).

@@ -1,0 +1,1 @@
+//! Raw syscalls for the sandbox; the one place with unsafe code (being written).

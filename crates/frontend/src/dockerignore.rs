@@ -1,0 +1,1 @@
+//! `.dockerignore` parsing and matching with Docker's semantics (being written).

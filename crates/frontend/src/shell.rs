@@ -1,0 +1,1 @@
+//! Shell-word expansion as BuildKit's shell lexer does it (being written).

@@ -1,0 +1,151 @@
+//! `--chown` and USER names resolved against a root filesystem's `/etc/passwd` and `/etc/group`,
+//! at build time and inside the destination, as BuildKit does.
+
+use std::path::Path;
+use thiserror::Error;
+
+use super::resolve::resolve_in_root;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OwnerError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("invalid user specification {0:?}")]
+    Invalid(String),
+}
+
+/// A resolved owner: numeric ids, the ids of the user's supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Resolves `user[:group]` (names or numbers) against `root`'s passwd and group files.
+/// A numeric user without a group gets gid 0 unless passwd names it (Docker's rule); a
+/// `user:group` spec gets exactly that group and no supplementary groups.
+pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, OwnerError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(OwnerError::Invalid(spec.to_string()));
+    }
+    let passwd = read_db(root, "/etc/passwd");
+    let groups = read_db(root, "/etc/group");
+    let entry = passwd.iter().find(|f| {
+        field(f, 0) == Some(user) || (user.parse::<u32>().is_ok() && field(f, 2) == Some(user))
+    });
+    let (uid, primary_gid, name) = match (user.parse::<u32>(), entry) {
+        (_, Some(f)) => (
+            f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some(f[0].as_str()),
+        ),
+        (Ok(uid), None) => (uid, 0, None),
+        (Err(_), None) => return Err(OwnerError::UnknownUser(user.to_string())),
+    };
+    if let Some(group) = group {
+        let gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .iter()
+                .find(|f| field(f, 0) == Some(group))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| OwnerError::UnknownGroup(group.to_string()))?,
+        };
+        return Ok(ResolvedUser {
+            uid,
+            gid,
+            additional_gids: Vec::new(),
+        });
+    }
+    let mut additional_gids = vec![primary_gid];
+    if let Some(name) = name {
+        for f in &groups {
+            let members = field(f, 3).unwrap_or("");
+            if members.split(',').any(|m| m == name)
+                && let Some(gid) = f.get(2).and_then(|v| v.parse().ok())
+                && !additional_gids.contains(&gid)
+            {
+                additional_gids.push(gid);
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid: primary_gid,
+        additional_gids,
+    })
+}
+
+fn field(f: &[String], i: usize) -> Option<&str> {
+    f.get(i).map(String::as_str)
+}
+
+/// The colon-separated records of a passwd-style file; a missing file is an empty database.
+fn read_db(root: Option<&Path>, path: &str) -> Vec<Vec<String>> {
+    let Some(root) = root else { return Vec::new() };
+    let Ok(file) = resolve_in_root(root, path, true) else {
+        return Vec::new();
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/bin/false\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\ndaemon:x:1:\nwheel:x:10:root\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn names_and_numbers_resolve_like_docker() {
+        let dir = root();
+        let r = |s| resolve_user(Some(dir.path()), s);
+        assert_eq!(
+            r("root").unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![0, 10]
+            }
+        );
+        assert_eq!(r("daemon").unwrap().gid, 1);
+        assert_eq!(r("1234").unwrap().gid, 0);
+        assert_eq!(r("1234:1234").unwrap().gid, 1234);
+        assert_eq!(r("1000:nogroup").unwrap().gid, 65534);
+        assert_eq!(
+            r("nosuch").unwrap_err(),
+            OwnerError::UnknownUser("nosuch".into())
+        );
+        assert_eq!(
+            r("0:nosuch").unwrap_err(),
+            OwnerError::UnknownGroup("nosuch".into())
+        );
+        assert_eq!(resolve_user(None, "5:6").unwrap().uid, 5);
+    }
+}

@@ -1,0 +1,162 @@
+//! Fixtures for kiln's tests and quickstart: a busybox root filesystem built from the host's
+//! statically linked busybox (Debian's `busybox-static`), since this machine reaches no image registry.
+
+#![deny(unsafe_code)]
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's `busybox-static` installs its binary; `KILN_BUSYBOX` overrides it.
+pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
+
+/// Fixed mtime for every entry of the fixture tar, so the base image digest is stable.
+const FIXTURE_MTIME: u64 = 1_700_000_000;
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+daemon:x:1:1:daemon:/usr/sbin:/bin/false\n\
+bin:x:2:2:bin:/bin:/bin/false\n\
+sys:x:3:3:sys:/dev:/bin/false\n\
+www-data:x:33:33:www-data:/var/www:/bin/false\n\
+operator:x:37:37:Operator:/var:/bin/false\n\
+nobody:x:65534:65534:nobody:/home:/bin/false\n";
+
+const GROUP: &str = "root:x:0:\n\
+daemon:x:1:\n\
+bin:x:2:\n\
+sys:x:3:\n\
+adm:x:4:\n\
+tty:x:5:\n\
+disk:x:6:\n\
+wheel:x:10:root\n\
+www-data:x:33:\n\
+operator:x:37:\n\
+users:x:100:\n\
+nogroup:x:65534:\n";
+
+/// The busybox binary to use: `$KILN_BUSYBOX` or `/bin/busybox`; an error explains how to get it.
+pub fn busybox_binary() -> io::Result<PathBuf> {
+    let path = std::env::var_os("KILN_BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "busybox not found at {} (install Debian's busybox-static, or set KILN_BUSYBOX)",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// Lays out a busybox root filesystem in `root` (which must exist and be empty):
+/// `/bin/busybox`, a symlink per applet, `/etc/passwd`, `/etc/group`, `/tmp` (1777) and the
+/// usual empty directories.
+pub fn write_busybox_rootfs(root: &Path) -> io::Result<()> {
+    let busybox = busybox_binary()?;
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("sbin", 0o755),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("etc", 0o755),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("var", 0o755),
+        ("var/www", 0o755),
+        ("tmp", 0o1777),
+        ("dev", 0o755),
+        ("proc", 0o755),
+        ("sys", 0o755),
+    ] {
+        let path = root.join(dir);
+        fs::create_dir_all(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    }
+    let target = root.join("bin/busybox");
+    fs::copy(&busybox, &target)?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+
+    let output = Command::new(&busybox).arg("--list-full").output()?;
+    if !output.status.success() {
+        return Err(io::Error::other("busybox --list-full failed"));
+    }
+    for applet in String::from_utf8_lossy(&output.stdout).lines() {
+        let applet = applet.trim().trim_start_matches('/');
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        let link = root.join(applet);
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        symlink("/bin/busybox", &link)?;
+    }
+    fs::write(root.join("etc/passwd"), PASSWD)?;
+    fs::write(root.join("etc/group"), GROUP)?;
+    Ok(())
+}
+
+/// Writes the busybox root filesystem as a deterministic tar (sorted entries, numeric owners
+/// 0:0, a fixed mtime) to `out`, the input `kiln import` takes.
+pub fn write_busybox_rootfs_tar(out: &Path) -> io::Result<()> {
+    let staging = out.with_extension("staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    fs::create_dir_all(&staging)?;
+    write_busybox_rootfs(&staging)?;
+    let tmp = out.with_extension("tmp");
+    {
+        let file = fs::File::create(&tmp)?;
+        let mut builder = tar::Builder::new(io::BufWriter::new(file));
+        append_tree_sorted(&mut builder, &staging, Path::new(""))?;
+        builder.into_inner()?.flush()?;
+    }
+    fs::rename(&tmp, out)?;
+    fs::remove_dir_all(&staging)?;
+    Ok(())
+}
+
+fn append_tree_sorted<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let rel_path = rel.join(entry.file_name());
+        let meta = entry.path().symlink_metadata()?;
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(FIXTURE_MTIME);
+        header.set_mode(meta.permissions().mode() & 0o7777);
+        if meta.file_type().is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            let target = fs::read_link(entry.path())?;
+            builder.append_link(&mut header, &rel_path, &target)?;
+        } else if meta.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            builder.append_data(&mut header, &rel_path, io::empty())?;
+            append_tree_sorted(builder, root, &rel_path)?;
+        } else {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            builder.append_data(&mut header, &rel_path, fs::File::open(entry.path())?)?;
+        }
+    }
+    Ok(())
+}

@@ -34,6 +34,12 @@ pub fn parse(source: &[u8]) -> Result<Ast, Diagnostic> {
     parser::parse(source)
 }
 
+/// If `word` is a heredoc opener (`<<EOF`, `<<-'EOF'`, `3<<EOF`), its delimiter with quotes
+/// removed. ADD and COPY use this to tell heredoc sources from paths.
+pub fn heredoc_opener_name(word: &str) -> Option<String> {
+    heredoc::parse_opener(word).ok().flatten().map(|o| o.name)
+}
+
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ast {

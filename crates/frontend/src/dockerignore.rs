@@ -41,6 +41,13 @@ pub struct PatternMatcher {
     has_exceptions: bool,
 }
 
+/// Which patterns matched a directory (or one of its ancestors), carried from a directory
+/// to its children by [`PatternMatcher::matches_with_parent`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParentMatches {
+    matched: Vec<bool>,
+}
+
 /// One cleaned pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -242,12 +249,52 @@ impl PatternMatcher {
         excluded
     }
 
+    /// Like [`PatternMatcher::is_excluded`] for a walker that visits directories before
+    /// their contents: pass the [`ParentMatches`] returned for the parent directory (or
+    /// `None` at the top, or when unknown) and each pattern is tested against `rel_path`
+    /// only, instead of against every ancestor again. The result is the same as
+    /// `is_excluded`. Keep the returned value for a directory's children.
+    pub fn matches_with_parent(
+        &self,
+        rel_path: &str,
+        parent: Option<&ParentMatches>,
+    ) -> (bool, ParentMatches) {
+        let path = normalize(rel_path);
+        let mut matched = vec![false; self.patterns.len()];
+        if path == "." {
+            return (false, ParentMatches { matched });
+        }
+        // A record from another matcher (wrong length) is ignored rather than trusted.
+        let parent = parent.filter(|p| p.matched.len() == self.patterns.len());
+        let ancestors: Vec<&str> = match parent {
+            Some(_) => Vec::new(),
+            None => path.match_indices('/').map(|(i, _)| &path[..i]).collect(),
+        };
+        let mut excluded = false;
+        for (i, pattern) in self.patterns.iter().enumerate() {
+            // Unlike moby's MatchesUsingParentResults, every pattern is evaluated so the
+            // record passed to children is complete; skipping here would lose matches that
+            // a child needs when an earlier pattern changes the answer below this point.
+            let hit = parent.is_some_and(|p| p.matched[i])
+                || pattern.matches(&path)
+                || ancestors.iter().any(|a| pattern.matches(a));
+            matched[i] = hit;
+            if hit {
+                excluded = !pattern.exception;
+            }
+        }
+        (excluded, ParentMatches { matched })
+    }
+
     /// Whether a context walker may skip `rel_dir` without looking inside: the directory
     /// is excluded and no exception pattern could re-include anything below it.
     ///
     /// Everything below an excluded directory stays excluded unless an exception matches a
     /// path below it: patterns that match the directory also match all its descendants, so
-    /// only exceptions that can match deeper paths can change the answer.
+    /// only exceptions that can match deeper paths can change the answer. When this returns
+    /// false for an excluded directory, the walker looks inside, and if it keeps a path there
+    /// it must also keep that path's parent directories (as BuildKit does) even though
+    /// `is_excluded` says they are excluded.
     pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
         let dir = normalize(rel_dir);
         if dir == "." || !self.is_excluded(&dir) {

@@ -54,6 +54,22 @@ proptest! {
     }
 
     #[test]
+    fn incremental_matching_agrees(patterns in prop::collection::vec(pattern(), 1..5), path in path()) {
+        let m = Dockerignore::parse(&patterns.join("\n")).unwrap();
+        let mut parent = None;
+        let mut prefix = String::new();
+        for component in path.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            let (excluded, record) = m.matches_with_parent(&prefix, parent.as_ref());
+            prop_assert_eq!(excluded, m.is_excluded(&prefix), "{:?} on {}", patterns, prefix);
+            parent = Some(record);
+        }
+    }
+
+    #[test]
     fn pruning_is_sound(patterns in prop::collection::vec(pattern(), 1..5), dir in path(), below in path()) {
         let m = Dockerignore::parse(&patterns.join("\n")).unwrap();
         if m.can_skip_dir(&dir) {

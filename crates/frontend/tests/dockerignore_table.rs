@@ -507,3 +507,23 @@ fn per_dockerfile_ignore_file_wins() {
         None
     );
 }
+
+#[test]
+fn incremental_matching_carries_parent_results() {
+    // `!foo` matches `foo/x` only through its parent; the walker's record must keep that.
+    let m = Dockerignore::parse("*/x\n!foo\nbar").unwrap();
+    let (foo, record) = m.matches_with_parent("foo", None);
+    assert!(!foo);
+    let (foo_x, _) = m.matches_with_parent("foo/x", Some(&record));
+    assert!(!foo_x, "foo/x is re-included by !foo");
+    let (bar, record) = m.matches_with_parent("bar", None);
+    assert!(bar);
+    let (bar_x, record) = m.matches_with_parent("bar/x", Some(&record));
+    assert!(bar_x);
+    let (deep, _) = m.matches_with_parent("bar/x/y", Some(&record));
+    assert!(deep);
+    // a record from a different matcher is ignored, not trusted
+    let other = Dockerignore::parse("a\nb\nc\nd").unwrap();
+    let (_, foreign) = other.matches_with_parent("a", None);
+    assert!(m.matches_with_parent("bar/q", Some(&foreign)).0);
+}

@@ -101,10 +101,18 @@ pub enum ShellErrorKind {
     /// `${X?msg}` on an unset variable or `${X:?msg}` on an unset or empty one.
     #[error("{name}: {message}")]
     Required { name: String, message: String },
+    /// `${...}` nested deeper than [`MAX_NESTING`] levels; refused so that hostile input
+    /// cannot exhaust the stack.
+    #[error("substitutions nested more than {MAX_NESTING} levels deep")]
+    TooDeep,
     /// The pattern of `${X#p}`, `${X%p}` or `${X/p/r}` is malformed (for example `\x`).
     #[error("invalid pattern ({pattern}) in substitution: {reason}")]
     InvalidPattern { pattern: String, reason: String },
 }
+
+/// How deeply `${...}` substitutions may nest (`${A:-${B:-...}}`). Real Dockerfiles use a
+/// handful; the limit only exists because expansion recurses.
+pub const MAX_NESTING: usize = 200;
 
 /// The result of one expansion with everything BuildKit's lexer reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -193,6 +201,7 @@ impl Lexer {
             pos: 0,
             env,
             raw_escapes: self.raw_escapes,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -304,6 +313,8 @@ struct Run<'a, E: ?Sized> {
     pos: usize,
     env: &'a E,
     raw_escapes: bool,
+    /// Current `${` nesting, bounded by MAX_NESTING.
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -531,6 +542,17 @@ impl<E: Env + ?Sized> Run<'_, E> {
             });
         }
         self.next(); // the `{`
+        if self.depth >= MAX_NESTING {
+            return Err(ShellErrorKind::TooDeep);
+        }
+        self.depth += 1;
+        let result = self.braced();
+        self.depth -= 1;
+        result
+    }
+
+    /// The rest of a `${...}` substitution after its `{`.
+    fn braced(&mut self) -> Result<String, ShellErrorKind> {
         match self.peek() {
             None => return Err(ShellErrorKind::MissingBrace),
             Some('{' | '}' | ':') => return Err(ShellErrorKind::BadSubstitution),

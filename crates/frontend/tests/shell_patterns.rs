@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kiln_frontend::shell::{Env, Lexer, NoEnv, ShellErrorKind};
+use kiln_frontend::shell::{Env, Lexer, MAX_NESTING, NoEnv, ShellErrorKind};
 
 fn env() -> Vec<(String, String)> {
     [
@@ -399,4 +399,30 @@ fn env_implementations() {
     let dynamic: &dyn Env = &btree;
     assert_eq!(lexer.process_word("${A}x", dynamic).unwrap(), "btx");
     assert_eq!(lexer.process_word("[$A]", &NoEnv).unwrap(), "[]");
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    let lexer = Lexer::new('\\');
+    let nested = |n: usize| format!("{}x{}", "${NOPE:-".repeat(n), "}".repeat(n));
+    assert_eq!(lexer.process_word(&nested(100), &NoEnv).unwrap(), "x");
+    // the limit itself fits on a test thread's small stack, in quotes too
+    assert_eq!(
+        lexer.process_word(&nested(MAX_NESTING), &NoEnv).unwrap(),
+        "x"
+    );
+    let quoted_max = format!(
+        "{}x{}",
+        "\"${NOPE:-".repeat(MAX_NESTING),
+        "}\"".repeat(MAX_NESTING)
+    );
+    assert_eq!(lexer.process_word(&quoted_max, &NoEnv).unwrap(), "x");
+    let err = lexer.process_word(&nested(100_000), &NoEnv).unwrap_err();
+    assert_eq!(err.kind, ShellErrorKind::TooDeep);
+    // quotes in between do not get around the limit
+    let quoted = format!("{}x{}", "\"${NOPE:-".repeat(5_000), "}\"".repeat(5_000));
+    assert_eq!(
+        lexer.process_word(&quoted, &NoEnv).unwrap_err().kind,
+        ShellErrorKind::TooDeep
+    );
 }

@@ -198,7 +198,12 @@ impl Lexer {
         let mut run = Run {
             lexer: self,
             src: word,
-            pos: 0,
+            // Go's text/scanner, which BuildKit reads words with, skips a leading BOM.
+            pos: if word.starts_with('\u{feff}') {
+                '\u{feff}'.len_utf8()
+            } else {
+                0
+            },
             env,
             raw_escapes: self.raw_escapes,
             depth: 0,

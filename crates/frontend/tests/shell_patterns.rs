@@ -399,6 +399,12 @@ fn env_implementations() {
     let dynamic: &dyn Env = &btree;
     assert_eq!(lexer.process_word("${A}x", dynamic).unwrap(), "btx");
     assert_eq!(lexer.process_word("[$A]", &NoEnv).unwrap(), "[]");
+    // a leading byte-order mark is dropped, as BuildKit's scanner drops it; later ones stay
+    assert_eq!(lexer.process_word("\u{feff}$A", &btree).unwrap(), "bt");
+    assert_eq!(
+        lexer.process_word("x\u{feff}", &btree).unwrap(),
+        "x\u{feff}"
+    );
 }
 
 #[test]

@@ -9,5 +9,7 @@
 pub mod diagnostic;
 pub mod dockerignore;
 pub mod instructions;
+pub mod lower;
+pub mod print;
 pub mod shell;
 pub mod syntax;

@@ -1,0 +1,169 @@
+//! Lowering: a Dockerfile plus build options become an LLB graph and the image config of the
+//! target stage, with the semantics of `docker build` (BuildKit's dockerfile2llb).
+//!
+//! The entry point is [`lower`]. Base-image configs come from an [`ImageResolver`] that the
+//! caller provides; the frontend does no I/O of its own.
+
+mod adapt;
+mod convert;
+mod model;
+mod mounts;
+mod util;
+
+use std::collections::BTreeMap;
+
+use kiln_llb::image::ImageConfig;
+use kiln_llb::{Definition, Digest, NetworkMode, Platform};
+
+use crate::diagnostic::Diagnostic;
+
+pub use util::{default_path_env, normalize_image_ref};
+
+/// Everything about a build that is not in the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `--build-arg NAME=value`, in the order given; a later value for a name wins.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`; the last stage when `None`.
+    pub target: Option<String>,
+    /// `--label`s added to the target image's config.
+    pub labels: BTreeMap<String, String>,
+    /// The platform to build for; the host's when `None`.
+    pub platform: Option<Platform>,
+    /// `--no-cache`: every step re-runs.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: steps of these stages re-run.
+    pub no_cache_filter: Vec<String>,
+    /// The network mode RUN steps get unless they say `--network`.
+    pub network: NetworkMode,
+    /// Name of the local source holding the build context.
+    pub context_name: String,
+    /// The Dockerfile's name as the user gave it, for diagnostics and the source map.
+    pub dockerfile_name: String,
+    /// `.dockerignore` patterns, applied to every read of the context.
+    pub dockerignore: Vec<String>,
+    /// `SOURCE_DATE_EPOCH` (also accepted as a build arg, which the CLI may pass instead).
+    pub source_date_epoch: Option<i64>,
+    /// Hostname inside RUN steps (`--add-host`-style settings are not supported yet).
+    pub hostname: Option<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> BuildOptions {
+        BuildOptions {
+            build_args: Vec::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            platform: None,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            network: NetworkMode::Default,
+            context_name: "context".to_owned(),
+            dockerfile_name: "Dockerfile".to_owned(),
+            dockerignore: Vec::new(),
+            source_date_epoch: None,
+            hostname: None,
+        }
+    }
+}
+
+/// What a resolver knows about an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The canonical reference, e.g. `docker.io/library/busybox:latest`.
+    pub reference: String,
+    /// The manifest digest the build will use, pinned into the graph.
+    pub digest: Option<Digest>,
+    pub config: ImageConfig,
+}
+
+/// Looks up base images for FROM and `COPY --from=<image>`.
+///
+/// This trait is a cycle breaker: the frontend must not depend on the crates that talk to
+/// registries and the local store, so it defines what it needs here and the `engine` crate
+/// implements it. Tests use a fake. `reference` is normalized (`docker.io/library/x:latest`).
+pub trait ImageResolver {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+/// An ARG as `--print=outline` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlineArg {
+    pub name: String,
+    /// The default written in the Dockerfile (before build-arg overrides), if any.
+    pub default: Option<String>,
+    /// The value this build uses, if any.
+    pub value: Option<String>,
+    /// The comment right above the ARG line, if any.
+    pub description: Option<String>,
+    /// 1-based line of the ARG instruction.
+    pub line: u32,
+}
+
+/// A secret or ssh id a build uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlineMount {
+    pub id: String,
+    pub required: bool,
+    pub line: u32,
+}
+
+/// A stage as `--print=targets` and `--print=outline` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageInfo {
+    /// The `AS` name, or `stage-N`.
+    pub name: String,
+    pub named: bool,
+    /// The base as written in FROM.
+    pub base: String,
+    pub platform: Option<String>,
+    /// The comment right above FROM.
+    pub description: Option<String>,
+    pub line: u32,
+}
+
+/// The build's shape without its graph: for `--print=outline` and `--print=targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outline {
+    /// The target stage's name (`default` when it is unnamed).
+    pub target: String,
+    /// Every stage of the Dockerfile, in order.
+    pub stages: Vec<StageInfo>,
+    /// The ARGs the target uses (global ones first), in order of declaration.
+    pub args: Vec<OutlineArg>,
+    pub secrets: Vec<OutlineMount>,
+    pub ssh: Vec<OutlineMount>,
+}
+
+/// The result of lowering.
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    /// The graph of exactly what the target needs; its root is the target's filesystem.
+    pub definition: Definition,
+    /// The target image's config (the `created` times are set only with SOURCE_DATE_EPOCH;
+    /// the exporter fills them otherwise, and fills `rootfs`).
+    pub config: ImageConfig,
+    pub outline: Outline,
+}
+
+/// Lowers `dockerfile` for `opts`, resolving base images through `resolver`.
+///
+/// Errors carry the Dockerfile location of the instruction that failed and the file name
+/// from `opts.dockerfile_name`.
+pub fn lower(
+    dockerfile: &[u8],
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Lowered, Diagnostic> {
+    let program =
+        adapt::parse_program(dockerfile).map_err(|d| d.with_file(opts.dockerfile_name.clone()))?;
+    convert::lower_program(&program, dockerfile, opts, resolver)
+        .map_err(|d| d.with_file(opts.dockerfile_name.clone()))
+}
+
+/// The stages of a Dockerfile with their descriptions, without lowering anything (for
+/// `--print=targets`).
+pub fn stages(dockerfile: &[u8]) -> Result<Vec<StageInfo>, Diagnostic> {
+    let program = adapt::parse_program(dockerfile)?;
+    Ok(convert::stage_infos(&program))
+}

@@ -1,0 +1,37 @@
+//! The solver: a generic DAG scheduler with bottom-up cache keys, dedup, cancellation and progress.
+//!
+//! It knows no containers. A caller describes work as a [`Graph`] of vertices whose ops implement
+//! [`Operation`], stores results through a [`CacheStore`], and calls [`Solver::solve`]:
+//!
+//! - each vertex gets a cheap [`CacheKey`] from its op's key material and its inputs' keys; on a
+//!   miss an op may offer content key material ([`ContentKey`]), computed from its input values;
+//!   only when both miss does it execute, and its result is saved under both keys;
+//! - vertices run as soon as their inputs are ready, at most `max_parallelism` at a time, and a
+//!   vertex id in flight is shared by every solve that asks for it;
+//! - the first failure, or the solve's cancellation token, cancels the rest, and `solve` waits for
+//!   cancelled executions to return;
+//! - [`Event`]s report each vertex's progress on the solve's channel.
+//!
+//! `docs/dev/solver.md` describes the vertex state machine, dedup and cancellation.
+
+#![deny(unsafe_code)]
+
+mod error;
+mod event;
+mod graph;
+mod job;
+mod key;
+mod op;
+mod solver;
+mod store;
+
+pub use error::{Cause, SolveError, StepError};
+pub use event::{Event, EventKind};
+pub use graph::{Graph, GraphError, VertexId};
+pub use key::{CacheKey, ContentKey, InvalidContentKey, ParseCacheKeyError};
+pub use op::{ExecCtx, Operation, Stream};
+pub use solver::{SolveOptions, Solved, Solver, SolverConfig};
+pub use store::{CacheRecord, CacheStore, MemoryStore};
+
+/// Re-exported so callers name the same token type the solver uses.
+pub use tokio_util::sync::CancellationToken;

@@ -1,1 +1,384 @@
-//! Raw syscalls for the sandbox; the one place with unsafe code (being written).
+//! Raw syscalls for the sandbox: clone3 into fresh namespaces, the child's setup program that
+//! runs between clone and exec, the new mount API (detached mounts), pidfds and eventfds.
+//!
+//! This is the one module of the crate allowed to use `unsafe`. Everything exported from here
+//! is a safe function; the unsafe parts are the syscalls themselves and the child program.
+
+#![allow(unsafe_code)]
+
+pub(crate) mod child;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+// <linux/mount.h>; libc has the syscall numbers but not all of the flags.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// `struct mount_attr` for mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn last_err() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn cvt_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        Err(last_err())
+    } else {
+        // SAFETY: the kernel just returned this descriptor to us and nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    }
+}
+
+fn cvt(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 { Err(last_err()) } else { Ok(()) }
+}
+
+/// Makes a detached copy of the mount tree at `path` (a bind mount that is attached nowhere
+/// yet). It lives as long as the descriptor, so a failed sandbox start leaves no mount behind.
+pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: path is a valid NUL-terminated string; the call has no memory side effects.
+    cvt_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })
+}
+
+/// Makes a detached mount (and, with `recursive`, every mount below it) read-only.
+pub(crate) fn set_detached_readonly(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: valid fd, empty path string, attr points to a live struct of the given size.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// Creates a detached overlay mount from `lowerdirs` (top-most first) plus an upper and work
+/// dir, one `lowerdir+` per layer so deep chains do not hit the one-page option limit.
+/// On failure returns which parameter failed and the kernel's log message, if any.
+pub(crate) fn overlay_mount_fd(
+    lowerdirs: &[CString],
+    upperdir: &CStr,
+    workdir: &CStr,
+) -> Result<OwnedFd, (String, io::Error)> {
+    // SAFETY: constant string argument.
+    let fs =
+        cvt_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+            .map_err(|e| ("fsopen".to_string(), e))?;
+    let set = |key: &CStr, value: &CStr| -> io::Result<()> {
+        // SAFETY: valid fd and NUL-terminated strings.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+    };
+    let with_log = |what: String, e: io::Error| {
+        let log = read_fs_log(&fs);
+        if log.is_empty() {
+            (what, e)
+        } else {
+            (what, io::Error::new(e.kind(), format!("{e} ({log})")))
+        }
+    };
+    for lower in lowerdirs {
+        set(c"lowerdir+", lower)
+            .map_err(|e| with_log(format!("lower dir {}", lower.to_string_lossy()), e))?;
+    }
+    set(c"upperdir", upperdir)
+        .map_err(|e| with_log(format!("upper dir {}", upperdir.to_string_lossy()), e))?;
+    set(c"workdir", workdir)
+        .map_err(|e| with_log(format!("work dir {}", workdir.to_string_lossy()), e))?;
+    // Layer diffs read the upper dir as a self-contained record of changes, which redirected
+    // directories and metacopy-only files would break; kernels that do not know the options
+    // cannot have them on, so a refusal is fine.
+    for key in [c"redirect_dir", c"metacopy"] {
+        if set(key, c"off").is_err() {
+            let _ = read_fs_log(&fs);
+        }
+    }
+    // SAFETY: valid fd; null key/value as FSCONFIG_CMD_CREATE requires.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })
+    .map_err(|e| with_log("create".to_string(), e))?;
+    // SAFETY: valid fs context fd.
+    cvt_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+        .map_err(|e| with_log("fsmount".to_string(), e))
+}
+
+/// Drains the messages the kernel queued on a filesystem context.
+fn read_fs_log(fs: &OwnedFd) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 512];
+    // Each read returns one message and ENODATA once the queue is empty, so this cannot hang.
+    for _ in 0..8 {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fs.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(String::from_utf8_lossy(&buf[..n as usize]).trim());
+    }
+    out
+}
+
+/// A pipe whose both ends are close-on-exec and numbered 3 or above, so the child can dup2
+/// them onto 0, 1 and 2 without clobbering one another.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(last_err());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// Returns `fd` itself when it is 3 or above, else a close-on-exec duplicate that is.
+pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd.
+    cvt_fd(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)
+}
+
+/// Sets or clears O_NONBLOCK.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(last_err());
+    }
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) } as libc::c_long)
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    cvt_fd(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long)
+}
+
+/// Adds one to an eventfd's counter, waking whoever polls it.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) is already "signalled".
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Sends `signal` to the process behind `pidfd`; a process that already exited is not an error.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: valid pidfd, null siginfo, no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match cvt(ret) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+/// How a child ended, from waitid(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps the child behind `pidfd`; `None` with `nohang` when it is still running.
+pub(crate) fn wait_pidfd(pidfd: BorrowedFd<'_>, nohang: bool) -> io::Result<Option<Exit>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let mut options = libc::WEXITED;
+        if nohang {
+            options |= libc::WNOHANG;
+        }
+        // SAFETY: info is a live siginfo_t; P_PIDFD with a valid pidfd.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                options,
+            )
+        };
+        if ret < 0 {
+            let e = last_err();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed with WNOHANG).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Exit::Code(status),
+            _ => Exit::Signal(status),
+        }));
+    }
+}
+
+/// The result of poll(2) on one descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    pub hangup: bool,
+}
+
+/// Polls `fds` (each with whether to wait for writability instead of readability) and
+/// returns readiness per descriptor, or `None` on timeout. EINTR counts as "nothing ready".
+pub(crate) fn poll(
+    fds: &[(BorrowedFd<'_>, bool)],
+    timeout_ms: i32,
+) -> io::Result<Option<Vec<Ready>>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, write)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: if *write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a live array of pfds.len() pollfd structs.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = last_err();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Some(vec![Ready::default(); fds.len()]));
+        }
+        return Err(e);
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        pfds.iter()
+            .map(|p| Ready {
+                readable: p.revents & (libc::POLLIN | libc::POLLERR) != 0,
+                writable: p.revents & (libc::POLLOUT | libc::POLLERR) != 0,
+                hangup: p.revents & (libc::POLLHUP | libc::POLLNVAL) != 0,
+            })
+            .collect(),
+    ))
+}
+
+/// A child started by [`spawn`]: its pid in our namespace and a pidfd for it.
+pub(crate) struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts the sandbox's first process with clone3(2) in the namespaces of `clone_flags`.
+///
+/// The child runs [`child::run`] and never returns here: it execs the command or reports why
+/// not on the plan's status pipe and exits. Because the caller may be multi-threaded, the
+/// child must not allocate or take locks; the plan holds every string and descriptor it needs.
+pub(crate) fn spawn(plan: &child::Plan, clone_flags: u64) -> io::Result<Spawned> {
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: clone_args is plain data; zeroed means "no stack, no tls, no set_tid".
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = clone_flags | libc::CLONE_PIDFD as u64;
+    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our memory
+    // and continues on a copy of this stack. It only runs `child::run`, which never returns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if ret < 0 {
+        return Err(last_err());
+    }
+    if ret == 0 {
+        // SAFETY: we are the freshly cloned child; see child::run's contract.
+        unsafe { child::run(plan) }
+    }
+    // SAFETY: CLONE_PIDFD stored a new descriptor that we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Spawned {
+        pid: ret as i32,
+        pidfd,
+    })
+}
+
+/// Reads the highest capability number this kernel knows.
+pub(crate) fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Whether the current process runs as root (effective uid 0).
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,320 @@
+//! `SandboxSpec`: what to run and in what kind of box, a small cousin of the OCI runtime spec.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub const DOCKER_DEFAULT_CAPS: u64 = 0x0000_0000_a804_25fb;
+
+/// Capability names by number, as the OCI runtime spec spells them (0..=40).
+pub const CAPABILITY_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's default masked paths: hidden behind /dev/null (files) or an empty read-only tmpfs
+/// (directories). Paths missing on this kernel are skipped.
+pub const DOCKER_MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's default read-only paths.
+pub const DOCKER_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The PATH used to find argv[0] when the environment has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to run and how to box it. Build one with [`SandboxSpec::new`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The command; `argv[0]` is looked up in the environment's PATH unless it contains `/`.
+    pub argv: Vec<String>,
+    /// `KEY=value` entries, passed as they are.
+    pub env: Vec<String>,
+    /// Working directory inside the rootfs; created if missing (as BuildKit does).
+    pub cwd: PathBuf,
+    pub user: User,
+    pub hostname: String,
+    pub rootfs: RootFs,
+    /// Mount the rootfs read-only (mounts on top of it keep their own mode).
+    pub readonly_rootfs: bool,
+    /// Extra mounts, applied in order after /proc, /dev and /sys.
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    /// Extra `/etc/hosts` entries.
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// Content for `/etc/resolv.conf`; `None` derives it from the host's (see the docs).
+    pub resolv_conf: Option<String>,
+    pub rlimits: Vec<Rlimit>,
+    pub cgroup: CgroupLimits,
+    /// Bounding, effective and permitted capability set (bit n = capability n).
+    pub capabilities: u64,
+    /// Set `no_new_privs` (off by default, as in Docker and BuildKit, so setuid tools work).
+    pub no_new_privs: bool,
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
+    /// Where per-sandbox state (rootfs mount point, /etc files) lives on the host; a
+    /// subdirectory per sandbox is created and removed.
+    pub state_dir: PathBuf,
+    /// Run in a user namespace as an unprivileged user. Not supported yet.
+    pub rootless: bool,
+    /// Give the process a pseudo-terminal. Not supported yet.
+    pub tty: bool,
+}
+
+impl SandboxSpec {
+    /// A spec with Docker's defaults: root user, cwd `/`, hostname `kiln`, no network (only
+    /// `lo`), Docker's capabilities, masked and read-only paths, no cgroup limits.
+    pub fn new(rootfs: RootFs, argv: Vec<String>) -> SandboxSpec {
+        SandboxSpec {
+            argv,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: PathBuf::from("/"),
+            user: User::default(),
+            hostname: "kiln".to_string(),
+            rootfs,
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            network: Network::None,
+            extra_hosts: Vec::new(),
+            resolv_conf: None,
+            rlimits: Vec::new(),
+            cgroup: CgroupLimits::default(),
+            capabilities: DOCKER_DEFAULT_CAPS,
+            no_new_privs: false,
+            masked_paths: DOCKER_MASKED_PATHS.iter().map(PathBuf::from).collect(),
+            readonly_paths: DOCKER_READONLY_PATHS.iter().map(PathBuf::from).collect(),
+            state_dir: PathBuf::from("/run/kiln/sandboxes"),
+            rootless: false,
+            tty: false,
+        }
+    }
+}
+
+/// The numeric user the command runs as; name lookup is the caller's business.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// The root filesystem of the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootFs {
+    /// An already-prepared directory, bind-mounted (recursively) inside the sandbox.
+    Path(PathBuf),
+    /// An overlay mounted inside the sandbox's own mount namespace, so it disappears with it.
+    /// `lowerdirs` are top-most first (overlayfs order); writes land in `upperdir`.
+    Overlay {
+        lowerdirs: Vec<PathBuf>,
+        upperdir: PathBuf,
+        workdir: PathBuf,
+    },
+}
+
+/// An extra mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A recursive bind mount of a host path (file or directory).
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// A fresh tmpfs; `size` in bytes, `mode` such as 0o1777.
+    Tmpfs {
+        target: PathBuf,
+        size: Option<u64>,
+        mode: Option<u32>,
+        readonly: bool,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &std::path::Path {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// The network the command sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Join the network namespace at this path (e.g. `/run/netns/x`), prepared by the caller.
+    Namespace(PathBuf),
+}
+
+/// A resource limit (setrlimit); `resource` is one of `libc::RLIMIT_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: RlimitResource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The resource limits Docker's `--ulimit` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RlimitResource {
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+    As,
+}
+
+impl RlimitResource {
+    pub(crate) fn raw(self) -> libc::c_int {
+        use RlimitResource::*;
+        (match self {
+            Core => libc::RLIMIT_CORE,
+            Cpu => libc::RLIMIT_CPU,
+            Data => libc::RLIMIT_DATA,
+            Fsize => libc::RLIMIT_FSIZE,
+            Locks => libc::RLIMIT_LOCKS,
+            Memlock => libc::RLIMIT_MEMLOCK,
+            Msgqueue => libc::RLIMIT_MSGQUEUE,
+            Nice => libc::RLIMIT_NICE,
+            Nofile => libc::RLIMIT_NOFILE,
+            Nproc => libc::RLIMIT_NPROC,
+            Rss => libc::RLIMIT_RSS,
+            Rtprio => libc::RLIMIT_RTPRIO,
+            Rttime => libc::RLIMIT_RTTIME,
+            Sigpending => libc::RLIMIT_SIGPENDING,
+            Stack => libc::RLIMIT_STACK,
+            As => libc::RLIMIT_AS,
+        }) as libc::c_int
+    }
+
+    /// The OCI runtime spec's name (`RLIMIT_NOFILE`).
+    pub fn oci_name(self) -> &'static str {
+        use RlimitResource::*;
+        match self {
+            Core => "RLIMIT_CORE",
+            Cpu => "RLIMIT_CPU",
+            Data => "RLIMIT_DATA",
+            Fsize => "RLIMIT_FSIZE",
+            Locks => "RLIMIT_LOCKS",
+            Memlock => "RLIMIT_MEMLOCK",
+            Msgqueue => "RLIMIT_MSGQUEUE",
+            Nice => "RLIMIT_NICE",
+            Nofile => "RLIMIT_NOFILE",
+            Nproc => "RLIMIT_NPROC",
+            Rss => "RLIMIT_RSS",
+            Rtprio => "RLIMIT_RTPRIO",
+            Rttime => "RLIMIT_RTTIME",
+            Sigpending => "RLIMIT_SIGPENDING",
+            Stack => "RLIMIT_STACK",
+            As => "RLIMIT_AS",
+        }
+    }
+}
+
+/// cgroup limits; a sandbox with none set gets no cgroup at all (cheaper start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Hard memory limit in bytes (swap included where the host accounts swap).
+    pub memory_bytes: Option<u64>,
+    /// CPU bandwidth: `quota_us` of every `period_us` (e.g. 50_000 of 100_000 = half a CPU).
+    pub cpu: Option<CpuQuota>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids_max: Option<u64>,
+    /// Parent of the sandboxes' cgroups, relative to each hierarchy's root.
+    pub parent: PathBuf,
+}
+
+impl Default for CgroupLimits {
+    fn default() -> CgroupLimits {
+        CgroupLimits {
+            memory_bytes: None,
+            cpu: None,
+            pids_max: None,
+            parent: PathBuf::from("kiln"),
+        }
+    }
+}
+
+impl CgroupLimits {
+    pub fn is_empty(&self) -> bool {
+        self.memory_bytes.is_none() && self.cpu.is_none() && self.pids_max.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuQuota {
+    pub quota_us: u64,
+    pub period_us: u64,
+}

@@ -1066,6 +1066,14 @@ impl Lowering<'_> {
                 set_pair(&mut st.env, key, v);
             }
             st.build_args.push((key.clone(), value.clone()));
+            if let Some(arg) = self
+                .outline
+                .args
+                .iter_mut()
+                .find(|a| &a.name == key && a.value.is_none())
+            {
+                arg.value = value.clone();
+            }
             commit.push(match &value {
                 Some(v) => format!("{key}={v}"),
                 None => key.clone(),

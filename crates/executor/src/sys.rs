@@ -382,3 +382,31 @@ pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Attaches a detached mount (from [`open_tree_clone`] or [`overlay_mount_fd`]) at `target`
+/// in the caller's mount namespace.
+pub(crate) fn attach_mount(fd: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+    // SAFETY: valid fd, empty and NUL-terminated path strings.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+}
+
+/// Lazily unmounts `target` (MNT_DETACH), so a lingering open file cannot keep it mounted.
+pub(crate) fn unmount_detach(target: &CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated path.
+    cvt(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } as libc::c_long)
+}
+
+/// A pidfd for an existing child process.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the kernel returns a new close-on-exec descriptor.
+    cvt_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })
+}

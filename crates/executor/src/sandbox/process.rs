@@ -203,7 +203,7 @@ impl Ops {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

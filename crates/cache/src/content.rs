@@ -357,6 +357,10 @@ impl BlobWriter {
             None => publish()?,
             Some(lease) => {
                 let meta = Arc::clone(&self.store.inner.meta);
+                let _gc = meta
+                    .gc_lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 meta.write(|tx| {
                     // Fail before publishing if the lease is gone, so nothing unprotected appears.
                     if tx.lease(lease)?.is_none() {

@@ -351,9 +351,11 @@ pub(crate) struct Plan {
     pub(crate) report: PruneReport,
     /// Snapshots to remove through the remover after commit, children first.
     pub(crate) snapshots: Vec<String>,
+    /// Blobs to unlink after commit, while the database is still held.
+    pub(crate) blobs: Vec<BlobInfo>,
 }
 
-/// Decides and applies the metadata side of a prune in `tx`, and deletes unreferenced blobs.
+/// Decides a prune and applies its metadata side in `tx`.
 /// `on_disk` is the remover's list of snapshots, taken before the transaction.
 pub(crate) fn plan_prune(
     tx: &mut WriteTxn,
@@ -428,22 +430,27 @@ pub(crate) fn plan_prune(
     snapshots.dedup();
     snapshots.extend(dead.into_iter().map(|(_, id)| id));
 
-    // 3. Blobs nothing references. Deleted inside the transaction: a concurrent
-    // `commit_leased` of the same blob waits for it, so a leased blob is never deleted.
+    // 3. Blobs nothing references. They are unlinked only after the transaction commits
+    // (see `Store::prune`): unlinked before, a crash before the commit would leave records
+    // naming blobs that are gone.
     let mut referenced: HashSet<Digest> = world.permanent().1;
     for (_, r) in remaining() {
         referenced.extend(r.layers.iter().map(|l| l.digest));
     }
-    for (digest, size) in &world.blobs {
-        if !referenced.contains(digest) && content.delete(digest)? {
-            report.reclaimed += size;
-            report.blobs_removed.push(BlobInfo {
-                digest: *digest,
-                size: *size,
-            });
-        }
-    }
-    Ok(Plan { report, snapshots })
+    let blobs = world
+        .blobs
+        .iter()
+        .filter(|(d, _)| !referenced.contains(*d))
+        .map(|(d, s)| BlobInfo {
+            digest: *d,
+            size: *s,
+        })
+        .collect();
+    Ok(Plan {
+        report,
+        snapshots,
+        blobs,
+    })
 }
 
 fn depth(snaps: &BTreeMap<String, SnapshotRecord>, id: &str) -> usize {

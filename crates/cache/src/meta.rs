@@ -35,6 +35,9 @@ pub(crate) const IDLE: Duration = Duration::from_millis(25);
 /// How long a busy process keeps the database while another process waits for it.
 pub(crate) const QUANTUM: Duration = Duration::from_millis(50);
 
+/// How long to retry opening a database that a forked child still holds (see `open_db`).
+const OPEN_RETRY: Duration = Duration::from_secs(30);
+
 /// The schema this code writes; a store with a higher one is refused rather than misread.
 const SCHEMA_VERSION: u64 = 1;
 
@@ -51,6 +54,9 @@ pub(crate) struct MetaDb {
     want_path: PathBuf,
     state: Mutex<State>,
     cond: Condvar,
+    /// Serializes, within this process, GC's blob deletion with `commit_leased`; across
+    /// processes the database lock does that.
+    pub(crate) gc_lock: Mutex<()>,
 }
 
 struct State {
@@ -88,6 +94,7 @@ impl MetaDb {
                 schema_checked: false,
             }),
             cond: Condvar::new(),
+            gc_lock: Mutex::new(()),
         }
     }
 
@@ -104,7 +111,12 @@ impl MetaDb {
             .db()
             .begin_read()
             .map_err(|e| Error::db("begin read transaction", e))?;
-        f(&ReadTxn { tx })
+        // The transaction must end before the guard, which may close the database.
+        let txn = ReadTxn { tx };
+        let out = f(&txn);
+        drop(txn);
+        drop(guard);
+        out
     }
 
     /// Runs `f` in a write transaction and commits it durably if `f` succeeds; if `f` fails,
@@ -114,6 +126,37 @@ impl MetaDb {
         f: impl FnOnce(&mut WriteTxn) -> Result<R>,
     ) -> Result<R> {
         self.write_with(Durability::Immediate, f)
+    }
+
+    /// Like [`MetaDb::write`], then runs `after` on the result while the database is still
+    /// held (so no other process can start a transaction) and while this process's
+    /// [`MetaDb::gc_lock`] is held (so no `commit_leased` here interleaves). `after` runs only
+    /// if the commit succeeded.
+    pub(crate) fn write_then<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut WriteTxn) -> Result<R>,
+        after: impl FnOnce(&mut R) -> Result<()>,
+    ) -> Result<R> {
+        let _gc = self.gc_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.acquire()?;
+        let tx = guard
+            .db()
+            .begin_write()
+            .map_err(|e| Error::db("begin write transaction", e))?;
+        let mut w = WriteTxn { tx };
+        let mut out = match f(&mut w) {
+            Ok(out) => out,
+            Err(e) => {
+                drop(w);
+                drop(guard);
+                return Err(e);
+            }
+        };
+        w.tx.commit()
+            .map_err(|e| Error::db("commit write transaction", e))?;
+        let res = after(&mut out);
+        drop(guard);
+        res.map(|()| out)
     }
 
     /// Like [`MetaDb::write`] with a chosen durability; `Durability::None` is for bookkeeping
@@ -130,9 +173,18 @@ impl MetaDb {
             .map_err(|e| Error::db("begin write transaction", e))?;
         tx.set_durability(durability);
         let mut w = WriteTxn { tx };
-        let out = f(&mut w)?;
-        w.tx.commit()
-            .map_err(|e| Error::db("commit write transaction", e))?;
+        let out = match f(&mut w) {
+            Ok(out) => out,
+            Err(e) => {
+                // Dropping an uncommitted transaction aborts it; do so before the guard goes.
+                drop(w);
+                drop(guard);
+                return Err(e);
+            }
+        };
+        let committed = w.tx.commit();
+        drop(guard);
+        committed.map_err(|e| Error::db("commit write transaction", e))?;
         Ok(out)
     }
 
@@ -178,7 +230,13 @@ impl MetaDb {
         drop(db);
         st.active -= 1;
         st.last_release = Instant::now();
-        if st.active == 0 && (st.draining || !st.closer_running || self.waiters_present(&mut st)) {
+        // Hand over only after a quantum, so that two busy processes do not pay an open and
+        // a close (several fsyncs) for every transaction.
+        if st.active == 0
+            && (st.draining
+                || !st.closer_running
+                || (st.held_since.elapsed() >= QUANTUM && self.waiters_present(&mut st)))
+        {
             self.close(&mut st);
         }
     }
@@ -202,13 +260,7 @@ impl MetaDb {
             .map_err(|e| Error::io("lock", &self.lock_path, e))?;
         drop(want);
 
-        // `create` repairs the file if the previous holder was killed with it open.
-        let db = Database::builder()
-            .create(&self.db_path)
-            .map_err(|source| Error::OpenDatabase {
-                path: self.db_path.clone(),
-                source: Box::new(source),
-            })?;
+        let db = self.open_db()?;
         if !st.schema_checked {
             init_schema(&db, &self.db_path)?;
             st.schema_checked = true;
@@ -222,6 +274,61 @@ impl MetaDb {
         st.last_release = st.held_since;
         if !st.closer_running {
             st.closer_running = self.spawn_closer();
+        }
+        Ok(())
+    }
+
+    /// Opens redb, with `meta.lock` held.
+    ///
+    /// redb `flock`s the file itself, and a child forked by any process that had the database
+    /// open (a sandbox being set up, a `Command` between fork and exec) holds a copy of that
+    /// lock until it execs or exits, possibly after the parent released `meta.lock`. Such a
+    /// holder is transient, so "already open" is retried with backoff for a while.
+    fn open_db(&self) -> Result<Database> {
+        if !self.db_path.exists() {
+            self.create_db()?;
+        }
+        let deadline = Instant::now() + OPEN_RETRY;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            // `create` repairs the file if the previous holder was killed with it open.
+            match Database::builder().create(&self.db_path) {
+                Ok(db) => return Ok(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(Error::OpenDatabase {
+                        path: self.db_path.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Creates an empty database with its tables next to its final path and renames it into
+    /// place, with `meta.lock` held: redb's own initialization is not atomic, and a process
+    /// killed during it would leave a file no later open accepts.
+    fn create_db(&self) -> Result<()> {
+        let temp = self.db_path.with_extension("redb.init");
+        let _ = std::fs::remove_file(&temp);
+        let db = Database::builder()
+            .create(&temp)
+            .map_err(|source| Error::OpenDatabase {
+                path: temp.clone(),
+                source: Box::new(source),
+            })?;
+        init_schema(&db, &temp)?;
+        drop(db);
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("fsync", &temp, e))?;
+        std::fs::rename(&temp, &self.db_path)
+            .map_err(|e| Error::io("rename new database to", &self.db_path, e))?;
+        if let Some(dir) = self.db_path.parent() {
+            crate::content::sync_dir(dir)?;
         }
         Ok(())
     }
@@ -263,7 +370,9 @@ impl MetaDb {
                         return;
                     }
                     let idle = st.last_release.elapsed();
-                    if st.active == 0 && (idle >= IDLE || meta.waiters_present(&mut st)) {
+                    let hand_over =
+                        st.held_since.elapsed() >= QUANTUM && meta.waiters_present(&mut st);
+                    if st.active == 0 && (idle >= IDLE || hand_over) {
                         meta.close(&mut st);
                         st.closer_running = false;
                         return;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{CacheKey, Digest};
 
 /// A point in time, stored as milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,6 +83,10 @@ pub struct CacheRecord {
     /// A human description for `kiln system df -v` and prune reports (e.g. `RUN make`).
     #[serde(default)]
     pub description: String,
+    /// The key dependents of this result are keyed by, when it differs from the key the record
+    /// is filed under (a result found by its content key); set by the solver's store adapter.
+    #[serde(default)]
+    pub output_key: Option<CacheKey>,
 }
 
 impl CacheRecord {
@@ -96,6 +100,7 @@ impl CacheRecord {
             created: now,
             last_used: now,
             description: String::new(),
+            output_key: None,
         }
     }
 }

@@ -238,9 +238,9 @@ impl Store {
     /// Removes build-cache records as `opts` allows (least recently used first), then every
     /// snapshot and blob nothing keeps (see `gc` for the roots), and expired leases.
     ///
-    /// Metadata changes and blob deletions happen in one write transaction; snapshots are
-    /// removed through `remover` after it commits, so other builds wait only for the
-    /// bookkeeping. A snapshot whose removal fails is reported in `errors` and, now
+    /// Metadata changes happen in one write transaction; unreferenced blobs are unlinked after
+    /// it commits, before the database is handed to anyone else; snapshots are removed
+    /// through `remover` after that, so other builds wait only for the bookkeeping. A snapshot whose removal fails is reported in `errors` and, now
     /// unrecorded, is collected by a later prune.
     pub fn prune(&self, opts: &PruneOptions, remover: &dyn SnapshotRemover) -> Result<PruneReport> {
         let on_disk = remover.list().map_err(|e| Error::Snapshot {
@@ -249,7 +249,18 @@ impl Store {
         })?;
         let now = Timestamp::now();
         let content = self.content().clone();
-        let plan = self.write(|tx| gc::plan_prune(tx, &content, opts, &on_disk, now))?;
+        let plan = self.inner.meta.write_then(
+            |tx| gc::plan_prune(tx, &content, opts, &on_disk, now),
+            |plan| {
+                for blob in &plan.blobs {
+                    if content.delete(&blob.digest)? {
+                        plan.report.reclaimed += blob.size;
+                        plan.report.blobs_removed.push(*blob);
+                    }
+                }
+                Ok(())
+            },
+        )?;
         let mut report = plan.report;
         for id in plan.snapshots {
             match remover.remove(&id) {

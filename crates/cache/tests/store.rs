@@ -80,6 +80,7 @@ fn record(snapshot: &str, last_used: Timestamp) -> CacheRecord {
         created: last_used,
         last_used,
         description: format!("RUN make {snapshot}"),
+        output_key: None,
     }
 }
 

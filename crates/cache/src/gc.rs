@@ -34,6 +34,13 @@ pub trait SnapshotRemover {
     /// Every snapshot id on disk, so that snapshots left unrecorded by a killed build are
     /// collected too.
     fn list(&self) -> Result<Vec<String>, SnapshotError>;
+    /// The parent of snapshot `id` according to the snapshotter. Consulted for snapshots the
+    /// store has no [`crate::SnapshotRecord`] of, so that a live snapshot's parent is kept even
+    /// if it was never recorded. The default knows none.
+    fn parent(&self, id: &str) -> Result<Option<String>, SnapshotError> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 /// What `prune` may remove.
@@ -94,6 +101,8 @@ pub(crate) struct World {
     pub(crate) image_refs: usize,
     pub(crate) image_blobs: BTreeSet<Digest>,
     pub(crate) blobs: BTreeMap<Digest, u64>,
+    /// Parents of snapshots on disk without a snapshot record, from [`SnapshotRemover::parent`].
+    pub(crate) disk_parents: HashMap<String, String>,
 }
 
 impl World {
@@ -129,9 +138,33 @@ impl World {
             live_leases: live,
             expired_leases: expired.into_iter().map(|l| l.id).collect(),
             image_refs: refs.len(),
+            disk_parents: HashMap::new(),
             image_blobs: image_closure(content, &refs),
             blobs,
         })
+    }
+
+    /// The parent of snapshot `id`: from its record, else from the snapshotter.
+    fn parent_of(&self, id: &str) -> Option<String> {
+        match self.snapshots.get(id) {
+            Some(s) => s.parent.clone(),
+            None => self.disk_parents.get(id).cloned(),
+        }
+    }
+
+    /// How many ancestors snapshot `id` has (bounded, in case the data has a cycle).
+    fn depth(&self, id: &str) -> usize {
+        let limit = self.snapshots.len() + self.disk_parents.len();
+        let mut d = 0;
+        let mut cur = self.parent_of(id);
+        while let Some(p) = cur {
+            d += 1;
+            if d > limit {
+                break;
+            }
+            cur = self.parent_of(&p);
+        }
+        d
     }
 
     /// Blobs and snapshots kept regardless of cache records: by images and leases.
@@ -154,7 +187,7 @@ impl World {
             if !into.insert(id.clone()) {
                 break;
             }
-            cur = self.snapshots.get(&id).and_then(|s| s.parent.clone());
+            cur = self.parent_of(&id);
         }
     }
 }
@@ -291,7 +324,7 @@ impl<'w> Usage<'w> {
             *c += 1;
             if *c == 1 {
                 self.bytes += self.snap_size(&id);
-                cur = self.world.snapshots.get(&id).and_then(|s| s.parent.clone());
+                cur = self.world.parent_of(&id);
             }
         }
     }
@@ -311,7 +344,7 @@ impl<'w> Usage<'w> {
             if *c == 0 {
                 self.snaps.remove(&id);
                 self.bytes = self.bytes.saturating_sub(self.snap_size(&id));
-                cur = self.world.snapshots.get(&id).and_then(|s| s.parent.clone());
+                cur = self.world.parent_of(&id);
             }
         }
     }
@@ -362,9 +395,11 @@ pub(crate) fn plan_prune(
     content: &ContentStore,
     opts: &PruneOptions,
     on_disk: &[String],
+    disk_parents: &HashMap<String, String>,
     now: Timestamp,
 ) -> Result<Plan> {
-    let world = World::load(&WriteTxnOrRead::Write(tx), content, now)?;
+    let mut world = World::load(&WriteTxnOrRead::Write(tx), content, now)?;
+    world.disk_parents = disk_parents.clone();
     let mut report = PruneReport::default();
     for id in &world.expired_leases {
         tx.delete_lease(id)?;
@@ -416,19 +451,18 @@ pub(crate) fn plan_prune(
         if !live.contains(id) {
             tx.delete_snapshot(id)?;
             report.reclaimed += rec.size;
-            dead.push((depth(&world.snapshots, id), id.clone()));
+            dead.push((world.depth(id), id.clone()));
         }
     }
-    // Deepest first: a snapshotter may refuse to remove a parent before its children.
-    dead.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let mut snapshots: Vec<String> = on_disk
+    // Unrecorded snapshots on disk (left by killed builds, or never recorded) go too.
+    let orphans: BTreeSet<&String> = on_disk
         .iter()
         .filter(|id| !live.contains(*id) && !world.snapshots.contains_key(*id))
-        .cloned()
         .collect();
-    snapshots.sort();
-    snapshots.dedup();
-    snapshots.extend(dead.into_iter().map(|(_, id)| id));
+    dead.extend(orphans.into_iter().map(|id| (world.depth(id), id.clone())));
+    // Deepest first: a snapshotter may refuse to remove a parent before its children.
+    dead.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let snapshots = dead.into_iter().map(|(_, id)| id).collect();
 
     // 3. Blobs nothing references. They are unlinked only after the transaction commits
     // (see `Store::prune`): unlinked before, a crash before the commit would leave records
@@ -451,19 +485,6 @@ pub(crate) fn plan_prune(
         snapshots,
         blobs,
     })
-}
-
-fn depth(snaps: &BTreeMap<String, SnapshotRecord>, id: &str) -> usize {
-    let mut d = 0;
-    let mut cur = snaps.get(id).and_then(|s| s.parent.as_deref());
-    while let Some(p) = cur {
-        d += 1;
-        if d > snaps.len() {
-            break;
-        }
-        cur = snaps.get(p).and_then(|s| s.parent.as_deref());
-    }
-    d
 }
 
 /// Computes `df` from a consistent view.

@@ -1,6 +1,7 @@
 //! The store at a root directory: opening it, and the operations that span content and
 //! metadata (leases, prune, df, check).
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,10 +248,23 @@ impl Store {
             action: "list snapshots".into(),
             source: e,
         })?;
+        // Parents as the snapshotter knows them, asked before the transaction so that the
+        // database is not held while the snapshotter reads its metadata.
+        let recorded: HashSet<String> = self.snapshots()?.into_iter().map(|(id, _)| id).collect();
+        let mut disk_parents = HashMap::new();
+        for id in on_disk.iter().filter(|id| !recorded.contains(*id)) {
+            let parent = remover.parent(id).map_err(|e| Error::Snapshot {
+                action: format!("read the parent of snapshot {id:?}"),
+                source: e,
+            })?;
+            if let Some(parent) = parent {
+                disk_parents.insert(id.clone(), parent);
+            }
+        }
         let now = Timestamp::now();
         let content = self.content().clone();
         let plan = self.inner.meta.write_then(
-            |tx| gc::plan_prune(tx, &content, opts, &on_disk, now),
+            |tx| gc::plan_prune(tx, &content, opts, &on_disk, &disk_parents, now),
             |plan| {
                 for blob in &plan.blobs {
                     if content.delete(&blob.digest)? {

@@ -51,6 +51,13 @@ impl SnapshotRemover for DirSnapshots {
         }
         Ok(out)
     }
+    fn parent(&self, id: &str) -> Result<Option<String>, SnapshotError> {
+        match fs::read_to_string(self.dir.join(id).join(".parent")) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -342,7 +349,7 @@ fn prune_all_keeps_images_and_leases() {
     assert_eq!(report.records_removed.len(), 1);
     // Children before parents; the unrecorded orphan too.
     let removed = snaps.removed.lock().unwrap().clone();
-    assert_eq!(removed, ["orphan", "child", "old"]);
+    assert_eq!(removed, ["child", "old", "orphan"]);
     assert_eq!(report.snapshots_removed, removed);
     let blobs: Vec<Digest> = report.blobs_removed.iter().map(|b| b.digest).collect();
     assert_eq!(blobs, [stray.digest]);
@@ -736,4 +743,48 @@ fn two_handles_in_one_process_share_the_root() {
     });
     assert_eq!(a.records().unwrap().len(), 60);
     assert_eq!(b.records().unwrap().len(), 60);
+}
+
+#[test]
+fn prune_keeps_unrecorded_parents_the_snapshotter_knows() {
+    let (_dir, store) = store();
+    let snaps = DirSnapshots::new(&store);
+    // The engine recorded neither snapshot, only a cache record naming the child.
+    snaps.create("lower");
+    snaps.create("upper");
+    fs::write(snaps.dir.join("upper/.parent"), "lower").unwrap();
+    snaps.create("unrelated");
+    store
+        .put_record(&key(1), &record("upper", Timestamp(1)))
+        .unwrap();
+    let report = store.prune(&PruneOptions::default(), &snaps).unwrap();
+    assert_eq!(report.records_removed.len(), 1, "dangling record pruned");
+    // Now nothing names them: all three go, the child before its parent.
+    assert_eq!(
+        report.snapshots_removed,
+        ["upper", "lower", "unrelated"].map(String::from)
+    );
+
+    snaps.create("lower");
+    snaps.create("upper");
+    fs::write(snaps.dir.join("upper/.parent"), "lower").unwrap();
+    store
+        .put_record(&key(1), &record("upper", Timestamp::now()))
+        .unwrap();
+    let report = store
+        .prune(
+            &PruneOptions {
+                until: Some(Duration::from_secs(3600)),
+                ..Default::default()
+            },
+            &snaps,
+        )
+        .unwrap();
+    assert!(report.records_removed.is_empty());
+    assert!(
+        report.snapshots_removed.is_empty(),
+        "{:?}",
+        report.snapshots_removed
+    );
+    assert!(snaps.exists("lower").unwrap() && snaps.exists("upper").unwrap());
 }

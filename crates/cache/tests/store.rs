@@ -788,3 +788,41 @@ fn prune_keeps_unrecorded_parents_the_snapshotter_knows() {
     );
     assert!(snaps.exists("lower").unwrap() && snaps.exists("upper").unwrap());
 }
+
+#[test]
+fn a_busy_handle_hands_the_database_over() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    // Two handles on one root contend like two processes (separate file locks). One writes
+    // without pause; the other must still get its turns instead of waiting for it to stop.
+    let (dir, busy) = store();
+    let other = Store::open(dir.path()).unwrap();
+    let done = AtomicBool::new(false);
+    let writes = AtomicU32::new(0);
+    const MAX_WRITES: u32 = 5000;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rec = record("s", Timestamp(1));
+            while !done.load(Ordering::SeqCst) && writes.load(Ordering::SeqCst) < MAX_WRITES {
+                busy.put_record(&key(1), &rec).unwrap();
+                writes.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        s.spawn(|| {
+            // Let the writer get going first.
+            while writes.load(Ordering::SeqCst) < 3 {
+                std::thread::yield_now();
+            }
+            for i in 0..10u8 {
+                other
+                    .put_record(&key(100 + i), &record("s", Timestamp(1)))
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+    });
+    assert!(
+        writes.load(Ordering::SeqCst) < MAX_WRITES,
+        "the second handle only got the database after the busy one stopped"
+    );
+    assert_eq!(busy.records().unwrap().len(), 11);
+}

@@ -256,8 +256,14 @@ impl MetaDb {
         want.lock_shared()
             .map_err(|e| Error::io("lock", &self.want_path, e))?;
         let lock = open_rw(&self.lock_path)?;
+        let waited = Instant::now();
         lock.lock()
             .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+        tracing::trace!(
+            db = %self.db_path.display(),
+            waited_us = waited.elapsed().as_micros() as u64,
+            "metadata database lock taken"
+        );
         drop(want);
 
         let db = self.open_db()?;
@@ -295,6 +301,10 @@ impl MetaDb {
             match Database::builder().create(&self.db_path) {
                 Ok(db) => return Ok(db),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    tracing::debug!(
+                        db = %self.db_path.display(),
+                        "metadata database still held by a forked child; retrying"
+                    );
                     thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }

@@ -235,11 +235,9 @@ fn render(d: &Diagnostic, file_name: &str, source: &str) -> String {
         };
         let line_start = line_start.min(chars.len());
         let (shown_text, offsets) = expand_tabs(&chars);
-        out.push_str(&format!(
-            "{:>width$} | {}\n",
-            line_no,
-            shown_text.trim_end()
-        ));
+        let shown_line = format!("{line_no:>width$} | {shown_text}");
+        out.push_str(shown_line.trim_end());
+        out.push('\n');
         let col_from = offsets[line_start];
         let col_to = offsets[line_end.max(line_start)];
         let carets = (col_to - col_from).max(1);

@@ -281,8 +281,9 @@ impl<'s, 'a> Parser<'s, 'a> {
             let openers = heredoc::openers_in_line(&line.text).map_err(|why| {
                 Diagnostic::error(format!("invalid heredoc: {why}"), instr_span(last))
             })?;
+            let opener_span = instr_span(last);
             for opener in openers {
-                let (h, end) = self.heredoc_body(opener, last, &line, first)?;
+                let (h, end) = self.heredoc_body(opener, last, opener_span, first)?;
                 last = end;
                 node.heredocs.push(h);
             }
@@ -298,16 +299,14 @@ impl<'s, 'a> Parser<'s, 'a> {
         &mut self,
         opener: heredoc::Opener,
         last: usize,
-        line: &LogicalLine,
+        opener_span: Span,
         first: usize,
     ) -> Result<(Heredoc, usize), Diagnostic> {
         let body_start = last + 1;
         let mut content = String::new();
-        let mut end = last;
-        loop {
+        let end = loop {
             let Some(idx) = self.take_line() else {
-                let span = Span::new(line.position(self.src, 0), self.src.line_end(end));
-                return Err(Diagnostic::error("unterminated heredoc", span)
+                return Err(Diagnostic::error("unterminated heredoc", opener_span)
                     .with_help(format!(
                         "end the heredoc with a line containing only `{}`",
                         opener.name
@@ -318,17 +317,16 @@ impl<'s, 'a> Parser<'s, 'a> {
                         first + 1
                     )));
             };
-            end = idx;
             let raw = self.src.raw(idx);
             let mut candidate = self.src.content(idx);
             if opener.chomp {
                 candidate = candidate.trim_start_matches('\t');
             }
             if candidate == opener.name {
-                break;
+                break idx;
             }
             content.push_str(raw);
-        }
+        };
         let span = if body_start <= end && body_start < self.src.lines.len() {
             Span::new(self.src.position(body_start, 0), self.src.line_end(end))
         } else {

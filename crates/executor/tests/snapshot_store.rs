@@ -270,3 +270,107 @@ fn concurrent_snapshotters_on_one_root_hand_out_unique_ids() {
     assert_eq!(all.len(), 60);
     assert_eq!(Snapshotter::open(&root).unwrap().list().unwrap().len(), 60);
 }
+
+/// Not a test on its own: prints the driver `open` picks under the environment it is given.
+#[test]
+#[ignore]
+fn env_helper_print_driver() {
+    let Ok(root) = std::env::var("KILN_SNAPSHOT_ENV_ROOT") else {
+        return;
+    };
+    match Snapshotter::open(std::path::Path::new(&root)) {
+        Ok(sn) => println!("DRIVER {}", sn.driver()),
+        Err(e) => println!("ERROR {e}"),
+    }
+}
+
+fn driver_under_env(root: &std::path::Path, value: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "env_helper_print_driver",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KILN_SNAPSHOT_ENV_ROOT", root)
+        .env("KILN_SNAPSHOTTER", value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let at = stdout
+        .find("DRIVER ")
+        .or_else(|| stdout.find("ERROR "))
+        .unwrap_or_else(|| panic!("no answer from helper: {stdout}"));
+    stdout[at..].lines().next().unwrap().to_string()
+}
+
+#[test]
+fn env_var_forces_the_copy_driver() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        driver_under_env(&tmp.path().join("a"), "copy"),
+        "DRIVER copy"
+    );
+    assert_eq!(
+        driver_under_env(&tmp.path().join("b"), "overlay"),
+        "DRIVER overlay"
+    );
+    let bogus = driver_under_env(&tmp.path().join("c"), "zfs");
+    assert!(
+        bogus.contains("invalid snapshot driver: KILN_SNAPSHOTTER=zfs"),
+        "{bogus}"
+    );
+    // The driver a root was created with wins over a later, conflicting request.
+    let conflict = driver_under_env(&tmp.path().join("a"), "overlay");
+    assert!(
+        conflict.contains("uses the copy driver, not overlay"),
+        "{conflict}"
+    );
+}
+
+#[test]
+fn root_on_overlayfs_falls_back_to_the_copy_driver() {
+    require_root!();
+    use kiln_executor::snapshot::overlay::{mount_overlay, overlay_supported};
+    let tmp = tempfile::tempdir().unwrap();
+    let [l, u, w, m] = ["l", "u", "w", "m"].map(|d| {
+        let p = tmp.path().join(d);
+        fs::create_dir(&p).unwrap();
+        p
+    });
+    // An overlayfs cannot serve as another overlay's upper dir: the probe must notice.
+    mount_overlay(&m, &[l], &u, &w).unwrap();
+    let _m = Mounted(m.clone());
+    let root = m.join("root");
+    assert!(!overlay_supported(&root));
+    if std::env::var("KILN_SNAPSHOTTER").is_ok() {
+        eprintln!("KILN_SNAPSHOTTER is set; not checking the automatic choice");
+        return;
+    }
+    let sn = Snapshotter::open(&root).unwrap();
+    assert_eq!(sn.driver(), Driver::Copy);
+    let a = sn.prepare("on overlayfs", None).unwrap();
+    fs::write(a.upper_dir().join("f"), "x").unwrap();
+    let base = sn.commit(a).unwrap();
+    let b = sn.prepare("child", Some(&base)).unwrap();
+    assert_eq!(
+        fs::read_to_string(b.upper_dir().join("f")).unwrap(),
+        "x",
+        "copy of the parent"
+    );
+    fs::remove_file(b.upper_dir().join("f")).unwrap();
+    let child = sn.commit(b).unwrap();
+    let mut tar = Vec::new();
+    let stats = sn.diff(&child, &mut tar, &Default::default()).unwrap();
+    assert_eq!((stats.entries, stats.whiteouts), (1, 1));
+    let names: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".overlay-probe")),
+        "probe left {names:?}"
+    );
+}

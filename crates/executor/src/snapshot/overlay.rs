@@ -337,6 +337,40 @@ fn with_context(err: io::Error, what: &str, path: &Path) -> io::Error {
 mod tests {
     use super::*;
 
+    /// The `mount(2)` fallback, exercised directly since this kernel has `lowerdir+`.
+    #[test]
+    fn legacy_mount_path_works_for_short_chains() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: this test needs root (overlay mounts)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = |n: &str| {
+            let p = tmp.path().join(n);
+            fs::create_dir(&p).unwrap();
+            p
+        };
+        let (a, b, u, w, m) = (d("a"), d("b"), d("u"), d("w"), d("m"));
+        fs::write(a.join("f"), "top").unwrap();
+        fs::write(b.join("f"), "bottom").unwrap();
+        fs::write(b.join("g"), "g").unwrap();
+        mount_legacy(&m, &[a.clone(), b.clone()], Some((&u, &w))).unwrap();
+        let seen = (
+            fs::read_to_string(m.join("f")),
+            fs::read_to_string(m.join("g")),
+        );
+        let wrote = fs::write(m.join("new"), "n");
+        unmount(&m).unwrap();
+        assert_eq!(seen.0.unwrap(), "top");
+        assert_eq!(seen.1.unwrap(), "g");
+        wrote.unwrap();
+        assert!(u.join("new").exists());
+        mount_legacy(&m, &[a, b], None).unwrap();
+        let wrote = fs::write(m.join("x"), "x");
+        unmount(&m).unwrap();
+        assert_eq!(wrote.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    }
+
     #[test]
     fn legacy_options_refuse_separators_and_overlong_lists() {
         let ok = legacy_options(

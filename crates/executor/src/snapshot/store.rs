@@ -408,11 +408,18 @@ impl Snapshotter {
                     // cannot be removed meanwhile, and a crash here leaves a stale active
                     // snapshot that the next open removes.
                     let src = self.fs_dir(p);
-                    fsutil::copy_tree(&src, &fs_dir).map_err(|e| SnapshotError::Io {
-                        what: format!("copy parent snapshot {p} from"),
-                        path: src,
-                        source: e,
-                    })?;
+                    if let Err(e) = fsutil::copy_tree(&src, &fs_dir) {
+                        // Do not leave a half-copied snapshot behind for the rest of this
+                        // process's life; the copy error is the one worth reporting.
+                        if let Err(cleanup) = self.remove(&id) {
+                            tracing::warn!(snapshot = %id, error = %cleanup, "failed to remove half-copied snapshot");
+                        }
+                        return Err(SnapshotError::Io {
+                            what: format!("copy parent snapshot {p} from"),
+                            path: src,
+                            source: e,
+                        });
+                    }
                 }
                 Mounts::Bind {
                     source: fs_dir,

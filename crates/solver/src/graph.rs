@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 /// What a vertex id must be: in practice an op digest (`llb::Digest`) or a small integer in tests.
 ///
-/// Across concurrent solves of one [`Solver`](crate::Solver), equal ids must mean interchangeable
-/// vertices (same op, same inputs): that is what work is deduplicated by.
+/// Ids are unique within a graph. Across concurrent solves of one [`Solver`](crate::Solver), work
+/// is shared when the id, the op's cheap key material, its ignore-cache flag and its inputs' work
+/// are all the same, so an id alone never makes two different computations one.
 pub trait VertexId: Clone + Eq + Hash + Ord + Debug + Send + Sync + 'static {}
 
 impl<T: Clone + Eq + Hash + Ord + Debug + Send + Sync + 'static> VertexId for T {}

@@ -1,15 +1,20 @@
 //! Vertex jobs: one task per vertex in flight, shared by every solve that asks for the vertex.
 //!
-//! A job is created by the first solve that needs a vertex id and lives in the solver's job map
+//! A job is created by the first solve that needs a vertex and lives in the solver's job map
 //! while anyone holds a [`JobRef`] to it (solves hold one per vertex of their graph, jobs hold one
 //! per input). When the last ref goes away the job's token is cancelled and it leaves the map.
+//!
+//! Jobs are identified structurally (`JobIdent`): vertex id, cheap key material, ignore-cache
+//! flag and the identities of the input jobs. Two solves share a job only if they would compute
+//! the same thing from the same inputs; a vertex id reused with other inputs (the same COPY over
+//! another build's context) gets its own job.
 //! A job that fails leaves the map at once, so a later request starts afresh (failures are never
 //! cached, neither in the store nor here). See `docs/dev/solver.md` for the state machine.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -31,10 +36,22 @@ pub(crate) struct Shared<V, O: Operation, S> {
     pub(crate) store: S,
     slots: Semaphore,
     jobs: Mutex<JobMap<V, O::Value>>,
+    /// Source of `Job::serial`.
+    serials: AtomicU64,
 }
 
-/// Jobs in flight by vertex id.
-type JobMap<V, T> = HashMap<V, Arc<Job<V, T>>>;
+/// Jobs in flight by what they compute.
+type JobMap<V, T> = HashMap<JobIdent<V>, Arc<Job<V, T>>>;
+
+/// What makes two requests for a vertex the same work.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct JobIdent<V> {
+    vertex: V,
+    base: Arc<[u8]>,
+    ignore_cache: bool,
+    /// `Job::serial` of each input job, in input order.
+    inputs: Vec<u64>,
+}
 
 /// Where a job is. `Keyed` is published as soon as the output key is known, before any
 /// execution, so dependents can look themselves up without waiting for this vertex's value.
@@ -54,6 +71,9 @@ impl<V, T> Phase<V, T> {
 
 pub(crate) struct Job<V, T> {
     pub(crate) vertex: V,
+    ident: JobIdent<V>,
+    /// Unique for the solver's lifetime (unlike an address), so it can identify inputs.
+    serial: u64,
     /// Live `JobRef`s. Only changed to or from zero under the job-map lock.
     holders: AtomicUsize,
     pub(crate) cancel: CancellationToken,
@@ -77,9 +97,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<V: VertexId, T: Clone> Job<V, T> {
-    fn new(vertex: V) -> Self {
+    fn new(ident: JobIdent<V>, serial: u64) -> Self {
         Self {
-            vertex,
+            vertex: ident.vertex.clone(),
+            ident,
+            serial,
             holders: AtomicUsize::new(1),
             cancel: CancellationToken::new(),
             phase: watch::channel(Phase::Pending).0,
@@ -153,10 +175,10 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Drop for JobRef<V, O, S
         let mut jobs = lock(&self.shared.jobs);
         if self.job.holders.fetch_sub(1, Ordering::SeqCst) == 1 {
             if jobs
-                .get(&self.job.vertex)
+                .get(&self.job.ident)
                 .is_some_and(|j| Arc::ptr_eq(j, &self.job))
             {
-                jobs.remove(&self.job.vertex);
+                jobs.remove(&self.job.ident);
             }
             drop(jobs);
             // The last requester went away: stop the work (a finished job ignores this).
@@ -192,6 +214,7 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
             store,
             slots: Semaphore::new(max_parallelism.max(1)),
             jobs: Mutex::new(HashMap::new()),
+            serials: AtomicU64::new(0),
         }
     }
 
@@ -202,20 +225,32 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
         op: &Arc<O>,
         inputs: Vec<JobRef<V, O, S>>,
     ) -> JobRef<V, O, S> {
+        // Computed once here and handed to the job: it is key material, and may cost a lookup.
+        let base: Arc<[u8]> = op.cache_key_base().into();
+        let ident = JobIdent {
+            vertex: vertex.clone(),
+            base: base.clone(),
+            ignore_cache: op.ignore_cache(),
+            inputs: inputs.iter().map(|r| r.job.serial).collect(),
+        };
         let mut unused_inputs = None;
         let job = {
             let mut jobs = lock(&self.jobs);
-            match jobs.get(vertex) {
+            match jobs.get(&ident) {
                 Some(job) => {
                     job.holders.fetch_add(1, Ordering::SeqCst);
                     unused_inputs = Some(inputs);
                     job.clone()
                 }
                 None => {
-                    let job = Arc::new(Job::new(vertex.clone()));
-                    jobs.insert(vertex.clone(), job.clone());
+                    let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+                    let job = Arc::new(Job::new(ident.clone(), serial));
+                    jobs.insert(ident, job.clone());
                     let span = tracing::debug_span!("vertex", vertex = ?vertex);
-                    spawn(run(self.clone(), job.clone(), op.clone(), inputs), span);
+                    spawn(
+                        run(self.clone(), job.clone(), op.clone(), base, inputs),
+                        span,
+                    );
                     job
                 }
             }
@@ -231,8 +266,8 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
     /// Takes a failed job out of the map so the next request retries instead of joining it.
     fn forget(&self, job: &Arc<Job<V, O::Value>>) {
         let mut jobs = lock(&self.jobs);
-        if jobs.get(&job.vertex).is_some_and(|j| Arc::ptr_eq(j, job)) {
-            jobs.remove(&job.vertex);
+        if jobs.get(&job.ident).is_some_and(|j| Arc::ptr_eq(j, job)) {
+            jobs.remove(&job.ident);
         }
     }
 }
@@ -246,9 +281,10 @@ async fn run<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
     shared: Arc<Shared<V, O, S>>,
     job: Arc<Job<V, O::Value>>,
     op: Arc<O>,
+    base: Arc<[u8]>,
     inputs: Vec<JobRef<V, O, S>>,
 ) {
-    let outcome = AssertUnwindSafe(body(&shared, &job, &op, inputs))
+    let outcome = AssertUnwindSafe(body(&shared, &job, &op, &base, inputs))
         .catch_unwind()
         .await;
     let end = match outcome {
@@ -300,6 +336,7 @@ async fn body<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
     shared: &Shared<V, O, S>,
     job: &Arc<Job<V, O::Value>>,
     op: &O,
+    base: &[u8],
     inputs: Vec<JobRef<V, O, S>>,
 ) -> Result<(CacheKey, O::Value), Interrupt<V>> {
     let cancel = &job.cancel;
@@ -324,9 +361,8 @@ async fn body<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
 
     // Key-computing: only the inputs' keys, not their values.
     let input_keys = unless_cancelled(cancel, try_join_all(inputs.iter().map(JobRef::key))).await?;
-    let base = op.cache_key_base();
-    let cheap = CacheKey::for_vertex(&base, &input_keys);
-    let use_cache = !op.ignore_cache();
+    let cheap = CacheKey::for_vertex(base, &input_keys);
+    let use_cache = !job.ident.ignore_cache;
 
     // Cache-check on the cheap key.
     let t0 = Instant::now();
@@ -351,7 +387,7 @@ async fn body<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
         }
         let content = content.map_err(|e| fail(Arc::new(e), t0))?;
         if let Some(content) = content {
-            let key = CacheKey::for_content(&base, &content, &input_keys)
+            let key = CacheKey::for_content(base, &content, &input_keys)
                 .map_err(|e| fail(Arc::new(StepError::from(e)), t0))?;
             if use_cache && let Some(record) = load(shared, &key).await.map_err(|c| fail(c, t0))? {
                 job.emit(EventKind::Cached { key, content: true });

@@ -561,3 +561,29 @@ fn solve_future_is_send() {
     assert_send(&fut);
     let _ = CacheKey::for_vertex(b"", &[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_solves_do_not_share_a_vertex_id_over_different_inputs() {
+    // Two builds in one process: the same COPY id (2) over two different contexts (1).
+    let stats = Arc::new(Stats::default());
+    let build = |salt: u64, content: i64| {
+        let mut g = Graph::new();
+        let mut ctx = Toy::new(1, content, &stats).delay_ms(50);
+        ctx.salt = salt;
+        g.add(1, ctx, &[]).unwrap();
+        g.add(2, Toy::new(2, 5, &stats).delay_ms(50), &[1]).unwrap();
+        g
+    };
+    let (a, b) = (build(1, 10), build(2, 20));
+    let (solver, _) = new_solver(4);
+    let (ra, rb) = bounded(async {
+        tokio::join!(
+            solver.solve(&a, &[2], SolveOptions::default()),
+            solver.solve(&b, &[2], SolveOptions::default())
+        )
+    })
+    .await;
+    assert_eq!(ra.unwrap()[0].value, 15);
+    assert_eq!(rb.unwrap()[0].value, 25);
+    assert_eq!(stats.executions(2), 2);
+}

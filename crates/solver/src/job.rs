@@ -35,13 +35,19 @@ use crate::store::{CacheRecord, CacheStore};
 pub(crate) struct Shared<V, O: Operation, S> {
     pub(crate) store: S,
     slots: Semaphore,
-    jobs: Mutex<JobMap<V, O::Value>>,
+    jobs: Mutex<Maps<V, O::Value>>,
     /// Source of `Job::serial`.
     serials: AtomicU64,
 }
 
-/// Jobs in flight by what they compute.
-type JobMap<V, T> = HashMap<JobIdent<V>, Arc<Job<V, T>>>;
+/// The jobs in flight, under one lock so a job's liveness and its entries change together.
+struct Maps<V, T> {
+    /// By what they compute.
+    by_ident: HashMap<JobIdent<V>, Arc<Job<V, T>>>,
+    /// The job executing for each output key right now: another job that arrives at the same key
+    /// (a structurally different vertex with the same result) waits for it instead of executing.
+    running: HashMap<CacheKey, Arc<Job<V, T>>>,
+}
 
 /// What makes two requests for a vertex the same work.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -175,10 +181,11 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Drop for JobRef<V, O, S
         let mut jobs = lock(&self.shared.jobs);
         if self.job.holders.fetch_sub(1, Ordering::SeqCst) == 1 {
             if jobs
+                .by_ident
                 .get(&self.job.ident)
                 .is_some_and(|j| Arc::ptr_eq(j, &self.job))
             {
-                jobs.remove(&self.job.ident);
+                jobs.by_ident.remove(&self.job.ident);
             }
             drop(jobs);
             // The last requester went away: stop the work (a finished job ignores this).
@@ -213,7 +220,10 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
         Self {
             store,
             slots: Semaphore::new(max_parallelism.max(1)),
-            jobs: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(Maps {
+                by_ident: HashMap::new(),
+                running: HashMap::new(),
+            }),
             serials: AtomicU64::new(0),
         }
     }
@@ -236,7 +246,7 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
         let mut unused_inputs = None;
         let job = {
             let mut jobs = lock(&self.jobs);
-            match jobs.get(&ident) {
+            match jobs.by_ident.get(&ident) {
                 Some(job) => {
                     job.holders.fetch_add(1, Ordering::SeqCst);
                     unused_inputs = Some(inputs);
@@ -245,7 +255,7 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
                 None => {
                     let serial = self.serials.fetch_add(1, Ordering::Relaxed);
                     let job = Arc::new(Job::new(ident.clone(), serial));
-                    jobs.insert(ident, job.clone());
+                    jobs.by_ident.insert(ident, job.clone());
                     let span = tracing::debug_span!("vertex", vertex = ?vertex);
                     spawn(
                         run(self.clone(), job.clone(), op.clone(), base, inputs),
@@ -266,8 +276,60 @@ impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Shared<V, O, S> {
     /// Takes a failed job out of the map so the next request retries instead of joining it.
     fn forget(&self, job: &Arc<Job<V, O::Value>>) {
         let mut jobs = lock(&self.jobs);
-        if jobs.get(&job.ident).is_some_and(|j| Arc::ptr_eq(j, job)) {
-            jobs.remove(&job.ident);
+        if jobs
+            .by_ident
+            .get(&job.ident)
+            .is_some_and(|j| Arc::ptr_eq(j, job))
+        {
+            jobs.by_ident.remove(&job.ident);
+        }
+    }
+
+    /// Claims the execution of `key` for `job`, or returns a ref to the live job that already
+    /// claimed it.
+    fn claim(
+        self: &Arc<Self>,
+        job: &Arc<Job<V, O::Value>>,
+        key: CacheKey,
+    ) -> Result<Claim<'_, V, O, S>, JobRef<V, O, S>> {
+        let mut jobs = lock(&self.jobs);
+        if let Some(other) = jobs.running.get(&key)
+            && !Arc::ptr_eq(other, job)
+            && other.holders.load(Ordering::SeqCst) > 0
+            && !other.cancel.is_cancelled()
+        {
+            // Counted under the lock, where it cannot concurrently drop to zero.
+            other.holders.fetch_add(1, Ordering::SeqCst);
+            return Err(JobRef {
+                shared: self.clone(),
+                job: other.clone(),
+            });
+        }
+        jobs.running.insert(key, job.clone());
+        Ok(Claim {
+            shared: self,
+            job: job.clone(),
+            key,
+        })
+    }
+}
+
+/// A job's claim on executing an output key; released when the job stops, however it stops.
+struct Claim<'a, V: VertexId, O: Operation, S: CacheStore<O::Value>> {
+    shared: &'a Shared<V, O, S>,
+    job: Arc<Job<V, O::Value>>,
+    key: CacheKey,
+}
+
+impl<V: VertexId, O: Operation, S: CacheStore<O::Value>> Drop for Claim<'_, V, O, S> {
+    fn drop(&mut self) {
+        let mut jobs = lock(&self.shared.jobs);
+        if jobs
+            .running
+            .get(&self.key)
+            .is_some_and(|j| Arc::ptr_eq(j, &self.job))
+        {
+            jobs.running.remove(&self.key);
         }
     }
 }
@@ -333,7 +395,7 @@ async fn input_values<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
 
 /// The vertex state machine: keys, lookups, and execution when the value is wanted.
 async fn body<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
-    shared: &Shared<V, O, S>,
+    shared: &Arc<Shared<V, O, S>>,
     job: &Arc<Job<V, O::Value>>,
     op: &O,
     base: &[u8],
@@ -411,6 +473,23 @@ async fn body<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
             .map_err(|_| Interrupt::Cancelled)
     })
     .await?;
+    // Dedup by output key: if another job is producing this very result, take its value.
+    let _claim = loop {
+        match shared.claim(job, output_key) {
+            Ok(claim) => break claim,
+            Err(other) => {
+                let joined = unless_cancelled(cancel, async { Ok(other.value().await) }).await?;
+                if let Ok((_, value)) = joined {
+                    job.emit(EventKind::Cached {
+                        key: output_key,
+                        content: output_key != cheap,
+                    });
+                    return Ok((output_key, value));
+                }
+                // It failed or was cancelled: claim again, most likely to execute ourselves.
+            }
+        }
+    };
     let values = match values {
         Some(v) => v,
         None => unless_cancelled(cancel, input_values(&inputs)).await?,

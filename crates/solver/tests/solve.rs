@@ -587,3 +587,65 @@ async fn concurrent_solves_do_not_share_a_vertex_id_over_different_inputs() {
     assert_eq!(rb.unwrap()[0].value, 25);
     assert_eq!(stats.executions(2), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_solves_run_one_result_once_across_different_contexts_with_equal_content() {
+    // Two builds of one Dockerfile in one process: each has its own context (1, keyed by its
+    // session), the COPYs (2) select equal content, so they and the RUN after them (3) produce
+    // the same output keys and run once.
+    let stats = Arc::new(Stats::default());
+    let build = |salt: u64| {
+        let mut g = Graph::new();
+        let mut ctx = Toy::new(1, 40, &stats);
+        ctx.salt = salt;
+        g.add(1, ctx, &[]).unwrap();
+        let mut copy = Toy::new(2, 5, &stats).delay_ms(100);
+        copy.content_of_first_input = true;
+        g.add(2, copy, &[1]).unwrap();
+        g.add(3, Toy::new(3, 7, &stats).delay_ms(100), &[2])
+            .unwrap();
+        g
+    };
+    let (a, b) = (build(1), build(2));
+    let (solver, store) = new_solver(4);
+    let (ta, mut ra) = unbounded_channel();
+    let (tb, mut rb) = unbounded_channel();
+    let (oa, ob) = bounded(async {
+        tokio::join!(
+            solver.solve(
+                &a,
+                &[3],
+                SolveOptions {
+                    events: Some(ta),
+                    ..Default::default()
+                }
+            ),
+            solver.solve(
+                &b,
+                &[3],
+                SolveOptions {
+                    events: Some(tb),
+                    ..Default::default()
+                }
+            )
+        )
+    })
+    .await;
+    assert_eq!(oa.unwrap()[0].value, 52);
+    assert_eq!(ob.unwrap()[0].value, 52);
+    assert_eq!(stats.executions(1), 2);
+    assert_eq!(stats.executions(2), 1);
+    assert_eq!(stats.executions(3), 1);
+    // One solve executed 2 and 3; the other joined its 3 in flight (reported as cached), which
+    // made its own 2 unnecessary.
+    let (ea, eb) = (drain(&mut ra), drain(&mut rb));
+    let ran_in_a = position(&ea, 3, is_started).is_some();
+    let (ran, joined) = if ran_in_a { (&ea, &eb) } else { (&eb, &ea) };
+    assert!(position(ran, 2, is_completed).is_some());
+    assert!(position(ran, 3, is_completed).is_some());
+    assert!(position(joined, 3, is_cached).is_some(), "{joined:#?}");
+    assert!(position(joined, 2, is_started).is_none());
+    assert!(position(joined, 3, is_started).is_none());
+    // Saves: two contexts, one COPY, one RUN.
+    assert_eq!(store.saves(), 4);
+}

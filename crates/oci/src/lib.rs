@@ -6,7 +6,8 @@
 //! - [`image`]: assembly of a config blob and a manifest from an `ImageConfig` and layers.
 //! - [`export`] and [`import`]: layouts and archives out and in; import verifies everything
 //!   before anything is stored.
-//! - [`blob`]: the `BlobSource`/`BlobSink` traits the engine adapts the content store to.
+//! - [`blob`]: the `BlobSource`/`BlobSink` traits; [`store`] implements them for the cache
+//!   crate's content store.
 
 #![deny(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod import;
 pub mod manifest;
 pub mod media_type;
 pub mod names;
+pub mod store;
 
 pub use blob::{BlobError, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
 pub use compress::{Compression, LayerDescriptor, compress_layer, compress_layers};

@@ -11,28 +11,58 @@ use crate::key::CacheKey;
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a solve did not produce its targets.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Error::source` of `VertexFailed` is the op's error itself (not the `Arc` around it), so
+/// chain walkers can downcast it to the op's error type.
+#[derive(Debug)]
 pub enum SolveError<V: Debug> {
     /// A vertex failed (the first failure wins); everything else of the build was cancelled.
-    #[error("vertex {vertex:?} failed{}", CancelledNote(cancelled))]
     VertexFailed {
         /// The vertex whose op, key computation or cache access failed.
         vertex: V,
-        /// Why.
-        #[source]
+        /// Why: the op's error or a [`StepError`].
         source: Cause,
         /// Vertices that were running and were cancelled because of this failure.
         cancelled: Vec<V>,
     },
     /// The solve's cancellation token fired.
-    #[error("build cancelled{}", CancelledNote(cancelled))]
     Cancelled {
         /// Vertices that were running and were stopped.
         cancelled: Vec<V>,
     },
     /// The graph or targets were malformed.
-    #[error(transparent)]
-    Graph(#[from] GraphError<V>),
+    Graph(GraphError<V>),
+}
+
+impl<V: Debug> From<GraphError<V>> for SolveError<V> {
+    fn from(e: GraphError<V>) -> Self {
+        Self::Graph(e)
+    }
+}
+
+impl<V: Debug> fmt::Display for SolveError<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::VertexFailed {
+                vertex, cancelled, ..
+            } => write!(f, "vertex {vertex:?} failed{}", CancelledNote(cancelled)),
+            Self::Cancelled { cancelled } => {
+                write!(f, "build cancelled{}", CancelledNote(cancelled))
+            }
+            Self::Graph(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<V: Debug> std::error::Error for SolveError<V> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::VertexFailed { source, .. } => Some(&**source),
+            Self::Cancelled { .. } => None,
+            // Transparent: the graph error is this error.
+            Self::Graph(e) => e.source(),
+        }
+    }
 }
 
 struct CancelledNote<'a, V>(&'a [V]);
@@ -66,32 +96,59 @@ impl<V: Debug> SolveError<V> {
 }
 
 /// Failures inside the solver's own steps, reported as the cause of `VertexFailed`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum StepError {
     /// The cache store could not load a record.
-    #[error("failed to load cache record {key}")]
     CacheLoad {
         /// The key looked up.
         key: CacheKey,
         /// The store's error.
-        #[source]
         source: Cause,
     },
     /// The cache store could not save a result.
-    #[error("failed to save result under cache key {key}")]
     CacheSave {
         /// The first key saved under.
         key: CacheKey,
         /// The store's error.
-        #[source]
         source: Cause,
     },
     /// The op returned an unusable content key.
-    #[error(transparent)]
-    InvalidContentKey(#[from] crate::key::InvalidContentKey),
+    InvalidContentKey(crate::key::InvalidContentKey),
     /// The op panicked or the vertex task died.
-    #[error("vertex task ended abnormally: {0} (this is a bug in kiln)")]
     Panicked(String),
+}
+
+impl From<crate::key::InvalidContentKey> for StepError {
+    fn from(e: crate::key::InvalidContentKey) -> Self {
+        Self::InvalidContentKey(e)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CacheLoad { key, .. } => write!(f, "failed to load cache record {key}"),
+            Self::CacheSave { key, .. } => write!(f, "failed to save result under cache key {key}"),
+            Self::InvalidContentKey(e) => fmt::Display::fmt(e, f),
+            Self::Panicked(msg) => {
+                write!(
+                    f,
+                    "vertex task ended abnormally: {msg} (this is a bug in kiln)"
+                )
+            }
+        }
+    }
+}
+
+// Hand-written rather than derived so `source` is the store's error itself, not the `Arc`
+// around it, and can be downcast by whoever walks the chain.
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::CacheLoad { source, .. } | Self::CacheSave { source, .. } => Some(&**source),
+            Self::InvalidContentKey(_) | Self::Panicked(_) => None,
+        }
+    }
 }
 
 /// The first failure of a vertex, shared by everything that depended on it.
@@ -128,4 +185,41 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[test]
+    fn sources_are_the_shared_errors_themselves() {
+        let err: SolveError<u32> = SolveError::VertexFailed {
+            vertex: 3,
+            source: Arc::new(StepError::CacheSave {
+                key: CacheKey::from_bytes([0; 32]),
+                source: Arc::new(Inner),
+            }),
+            cancelled: vec![1, 2],
+        };
+        assert_eq!(
+            err.to_string(),
+            "vertex 3 failed; cancelled 2 other running vertices"
+        );
+        let step = err.source().unwrap();
+        assert!(step.downcast_ref::<StepError>().is_some());
+        assert!(step.source().unwrap().downcast_ref::<Inner>().is_some());
+        assert_eq!(
+            chain(&err),
+            format!(
+                "vertex 3 failed; cancelled 2 other running vertices: failed to save result under cache key {}: inner",
+                CacheKey::from_bytes([0; 32])
+            )
+        );
+    }
 }

@@ -212,7 +212,8 @@ fn check(case: Case) -> Result<(), TestCaseError> {
     })
 }
 
-/// Two solves of overlapping parts of one graph at once run each vertex at most once.
+/// Two solves of overlapping parts of one graph at once run each vertex at most once, also when
+/// the first is cancelled part way: the second still gets its values.
 fn check_concurrent(case: Case, other_targets: Vec<Index>) -> Result<(), TestCaseError> {
     runtime().block_on(async move {
         let stats = Arc::new(Stats::default());
@@ -224,22 +225,47 @@ fn check_concurrent(case: Case, other_targets: Vec<Index>) -> Result<(), TestCas
             .map(|x| x.index(case.vertices.len()) as u32)
             .collect();
         let (solver, _) = new_solver(case.parallelism);
+        let cancel = CancellationToken::new();
+        if let Some(ms) = case.cancel_after_ms {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                cancel.cancel();
+            });
+        }
         let (ra, rb) = bounded(async {
             tokio::join!(
-                solver.solve(&g, &a, SolveOptions::default()),
+                solver.solve(
+                    &g,
+                    &a,
+                    SolveOptions {
+                        events: None,
+                        cancel
+                    }
+                ),
                 solver.solve(&g, &b, SolveOptions::default())
             )
         })
         .await;
-        let (ra, rb) = (ra.unwrap(), rb.unwrap());
-        for (t, s) in a.iter().zip(&ra).chain(b.iter().zip(&rb)) {
+        prop_assert_eq!(stats.live(), 0, "an execution outlived the solves");
+        let rb = rb.map_err(|e| TestCaseError::fail(format!("uncancelled solve failed: {e}")))?;
+        for (t, s) in b.iter().zip(&rb) {
             prop_assert_eq!(s.value, seq[t].0);
         }
         let mut needed = closure(&g, &a);
         needed.extend(closure(&g, &b));
-        let runs: HashMap<u32, usize> = stats.snapshot();
-        prop_assert_eq!(runs.len(), needed.len());
-        for (v, n) in runs {
+        match ra {
+            Ok(ra) => {
+                for (t, s) in a.iter().zip(&ra) {
+                    prop_assert_eq!(s.value, seq[t].0);
+                }
+                prop_assert_eq!(stats.snapshot().len(), needed.len());
+            }
+            Err(SolveError::Cancelled { .. }) => prop_assert!(case.cancel_after_ms.is_some()),
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+        for (v, n) in stats.snapshot() {
+            prop_assert!(needed.contains(&v));
             prop_assert_eq!(n, 1, "vertex {} executed {} times", v, n);
         }
         Ok(())

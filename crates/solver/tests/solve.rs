@@ -649,3 +649,62 @@ async fn concurrent_solves_run_one_result_once_across_different_contexts_with_eq
     // Saves: two contexts, one COPY, one RUN.
     assert_eq!(store.saves(), 4);
 }
+
+/// A store whose loads fail, like a corrupt database.
+struct BrokenStore;
+
+#[derive(Debug, thiserror::Error)]
+#[error("database is corrupt")]
+struct Corrupt;
+
+impl kiln_solver::CacheStore<i64> for BrokenStore {
+    type Error = Corrupt;
+
+    async fn load(&self, _: &CacheKey) -> Result<Option<kiln_solver::CacheRecord<i64>>, Corrupt> {
+        Err(Corrupt)
+    }
+
+    async fn save(&self, _: &[CacheKey], _: &kiln_solver::CacheRecord<i64>) -> Result<(), Corrupt> {
+        Err(Corrupt)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_fails_the_vertex_with_the_key_and_cause() {
+    let stats = Arc::new(Stats::default());
+    let g = diamond(&stats);
+    let solver = kiln_solver::Solver::new(BrokenStore);
+    let (tx, mut rx) = unbounded_channel();
+    let err = bounded(solver.solve(
+        &g,
+        &[4],
+        SolveOptions {
+            events: Some(tx),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap_err();
+    let vertex = *err.vertex().unwrap();
+    assert!([1, 2].contains(&vertex), "{err}");
+    let source = std::error::Error::source(&err).unwrap();
+    let step = source.downcast_ref::<kiln_solver::StepError>().unwrap();
+    assert!(
+        matches!(step, kiln_solver::StepError::CacheLoad { key, .. } if *key == cheap_key(&g, vertex))
+    );
+    let failed = drain(&mut rx)
+        .into_iter()
+        .find_map(|e| match e.kind {
+            EventKind::Failed { error, .. } if e.vertex == vertex => Some(error),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        failed,
+        format!(
+            "failed to load cache record {}: database is corrupt",
+            cheap_key(&g, vertex)
+        )
+    );
+    assert_eq!(stats.total(), 0);
+}

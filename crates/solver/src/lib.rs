@@ -13,6 +13,43 @@
 //! - [`Event`]s report each vertex's progress on the solve's channel.
 //!
 //! `docs/dev/solver.md` describes the vertex state machine, dedup and cancellation.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use kiln_solver::{ExecCtx, Graph, MemoryStore, Operation, SolveOptions, Solver};
+//!
+//! /// Adds its inputs and a constant.
+//! struct Add(i64);
+//!
+//! impl Operation for Add {
+//!     type Value = i64;
+//!     type Error = Infallible;
+//!
+//!     fn cache_key_base(&self) -> Vec<u8> {
+//!         self.0.to_be_bytes().to_vec()
+//!     }
+//!
+//!     async fn execute(&self, inputs: &[i64], _ctx: &ExecCtx) -> Result<i64, Infallible> {
+//!         Ok(inputs.iter().sum::<i64>() + self.0)
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut graph = Graph::new();
+//! graph.add("a", Add(1), &[]).unwrap();
+//! graph.add("b", Add(2), &[]).unwrap();
+//! graph.add("sum", Add(10), &["a", "b"]).unwrap();
+//!
+//! let solver = Solver::new(MemoryStore::new());
+//! let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+//! let options = SolveOptions { events: Some(tx), ..Default::default() };
+//! let solved = solver.solve(&graph, &["sum"], options).await.unwrap();
+//! assert_eq!(solved[0].value, 13);
+//! while let Ok(event) = events.try_recv() {
+//!     println!("#{} {:?} {:?}", event.number, event.vertex, event.kind);
+//! }
+//! # });
+//! ```
 
 #![deny(unsafe_code)]
 

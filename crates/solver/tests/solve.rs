@@ -206,8 +206,8 @@ async fn ignore_cache_reruns_only_that_vertex() {
 async fn independent_vertices_overlap() {
     let stats = Arc::new(Stats::default());
     let mut g = Graph::new();
-    g.add(1, Toy::new(1, 1, &stats).delay_ms(100), &[]).unwrap();
-    g.add(2, Toy::new(2, 2, &stats).delay_ms(100), &[]).unwrap();
+    g.add(1, Toy::new(1, 1, &stats).delay_ms(250), &[]).unwrap();
+    g.add(2, Toy::new(2, 2, &stats).delay_ms(250), &[]).unwrap();
     g.add(3, Toy::new(3, 3, &stats), &[1, 2]).unwrap();
     let (solver, _) = new_solver(2);
     let (tx, mut rx) = unbounded_channel();

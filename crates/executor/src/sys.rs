@@ -333,40 +333,51 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
 }
 
-/// Starts the sandbox's first process with clone3(2) in the namespaces of `clone_flags`.
+/// Stack size for the child between clone and execve; setup uses a few KiB at most.
+const CHILD_STACK: usize = 256 * 1024;
+
+extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn` passes a pointer to a Plan that outlives the child's pre-exec life
+    // (the parent is suspended by CLONE_VFORK until the child execs or exits).
+    unsafe { child::run(&*(plan as *const child::Plan)) }
+}
+
+/// Starts the sandbox's first process in the namespaces of `clone_flags`.
 ///
-/// The child runs [`child::run`] and never returns here: it execs the command or reports why
-/// not on the plan's status pipe and exits. Because the caller may be multi-threaded, the
-/// child must not allocate or take locks; the plan holds every string and descriptor it needs.
+/// Like posix_spawn, the child shares our memory (CLONE_VM) on a stack of its own and we stay
+/// suspended until it execs or exits (CLONE_VFORK): no page tables are copied, so the cost
+/// does not grow with the caller's memory, and the plan cannot change under the child. The
+/// child runs [`child::run`], which never returns: it execs the command or reports why not
+/// on the plan's status pipe and exits. It must not allocate or take locks (see `child`).
 pub(crate) fn spawn(plan: &child::Plan, clone_flags: u64) -> io::Result<Spawned> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // Stacks grow down on every architecture we build for; keep 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
     let mut pidfd: libc::c_int = -1;
-    // SAFETY: clone_args is plain data; zeroed means "no stack, no tls, no set_tid".
-    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-    args.flags = clone_flags | libc::CLONE_PIDFD as u64;
-    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
-    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our memory
-    // and continues on a copy of this stack. It only runs `child::run`, which never returns.
+    let flags = clone_flags as libc::c_int
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PIDFD
+        | libc::SIGCHLD;
+    // SAFETY: the stack stays alive until clone returns, which with CLONE_VFORK is after the
+    // child has exec'd or exited; the plan pointer likewise. CLONE_PIDFD stores the pidfd
+    // through the parent_tid argument.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            flags,
+            plan as *const child::Plan as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
         )
     };
+    drop(stack);
     if ret < 0 {
         return Err(last_err());
     }
-    if ret == 0 {
-        // SAFETY: we are the freshly cloned child; see child::run's contract.
-        unsafe { child::run(plan) }
-    }
     // SAFETY: CLONE_PIDFD stored a new descriptor that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Spawned {
-        pid: ret as i32,
-        pidfd,
-    })
+    Ok(Spawned { pid: ret, pidfd })
 }
 
 /// Reads the highest capability number this kernel knows.

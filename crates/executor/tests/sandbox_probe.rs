@@ -139,7 +139,10 @@ fn proc_and_ps_show_only_the_sandbox() {
         return;
     }
     let f = Fixture::new();
-    let out = run_ok(&f.spec("sleep 30 & ps -o pid,comm; echo ---; ls /proc | grep -E '^[0-9]+$'"));
+    let out = run_ok(&f.spec(
+        "sleep 30 & until grep -qx sleep /proc/$!/comm; do :; done; \
+         ps -o pid,comm; echo ---; ls /proc | grep -E '^[0-9]+$'",
+    ));
     let (ps, pids) = out.split_once("---\n").unwrap();
     let comms: Vec<&str> = ps
         .lines()

@@ -1,13 +1,15 @@
 //! The sandbox's first process between clone3 and execve: join cgroups, enter the network,
 //! mount the rootfs, pivot_root, build /proc, /dev and /sys, drop privileges, exec.
 //!
-//! The parent may be multi-threaded (tokio, the test harness), and a raw clone copies its
-//! memory without running glibc's fork handlers: a lock another thread held at that instant
-//! stays locked forever here. So nothing in this file allocates, formats, panics or calls a
-//! glibc function that takes a lock or talks to other threads (setuid and friends are raw
-//! syscalls for that reason: glibc's wrappers signal every thread of the parent). The parent
-//! prepares every string and descriptor in a [`Plan`]; the child only issues syscalls and, on
-//! failure, writes a fixed-size [`Report`] to the status pipe before exiting.
+//! The child shares the parent's memory (CLONE_VM, like posix_spawn) while the calling thread
+//! is suspended (CLONE_VFORK); the parent's other threads (tokio, the test harness) keep
+//! running and may hold the allocator's or glibc's locks at any moment. So nothing in this
+//! file allocates, formats, panics or calls a glibc function that takes a lock or talks to
+//! other threads (setuid and friends are raw syscalls for that reason: glibc's wrappers signal
+//! every thread of the process). The parent prepares every string and descriptor in a
+//! [`Plan`]; the child only issues syscalls (writing nothing but its own stack and the
+//! suspended thread's errno) and, on failure, writes a fixed-size [`Report`] to the status
+//! pipe before exiting.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -216,8 +218,8 @@ fn report(fd: RawFd, kind: u32, step: u32, index: u32, err: i32) {
 /// Runs the plan and execs; never returns.
 ///
 /// # Safety
-/// Must only be called in a child freshly created by clone3 (no CLONE_VM), whose copy of
-/// `plan` stays valid because nothing else runs in this process.
+/// Must only be called in a child created by `sys::spawn` (CLONE_VM|CLONE_VFORK), while the
+/// parent thread that owns `plan` is suspended.
 pub(crate) unsafe fn run(plan: &Plan) -> ! {
     // SAFETY: contract of this function.
     let Err(Fail { step, index, errno }) = unsafe { setup(plan) };

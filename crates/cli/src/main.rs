@@ -4,7 +4,9 @@
 #![deny(unsafe_code)]
 
 mod commands;
+mod progress;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,14 +15,18 @@ use clap::Parser;
 #[command(
     name = "kiln",
     version,
-    about = "Build container images from Dockerfiles"
+    about = "Build container images from Dockerfiles, without a daemon"
 )]
 struct Cli {
+    /// The store directory (default: $KILN_ROOT, /var/lib/kiln for root, else $XDG_DATA_HOME/kiln).
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: commands::Command,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::run(cli.command)
+    let root = cli.root.unwrap_or_else(kiln_cache::default_root);
+    commands::run(cli.command, &root)
 }

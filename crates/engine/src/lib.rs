@@ -3,4 +3,20 @@
 
 #![deny(unsafe_code)]
 
+pub mod build;
+pub mod context;
+pub mod error;
 pub mod fileop;
+pub mod gc;
+pub mod images;
+pub mod reference;
+pub mod value;
+pub mod vertex;
+pub mod worker;
+
+pub use build::{
+    BuildError, BuildRequest, BuildResult, StepLocation, build, build_lowered, lower_only,
+};
+pub use error::EngineError;
+pub use images::{CommitOptions, Image};
+pub use worker::Worker;

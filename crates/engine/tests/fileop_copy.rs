@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use kiln_engine::fileop::chmod::Chmod;
 use kiln_engine::fileop::copy::{CopyError, CopyOptions, Ownership, copy};
+use kiln_llb::FileMode as Chmod;
 
 fn opts(sources: &[&str], dest: &str) -> CopyOptions {
     CopyOptions {
@@ -19,6 +19,7 @@ fn opts(sources: &[&str], dest: &str) -> CopyOptions {
         parents: false,
         exclude: Vec::new(),
         mtime_override: None,
+        filter: None,
     }
 }
 

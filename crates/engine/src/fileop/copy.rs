@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 use thiserror::Error;
 
-use super::chmod::Chmod;
 use super::glob::{self, GlobError};
 use super::resolve::{clean_abs, resolve_in_root};
+use kiln_llb::FileMode as Chmod;
 
 #[derive(Debug, Error)]
 pub enum CopyError {
@@ -47,6 +47,17 @@ pub enum Ownership {
     Set { uid: u32, gid: u32 },
 }
 
+/// A predicate over source-relative paths: true means the path is not part of the source
+/// (the build context's `.dockerignore`).
+#[derive(Clone)]
+pub struct SourceFilter(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SourceFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceFilter")
+    }
+}
+
 /// Everything a copy needs besides the two roots.
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
@@ -63,6 +74,8 @@ pub struct CopyOptions {
     pub exclude: Vec<String>,
     /// Files created get this mtime instead of the source's (SOURCE_DATE_EPOCH rewriting).
     pub mtime_override: Option<i64>,
+    /// Paths of the source that do not exist for this copy (`.dockerignore`).
+    pub filter: Option<SourceFilter>,
 }
 
 /// Statistics for progress lines and tests.
@@ -258,6 +271,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn excluded(&self, rel: &str) -> Result<bool, CopyError> {
+        if let Some(filter) = &self.opts.filter
+            && (filter.0)(rel)
+        {
+            return Ok(true);
+        }
         for pattern in self.excludes {
             if glob::match_path(pattern, rel)? {
                 return Ok(true);

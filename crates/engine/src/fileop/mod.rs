@@ -1,7 +1,6 @@
 //! File operations done directly on snapshots in Rust (no sandbox): COPY/ADD copies, mkdir,
 //! mkfile, rm, symlink, with BuildKit's semantics.
 
-pub mod chmod;
 pub mod copy;
 pub mod glob;
 pub mod owner;

@@ -28,6 +28,15 @@ pub struct ResolvedUser {
 /// A numeric user without a group gets gid 0 unless passwd names it (Docker's rule); a
 /// `user:group` spec gets exactly that group and no supplementary groups.
 pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, OwnerError> {
+    resolve_user_with(&|path| read_file(root, path), spec)
+}
+
+/// [`resolve_user`] over any way of reading the root's files, such as the layers of a snapshot
+/// that is not mounted on the host.
+pub fn resolve_user_with(
+    read: &dyn Fn(&str) -> Option<String>,
+    spec: &str,
+) -> Result<ResolvedUser, OwnerError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -35,8 +44,8 @@ pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, Own
     if user.is_empty() {
         return Err(OwnerError::Invalid(spec.to_string()));
     }
-    let passwd = read_db(root, "/etc/passwd");
-    let groups = read_db(root, "/etc/group");
+    let passwd = parse_db(read("/etc/passwd"));
+    let groups = parse_db(read("/etc/group"));
     let entry = passwd.iter().find(|f| {
         field(f, 0) == Some(user) || (user.parse::<u32>().is_ok() && field(f, 2) == Some(user))
     });
@@ -87,15 +96,14 @@ fn field(f: &[String], i: usize) -> Option<&str> {
     f.get(i).map(String::as_str)
 }
 
+fn read_file(root: Option<&Path>, path: &str) -> Option<String> {
+    let file = resolve_in_root(root?, path, true).ok()?;
+    std::fs::read_to_string(file).ok()
+}
+
 /// The colon-separated records of a passwd-style file; a missing file is an empty database.
-fn read_db(root: Option<&Path>, path: &str) -> Vec<Vec<String>> {
-    let Some(root) = root else { return Vec::new() };
-    let Ok(file) = resolve_in_root(root, path, true) else {
-        return Vec::new();
-    };
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return Vec::new();
-    };
+fn parse_db(text: Option<String>) -> Vec<Vec<String>> {
+    let Some(text) = text else { return Vec::new() };
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split(':').map(str::to_string).collect())

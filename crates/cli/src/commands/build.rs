@@ -1,0 +1,381 @@
+//! `kiln build`: options in, a Dockerfile lowered and solved, progress shown, an image stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use kiln_engine::{BuildError, BuildRequest, CommitOptions};
+use kiln_frontend::diagnostic::{Diagnostic, Position, Severity, Span};
+use kiln_llb::{Digest, NetworkMode, Platform};
+use kiln_solver::CancellationToken;
+
+use crate::progress::{Mode, Renderer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Print {
+    Llb,
+    Dot,
+    Outline,
+    Targets,
+    Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    Default,
+    Host,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context directory, or `-` to read a Dockerfile from stdin with no context.
+    context: String,
+    /// Name and optionally tag the image (`name:tag`); repeatable.
+    #[arg(short, long = "tag")]
+    tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short, long)]
+    file: Option<PathBuf>,
+    /// Set a build-time variable (`NAME=value`, or `NAME` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    build_args: Vec<String>,
+    /// The stage to build (default: the last one).
+    #[arg(long)]
+    target: Option<String>,
+    /// Run every step, ignoring the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Run every step of these stages, ignoring the cache; repeatable.
+    #[arg(long)]
+    no_cache_filter: Vec<String>,
+    /// Add a label to the image (`KEY=VALUE`); repeatable.
+    #[arg(long)]
+    label: Vec<String>,
+    /// Network for RUN steps: `default` and `host` use the host's network, `none` isolates.
+    #[arg(long, value_enum, default_value = "default")]
+    network: NetworkArg,
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson, quiet.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Mode,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// How many steps may run at once (default: the number of cores).
+    #[arg(long)]
+    max_parallelism: Option<usize>,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the build graph, outline, targets or image config instead of building.
+    #[arg(long, value_enum)]
+    print: Option<Print>,
+    /// Layer compression: gzip (default), zstd[,level=N] or uncompressed.
+    #[arg(long)]
+    compression: Option<String>,
+    /// The target platform (only the host's platform can run RUN steps).
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
+    let (context, dockerfile, dockerfile_name, dockerfile_path) = if args.context == "-" {
+        let mut text = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .context("failed to read the Dockerfile from stdin")?;
+        (None, text, "Dockerfile".to_string(), None)
+    } else {
+        let context = PathBuf::from(&args.context);
+        if !context.is_dir() {
+            bail!("build context {} is not a directory", context.display());
+        }
+        let path = match &args.file {
+            Some(f) => f.clone(),
+            None => {
+                let upper = context.join("Dockerfile");
+                let lower = context.join("dockerfile");
+                if !upper.exists() && lower.exists() {
+                    lower
+                } else {
+                    upper
+                }
+            }
+        };
+        let text = std::fs::read(&path)
+            .with_context(|| format!("failed to read Dockerfile {}", path.display()))?;
+        let name = args
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "Dockerfile".to_string());
+        (
+            Some(std::fs::canonicalize(&context).unwrap_or(context)),
+            text,
+            name,
+            Some(path),
+        )
+    };
+    let mut build_args = Vec::new();
+    for arg in &args.build_args {
+        match arg.split_once('=') {
+            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
+            // `--build-arg NAME` takes the value from the environment, or is ignored.
+            None => {
+                if let Ok(v) = std::env::var(arg) {
+                    build_args.push((arg.clone(), v));
+                }
+            }
+        }
+    }
+    let epoch_text = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .filter(|v| !v.is_empty())
+        });
+    let source_date_epoch = match epoch_text {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .filter(|t| *t >= 0)
+                .ok_or_else(|| anyhow::anyhow!("invalid SOURCE_DATE_EPOCH: {v}"))?,
+        ),
+        None => None,
+    };
+    let mut labels = BTreeMap::new();
+    for l in &args.label {
+        let (k, v) = parse_kv(l, "label")?;
+        labels.insert(k, v);
+    }
+    let platform = match &args.platform {
+        Some(p) => {
+            let parsed = Platform::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(parsed)
+        }
+        None => None,
+    };
+    let mut request = BuildRequest::new(context, dockerfile, &dockerfile_name);
+    request.dockerfile_path = dockerfile_path;
+    request.options.build_args = build_args;
+    request.options.target = args.target.clone();
+    request.options.labels = labels;
+    request.options.platform = platform;
+    request.options.no_cache = args.no_cache;
+    request.options.no_cache_filter = args.no_cache_filter.clone();
+    request.options.network = match args.network {
+        NetworkArg::Default => NetworkMode::Default,
+        NetworkArg::Host => NetworkMode::Host,
+        NetworkArg::None => NetworkMode::None,
+    };
+    request.options.source_date_epoch = source_date_epoch;
+    request.tags = args.tags.clone();
+    request.max_parallelism = args.max_parallelism;
+    request.commit = CommitOptions {
+        compression: match &args.compression {
+            Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => CommitOptions::default().compression,
+        },
+        ..CommitOptions::default()
+    };
+    Ok(request)
+}
+
+pub fn run(args: BuildArgs, root: &Path) -> ExitCode {
+    match build(args, root) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let request = request(&args)?;
+    let worker = super::open_worker(root)?;
+    let lowered = match kiln_engine::lower_only(&worker, &request) {
+        Ok(l) => l,
+        Err(e) => return Ok(report(&e, None)),
+    };
+    if let Some(print) = args.print {
+        let text = match print {
+            Print::Llb => kiln_frontend::print::llb_text(&lowered.definition),
+            Print::Dot => kiln_frontend::print::dot(&lowered.definition),
+            Print::Outline => kiln_frontend::print::outline(&lowered.outline),
+            Print::Targets => match kiln_frontend::lower::stages(&request.dockerfile) {
+                Ok(stages) => kiln_frontend::print::targets(&stages),
+                Err(d) => {
+                    let e = BuildError::Frontend {
+                        diagnostic: Box::new(d),
+                        source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
+                    };
+                    return Ok(report(&e, None));
+                }
+            },
+            Print::Config => kiln_frontend::print::config(&lowered.config),
+        };
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names: HashMap<Digest, String> = lowered
+        .definition
+        .topological()
+        .filter_map(|(d, _)| Some((d, lowered.definition.metadata(&d).name?)))
+        .collect();
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress.resolve()
+    };
+    let mut renderer = Renderer::new(mode, names, Some(root.join("logs")));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let ctrl_c = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\ncancelling the build (Ctrl-C)...");
+                    cancel.cancel();
+                }
+            })
+        };
+        let job = tokio::spawn(kiln_engine::build_lowered(
+            worker.clone(),
+            request,
+            lowered,
+            Some(tx),
+            cancel,
+        ));
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => renderer.handle(event),
+                    None => break,
+                },
+                _ = ticker.tick() => renderer.draw(false),
+            }
+        }
+        renderer.draw(true);
+        ctrl_c.abort();
+        job.await
+    });
+    let result = outcome.context("the build task failed")?;
+    match result {
+        Ok(result) => {
+            let id = format!("sha256:{}", result.image.id().hex());
+            if let Some(path) = &args.iidfile {
+                std::fs::write(path, &id)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+            }
+            if let Some(path) = &args.metadata_file {
+                let meta = serde_json::json!({
+                    "containerimage.config.digest": id,
+                    "containerimage.digest": result.image.manifest_digest.to_string(),
+                    "image.name": args.tags.join(","),
+                });
+                std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+            }
+            if let Some(log) = renderer.log_path() {
+                eprintln!("full build log: {}", log.display());
+            }
+            if args.quiet {
+                println!("{id}");
+            } else {
+                eprintln!("writing image {id} done");
+                for tag in &args.tags {
+                    eprintln!("naming to {} done", kiln_engine::reference::normalize(tag));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if let Some(log) = renderer.log_path() {
+                eprintln!("full build log: {}", log.display());
+            }
+            Ok(report(&e, Some(&renderer)))
+        }
+    }
+}
+
+/// Prints a build failure: the step, the Dockerfile lines with a caret, the step's last output.
+fn report(error: &BuildError, renderer: Option<&Renderer>) -> ExitCode {
+    match error {
+        BuildError::Frontend {
+            diagnostic,
+            source_text,
+        } => {
+            let file = diagnostic
+                .file
+                .clone()
+                .unwrap_or_else(|| "Dockerfile".into());
+            eprint!("{}", diagnostic.render(&file, source_text));
+        }
+        BuildError::Step {
+            vertex,
+            name,
+            message,
+            location,
+        } => {
+            if let Some(renderer) = renderer {
+                let tail = renderer.tail(vertex);
+                if !tail.is_empty() {
+                    eprintln!("------\n > {name}:");
+                    for line in &tail {
+                        eprintln!("{line}");
+                    }
+                    eprintln!("------");
+                }
+            }
+            let headline = format!("failed to solve: {name}: {message}");
+            match location.as_ref().and_then(|l| Some((l, l.ranges.first()?))) {
+                Some((loc, range)) => {
+                    let span = Span {
+                        start: Position {
+                            line: range.start.line,
+                            column: range.start.column,
+                        },
+                        end: Position {
+                            line: range.end.line,
+                            column: range.end.column,
+                        },
+                    };
+                    let d = Diagnostic::new(Severity::Error, headline, Some(span));
+                    eprint!("{}", d.render(&loc.file, &loc.source_text));
+                }
+                None => eprintln!("error: {headline}"),
+            }
+        }
+        BuildError::Cancelled => eprintln!("error: build cancelled"),
+        BuildError::Engine(e) => eprintln!("error: {e}"),
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,367 @@
+//! `kiln build` as a library call: lower the Dockerfile, solve the graph with the solver over
+//! this worker, and store the target as an image.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_frontend::diagnostic::Diagnostic;
+use kiln_frontend::dockerignore::{self, PatternMatcher};
+use kiln_frontend::lower::{self, BuildOptions, ImageResolver, ResolvedImage};
+use kiln_llb::{Definition, Digest, NetworkMode, Platform, Range};
+use kiln_solver::{
+    CancellationToken, Event, Graph, SolveError, SolveOptions, Solver, SolverConfig,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::EngineError;
+use crate::images::{CommitOptions, Image};
+use crate::value::{LocalDir, RecordStore, Value};
+use crate::vertex::{BuildEnv, Vertex, input_indexes};
+use crate::worker::Worker;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory; `None` for a Dockerfile from stdin with no context.
+    pub context: Option<PathBuf>,
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// Its path as the user named it (for diagnostics and `<name>.dockerignore`).
+    pub dockerfile_name: String,
+    /// Its path on disk, when it has one.
+    pub dockerfile_path: Option<PathBuf>,
+    pub options: BuildOptions,
+    /// Names to give the result (`-t`).
+    pub tags: Vec<String>,
+    pub max_parallelism: Option<usize>,
+    pub commit: CommitOptions,
+}
+
+/// A finished build.
+#[derive(Debug)]
+pub struct BuildResult {
+    pub image: Image,
+}
+
+/// Why a build failed, with what the CLI needs to show it.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile (or the options) could not be lowered: a located diagnostic.
+    #[error("{diagnostic}")]
+    Frontend {
+        diagnostic: Box<Diagnostic>,
+        source_text: String,
+    },
+    /// A step failed.
+    #[error("{name}: {message}")]
+    Step {
+        vertex: Digest,
+        /// The progress name, e.g. `[builder 2/4] RUN make`.
+        name: String,
+        message: String,
+        /// The Dockerfile and the lines of the instruction.
+        location: Option<Box<StepLocation>>,
+    },
+    #[error("build cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Where a failed step came from.
+#[derive(Debug, Clone)]
+pub struct StepLocation {
+    pub file: String,
+    pub source_text: String,
+    pub ranges: Vec<Range>,
+}
+
+/// The frontend's image resolver over the local store.
+struct StoreResolver<'a>(&'a Worker);
+
+impl ImageResolver for StoreResolver<'_> {
+    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
+        let image = self.0.image(reference).map_err(|e| e.to_string())?;
+        Ok(ResolvedImage {
+            reference: image.name.clone().unwrap_or_else(|| reference.to_string()),
+            digest: Some(image.manifest_digest),
+            config: image.config,
+        })
+    }
+}
+
+/// Lowers a Dockerfile without running anything (`kiln build --print`).
+pub fn lower_only(worker: &Worker, request: &BuildRequest) -> Result<lower::Lowered, BuildError> {
+    let options = with_dockerignore(request)?;
+    lower::lower(&request.dockerfile, &options, &StoreResolver(worker)).map_err(|d| {
+        BuildError::Frontend {
+            diagnostic: Box::new(d),
+            source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
+        }
+    })
+}
+
+fn read_dockerignore(request: &BuildRequest) -> Result<Option<String>, BuildError> {
+    let Some(context) = &request.context else {
+        return Ok(None);
+    };
+    let dockerfile = request
+        .dockerfile_path
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    dockerignore::read_for_dockerfile(context, &dockerfile).map_err(|source| {
+        BuildError::Engine(EngineError::Io {
+            what: "read .dockerignore".into(),
+            source,
+        })
+    })
+}
+
+fn with_dockerignore(request: &BuildRequest) -> Result<BuildOptions, BuildError> {
+    let mut options = request.options.clone();
+    options.dockerfile_name = request.dockerfile_name.clone();
+    if let Some(text) = read_dockerignore(request)? {
+        options.dockerignore = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+    }
+    Ok(options)
+}
+
+/// Runs a build to completion: events go to `events`, `cancel` stops it cleanly.
+pub async fn build(
+    worker: Arc<Worker>,
+    request: BuildRequest,
+    events: Option<UnboundedSender<Event<Digest>>>,
+    cancel: CancellationToken,
+) -> Result<BuildResult, BuildError> {
+    let lowered = {
+        let worker = worker.clone();
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || lower_only(&worker, &request))
+            .await
+            .map_err(|e| EngineError::Bug(format!("lowering task failed: {e}")))??
+    };
+    build_lowered(worker, request, lowered, events, cancel).await
+}
+
+/// [`build`] for a Dockerfile already lowered with [`lower_only`] (the CLI lowers first to
+/// learn the step names it shows).
+pub async fn build_lowered(
+    worker: Arc<Worker>,
+    request: BuildRequest,
+    lowered: lower::Lowered,
+    events: Option<UnboundedSender<Event<Digest>>>,
+    cancel: CancellationToken,
+) -> Result<BuildResult, BuildError> {
+    let definition = lowered.definition;
+    let Some(root) = definition.root() else {
+        return Err(EngineError::Bug("the frontend produced a graph without a root".into()).into());
+    };
+
+    let ignore = match read_dockerignore(&request)? {
+        Some(text) => Some(
+            PatternMatcher::parse(&text).map_err(|e| BuildError::Frontend {
+                diagnostic: Box::new(Diagnostic::new(
+                    kiln_frontend::diagnostic::Severity::Error,
+                    format!("invalid .dockerignore: {e}"),
+                    None,
+                )),
+                source_text: text.clone(),
+            })?,
+        ),
+        None => None,
+    };
+    let empty_context;
+    let context_dir = match &request.context {
+        Some(dir) => dir.clone(),
+        None => {
+            empty_context = worker.tempdir("empty-context-")?;
+            empty_context.path().to_path_buf()
+        }
+    };
+    crate::context::load_stat_cache(&context_dir, Some(&worker.root().join("context-cache")));
+    let env = Arc::new(BuildEnv {
+        worker: worker.clone(),
+        locals: vec![(
+            request.options.context_name.clone(),
+            Arc::new(LocalDir {
+                path: context_dir,
+                ignore,
+            }),
+        )],
+        session: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+        default_network: request.options.network,
+    });
+
+    let mut graph = Graph::new();
+    for (digest, op) in definition.topological() {
+        let meta = definition.metadata(&digest);
+        let vertex = Vertex {
+            digest,
+            op: op.clone(),
+            ignore_cache: meta.ignore_cache,
+            extra_env: meta.proxy_env.clone(),
+            env: env.clone(),
+        };
+        graph
+            .add(digest, vertex, &input_indexes(op))
+            .map_err(|e| EngineError::Bug(format!("bad graph: {e}")))?;
+    }
+
+    let config = SolverConfig {
+        max_parallelism: request
+            .max_parallelism
+            .unwrap_or_else(|| SolverConfig::default().max_parallelism),
+    };
+    let solver = Solver::with_config(RecordStore::new(worker.store_arc()), config);
+    let solved = solver
+        .solve(
+            &graph,
+            &[root.vertex],
+            SolveOptions {
+                events,
+                cancel: cancel.clone(),
+            },
+        )
+        .await;
+    crate::context::save_stat_caches();
+    let solved = solved.map_err(|e| step_error(&definition, e))?;
+    let top = match &solved[0].value {
+        Value::Snapshot(id) => Some(id.clone()),
+        Value::Scratch => None,
+        Value::Local(_) => {
+            return Err(EngineError::NotSupported(
+                "a build whose result is the context itself".into(),
+            )
+            .into());
+        }
+    };
+    let mut commit = request.commit.clone();
+    if commit.source_date_epoch.is_none() {
+        commit.source_date_epoch = request.options.source_date_epoch.map(|t| t.max(0) as u64);
+    }
+    let mut config = lowered.config;
+    let epoch = commit.source_date_epoch;
+    let created = match epoch {
+        Some(t) => kiln_llb::image::format_rfc3339(t as i64, 0),
+        None => reuse_created_time(&worker, &solved[0].key, &config)?,
+    };
+    fill_created(&mut config, &created);
+    let image = tokio::task::spawn_blocking(move || {
+        worker.commit_image(top.as_ref(), config, &request.tags, &commit)
+    })
+    .await
+    .map_err(|e| EngineError::Bug(format!("export task failed: {e}")))??;
+    Ok(BuildResult { image })
+}
+
+/// Sets the image's and the new history entries' `created` time where the frontend left them
+/// empty (it fills them only for SOURCE_DATE_EPOCH).
+fn fill_created(config: &mut kiln_llb::image::ImageConfig, now: &str) {
+    let now = now.to_string();
+    if config.created.is_none() {
+        config.created = Some(now.clone());
+    }
+    for h in &mut config.history {
+        if h.created.is_none() {
+            h.created = Some(now.clone());
+        }
+    }
+}
+
+/// The creation time of an image built from exactly this result and config before, or now.
+/// Rebuilding an unchanged Dockerfile thus gives the same image ID, as with `docker build`.
+fn reuse_created_time(
+    worker: &Worker,
+    result_key: &kiln_solver::CacheKey,
+    config: &kiln_llb::image::ImageConfig,
+) -> Result<String, EngineError> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"kiln-engine/image-created/v1\0");
+    h.update(result_key.as_bytes());
+    h.update(serde_json::to_vec(config).unwrap_or_default());
+    let key = kiln_cache::CacheKey(h.finalize().into());
+    if let Some(record) = worker.store().get_record(&key)?
+        && !record.description.is_empty()
+    {
+        return Ok(record.description);
+    }
+    let now = crate::images::now_rfc3339();
+    let mut record = kiln_cache::CacheRecord::new(None);
+    record.description = now.clone();
+    worker.store().put_record(&key, &record)?;
+    Ok(now)
+}
+
+fn step_error(definition: &Definition, e: SolveError<Digest>) -> BuildError {
+    match e {
+        SolveError::Cancelled { .. } => BuildError::Cancelled,
+        SolveError::Graph(g) => EngineError::Bug(format!("bad graph: {g}")).into(),
+        SolveError::VertexFailed { vertex, source, .. } => {
+            let meta = definition.metadata(&vertex);
+            let name = meta.name.clone().unwrap_or_else(|| vertex.to_string());
+            let map = definition.source_map();
+            let location = map.locations.get(&vertex).and_then(|locs| {
+                let loc = locs.first()?;
+                let file = map.files.get(loc.file)?;
+                Some(Box::new(StepLocation {
+                    file: file.name.clone(),
+                    source_text: String::from_utf8_lossy(&file.data).into_owned(),
+                    ranges: loc.ranges.clone(),
+                }))
+            });
+            let message = innermost_message(&source);
+            BuildError::Step {
+                vertex,
+                name,
+                message,
+                location,
+            }
+        }
+    }
+}
+
+/// The message of the op's own error, without the solver's wrapping.
+fn innermost_message(cause: &kiln_solver::Cause) -> String {
+    let mut message = cause.to_string();
+    let mut current: Option<&dyn std::error::Error> = std::error::Error::source(cause);
+    while let Some(err) = current {
+        message = err.to_string();
+        if err.downcast_ref::<EngineError>().is_some() {
+            break;
+        }
+        current = err.source();
+    }
+    message
+}
+
+impl BuildRequest {
+    /// A request with default options for a context directory and Dockerfile.
+    pub fn new(context: Option<PathBuf>, dockerfile: Vec<u8>, dockerfile_name: &str) -> Self {
+        BuildRequest {
+            context,
+            dockerfile,
+            dockerfile_name: dockerfile_name.to_string(),
+            dockerfile_path: None,
+            options: BuildOptions {
+                network: NetworkMode::Default,
+                ..BuildOptions::default()
+            },
+            tags: Vec::new(),
+            max_parallelism: None,
+            commit: CommitOptions::default(),
+        }
+    }
+}

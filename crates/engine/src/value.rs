@@ -1,0 +1,122 @@
+//! What a solved vertex is: an empty filesystem, a committed snapshot, or the local build
+//! context (read in place, never copied into a snapshot), and the solver's cache store over the
+//! local store's records.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_cache::{CacheRecord as StoreRecord, Store};
+use kiln_executor::snapshot::SnapshotId;
+use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_solver::{CacheKey, CacheRecord, CacheStore};
+
+/// The value of a solved vertex.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// An empty filesystem (`FROM scratch`).
+    Scratch,
+    /// A committed snapshot.
+    Snapshot(SnapshotId),
+    /// A local directory with its ignore rules: the build context.
+    Local(Arc<LocalDir>),
+}
+
+/// A build context directory and its `.dockerignore`.
+#[derive(Debug)]
+pub struct LocalDir {
+    pub path: PathBuf,
+    pub ignore: Option<PatternMatcher>,
+}
+
+impl LocalDir {
+    /// Whether a context-relative path is excluded by `.dockerignore`.
+    pub fn is_ignored(&self, rel: &str) -> bool {
+        self.ignore.as_ref().is_some_and(|m| m.is_excluded(rel))
+    }
+}
+
+/// The solver's cache records, kept in the store's ACID metadata database.
+#[derive(Clone)]
+pub struct RecordStore {
+    store: Arc<Store>,
+    snapshots_dir: PathBuf,
+}
+
+impl RecordStore {
+    pub fn new(store: Arc<Store>) -> RecordStore {
+        let snapshots_dir = store.snapshots_dir();
+        RecordStore {
+            store,
+            snapshots_dir,
+        }
+    }
+}
+
+fn store_key(key: &CacheKey) -> kiln_cache::CacheKey {
+    kiln_cache::CacheKey(*key.as_bytes())
+}
+
+impl CacheStore<Value> for RecordStore {
+    type Error = kiln_cache::Error;
+
+    async fn load(&self, key: &CacheKey) -> Result<Option<CacheRecord<Value>>, Self::Error> {
+        let store = self.store.clone();
+        let k = store_key(key);
+        let record = tokio::task::spawn_blocking(move || store.get_record(&k))
+            .await
+            .map_err(|e| kiln_cache::Error::Io {
+                action: "load a cache record",
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })??;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let value = match &record.snapshot {
+            None => Value::Scratch,
+            Some(id) => match SnapshotId::parse(id) {
+                // A record whose snapshot was removed behind its back is a miss, not an error.
+                Ok(id) if self.snapshots_dir.join(id.as_str()).join("fs").exists() => {
+                    Value::Snapshot(id)
+                }
+                _ => return Ok(None),
+            },
+        };
+        let output_key = record
+            .output_key
+            .map(|k| CacheKey::from_bytes(k.0))
+            .unwrap_or(*key);
+        Ok(Some(CacheRecord { output_key, value }))
+    }
+
+    async fn save(
+        &self,
+        keys: &[CacheKey],
+        record: &CacheRecord<Value>,
+    ) -> Result<(), Self::Error> {
+        let snapshot = match &record.value {
+            Value::Scratch => None,
+            Value::Snapshot(id) => Some(id.as_str().to_string()),
+            // The context is read in place; there is nothing to keep.
+            Value::Local(_) => return Ok(()),
+        };
+        let mut stored = StoreRecord::new(snapshot);
+        stored.output_key = Some(store_key(&record.output_key));
+        let store = self.store.clone();
+        let keys: Vec<_> = keys.iter().map(store_key).collect();
+        tokio::task::spawn_blocking(move || {
+            store.write(|txn| {
+                for key in &keys {
+                    txn.put_record(key, &stored)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| kiln_cache::Error::Io {
+            action: "save a cache record",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
+    }
+}

@@ -1,0 +1,623 @@
+//! LLB ops as solver operations: how each op kind gets its cache key and runs — Source (image,
+//! local context), Exec (a sandbox over an overlay snapshot), File (copies and other file
+//! actions in Rust on a mounted snapshot).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_executor::sandbox::{self, CancelToken, Network, RootFs, SandboxSpec, User};
+use kiln_executor::snapshot::{Mounts, SnapshotId};
+use kiln_llb::{
+    CopyAction, Digest, ExecOp, FileAction, FileOp, IdOrName, NetworkMode, Op, Owner, SecurityMode,
+    SourceOp,
+};
+use kiln_solver::{ContentKey, ExecCtx, Operation, Stream};
+
+use crate::context;
+use crate::error::EngineError;
+use crate::fileop::copy::{self, CopyOptions, Ownership, SourceFilter};
+use crate::fileop::owner::{self, ResolvedUser};
+use crate::fileop::resolve::{clean_abs, resolve_in_root};
+use crate::value::{LocalDir, Value};
+use crate::worker::{Worker, with_private_mounts};
+
+/// Settings shared by every vertex of one build.
+#[derive(Debug)]
+pub struct BuildEnv {
+    pub worker: Arc<Worker>,
+    /// Local sources by name (`context`, `dockerfile`...).
+    pub locals: Vec<(String, Arc<LocalDir>)>,
+    /// Unique per build: local sources are keyed by it, so what is read from them is keyed by
+    /// content instead.
+    pub session: String,
+    /// `kiln build --network`: the default for RUN steps.
+    pub default_network: NetworkMode,
+}
+
+/// One LLB op of a build, ready for the solver.
+pub struct Vertex {
+    pub digest: Digest,
+    pub op: Op,
+    pub ignore_cache: bool,
+    /// Environment added to an Exec op outside its digest and cache key (proxy settings).
+    pub extra_env: Vec<(String, String)>,
+    pub env: Arc<BuildEnv>,
+}
+
+impl Operation for Vertex {
+    type Value = Value;
+    type Error = EngineError;
+
+    fn cache_key_base(&self) -> Vec<u8> {
+        let mut key = b"kiln-engine/op/v1\0".to_vec();
+        key.extend_from_slice(self.digest.hex().as_bytes());
+        match &self.op {
+            Op::Source(SourceOp::Local(_)) => {
+                key.extend_from_slice(b"\0session\0");
+                key.extend_from_slice(self.env.session.as_bytes());
+            }
+            Op::Source(SourceOp::Image(image)) if image.digest.is_none() => {
+                // A name without a digest: key by what the name points at now, so a re-tag
+                // or re-import of the base is never hidden by the cache.
+                if let Ok(found) = self.env.worker.image(&image.reference) {
+                    key.extend_from_slice(b"\0manifest\0");
+                    key.extend_from_slice(found.manifest_digest.hex().as_bytes());
+                }
+            }
+            _ => {}
+        }
+        key
+    }
+
+    fn has_content_key(&self) -> bool {
+        matches!(&self.op, Op::File(file) if file.actions.iter().any(|a| matches!(a, FileAction::Copy(_))))
+    }
+
+    async fn content_key(
+        &self,
+        inputs: &[Value],
+        _ctx: &ExecCtx,
+    ) -> Result<Option<ContentKey>, EngineError> {
+        let Op::File(file) = &self.op else {
+            return Ok(None);
+        };
+        let input_index = input_indexes(&self.op);
+        let file = file.clone();
+        let inputs = inputs.to_vec();
+        tokio::task::spawn_blocking(move || context::copy_content_key(&file, &input_index, &inputs))
+            .await
+            .map_err(|e| EngineError::Bug(format!("content key task failed: {e}")))?
+    }
+
+    async fn execute(&self, inputs: &[Value], ctx: &ExecCtx) -> Result<Value, EngineError> {
+        match &self.op {
+            Op::Source(source) => self.source(source),
+            Op::Exec(exec) => self.exec(exec, inputs, ctx).await,
+            Op::File(file) => {
+                let env = self.env.clone();
+                let file = file.clone();
+                let index = input_indexes(&self.op);
+                let inputs = inputs.to_vec();
+                let digest = self.digest;
+                tokio::task::spawn_blocking(move || {
+                    run_file_op(&env, &file, &digest, &index, &inputs)
+                })
+                .await
+                .map_err(|e| EngineError::Bug(format!("file op task failed: {e}")))?
+            }
+            Op::Merge(_) => Err(EngineError::NotSupported(
+                "merge ops (COPY --link) in the local engine".into(),
+            )),
+        }
+    }
+
+    fn ignore_cache(&self) -> bool {
+        self.ignore_cache
+    }
+}
+
+/// The distinct input vertices of an op in the order the solver graph lists them.
+pub fn input_indexes(op: &Op) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::new();
+    for input in op.inputs() {
+        if !out.contains(&input.vertex) {
+            out.push(input.vertex);
+        }
+    }
+    out
+}
+
+fn value_of<'a>(
+    index: &[Digest],
+    inputs: &'a [Value],
+    digest: &Digest,
+) -> Result<&'a Value, EngineError> {
+    index
+        .iter()
+        .position(|d| d == digest)
+        .and_then(|i| inputs.get(i))
+        .ok_or_else(|| EngineError::Bug(format!("input {digest} of a vertex was not solved")))
+}
+
+impl Vertex {
+    fn source(&self, source: &SourceOp) -> Result<Value, EngineError> {
+        match source {
+            SourceOp::Scratch => Ok(Value::Scratch),
+            SourceOp::Image(image) => {
+                // The frontend pinned the manifest it resolved; build exactly that one.
+                let found = match &image.digest {
+                    Some(digest) => self.env.worker.image(&digest.to_string()),
+                    None => self.env.worker.image(&image.reference),
+                }?;
+                Ok(match self.env.worker.unpack(&found)? {
+                    Some(id) => Value::Snapshot(id),
+                    None => Value::Scratch,
+                })
+            }
+            SourceOp::Local(local) => self
+                .env
+                .locals
+                .iter()
+                .find(|(name, _)| *name == local.name)
+                .map(|(_, dir)| Value::Local(dir.clone()))
+                .ok_or_else(|| {
+                    EngineError::Bug(format!("local source {:?} was not provided", local.name))
+                }),
+            SourceOp::Http(http) => Err(EngineError::NotSupported(format!(
+                "ADD from a URL ({})",
+                http.url
+            ))),
+            SourceOp::Git(git) => Err(EngineError::NotSupported(format!(
+                "git sources ({})",
+                git.remote
+            ))),
+        }
+    }
+
+    async fn exec(
+        &self,
+        exec: &ExecOp,
+        inputs: &[Value],
+        ctx: &ExecCtx,
+    ) -> Result<Value, EngineError> {
+        if let Some(mount) = exec.mounts.first() {
+            return Err(EngineError::NotSupported(format!(
+                "RUN --mount (target {}) in the local engine",
+                mount.target
+            )));
+        }
+        if !exec.secret_env.is_empty() {
+            return Err(EngineError::NotSupported(
+                "secrets as environment variables".into(),
+            ));
+        }
+        if exec.security == SecurityMode::Insecure {
+            return Err(EngineError::NotSupported("RUN --security=insecure".into()));
+        }
+        let index = input_indexes(&self.op);
+        let parent = match value_of(&index, inputs, &exec.root.vertex)? {
+            Value::Snapshot(id) => Some(id.clone()),
+            Value::Scratch => None,
+            Value::Local(_) => {
+                return Err(EngineError::NotSupported(
+                    "running a command on the build context as root filesystem".into(),
+                ));
+            }
+        };
+        let worker = self.env.worker.clone();
+        let network = match (exec.network, self.env.default_network) {
+            (NetworkMode::None, _) | (NetworkMode::Default, NetworkMode::None) => Network::None,
+            _ => Network::Host,
+        };
+        let mut exec = exec.clone();
+        exec.env.extend(self.extra_env.iter().cloned());
+        let digest = self.digest;
+        let log_ctx = ctx.clone();
+        let cancel = CancelToken::new();
+        let watcher = {
+            let cancel = cancel.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.cancelled().await;
+                cancel.cancel();
+            })
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            run_exec(
+                &worker,
+                &exec,
+                parent.as_ref(),
+                network,
+                &digest,
+                &log_ctx,
+                &cancel,
+            )
+        })
+        .await
+        .map_err(|e| EngineError::Bug(format!("exec task failed: {e}")));
+        watcher.abort();
+        result?
+    }
+}
+
+fn run_exec(
+    worker: &Worker,
+    exec: &ExecOp,
+    parent: Option<&SnapshotId>,
+    network: Network,
+    digest: &Digest,
+    ctx: &ExecCtx,
+    cancel: &CancelToken,
+) -> Result<Value, EngineError> {
+    let active = worker
+        .snapshots()
+        .prepare(&format!("exec-{}", digest.hex()), parent)?;
+    let result = (|| {
+        let (lowerdirs, upperdir, workdir) = match active.mounts().clone() {
+            Mounts::Overlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            } => (lowerdirs, upperdir, workdir),
+            Mounts::Bind { source, .. } => (Vec::new(), source.clone(), PathBuf::new()),
+            Mounts::OverlayReadonly { .. } => {
+                return Err(EngineError::Bug("prepare gave a read-only mount".into()));
+            }
+        };
+        let rootfs = if workdir.as_os_str().is_empty() {
+            RootFs::Path(upperdir.clone())
+        } else {
+            RootFs::Overlay {
+                lowerdirs: lowerdirs.clone(),
+                upperdir: upperdir.clone(),
+                workdir,
+            }
+        };
+        let mut layers = vec![upperdir.clone()];
+        layers.extend(lowerdirs.iter().cloned());
+        let user = resolve_exec_user(&layers, &exec.user)?;
+        let mut spec = SandboxSpec::new(rootfs, exec.args.clone());
+        spec.env = exec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        spec.cwd = PathBuf::from(if exec.cwd.is_empty() { "/" } else { &exec.cwd });
+        spec.user = user;
+        spec.hostname = exec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| "buildkitsandbox".to_string());
+        spec.network = network;
+        spec.state_dir = worker.root().join("run");
+        ensure_cwd(&upperdir, &layers, &exec.cwd, spec.user.uid, spec.user.gid)?;
+        let mut sink = |stream: sandbox::Stream, data: &[u8]| {
+            let stream = match stream {
+                sandbox::Stream::Stdout => Stream::Stdout,
+                sandbox::Stream::Stderr => Stream::Stderr,
+            };
+            ctx.log(stream, data);
+        };
+        let info = match sandbox::run(&spec, &mut sink, cancel) {
+            Err(sandbox::SandboxError::Cancelled) => return Err(EngineError::Cancelled),
+            other => other?,
+        };
+        let command = exec.args.join(" ");
+        if info.oom_killed {
+            return Err(EngineError::OutOfMemory { command });
+        }
+        if !info.status.success() {
+            return Err(EngineError::ProcessFailed {
+                command,
+                code: info.status.shell_code(),
+            });
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = worker.snapshots().discard(active);
+            Err(e)
+        }
+    }
+}
+
+/// Reads a file of a snapshot that is not mounted: the first layer (top-most first) that has it.
+fn read_from_layers(layers: &[PathBuf], path: &str) -> Option<String> {
+    let rel = path.trim_start_matches('/');
+    layers
+        .iter()
+        .find_map(|layer| std::fs::read_to_string(layer.join(rel)).ok())
+}
+
+fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError> {
+    let spec = if user.is_empty() { "root" } else { user };
+    let ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    } = owner::resolve_user_with(&|p| read_from_layers(layers, p), spec)?;
+    Ok(User {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// The working directory of a RUN exists before the command starts, as in BuildKit; when it is
+/// missing from every layer it is created in the upper dir.
+fn ensure_cwd(
+    upper: &Path,
+    layers: &[PathBuf],
+    cwd: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<(), EngineError> {
+    let rel = clean_abs(cwd);
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || layers.iter().any(|l| l.join(rel).is_dir()) {
+        return Ok(());
+    }
+    let dir = upper.join(rel);
+    std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+        what: format!("create the working directory {cwd}"),
+        source,
+    })?;
+    let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+    Ok(())
+}
+
+/// Resolves `--chown` against the destination root's passwd and group files.
+fn ownership(
+    owner: Option<&Owner>,
+    dest_root: &Path,
+    default: Ownership,
+) -> Result<Ownership, EngineError> {
+    let Some(owner) = owner else {
+        return Ok(default);
+    };
+    let part = |v: &IdOrName| match v {
+        IdOrName::Id(id) => id.to_string(),
+        IdOrName::Name(name) => name.clone(),
+    };
+    let spec = match &owner.group {
+        Some(group) => format!("{}:{}", part(&owner.user), part(group)),
+        None => part(&owner.user),
+    };
+    let resolved = owner::resolve_user(Some(dest_root), &spec)?;
+    // `--chown=user` without a group uses the user's primary group.
+    Ok(Ownership::Set {
+        uid: resolved.uid,
+        gid: resolved.gid,
+    })
+}
+
+fn run_file_op(
+    env: &BuildEnv,
+    file: &FileOp,
+    digest: &Digest,
+    index: &[Digest],
+    inputs: &[Value],
+) -> Result<Value, EngineError> {
+    let worker = &env.worker;
+    let parent = match value_of(index, inputs, &file.base.vertex)? {
+        Value::Snapshot(id) => Some(id.clone()),
+        Value::Scratch => None,
+        Value::Local(_) => {
+            return Err(EngineError::NotSupported(
+                "file operations on the build context itself".into(),
+            ));
+        }
+    };
+    let active = worker
+        .snapshots()
+        .prepare(&format!("file-{}", digest.hex()), parent.as_ref())?;
+    let target = worker.tempdir("mnt-")?;
+    let sources = worker.tempdir("src-")?;
+    let result = with_private_mounts(|| {
+        active
+            .mounts()
+            .mount(target.path())
+            .map_err(|source| EngineError::Io {
+                what: "mount the snapshot for a file operation".into(),
+                source,
+            })?;
+        let dest_root = target.path();
+        for (n, action) in file.actions.iter().enumerate() {
+            match action {
+                FileAction::Copy(copy) => {
+                    let source_value = value_of(index, inputs, &copy.source.vertex)?;
+                    let mount_dir = sources.path().join(n.to_string());
+                    std::fs::create_dir_all(&mount_dir).map_err(|source| EngineError::Io {
+                        what: "create a source mount point".into(),
+                        source,
+                    })?;
+                    run_copy(worker, copy, source_value, &mount_dir, dest_root)?;
+                }
+                FileAction::Mkdir(mkdir) => {
+                    let path = resolve_in_root(dest_root, &mkdir.path, true).map_err(|source| {
+                        EngineError::Io {
+                            what: format!("resolve {}", mkdir.path),
+                            source,
+                        }
+                    })?;
+                    if !path.is_dir() {
+                        let own = ownership(
+                            mkdir.owner.as_ref(),
+                            dest_root,
+                            Ownership::Set { uid: 0, gid: 0 },
+                        )?;
+                        create_dirs(dest_root, &path, mkdir.mode, own, mkdir.make_parents)?;
+                    }
+                }
+                FileAction::Mkfile(mkfile) => {
+                    let path =
+                        resolve_in_root(dest_root, &mkfile.path, true).map_err(|source| {
+                            EngineError::Io {
+                                what: format!("resolve {}", mkfile.path),
+                                source,
+                            }
+                        })?;
+                    if let Some(parent) = path.parent() {
+                        create_dirs(
+                            dest_root,
+                            parent,
+                            0o755,
+                            Ownership::Set { uid: 0, gid: 0 },
+                            true,
+                        )?;
+                    }
+                    let io = |source| EngineError::Io {
+                        what: format!("write {}", mkfile.path),
+                        source,
+                    };
+                    let _ = std::fs::remove_file(&path);
+                    std::fs::write(&path, &mkfile.data).map_err(io)?;
+                    let own = ownership(
+                        mkfile.owner.as_ref(),
+                        dest_root,
+                        Ownership::Set { uid: 0, gid: 0 },
+                    )?;
+                    if let Ownership::Set { uid, gid } = own {
+                        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io)?;
+                    }
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mkfile.mode))
+                        .map_err(io)?;
+                    if let Some(ts) = mkfile.timestamp {
+                        let t = filetime::FileTime::from_unix_time(ts, 0);
+                        let _ = filetime::set_file_times(&path, t, t);
+                    }
+                }
+                FileAction::Rm(rm) => {
+                    let path = resolve_in_root(dest_root, &rm.path, false).map_err(|source| {
+                        EngineError::Io {
+                            what: format!("resolve {}", rm.path),
+                            source,
+                        }
+                    })?;
+                    let removed = match path.symlink_metadata() {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                        Ok(_) => std::fs::remove_file(&path),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(source) = removed
+                        && !(rm.allow_not_found && source.kind() == std::io::ErrorKind::NotFound)
+                    {
+                        return Err(EngineError::Io {
+                            what: format!("remove {}", rm.path),
+                            source,
+                        });
+                    }
+                }
+                FileAction::Symlink(link) => {
+                    let path = resolve_in_root(dest_root, &link.path, false).map_err(|source| {
+                        EngineError::Io {
+                            what: format!("resolve {}", link.path),
+                            source,
+                        }
+                    })?;
+                    std::os::unix::fs::symlink(&link.target, &path).map_err(|source| {
+                        EngineError::Io {
+                            what: format!("create symlink {}", link.path),
+                            source,
+                        }
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = worker.snapshots().discard(active);
+            Err(e)
+        }
+    }
+}
+
+fn create_dirs(
+    root: &Path,
+    path: &Path,
+    mode: u32,
+    own: Ownership,
+    parents: bool,
+) -> Result<(), EngineError> {
+    use std::os::unix::fs::PermissionsExt;
+    let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+    let mut current = root.to_path_buf();
+    let count = rel.components().count();
+    for (i, part) in rel.components().enumerate() {
+        current.push(part);
+        if current.is_dir() {
+            continue;
+        }
+        if i + 1 < count && !parents {
+            return Err(EngineError::Io {
+                what: format!("create {}", path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let io = |source| EngineError::Io {
+            what: format!("create directory {}", current.display()),
+            source,
+        };
+        std::fs::create_dir(&current).map_err(io)?;
+        std::fs::set_permissions(&current, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        if let Ownership::Set { uid, gid } = own {
+            std::os::unix::fs::lchown(&current, Some(uid), Some(gid)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_copy(
+    worker: &Worker,
+    action: &CopyAction,
+    source: &Value,
+    mount_dir: &Path,
+    dest_root: &Path,
+) -> Result<(), EngineError> {
+    let (src_root, default_owner, filter) = match source {
+        Value::Local(local) => {
+            let local2 = local.clone();
+            (
+                local.path.clone(),
+                // Files from the build context belong to root in the image, as in BuildKit.
+                Ownership::Set { uid: 0, gid: 0 },
+                Some(SourceFilter(Arc::new(move |rel: &str| {
+                    local2.is_ignored(rel)
+                }))),
+            )
+        }
+        Value::Scratch => (mount_dir.to_path_buf(), Ownership::Keep, None),
+        Value::Snapshot(id) => {
+            worker
+                .snapshots()
+                .view(id)?
+                .mount(mount_dir)
+                .map_err(|source| EngineError::Io {
+                    what: "mount a copy source".into(),
+                    source,
+                })?;
+            (mount_dir.to_path_buf(), Ownership::Keep, None)
+        }
+    };
+    if action.unpack {
+        return Err(EngineError::NotSupported(
+            "ADD of a local archive (extraction)".into(),
+        ));
+    }
+    let ownership = ownership(action.owner.as_ref(), dest_root, default_owner)?;
+    let opts = CopyOptions {
+        sources: vec![action.src.clone()],
+        dest: action.dest.clone(),
+        ownership,
+        chmod: action.mode.clone(),
+        allow_empty_wildcard: action.allow_empty_wildcard,
+        parents: action.parents,
+        exclude: action.exclude_patterns.clone(),
+        mtime_override: action.timestamp,
+        filter,
+    };
+    copy::copy(&src_root, dest_root, &opts)?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The worker: one local store root with its content store, metadata and snapshotter, plus the
+//! adapters that let the `oci` crate read and write blobs in it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kiln_cache::Store;
+use kiln_executor::snapshot::Snapshotter;
+use kiln_oci::{BlobError, BlobSink, BlobSource, Digest};
+
+use crate::error::EngineError;
+
+/// Everything a build or an image command needs from the local root.
+pub struct Worker {
+    root: PathBuf,
+    store: std::sync::Arc<Store>,
+    snapshots: Snapshotter,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("root", &self.root).finish()
+    }
+}
+
+impl Worker {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Worker, EngineError> {
+        std::fs::create_dir_all(root).map_err(|source| EngineError::Io {
+            what: format!("create the root {}", root.display()),
+            source,
+        })?;
+        let store = std::sync::Arc::new(Store::open(root)?);
+        let snapshots = Snapshotter::open(root)?;
+        std::fs::create_dir_all(root.join("tmp")).map_err(|source| EngineError::Io {
+            what: "create the root's tmp dir".into(),
+            source,
+        })?;
+        Ok(Worker {
+            root: root.to_path_buf(),
+            store,
+            snapshots,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The store, shareable with blocking tasks.
+    pub fn store_arc(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
+    }
+
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    /// A fresh temporary directory under the root (same filesystem as the snapshots).
+    pub fn tempdir(&self, prefix: &str) -> Result<tempfile::TempDir, EngineError> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(|source| EngineError::Io {
+                what: "create a temporary directory".into(),
+                source,
+            })
+    }
+
+    /// The content store seen through the `oci` crate's blob traits.
+    pub fn blobs(&self) -> StoreBlobs<'_> {
+        StoreBlobs(&self.store)
+    }
+}
+
+/// Converts between the `oci`/`llb` digest and the store's own digest type.
+pub fn to_store_digest(d: &Digest) -> kiln_cache::Digest {
+    kiln_cache::Digest::from_hex(&d.hex()).expect("a sha256 digest always has 64 hex digits")
+}
+
+pub fn from_store_digest(d: &kiln_cache::Digest) -> Digest {
+    d.to_string()
+        .parse()
+        .expect("a store digest always prints as sha256:<hex>")
+}
+
+/// The content store as an `oci` blob source and sink.
+#[derive(Clone, Copy)]
+pub struct StoreBlobs<'a>(&'a Store);
+
+impl BlobSource for StoreBlobs<'_> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, BlobError> {
+        let d = to_store_digest(digest);
+        if !self.0.content().exists(&d) {
+            return Err(BlobError::NotFound(*digest));
+        }
+        let file = self.0.content().read(&d).map_err(|e| BlobError::Read {
+            digest: *digest,
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Box::new(file))
+    }
+
+    fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let d = to_store_digest(digest);
+        if !self.0.content().exists(&d) {
+            return Ok(None);
+        }
+        self.0
+            .content()
+            .info(&d)
+            .map(|info| Some(info.size))
+            .map_err(|e| BlobError::Read {
+                digest: *digest,
+                source: std::io::Error::other(e),
+            })
+    }
+}
+
+impl BlobSink for StoreBlobs<'_> {
+    fn contains(&self, digest: &Digest) -> Result<bool, BlobError> {
+        Ok(self.0.content().exists(&to_store_digest(digest)))
+    }
+
+    fn put(&self, digest: &Digest, size: u64, reader: &mut dyn Read) -> Result<(), BlobError> {
+        let wrap = |e: kiln_cache::Error| BlobError::Write {
+            digest: *digest,
+            source: std::io::Error::other(e),
+        };
+        let mut writer = self
+            .0
+            .content()
+            .writer(Some(to_store_digest(digest)))
+            .map_err(wrap)?
+            .expect_size(size);
+        std::io::copy(reader, &mut writer).map_err(|source| BlobError::Write {
+            digest: *digest,
+            source,
+        })?;
+        writer.commit().map_err(wrap)?;
+        Ok(())
+    }
+}
+
+/// Runs `f` on a thread with its own private mount namespace, so every mount `f` makes is gone
+/// when the thread ends, even if the process is killed: nothing leaks into the host's mounts.
+pub fn with_private_mounts<T: Send>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send,
+) -> Result<T, EngineError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use nix::mount::{MsFlags, mount};
+                use nix::sched::{CloneFlags, unshare};
+                // CLONE_NEWNS for one thread needs an unshared fs struct, which CLONE_NEWNS
+                // implies; the namespace dies with the last thread in it.
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(|e| {
+                    EngineError::Io {
+                        what: "unshare a mount namespace for file operations".into(),
+                        source: e.into(),
+                    }
+                })?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(|e| EngineError::Io {
+                    what: "make mounts private for file operations".into(),
+                    source: e.into(),
+                })?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(EngineError::Bug("a file-operation thread panicked".into())))
+    })
+}

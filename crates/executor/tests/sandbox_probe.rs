@@ -371,3 +371,32 @@ fn etc_stubs_and_mount_points_are_removed_afterwards() {
         "original\n"
     );
 }
+
+#[test]
+fn network_namespace_prepared_by_the_caller_is_joined() {
+    if !common::can_run("network_namespace_prepared_by_the_caller_is_joined") {
+        return;
+    }
+    let f = Fixture::new();
+    let holder = tempfile::tempdir().unwrap();
+    let ns = holder.path().join("netns");
+    fs::write(&ns, "").unwrap();
+    // util-linux unshare bind-mounts the new namespace onto the file and exits.
+    let made = std::process::Command::new("unshare")
+        .arg(format!("--net={}", ns.display()))
+        .arg("true")
+        .status();
+    if !made.map(|s| s.success()).unwrap_or(false) {
+        eprintln!(
+            "skipping network_namespace_prepared_by_the_caller_is_joined: unshare --net=FILE failed"
+        );
+        return;
+    }
+    let mut spec = f.spec("readlink /proc/self/ns/net");
+    spec.network = Network::Namespace(ns.clone());
+    let out = run_ok(&spec);
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(&ns).unwrap().ino();
+    let _ = std::process::Command::new("umount").arg(&ns).status();
+    assert_eq!(out, format!("net:[{ino}]\n"));
+}

@@ -391,3 +391,68 @@ fn pump<R: Read>(slot: &mut Option<R>, stream: Stream, buf: &mut [u8], io: &mut 
 fn pump_err<R: Read>(slot: &mut Option<R>, buf: &mut [u8], io: &mut dyn OutputSink) {
     pump(slot, Stream::Stderr, buf, io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::spec::{CpuQuota, Rlimit, RlimitResource};
+
+    #[test]
+    fn config_carries_dockers_defaults_and_the_spec() {
+        let mut spec = SandboxSpec::new(RootFs::Path("/r".into()), vec!["sh".into()]);
+        spec.network = Network::Namespace("/run/netns/x".into());
+        spec.cgroup.memory_bytes = Some(1 << 20);
+        spec.cgroup.cpu = Some(CpuQuota {
+            quota_us: 50_000,
+            period_us: 100_000,
+        });
+        spec.rlimits.push(Rlimit {
+            resource: RlimitResource::Nofile,
+            soft: 10,
+            hard: 20,
+        });
+        let c = config(&spec, Path::new("/r"), Path::new("/b"), "/kiln/x");
+        let bounding: Vec<&str> = c["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            bounding,
+            [
+                "CAP_CHOWN",
+                "CAP_DAC_OVERRIDE",
+                "CAP_FOWNER",
+                "CAP_FSETID",
+                "CAP_KILL",
+                "CAP_SETGID",
+                "CAP_SETUID",
+                "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE",
+                "CAP_NET_RAW",
+                "CAP_SYS_CHROOT",
+                "CAP_MKNOD",
+                "CAP_AUDIT_WRITE",
+                "CAP_SETFCAP"
+            ]
+        );
+        let ns = &c["linux"]["namespaces"];
+        assert!(
+            ns.as_array()
+                .unwrap()
+                .contains(&json!({"type": "network", "path": "/run/netns/x"}))
+        );
+        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 1 << 20);
+        assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(c["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(c["linux"]["maskedPaths"].as_array().unwrap().len(), 12);
+        let dests: Vec<&str> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert!(dests.contains(&"/etc/resolv.conf") && dests.contains(&"/dev/pts"));
+    }
+}

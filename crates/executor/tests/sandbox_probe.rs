@@ -400,3 +400,41 @@ fn network_namespace_prepared_by_the_caller_is_joined() {
     let _ = std::process::Command::new("umount").arg(&ns).status();
     assert_eq!(out, format!("net:[{ino}]\n"));
 }
+
+#[test]
+fn a_failing_setup_step_is_named_and_cleaned_up() {
+    if !common::can_run("a_failing_setup_step_is_named_and_cleaned_up") {
+        return;
+    }
+    let f = Fixture::new();
+    let before = common::tree(&f.root);
+    // The working directory is a file: chdir fails inside the sandbox, after the stubs were
+    // made, and the error travels back over the status pipe.
+    let mut spec = f.spec("true");
+    spec.cwd = "/etc/passwd".into();
+    let err = sandbox::run(&spec, &mut CollectOutput::default(), &CancelToken::new()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to enter working directory /etc/passwd: Not a directory (os error 20)"
+    );
+    assert_eq!(
+        common::tree(&f.root),
+        before,
+        "stubs left after a failed setup"
+    );
+    assert_eq!(fs::read_dir(&f.state).unwrap().count(), 0);
+
+    let mut spec = f.spec("true");
+    spec.mounts.push(Mount::Bind {
+        source: "/nonexistent/kiln-test".into(),
+        target: "/x".into(),
+        readonly: false,
+    });
+    let err = sandbox::run(&spec, &mut CollectOutput::default(), &CancelToken::new()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("failed to stat bind mount source /nonexistent/kiln-test"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&f.state).unwrap().count(), 0);
+}

@@ -216,6 +216,8 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> SandboxError {
     move |source| SandboxError::Setup { what, source }
 }
 
+const MAX_MOUNTS: usize = 512;
+
 pub(crate) fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     if spec.rootless {
         return Err(SandboxError::NotSupported("rootless sandbox".into()));
@@ -234,6 +236,14 @@ pub(crate) fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         ));
     }
     inner_path(&spec.cwd, "working directory")?;
+    // Each mount may add a few status reports, written while we are suspended in clone; stay
+    // far below what the status pipe buffers (4096 reports) so the child can never block.
+    if spec.mounts.len() > MAX_MOUNTS {
+        return Err(SandboxError::InvalidSpec(format!(
+            "{} mounts requested, at most {MAX_MOUNTS} are supported",
+            spec.mounts.len()
+        )));
+    }
     for m in &spec.mounts {
         inner_path(m.target(), "mount target")?;
     }

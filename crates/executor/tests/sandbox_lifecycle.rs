@@ -290,3 +290,49 @@ fn overlay_without_etc_leaves_no_copied_up_dirs() {
     assert!(info.status.success(), "{}", out.stderr_str());
     assert_eq!(common::tree(&upper), Vec::<String>::new());
 }
+
+#[test]
+fn cpu_and_memory_limits_are_written_to_the_sandbox_cgroups() {
+    if !common::can_run("cpu_and_memory_limits_are_written_to_the_sandbox_cgroups") {
+        return;
+    }
+    let f = Fixture::new();
+    let mut spec = f.spec("read line; echo got $line");
+    spec.cgroup.cpu = Some(kiln_executor::sandbox::CpuQuota {
+        quota_us: 50_000,
+        period_us: 100_000,
+    });
+    spec.cgroup.memory_bytes = Some(64 << 20);
+    let sb = Sandbox::spawn(&spec, Stdin::Bytes(b"go\n".to_vec())).unwrap();
+    let dirs = sb.cgroup_dirs();
+    let read = |name: &str| -> Option<String> {
+        dirs.iter()
+            .find_map(|d| fs::read_to_string(d.join(name)).ok())
+            .map(|s| s.trim().to_string())
+    };
+    // cgroup v1 or v2, whichever the host offers for each controller.
+    match read("cpu.max") {
+        Some(v) => assert_eq!(v, "50000 100000"),
+        None => assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("50000")),
+    }
+    match read("memory.max") {
+        Some(v) => assert_eq!(v, (64u64 << 20).to_string()),
+        None => assert_eq!(
+            read("memory.limit_in_bytes"),
+            Some((64u64 << 20).to_string())
+        ),
+    }
+    // pid 1 of the sandbox is in them.
+    let pid = sb.pid().to_string();
+    assert!(dirs.iter().all(|d| {
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .any(|l| l == pid)
+    }));
+    let mut out = CollectOutput::default();
+    let info = sb.wait(&mut out, &CancelToken::new()).unwrap();
+    assert!(info.status.success());
+    assert_eq!(out.stdout_str(), "got go\n");
+    assert!(dirs.iter().all(|d| !d.exists()));
+}

@@ -11,7 +11,7 @@
 //! A job that fails leaves the map at once, so a later request starts afresh (failures are never
 //! cached, neither in the store nor here). See `docs/dev/solver.md` for the state machine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +30,9 @@ use crate::event::{EventKind, Progress};
 use crate::key::CacheKey;
 use crate::op::{ExecCtx, Operation};
 use crate::store::{CacheRecord, CacheStore};
+
+/// How many log chunks of a vertex a solve that joins late is replayed.
+const REPLAYED_LOGS: usize = 256;
 
 /// State the solver's clones share: the store, the parallelism slots and the jobs in flight.
 pub(crate) struct Shared<V, O: Operation, S> {
@@ -92,8 +95,11 @@ pub(crate) struct Job<V, T> {
 }
 
 struct Watchers<V> {
-    /// Every event so far, replayed to solves that join later.
-    history: Vec<(SystemTime, EventKind)>,
+    /// Every event so far, replayed to solves that join later; of the log chunks only the last
+    /// `REPLAYED_LOGS`, so a step's whole output does not pile up in memory (live watchers get
+    /// all of it).
+    history: VecDeque<(SystemTime, EventKind)>,
+    logs: usize,
     list: Vec<Arc<Progress<V>>>,
 }
 
@@ -113,7 +119,8 @@ impl<V: VertexId, T: Clone> Job<V, T> {
             phase: watch::channel(Phase::Pending).0,
             demand: watch::channel(false).0,
             watchers: Mutex::new(Watchers {
-                history: Vec::new(),
+                history: VecDeque::new(),
+                logs: 0,
                 list: Vec::new(),
             }),
             ran: AtomicBool::new(false),
@@ -126,7 +133,19 @@ impl<V: VertexId, T: Clone> Job<V, T> {
         for p in &w.list {
             p.deliver(&self.vertex, time, &kind);
         }
-        w.history.push((time, kind));
+        if matches!(kind, EventKind::Log { .. }) {
+            w.logs += 1;
+            if w.logs > REPLAYED_LOGS
+                && let Some(i) = w
+                    .history
+                    .iter()
+                    .position(|(_, k)| matches!(k, EventKind::Log { .. }))
+            {
+                w.history.remove(i);
+                w.logs -= 1;
+            }
+        }
+        w.history.push_back((time, kind));
     }
 
     /// Starts reporting this job's events to a solve, beginning with what already happened.
@@ -548,4 +567,43 @@ async fn load<V: VertexId, O: Operation, S: CacheStore<O::Value>>(
             source: Arc::new(e),
         }) as Cause
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Stream;
+
+    #[test]
+    fn a_late_watcher_is_replayed_the_last_log_chunks_only() {
+        let ident = JobIdent {
+            vertex: 7u32,
+            base: Arc::from(&b""[..]),
+            ignore_cache: false,
+            inputs: vec![],
+        };
+        let job: Job<u32, i64> = Job::new(ident, 0);
+        job.emit(EventKind::Started);
+        for i in 0..REPLAYED_LOGS + 10 {
+            job.emit(EventKind::Log {
+                stream: Stream::Stdout,
+                data: i.to_string().into_bytes(),
+            });
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        job.watch(&Arc::new(Progress::new(Some(tx))));
+        let mut kinds = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            kinds.push(e.kind);
+        }
+        assert_eq!(kinds.len(), REPLAYED_LOGS + 1);
+        assert_eq!(kinds[0], EventKind::Started);
+        assert_eq!(
+            kinds[1],
+            EventKind::Log {
+                stream: Stream::Stdout,
+                data: b"10".to_vec()
+            }
+        );
+    }
 }

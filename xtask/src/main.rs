@@ -102,16 +102,60 @@ fn ci() -> Result<(), String> {
 }
 
 fn demo() -> Result<(), String> {
+    if !nix_is_root() {
+        return Err("the demo runs RUN steps in real namespaces: run it as root".into());
+    }
     run(
-        "build kiln",
+        "build kiln (release)",
         cargo().args(["build", "--release", "-p", "kiln-cli"]),
     )?;
     let kiln = target_dir().join("release/kiln");
-    let example = workspace_root().join("examples/hello/Dockerfile");
+    let rootfs = fixtures()?;
+    let root = std::env::var_os("KILN_DEMO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("demo-root"));
+    let kiln_cmd = || {
+        let mut c = Command::new(&kiln);
+        c.arg("--root").arg(&root);
+        c
+    };
+    let have_base = kiln_cmd()
+        .args(["inspect", "busybox"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_base {
+        run(
+            "kiln import busybox (the base image, from Debian's busybox-static)",
+            kiln_cmd().arg("import").arg(&rootfs).args([
+                "busybox",
+                "-c",
+                "CMD [\"sh\"]",
+                "-c",
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ]),
+        )?;
+    }
     run(
-        "kiln debug dump-ast examples/hello/Dockerfile",
-        Command::new(&kiln)
-            .args(["debug", "dump-ast"])
-            .arg(&example),
+        "kiln build -t hello examples/hello",
+        kiln_cmd().args(["build", "-t", "hello", "examples/hello"]),
+    )?;
+    run("kiln images", kiln_cmd().arg("images"))?;
+    run(
+        "kiln run --rm hello",
+        kiln_cmd().args(["run", "--rm", "hello"]),
     )
+}
+
+fn nix_is_root() -> bool {
+    // The effective uid from /proc avoids a libc dependency for one call.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }

@@ -40,9 +40,9 @@ impl Span {
         Self { start, end }
     }
 
-    /// A span covering the whole of lines `start..=end` is not known without the text, so this
-    /// gives the span from column 1 of `start` to column 1 of the line after `end`'s start.
-    /// Prefer the spans the parser hands out; this is for callers that only know line numbers.
+    /// The whole of lines `start..=end` (1-based), for callers that only know line numbers.
+    /// The end column is `u32::MAX`, which rendering clamps to the end of the line. Prefer the
+    /// exact spans the parser hands out.
     pub const fn lines(start: u32, end: u32) -> Self {
         Self {
             start: Position::new(start, 1),

@@ -396,7 +396,7 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
 
 fn parse_with_heredocs(node: &Node, heredocs: &[Heredoc]) -> Result<Instruction, Diagnostic> {
     let p = Parser { node, heredocs };
-    let kind = match node.command().as_str() {
+    let kind = match syntax::known_command(&node.keyword.value).unwrap_or("") {
         "from" => InstructionKind::From(p.from()?),
         "run" => InstructionKind::Run(p.run()?),
         "cmd" => InstructionKind::Cmd(Cmd {
@@ -785,8 +785,8 @@ impl Parser<'_> {
         let Args::Onbuild(inner) = &self.node.args else {
             return Err(self.error("ONBUILD requires at least one argument"));
         };
-        let trigger = inner.command();
-        match trigger.as_str() {
+        let trigger = syntax::known_command(&inner.keyword.value).unwrap_or("");
+        match trigger {
             "onbuild" => {
                 return Err(Diagnostic::error(
                     "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",

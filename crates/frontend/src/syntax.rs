@@ -188,6 +188,11 @@ impl Node {
         go_lower(&self.keyword.value)
     }
 
+    /// Whether the keyword is `name` (lowercase) ignoring case, as BuildKit compares them.
+    pub fn is(&self, name: &str) -> bool {
+        keyword_is(&self.keyword.value, name)
+    }
+
     /// Whether the exec (JSON) form was used.
     pub fn is_json(&self) -> bool {
         match &self.args {
@@ -253,6 +258,40 @@ fn dump_args(args: &Args, out: &mut String) {
         }
         Args::Ignored => word(out, ""),
     }
+}
+
+/// Whether `keyword` lowercases (Go-style) to `name`, without allocating for ASCII keywords.
+pub(crate) fn keyword_is(keyword: &str, name: &str) -> bool {
+    if keyword.is_ascii() {
+        keyword.eq_ignore_ascii_case(name)
+    } else {
+        go_lower(keyword) == name
+    }
+}
+
+/// The known instruction `keyword` names, lowercased; `None` for an unknown keyword.
+pub(crate) fn known_command(keyword: &str) -> Option<&'static str> {
+    const NAMES: [&str; 18] = [
+        "add",
+        "arg",
+        "cmd",
+        "copy",
+        "entrypoint",
+        "env",
+        "expose",
+        "from",
+        "healthcheck",
+        "label",
+        "maintainer",
+        "onbuild",
+        "run",
+        "shell",
+        "stopsignal",
+        "user",
+        "volume",
+        "workdir",
+    ];
+    NAMES.iter().copied().find(|n| keyword_is(keyword, n))
 }
 
 /// Lowercases like Go's `strings.ToLower`: one character for one character (Rust's

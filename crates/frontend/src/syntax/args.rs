@@ -4,7 +4,7 @@
 
 use super::json::{self, JsonError};
 use super::source::{LogicalLine, Source};
-use super::{Args, Node, Pair, Word, go_lower};
+use super::{Args, Node, Pair, Word, known_command};
 use crate::diagnostic::{Diagnostic, Span};
 
 /// Gives spans for byte ranges of one logical line.
@@ -57,8 +57,8 @@ impl LineCtx<'_, '_> {
             (args_start, args_end) = self.trim(after_flags, te);
         }
         let keyword = self.word(&text[ts..cmd_end], ts, cmd_end);
-        let command = go_lower(&keyword.value);
-        let args = self.args(&command, args_start, args_end)?;
+        let command = known_command(&keyword.value).unwrap_or("");
+        let args = self.args(command, args_start, args_end)?;
         Ok(Node {
             keyword,
             flags,

@@ -4,7 +4,7 @@
 use super::args::LineCtx;
 use super::heredoc;
 use super::source::{LogicalLine, Source};
-use super::{Args, Ast, Directive, Heredoc, MAX_LINE_BYTES, Node, go_lower};
+use super::{Args, Ast, Directive, Heredoc, MAX_LINE_BYTES, Node};
 use crate::diagnostic::{Diagnostic, Position, Span};
 
 const BOM: &str = "\u{feff}";
@@ -370,13 +370,10 @@ impl<'s, 'a> Parser<'s, 'a> {
 /// Heredocs are collected for RUN, COPY and ADD in shell form, and for ONBUILD of those.
 fn can_contain_heredoc(node: &Node) -> bool {
     let node = match &node.args {
-        Args::Onbuild(inner) if node.command() == "onbuild" => inner,
+        Args::Onbuild(inner) if node.is("onbuild") => inner,
         _ => node,
     };
-    matches!(
-        go_lower(&node.keyword.value).as_str(),
-        "run" | "copy" | "add"
-    ) && !node.is_json()
+    (node.is("run") || node.is("copy") || node.is("add")) && !node.is_json()
 }
 
 /// Errors from argument parsing already carry a precise span; keep it, but fall back to the

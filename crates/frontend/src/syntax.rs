@@ -7,6 +7,19 @@
 //!
 //! [`Ast::dump`] prints BuildKit's S-expression dump byte for byte; the conformance suite
 //! compares it with BuildKit's expected results.
+//!
+//! Deliberate differences from BuildKit's parser, all outside what its test data covers:
+//! - Input must be UTF-8 (BuildKit passes invalid bytes through); the error points at the
+//!   first bad byte.
+//! - `--flag` words and the HEALTHCHECK type are split on characters, not bytes, so non-ASCII
+//!   text in them is not mangled (BuildKit treats bytes 0x85 and 0xA0 of a UTF-8 sequence as
+//!   blanks there).
+//! - Comments kept for an instruction ([`Node::comments`]) drop the `#` even when the comment
+//!   line is indented.
+//! - ONBUILD triggers are checked when the parent image is built (in `instructions`), not
+//!   only when a child build runs them.
+//! - Which non-ASCII characters the dump escapes follows the Unicode version of the Rust
+//!   standard library rather than Go's.
 
 mod args;
 mod heredoc;

@@ -32,7 +32,7 @@ fn decode(bytes: &[u8]) -> Result<&str, Diagnostic> {
                 "invalid UTF-8 in Dockerfile (byte 0x{:02x})",
                 bytes[e.valid_up_to()]
             ),
-            Span::new(pos, Position::new(pos.line, pos.column + 1)),
+            Span::new(pos, Position::new(pos.line, pos.column.saturating_add(1))),
         )
         .with_help("save the Dockerfile as UTF-8")
     })

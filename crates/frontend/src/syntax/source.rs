@@ -70,7 +70,7 @@ impl<'a> Source<'a> {
     /// Position of byte `byte_col` of line index `i`.
     pub fn position(&self, i: usize, byte_col: usize) -> Position {
         let content = self.content(i);
-        let byte_col = byte_col.min(content.len());
+        let byte_col = floor_char_boundary(content, byte_col);
         let (cl, cb, cc) = self.cache.get();
         let chars = if content.len() < 64 && content.is_ascii() {
             byte_col
@@ -93,6 +93,16 @@ impl<'a> Source<'a> {
     pub fn line_span(&self, i: usize) -> Span {
         Span::new(self.position(i, 0), self.line_end(i))
     }
+}
+
+/// The largest char boundary of `s` at or below `i` (offsets handed in are boundaries by
+/// construction; this keeps a mistake from turning into a panic on user input).
+pub(crate) fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 fn line_no(i: usize) -> u32 {
@@ -152,6 +162,8 @@ impl LogicalLine {
     /// Span of logical bytes `start..end`. The end is placed just after the last character, on
     /// that character's line, even when `end` falls on a segment boundary.
     pub fn span(&self, src: &Source<'_>, start: usize, end: usize) -> Span {
+        let start = floor_char_boundary(&self.text, start);
+        let end = floor_char_boundary(&self.text, end);
         let start_pos = self.position(src, start);
         if end <= start {
             return Span::new(start_pos, start_pos);

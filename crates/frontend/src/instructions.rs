@@ -1,4 +1,4 @@
-//! Typed Dockerfile instructions: the [`syntax`](crate::syntax) AST turned into one enum
+//! Typed Dockerfile instructions: the [`crate::syntax`] AST turned into one enum
 //! variant per instruction, with flags checked and typed.
 //!
 //! Values stay raw: variables (`$FOO`) and, for ENV/LABEL/ARG, quotes are kept as written,

@@ -181,53 +181,7 @@ pub fn compress_layer<R: Read, W: Write>(
     compression: Compression,
     sink: W,
 ) -> Result<(LayerDescriptor, W), CompressError> {
-    let out = HashingWriter::new(sink);
-    let mut diff = Hasher::new();
-    let out = match compression {
-        Compression::None => pump(input, &mut diff, out)?,
-        Compression::Gzip { level } => {
-            let enc = GzBuilder::new()
-                .mtime(0)
-                .write(out, flate2::Compression::new(level));
-            pump(input, &mut diff, enc)?
-                .finish()
-                .map_err(CompressError::Write)?
-        }
-        Compression::Zstd { level } => {
-            let mut enc =
-                zstd::stream::write::Encoder::new(out, level).map_err(CompressError::Write)?;
-            // Frames carry the content checksum so `zstd -t` and other readers can verify them.
-            enc.include_checksum(true).map_err(CompressError::Write)?;
-            // zstd's multithreaded mode gives the same bytes for any worker count >= 1 (but not
-            // the same as its single-threaded mode), so always use it: the output then stays
-            // reproducible across machines with different core counts.
-            let workers = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(ZSTD_MAX_WORKERS);
-            enc.multithread(workers as u32)
-                .map_err(CompressError::Write)?;
-            pump(input, &mut diff, enc)?
-                .finish()
-                .map_err(CompressError::Write)?
-        }
-    };
-    let (digest, size, mut sink) = out.finish();
-    sink.flush().map_err(CompressError::Write)?;
-    let (diff_id, uncompressed_size) = diff.finish();
-    Ok((
-        LayerDescriptor {
-            diff_id,
-            uncompressed_size,
-            digest,
-            size,
-            compression: compression.kind(),
-        },
-        sink,
-    ))
-}
-
-/// Copies `input` into `w`, hashing what was read.
-fn pump<R: Read, W: Write>(input: R, diff: &mut Hasher, mut w: W) -> Result<W, CompressError> {
+    let mut w = LayerWriter::new(compression, sink)?;
     let mut input = BufReader::with_capacity(BUF, input);
     loop {
         let buf = match input.fill_buf() {
@@ -236,12 +190,130 @@ fn pump<R: Read, W: Write>(input: R, diff: &mut Hasher, mut w: W) -> Result<W, C
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CompressError::Read(e)),
         };
-        diff.update(buf);
         w.write_all(buf).map_err(CompressError::Write)?;
         let n = buf.len();
         input.consume(n);
     }
-    Ok(w)
+    w.finish()
+}
+
+/// The same pipeline as [`compress_layer`] for producers that write: write the uncompressed tar
+/// into it (for example from the snapshotter's layer diff), then [`LayerWriter::finish`].
+pub struct LayerWriter<W: Write> {
+    diff: Hasher,
+    encoder: Encoder<W>,
+    compression: LayerCompression,
+    /// Input is handed to the encoder in fixed `CHUNK`-sized pieces: deflate's output depends
+    /// on how its input was split, and the blob must depend on the tar alone.
+    pending: Vec<u8>,
+}
+
+/// The piece size the encoders see.
+const CHUNK: usize = 128 * 1024;
+
+enum Encoder<W: Write> {
+    None(HashingWriter<W>),
+    Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
+}
+
+impl<W: Write> LayerWriter<W> {
+    pub fn new(compression: Compression, sink: W) -> Result<LayerWriter<W>, CompressError> {
+        let out = HashingWriter::new(sink);
+        let encoder = match compression {
+            Compression::None => Encoder::None(out),
+            Compression::Gzip { level } => Encoder::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .write(out, flate2::Compression::new(level)),
+            ),
+            Compression::Zstd { level } => {
+                let mut enc =
+                    zstd::stream::write::Encoder::new(out, level).map_err(CompressError::Write)?;
+                // Frames carry the content checksum so `zstd -t` and other readers can verify them.
+                enc.include_checksum(true).map_err(CompressError::Write)?;
+                // zstd's multithreaded mode gives the same bytes for any worker count >= 1 (but not
+                // the same as its single-threaded mode), so always use it: the output then stays
+                // reproducible across machines with different core counts.
+                let workers = std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(ZSTD_MAX_WORKERS);
+                enc.multithread(workers as u32)
+                    .map_err(CompressError::Write)?;
+                Encoder::Zstd(enc)
+            }
+        };
+        Ok(LayerWriter {
+            diff: Hasher::new(),
+            encoder,
+            compression: compression.kind(),
+            pending: Vec::with_capacity(CHUNK),
+        })
+    }
+
+    /// Flushes the compressor and returns the layer's digests and the sink.
+    pub fn finish(mut self) -> Result<(LayerDescriptor, W), CompressError> {
+        let rest = std::mem::take(&mut self.pending);
+        self.encoder
+            .write_all(&rest)
+            .map_err(CompressError::Write)?;
+        let out = match self.encoder {
+            Encoder::None(out) => out,
+            Encoder::Gzip(enc) => enc.finish().map_err(CompressError::Write)?,
+            Encoder::Zstd(enc) => enc.finish().map_err(CompressError::Write)?,
+        };
+        let (digest, size, mut sink) = out.finish();
+        sink.flush().map_err(CompressError::Write)?;
+        let (diff_id, uncompressed_size) = self.diff.finish();
+        let layer = LayerDescriptor {
+            diff_id,
+            uncompressed_size,
+            digest,
+            size,
+            compression: self.compression,
+        };
+        Ok((layer, sink))
+    }
+}
+
+impl<W: Write> Encoder<W> {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.write_all(buf),
+            Encoder::Gzip(w) => w.write_all(buf),
+            Encoder::Zstd(w) => w.write_all(buf),
+        }
+    }
+}
+
+impl<W: Write> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        if !self.pending.is_empty() {
+            let take = rest.len().min(CHUNK - self.pending.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == CHUNK {
+                self.encoder.write_all(&self.pending)?;
+                self.pending.clear();
+            }
+        }
+        // Whole chunks go straight from the caller's buffer; the tail waits in `pending`.
+        while rest.len() >= CHUNK {
+            self.encoder.write_all(&rest[..CHUNK])?;
+            rest = &rest[CHUNK..];
+        }
+        self.pending.extend_from_slice(rest);
+        self.diff.update(buf);
+        Ok(buf.len())
+    }
+
+    /// Does nothing: a compressor flush ends a deflate or zstd block early, which would make the
+    /// blob's bytes depend on when the producer flushed (the snapshotter's buffered writer
+    /// flushes at the end), not only on the tar. `finish` ends the stream.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Compresses several layers at once on rayon's pool; results come back in input order, each

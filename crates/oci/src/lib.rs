@@ -23,7 +23,7 @@ pub mod names;
 pub mod store;
 
 pub use blob::{BlobError, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
-pub use compress::{Compression, LayerDescriptor, compress_layer, compress_layers};
+pub use compress::{Compression, LayerDescriptor, LayerWriter, compress_layer, compress_layers};
 pub use digest::Digest;
 pub use export::{
     DockerArchiveOptions, DockerLayers, ExportError, NamedImage, write_docker_archive,

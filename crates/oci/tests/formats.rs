@@ -385,3 +385,23 @@ fn legacy_docker_save_layout_with_symlinked_layers_loads() {
     );
     assert_eq!(into.get(&Digest::of(&l1)).as_deref(), Some(&l1[..]));
 }
+
+#[test]
+fn layer_writer_gives_the_same_bytes_as_compress_layer_whatever_the_write_pattern() {
+    let tar = sample_tar();
+    for c in [
+        Compression::None,
+        Compression::Gzip { level: 6 },
+        Compression::Zstd { level: 3 },
+    ] {
+        let (expected, expected_blob) = compress_layer(&tar[..], c, Vec::new()).unwrap();
+        let mut w = kiln_oci::LayerWriter::new(c, Vec::new()).unwrap();
+        // Odd chunk sizes and flushes in between, as a buffered tar producer would do.
+        for chunk in tar.chunks(7919) {
+            w.write_all(chunk).unwrap();
+            w.flush().unwrap();
+        }
+        let (l, blob) = w.finish().unwrap();
+        assert_eq!((l, blob), (expected, expected_blob), "{c}");
+    }
+}

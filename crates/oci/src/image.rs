@@ -176,3 +176,145 @@ pub fn assemble_index(manifests: &[Descriptor], flavor: Flavor) -> (Vec<u8>, Des
     let d = Descriptor::of_bytes(flavor.index(), &bytes);
     (bytes, d)
 }
+
+/// An image read back from a store: what a build on top of it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The platform manifest (inside an index, if the image was one).
+    pub manifest_descriptor: Descriptor,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+    /// The layers, bottom first, with their diff IDs from the config.
+    pub layers: Vec<ImageLayer>,
+}
+
+/// Why an image could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Parse(#[from] manifest::ParseError),
+    #[error("invalid image config {digest}")]
+    Config {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("image config {config} lists {diff_ids} diff ids but the manifest has {layers} layers")]
+    LayerCount {
+        config: Digest,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("image {index} has no manifest for platform {wanted}; it has: {available}")]
+    NoPlatform {
+        index: Digest,
+        wanted: String,
+        available: String,
+    },
+    #[error("image indexes nest too deeply at {0}")]
+    TooDeep(Digest),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// Whether `have` satisfies `want`: same OS and architecture, and the variant when `want`
+/// names one.
+pub fn platform_matches(have: &Platform, want: &Platform) -> bool {
+    have.os == want.os
+        && have.architecture == want.architecture
+        && (want.variant.is_none() || have.variant == want.variant)
+}
+
+/// Reads an image (a manifest, or an index resolved to `platform`) from `source`: manifest,
+/// config and layers. With `platform: None`, an index must hold exactly one image.
+pub fn resolve(
+    source: &dyn crate::blob::BlobSource,
+    descriptor: &Descriptor,
+    platform: Option<&Platform>,
+) -> Result<ResolvedImage, ResolveError> {
+    use crate::export::{MAX_INDEX_DEPTH, MAX_JSON_SIZE};
+    let mut desc = descriptor.clone();
+    for _ in 0..=MAX_INDEX_DEPTH {
+        let bytes = source.read_verified(&desc.digest, MAX_JSON_SIZE)?;
+        match manifest::parse(&bytes, &desc.media_type, &desc.digest.to_string())? {
+            manifest::Parsed::Index(index) => {
+                let images: Vec<&Descriptor> = index
+                    .manifests
+                    .iter()
+                    .filter(|d| {
+                        !d.annotations
+                            .contains_key(manifest::ANNOTATION_DOCKER_REFERENCE_TYPE)
+                    })
+                    .filter(|d| {
+                        matches!(
+                            media_type::kind(&d.media_type),
+                            Kind::Manifest | Kind::Index
+                        )
+                    })
+                    .collect();
+                let chosen = match platform {
+                    Some(want) => images.iter().find(|d| {
+                        d.platform
+                            .as_ref()
+                            .is_some_and(|p| platform_matches(p, want))
+                    }),
+                    None if images.len() == 1 => images.first(),
+                    None => None,
+                };
+                let Some(chosen) = chosen else {
+                    let available: Vec<String> = images
+                        .iter()
+                        .map(|d| {
+                            d.platform
+                                .as_ref()
+                                .map_or("unknown".to_owned(), platform_string)
+                        })
+                        .collect();
+                    return Err(ResolveError::NoPlatform {
+                        index: desc.digest,
+                        wanted: platform.map_or("(none given)".to_owned(), platform_string),
+                        available: available.join(", "),
+                    });
+                };
+                desc = (*chosen).clone();
+            }
+            manifest::Parsed::Manifest(m) => {
+                let cfg = source.read_verified(&m.config.digest, MAX_JSON_SIZE)?;
+                let config: ImageConfig =
+                    serde_json::from_slice(&cfg).map_err(|source| ResolveError::Config {
+                        digest: m.config.digest,
+                        source,
+                    })?;
+                if config.rootfs.diff_ids.len() != m.layers.len() {
+                    return Err(ResolveError::LayerCount {
+                        config: m.config.digest,
+                        diff_ids: config.rootfs.diff_ids.len(),
+                        layers: m.layers.len(),
+                    });
+                }
+                let layers = m
+                    .layers
+                    .iter()
+                    .zip(&config.rootfs.diff_ids)
+                    .map(|(l, d)| ImageLayer::from_descriptor(l, *d))
+                    .collect::<Result<_, _>>()?;
+                return Ok(ResolvedImage {
+                    manifest_descriptor: desc,
+                    manifest: m,
+                    config,
+                    layers,
+                });
+            }
+        }
+    }
+    Err(ResolveError::TooDeep(desc.digest))
+}

@@ -30,7 +30,8 @@ pub use export::{
     write_oci_archive, write_oci_layout,
 };
 pub use image::{
-    AssembleError, AssembledImage, ImageLayer, ImageOptions, assemble, assemble_index,
+    AssembleError, AssembledImage, ImageLayer, ImageOptions, ResolveError, ResolvedImage, assemble,
+    assemble_index, resolve,
 };
 pub use import::{Format, Import, LoadError, LoadOptions, LoadedImage, load_archive, load_dir};
 pub use manifest::{Descriptor, Index, Manifest, Platform};

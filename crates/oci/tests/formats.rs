@@ -405,3 +405,60 @@ fn layer_writer_gives_the_same_bytes_as_compress_layer_whatever_the_write_patter
         assert_eq!((l, blob), (expected, expected_blob), "{c}");
     }
 }
+
+#[test]
+fn resolve_reads_back_config_and_layers_and_picks_platforms() {
+    use kiln_oci::manifest::Platform;
+    let store = MemoryBlobs::new();
+    let image = build_image(
+        &store,
+        Compression::default(),
+        "r",
+        &ImageOptions::default(),
+    );
+    let resolved = kiln_oci::resolve(&store, &image.manifest_descriptor, None).unwrap();
+    assert_eq!(
+        resolved.config.config.cmd.as_deref(),
+        Some(&["/bin/hello".to_owned()][..])
+    );
+    assert_eq!(resolved.layers.len(), 2);
+    // Rebuilding from what was resolved gives the very same image.
+    let again = assemble(&resolved.config, &resolved.layers, &ImageOptions::default()).unwrap();
+    assert_eq!(
+        again.manifest_descriptor.digest,
+        image.manifest_descriptor.digest
+    );
+
+    let mut arm = config();
+    arm.architecture = "arm64".into();
+    arm.variant = Some("v8".into());
+    let arm_image = assemble(&arm, &resolved.layers, &ImageOptions::default()).unwrap();
+    arm_image.store(&store).unwrap();
+    let (index, index_desc) = kiln_oci::assemble_index(
+        &[
+            image.manifest_descriptor.clone(),
+            arm_image.manifest_descriptor.clone(),
+        ],
+        Flavor::Oci,
+    );
+    store.insert(index);
+    let want = |arch: &str| Platform {
+        architecture: arch.into(),
+        os: "linux".into(),
+        os_version: None,
+        os_features: vec![],
+        variant: None,
+    };
+    let r = kiln_oci::resolve(&store, &index_desc, Some(&want("arm64"))).unwrap();
+    assert_eq!(
+        r.manifest_descriptor.digest,
+        arm_image.manifest_descriptor.digest
+    );
+    let err = kiln_oci::resolve(&store, &index_desc, Some(&want("s390x"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it has: linux/amd64, linux/arm64/v8"),
+        "{err}"
+    );
+    assert!(kiln_oci::resolve(&store, &index_desc, None).is_err());
+}

@@ -239,9 +239,14 @@ impl<W: Write> TarOut<W> {
     }
 
     fn finish(self) -> Result<W, ExportError> {
-        self.builder
+        let mut out = self
+            .builder
             .into_inner()
-            .map_err(write_err("the end of the archive"))
+            .map_err(write_err("the end of the archive"))?;
+        // Flush here so a buffered stdout or file reports its write error to the exporter's
+        // caller instead of losing it in a drop.
+        out.flush().map_err(write_err("the end of the archive"))?;
+        Ok(out)
     }
 }
 

@@ -332,3 +332,69 @@ fn corrupt_docker_archives_are_rejected_and_nothing_is_stored() {
     });
     rejects("docker manifest escaping", &escape, &opts, "unsafe path");
 }
+
+/// Random damage anywhere in an archive: loading never panics, and whenever it fails, nothing
+/// was stored. (Damage in tar padding may go unnoticed; then the load succeeds with intact blobs.)
+#[test]
+fn random_byte_damage_never_panics_or_stores_partially() {
+    let store = MemoryBlobs::new();
+    let tars = [
+        layer_tar(&[("a", b"one")]),
+        layer_tar(&[("b", &[7u8; 3000][..])]),
+    ];
+    let mut layers = Vec::new();
+    for t in &tars {
+        let (l, blob) = compress_layer(&t[..], Compression::default(), Vec::new()).unwrap();
+        store.insert(blob);
+        layers.push(ImageLayer::from(&l));
+    }
+    let image = assemble(&config(), &layers, &ImageOptions::default()).unwrap();
+    image.store(&store).unwrap();
+    let images = [named("app:1", &image.manifest_descriptor)];
+    let oci = write_oci_archive(Vec::new(), &store, &images).unwrap();
+    let docker = write_docker_archive(
+        Vec::new(),
+        &store,
+        &images,
+        &DockerArchiveOptions::default(),
+    )
+    .unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut accepted, mut rejected) = (0, 0);
+    for archive in [&oci, &docker] {
+        for _ in 0..150 {
+            let mut bad = archive.clone();
+            let hits = 1 + next() % 3;
+            for _ in 0..hits {
+                let i = (next() % bad.len() as u64) as usize;
+                bad[i] ^= (next() % 255 + 1) as u8;
+            }
+            let sink = MemoryBlobs::new();
+            match load_archive(&bad[..], &sink, &LoadOptions::default()) {
+                Ok(images) => {
+                    accepted += 1;
+                    // Whatever was accepted is intact.
+                    for d in sink.digests() {
+                        assert_eq!(Digest::of(&sink.get(&d).unwrap()), d);
+                    }
+                    assert!(!images.is_empty());
+                }
+                Err(_) => {
+                    rejected += 1;
+                    assert!(sink.is_empty());
+                }
+            }
+        }
+    }
+    assert!(
+        rejected > 100,
+        "only {rejected} of {} damaged archives rejected",
+        accepted + rejected
+    );
+}

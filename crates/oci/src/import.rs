@@ -211,6 +211,15 @@ impl Files {
                 let full = root.join(&path);
                 match fs::metadata(&full) {
                     Ok(m) if m.is_file() => {
+                        // Symlinks inside the directory may point anywhere: only follow those
+                        // that stay inside it, as the archive reader does.
+                        let inside = match (fs::canonicalize(&full), fs::canonicalize(root)) {
+                            (Ok(f), Ok(r)) => f.starts_with(r),
+                            _ => false,
+                        };
+                        if !inside {
+                            return Err(LoadError::UnsafePath { path });
+                        }
                         let digest = lock(digests).get(&path).copied();
                         Ok(Some(FileRef {
                             path: full,

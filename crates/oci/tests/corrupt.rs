@@ -398,3 +398,32 @@ fn random_byte_damage_never_panics_or_stores_partially() {
         accepted + rejected
     );
 }
+
+#[test]
+fn layout_directory_with_a_symlink_out_of_it_is_rejected() {
+    let store = MemoryBlobs::new();
+    let image = build_image(
+        &store,
+        Compression::default(),
+        "l",
+        &ImageOptions::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    kiln_oci::write_oci_layout(
+        &layout,
+        &store,
+        &[named("app:1", &image.manifest_descriptor)],
+    )
+    .unwrap();
+    let outside = dir.path().join("outside.json");
+    std::fs::rename(layout.join("index.json"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, layout.join("index.json")).unwrap();
+    let sink = MemoryBlobs::new();
+    let err = kiln_oci::load_dir(&layout, &sink, &LoadOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("unsafe path \"index.json\""),
+        "{err}"
+    );
+    assert!(sink.is_empty());
+}

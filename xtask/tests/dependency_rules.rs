@@ -14,6 +14,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("kiln-executor", &[][..]),
         ("kiln-oci", &["kiln-llb", "kiln-cache"][..]),
         (
+            "kiln-registry",
+            &["kiln-llb", "kiln-oci", "kiln-cache"][..],
+        ),
+        (
             "kiln-engine",
             &[
                 "kiln-llb",
@@ -22,6 +26,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-cache",
                 "kiln-executor",
                 "kiln-oci",
+                "kiln-registry",
             ][..],
         ),
         (
@@ -49,6 +54,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-cache",
                 "kiln-executor",
                 "kiln-oci",
+                "kiln-registry",
                 "kiln-engine",
                 "kiln-runtime",
                 "kiln-daemon",

@@ -1,0 +1,71 @@
+//! The registry client's errors: each names the registry and the step that failed.
+
+use kiln_oci::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("invalid config file {path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("failed to {what}: {reason}")]
+    Credentials { what: String, reason: String },
+    #[error("failed to reach registry {registry} ({url}): {reason}")]
+    Transport {
+        registry: String,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "authentication required by registry {registry}: {reason} (run `kiln login {registry}`)"
+    )]
+    Unauthorized { registry: String, reason: String },
+    #[error("registry {registry} denied access to {repository}: {reason}")]
+    Denied {
+        registry: String,
+        repository: String,
+        reason: String,
+    },
+    #[error("{what} not found in registry {registry}")]
+    NotFound { registry: String, what: String },
+    #[error("registry {registry} answered {method} {url} with {status}: {body}")]
+    Status {
+        registry: String,
+        method: String,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error(
+        "digest mismatch for {what} from registry {registry}: expected {expected}, got {actual}"
+    )]
+    DigestMismatch {
+        registry: String,
+        what: String,
+        expected: Digest,
+        actual: String,
+    },
+    #[error("invalid manifest from registry {registry}: {reason}")]
+    Manifest { registry: String, reason: String },
+    #[error("no manifest for platform {platform} in {reference}")]
+    NoPlatform { reference: String, platform: String },
+    #[error(transparent)]
+    Blob(#[from] kiln_oci::BlobError),
+    #[error("failed to {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RegistryError {
+    /// Worth another attempt: the network or the server had a moment, the request was fine.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. } => true,
+            RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}

@@ -151,9 +151,12 @@ expand() {
 # Cold = every build cache and bench image of that tool gone, the base image kept.
 kiln_reset() {
   local imgs
-  imgs=$(kiln images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep '^bench/' || true)
+  imgs=$(kiln images 2>/dev/null | awk 'NR > 1 && $1 ~ /^bench\// {print $1 ":" $2}')
   [[ -z $imgs ]] || kiln rmi $imgs >/dev/null
   kiln builder prune --all >/dev/null
+  # the context stat cache is not build cache to `prune`, but a cold build must hash the
+  # context from scratch, as BuildKit does after `builder prune -af`
+  rm -rf "$KILN_ROOT/context-cache"
 }
 docker_reset() {
   local imgs
@@ -257,7 +260,8 @@ run_case() {
   echo "date: $(date -u -Is)"
   echo "host: $(uname -sr), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, root fs $(df -T "$STATE" | awk 'NR==2{print $2}')"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "kiln: $("$KILN" --version 2>/dev/null) ($(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO_DIR" diff --quiet 2>/dev/null || echo '+uncommitted changes'))"
+  # KILN_COMMIT: say which commit the binary was built from when it is not this checkout
+  echo "kiln: $KILN ($("$KILN" --version 2>/dev/null), built from ${KILN_COMMIT:-$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO_DIR" diff --quiet 2>/dev/null || echo '+uncommitted changes')})"
   echo "docker: $("$DOCKER" version -f '{{.Server.Version}}') ($("$DOCKER" info -f '{{.Driver}}'), cgroup v$("$DOCKER" info -f '{{.CgroupVersion}}')); buildah: $(buildah --version | awk '{print $3}') ($BUILDAH_DRIVER); skopeo: $(skopeo --version | awk '{print $3}')"
   echo "mode: $( ((QUICK)) && echo "QUICK (1 run, no warm-up: a smoke test, not a measurement)" || echo "full: $REPS runs (scaled per workload) + $WARMUP warm-up, interleaved")"
   echo "tools: $TOOLS"

@@ -224,7 +224,7 @@ pub async fn build_lowered(
             .max_parallelism
             .unwrap_or_else(|| SolverConfig::default().max_parallelism),
     };
-    let solver = Solver::with_config(RecordStore::new(worker.store_arc()), config);
+    let solver = Solver::with_config(RecordStore::new(worker.clone()), config);
     let solved = solver
         .solve(
             &graph,

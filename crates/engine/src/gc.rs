@@ -2,7 +2,10 @@
 //! implemented over the executor's snapshotter.
 
 use kiln_cache::{SnapshotError, SnapshotRemover};
-use kiln_executor::snapshot::SnapshotId;
+use kiln_executor::snapshot::{Kind, SnapshotId};
+
+/// How long an unrecorded snapshot is safe from collection.
+const GRACE_SECS: u64 = 60;
 
 use crate::worker::Worker;
 
@@ -29,13 +32,21 @@ impl SnapshotRemover for Snapshots<'_> {
             .map_err(|e| Box::new(e) as SnapshotError)
     }
 
+    /// Committed snapshots only: an active one belongs to a step in flight. Snapshots committed
+    /// in the last minute are left out too: a build in another process may not have recorded
+    /// its result yet, and collecting it would break that build.
     fn list(&self) -> Result<Vec<String>, SnapshotError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         Ok(self
             .0
             .snapshots()
             .list()
             .map_err(|e| Box::new(e) as SnapshotError)?
             .into_iter()
+            .filter(|info| info.kind == Kind::Committed && info.created + GRACE_SECS <= now)
             .map(|info| info.id.as_str().to_string())
             .collect())
     }

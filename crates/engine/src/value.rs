@@ -35,18 +35,22 @@ impl LocalDir {
     }
 }
 
-/// The solver's cache records, kept in the store's ACID metadata database.
+/// The solver's cache records, kept in the store's ACID metadata database. Saving a result
+/// also registers its snapshot (parent and size) so prune and `system df` account for it.
 #[derive(Clone)]
 pub struct RecordStore {
     store: Arc<Store>,
+    worker: Arc<crate::worker::Worker>,
     snapshots_dir: PathBuf,
 }
 
 impl RecordStore {
-    pub fn new(store: Arc<Store>) -> RecordStore {
+    pub fn new(worker: Arc<crate::worker::Worker>) -> RecordStore {
+        let store = worker.store_arc();
         let snapshots_dir = store.snapshots_dir();
         RecordStore {
             store,
+            worker,
             snapshots_dir,
         }
     }
@@ -100,14 +104,42 @@ impl CacheStore<Value> for RecordStore {
             // The context is read in place; there is nothing to keep.
             Value::Local(_) => return Ok(()),
         };
+        let snapshot_record = match &record.value {
+            Value::Snapshot(id) => {
+                let parent = self.worker.snapshots().parent(id).ok().flatten();
+                let size = self
+                    .worker
+                    .snapshots()
+                    .usage(id)
+                    .map(|u| u.bytes)
+                    .unwrap_or(0);
+                let now = kiln_cache::Timestamp::now();
+                Some((
+                    id.as_str().to_string(),
+                    kiln_cache::SnapshotRecord {
+                        parent: parent.map(|p| p.as_str().to_string()),
+                        size,
+                        created: now,
+                        last_used: now,
+                    },
+                ))
+            }
+            _ => None,
+        };
         let mut stored = StoreRecord::new(snapshot);
         stored.output_key = Some(store_key(&record.output_key));
+        if let Some((_, snap)) = &snapshot_record {
+            stored.size = snap.size;
+        }
         let store = self.store.clone();
         let keys: Vec<_> = keys.iter().map(store_key).collect();
         tokio::task::spawn_blocking(move || {
             store.write(|txn| {
                 for key in &keys {
                     txn.put_record(key, &stored)?;
+                }
+                if let Some((id, snap)) = &snapshot_record {
+                    txn.put_snapshot(id, snap)?;
                 }
                 Ok(())
             })

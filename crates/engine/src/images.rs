@@ -54,6 +54,18 @@ fn bookkeeping_key(kind: &str, id: &str) -> CacheKey {
     CacheKey(h.finalize().into())
 }
 
+/// The record key of a snapshot's layer blob in one compression. Gzip keeps the key unpacking
+/// uses, so the blob of an unpacked base layer is found again.
+fn layer_key(
+    snapshot: &SnapshotId,
+    compression: kiln_oci::media_type::LayerCompression,
+) -> CacheKey {
+    match compression {
+        kiln_oci::media_type::LayerCompression::Gzip => bookkeeping_key("layer", snapshot.as_str()),
+        other => bookkeeping_key(&format!("layer-{other:?}"), snapshot.as_str()),
+    }
+}
+
 /// The chain ID of layers (OCI image spec): the identity of a stack of diff IDs.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
@@ -241,13 +253,21 @@ impl Worker {
         compression: Compression,
         source_date_epoch: Option<u64>,
     ) -> Result<LayerRef, EngineError> {
-        let key = bookkeeping_key("layer", snapshot.as_str());
-        if source_date_epoch.is_none()
-            && let Some(record) = self.store().get_record(&key)?
-            && let Some(layer) = record.layers.first()
-            && self.store().content().exists(&layer.digest)
-        {
-            return Ok(layer.clone());
+        // A snapshot's blob is remembered per compression: a build asking for zstd must not
+        // get the gzip blob an earlier build (or the unpacked base image) left.
+        let wanted = compression.kind();
+        let own_key = layer_key(snapshot, wanted);
+        if source_date_epoch.is_none() {
+            for key in [&own_key, &bookkeeping_key("layer", snapshot.as_str())] {
+                if let Some(record) = self.store().get_record(key)?
+                    && let Some(layer) = record.layers.first()
+                    && kiln_oci::media_type::kind(&layer.media_type)
+                        == kiln_oci::media_type::Kind::Layer(wanted)
+                    && self.store().content().exists(&layer.digest)
+                {
+                    return Ok(layer.clone());
+                }
+            }
         }
         let (pipe_reader, pipe_writer) = std::io::pipe().map_err(|source| EngineError::Io {
             what: "create a pipe for layer compression".into(),
@@ -282,7 +302,10 @@ impl Worker {
             })
         })?;
         if source_date_epoch.is_none() {
-            self.remember_layer(snapshot, &layer)?;
+            let mut record = CacheRecord::new(Some(snapshot.as_str().to_string()));
+            record.layers = vec![layer.clone()];
+            record.description = "layer blob".into();
+            self.store().put_record(&own_key, &record)?;
         }
         Ok(layer)
     }
@@ -300,10 +323,37 @@ impl Worker {
             Some(id) => self.snapshots().chain(id)?,
             None => Vec::new(),
         };
-        // `chain` is top-most first; layers go bottom first.
+        // `chain` is top-most first; layers go bottom first. Layers compress in parallel (gzip
+        // is single-threaded), a core each.
+        let bottom_first: Vec<&SnapshotId> = chain.iter().rev().collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
         let mut layers = Vec::with_capacity(chain.len());
-        for id in chain.iter().rev() {
-            layers.push(self.layer_of(id, options.compression, options.source_date_epoch)?);
+        for batch in bottom_first.chunks(workers) {
+            let results: Vec<Result<LayerRef, EngineError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|id| {
+                        scope.spawn(move || {
+                            self.layer_of(id, options.compression, options.source_date_epoch)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(EngineError::Bug(
+                                "a layer compression thread panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                layers.push(r?);
+            }
         }
         let image_layers: Vec<ImageLayer> = layers
             .iter()

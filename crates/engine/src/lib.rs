@@ -6,9 +6,11 @@
 pub mod build;
 pub mod context;
 pub mod error;
+pub mod export;
 pub mod fileop;
 pub mod gc;
 pub mod images;
+pub mod load;
 pub mod reference;
 pub mod value;
 pub mod vertex;

@@ -82,6 +82,22 @@ pub struct BuildArgs {
     /// The target platform (only the host's platform can run RUN steps).
     #[arg(long)]
     platform: Option<String>,
+    /// Where the result goes, in BuildKit's syntax: `type=image` (default), `type=oci,dest=FILE`
+    /// (`tar=false` for a layout dir), `type=docker,dest=FILE`, `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE`; `dest=-` is stdout.
+    #[arg(short, long = "output", value_name = "type=TYPE,dest=PATH,...")]
+    output: Vec<String>,
+}
+
+/// The one `--output` of a build (`type=image` when none is given).
+fn output_of(args: &BuildArgs) -> anyhow::Result<kiln_engine::export::Output> {
+    match args.output.as_slice() {
+        [] => Ok(kiln_engine::export::Output::image()),
+        [one] => one
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --output {one:?}: {e}")),
+        _ => bail!("not supported yet: more than one --output"),
+    }
 }
 
 fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -186,15 +202,16 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         NetworkArg::None => NetworkMode::None,
     };
     request.options.source_date_epoch = source_date_epoch;
-    request.tags = args.tags.clone();
+    let output = output_of(args)?;
+    request.tags = output.store_names(&args.tags);
     request.max_parallelism = args.max_parallelism;
-    request.commit = CommitOptions {
+    request.commit = output.commit_options(&CommitOptions {
         compression: match &args.compression {
             Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             None => CommitOptions::default().compression,
         },
         ..CommitOptions::default()
-    };
+    });
     Ok(request)
 }
 
@@ -210,6 +227,9 @@ pub fn run(args: BuildArgs, root: &Path) -> ExitCode {
 
 fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let request = request(&args)?;
+    let output = output_of(&args)?;
+    let source_date_epoch = request.options.source_date_epoch.map(|t| t.max(0) as u64);
+    let to_stdout = output.dest.as_deref() == Some(Path::new("-"));
     let worker = super::open_worker(root)?;
     let lowered = match kiln_engine::lower_only(&worker, &request) {
         Ok(l) => l,
@@ -290,6 +310,19 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let result = outcome.context("the build task failed")?;
     match result {
         Ok(result) => {
+            if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                bail!(
+                    "refusing to write the output to a terminal: redirect stdout or give dest=FILE"
+                );
+            }
+            kiln_engine::export::export(
+                &worker,
+                &result.image,
+                &output,
+                &args.tags,
+                source_date_epoch,
+            )
+            .context("failed to export the result")?;
             let id = format!("sha256:{}", result.image.id().hex());
             if let Some(path) = &args.iidfile {
                 std::fs::write(path, &id)
@@ -308,11 +341,19 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 eprintln!("full build log: {}", log.display());
             }
             if args.quiet {
-                println!("{id}");
+                // stdout may carry the exported archive.
+                if to_stdout {
+                    eprintln!("{id}");
+                } else {
+                    println!("{id}");
+                }
             } else {
                 eprintln!("writing image {id} done");
-                for tag in &args.tags {
+                for tag in &output.store_names(&args.tags) {
                     eprintln!("naming to {} done", kiln_engine::reference::normalize(tag));
+                }
+                if let Some(dest) = &output.dest {
+                    eprintln!("exporting to {} done", dest.display());
                 }
             }
             Ok(ExitCode::SUCCESS)

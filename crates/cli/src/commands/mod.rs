@@ -3,6 +3,8 @@
 pub mod build;
 pub mod debug;
 pub mod images;
+pub mod load;
+pub mod save;
 pub mod system;
 
 use std::path::Path;
@@ -26,6 +28,10 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Make an image from a root filesystem tar (like `docker import`).
     Import(images::ImportArgs),
+    /// Write images to a docker or OCI archive.
+    Save(save::SaveArgs),
+    /// Load images from a docker or OCI archive, or an OCI layout directory.
+    Load(load::LoadArgs),
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(system::BuilderCommand),
@@ -48,6 +54,8 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Inspect(args) => images::inspect(args, root),
         Command::History(args) => images::history(args, root),
         Command::Import(args) => images::import(args, root),
+        Command::Save(args) => save::save(args, root),
+        Command::Load(args) => load::load(args, root),
         Command::Builder(c) => system::builder(c, root),
         Command::System(c) => system::system(c, root),
     };

@@ -1,0 +1,112 @@
+//! `kiln load`: an OCI archive or layout, or a docker archive, verified in full by the `oci`
+//! crate, then committed to the store and named. A rejected input stores nothing and names
+//! nothing.
+
+use std::io::Read;
+use std::path::Path;
+
+use kiln_cache::{ImageRef, Timestamp};
+use kiln_oci::manifest::{self, Parsed};
+use kiln_oci::{Import, LoadOptions, LoadedImage};
+
+use crate::error::EngineError;
+use crate::export::format_chain;
+use crate::images::Image;
+use crate::reference;
+use crate::worker::{Worker, to_store_digest};
+
+/// One image that was loaded: the store names it got and the image as the store now sees it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Canonical names; for an unnamed image the single key `sha256:<image ID>`.
+    pub names: Vec<String>,
+    pub image: Image,
+}
+
+fn options(worker: &Worker) -> LoadOptions {
+    LoadOptions {
+        // Stage on the store's file system: layers can be larger than /tmp.
+        staging_dir: Some(worker.root().join("tmp")),
+        ..LoadOptions::default()
+    }
+}
+
+fn load_err(e: kiln_oci::LoadError) -> EngineError {
+    EngineError::Oci(format!("failed to load: {}", format_chain(&e)))
+}
+
+impl Worker {
+    /// Loads an archive (OCI or docker, plain, gzip or zstd) from `reader`.
+    pub fn load_archive(&self, reader: impl Read) -> Result<Vec<Loaded>, EngineError> {
+        let import = Import::from_archive(reader, &options(self)).map_err(load_err)?;
+        self.finish_load(&import)
+    }
+
+    /// Loads an OCI layout directory (or an unpacked docker archive).
+    pub fn load_dir(&self, dir: &Path) -> Result<Vec<Loaded>, EngineError> {
+        let import = Import::from_dir(dir, &options(self)).map_err(load_err)?;
+        self.finish_load(&import)
+    }
+
+    fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, EngineError> {
+        let images = import.commit(&self.blobs()).map_err(load_err)?;
+        let mut out = Vec::with_capacity(images.len());
+        for loaded in &images {
+            out.push(self.name_loaded(loaded)?);
+        }
+        Ok(out)
+    }
+
+    fn name_loaded(&self, loaded: &LoadedImage) -> Result<Loaded, EngineError> {
+        let d = &loaded.descriptor;
+        let target = ImageRef {
+            target: to_store_digest(&d.digest),
+            media_type: d.media_type.clone(),
+            size: d.size,
+            created: Timestamp::now(),
+        };
+        let mut names: Vec<String> = loaded
+            .names
+            .iter()
+            .filter(|n| is_image_name(n, loaded.ref_name.as_deref()))
+            .map(|n| reference::normalize(n))
+            .collect();
+        names.dedup();
+        if names.is_empty() {
+            // As `kiln import` does for unnamed images: keyed by image ID so `kiln images`
+            // lists it and `kiln save`/`FROM` can use the ID.
+            names.push(format!("sha256:{}", self.config_digest_of(d)?.hex()));
+        }
+        for name in &names {
+            self.store().set_image_ref(name, &target)?;
+        }
+        // Read it back the way FROM will, so a loaded image that cannot be used fails here.
+        let image = self.image(&names[0])?;
+        Ok(Loaded { names, image })
+    }
+
+    /// The config digest of a manifest, or the index's own digest for an index.
+    fn config_digest_of(&self, d: &kiln_oci::Descriptor) -> Result<kiln_oci::Digest, EngineError> {
+        let bytes = kiln_oci::BlobSource::read_verified(
+            &self.blobs(),
+            &d.digest,
+            kiln_oci::export::MAX_JSON_SIZE,
+        )
+        .map_err(|e| EngineError::Oci(e.to_string()))?;
+        match manifest::parse(&bytes, &d.media_type, "loaded manifest")
+            .map_err(|e| EngineError::Oci(e.to_string()))?
+        {
+            Parsed::Manifest(m) => Ok(m.config.digest),
+            Parsed::Index(_) => Ok(d.digest),
+        }
+    }
+}
+
+/// Whether a name from an archive names an image: an OCI `ref.name` that is only a tag
+/// (`latest`, `v1`, as `skopeo copy ... oci:dir:latest` writes) does not.
+fn is_image_name(name: &str, ref_name: Option<&str>) -> bool {
+    if ref_name == Some(name) && !name.contains([':', '/', '@']) {
+        return false;
+    }
+    reference::is_valid(name)
+}

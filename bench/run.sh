@@ -16,8 +16,12 @@
 # Knobs (environment):
 #   QUICK=1              1 repetition, no warm-up, workloads "app edit", exports on "app"
 #   WORKLOADS="..."      default: app stages bigctx chain40 edit
-#   TOOLS="..."          default: kiln buildkit buildah (also: legacy = DOCKER_BUILDKIT=0)
-#   REPS=N               timed repetitions per case (default 5; bench.env may scale it down)
+#   TOOLS="..."          default: kiln buildkit buildah (also: legacy = DOCKER_BUILDKIT=0, and
+#                        kiln-<compression>, e.g. kiln-uncompressed or kiln-zstd: kiln with that
+#                        --compression and a store of its own)
+#   METRICS="..."        default: cold noop edit export-tar export-gz export-zstd push run
+#   REPS=N               timed repetitions per case (default 3; bench.env may scale it down)
+#   WARMUP=N             untimed warm-up runs per tool and case (default 1; bench.env may lower it)
 #   EXPORT_WORKLOADS     workloads that get export/push cases (default: app bigctx)
 #   KILN=path            the kiln binary (default: $CARGO_TARGET_DIR/release/kiln)
 #   KILN_EXPORT_GZ, KILN_EXPORT_ZSTD, KILN_PUSH, KILN_RUN
@@ -40,10 +44,12 @@ if ((QUICK)); then
 else
   WORKLOADS=${WORKLOADS:-app stages bigctx chain40 edit}
   EXPORT_WORKLOADS=${EXPORT_WORKLOADS:-app bigctx}
-  REPS=${REPS:-5}
+  REPS=${REPS:-3}
   WARMUP=${WARMUP:-1}
 fi
 TOOLS=${TOOLS:-kiln buildkit buildah}
+METRICS=${METRICS:-cold noop edit export-tar export-gz export-zstd push run}
+want() { [[ " $METRICS " == *" $1 "* ]]; }
 T_CMD=${T_CMD:-900}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUT=$STATE/results/$STAMP
@@ -111,6 +117,9 @@ tpl() {
   kiln:export-zstd) echo "$KILN_EXPORT_ZSTD" ;;
   kiln:push) echo "$KILN_PUSH" ;;
   kiln:run) echo "$KILN_RUN" ;;
+  kiln-*:build)
+    echo "$KILN --root $KILN_ROOT-${tool#kiln-} build -q --compression ${tool#kiln-} -t {tag} -f {dockerfile} {context}" ;;
+  kiln-*:reset) echo "kiln_reset $KILN_ROOT-${tool#kiln-}" ;;
   buildkit:build) echo "DOCKER_BUILDKIT=1 $DOCKER build -q -t {tag} -f {dockerfile} {context}" ;;
   legacy:build) echo "DOCKER_BUILDKIT=0 $DOCKER build -q -t {tag} -f {dockerfile} {context}" ;;
   buildkit:reset | legacy:reset) echo "docker_reset" ;;
@@ -149,14 +158,14 @@ expand() {
 
 # ------------------------------------------------------------------ resets (untimed)
 # Cold = every build cache and bench image of that tool gone, the base image kept.
-kiln_reset() {
-  local imgs
-  imgs=$(kiln images 2>/dev/null | awk 'NR > 1 && $1 ~ /^bench\// {print $1 ":" $2}')
-  [[ -z $imgs ]] || kiln rmi $imgs >/dev/null
-  kiln builder prune --all >/dev/null
+kiln_reset() { # [ROOT]
+  local root=${1:-$KILN_ROOT} imgs
+  imgs=$("$KILN" --root "$root" images 2>/dev/null | awk 'NR > 1 && $1 ~ /^bench\// {print $1 ":" $2}')
+  [[ -z $imgs ]] || "$KILN" --root "$root" rmi $imgs >/dev/null
+  "$KILN" --root "$root" builder prune --all >/dev/null
   # the context stat cache is not build cache to `prune`, but a cold build must hash the
   # context from scratch, as BuildKit does after `builder prune -af`
-  rm -rf "$KILN_ROOT/context-cache"
+  rm -rf "$root/context-cache"
 }
 docker_reset() {
   local imgs
@@ -177,6 +186,12 @@ buildah_reset() {
   done
 }
 export -f kiln_reset docker_reset buildah_reset kiln
+# kiln variants with their own store need the base image too
+for tool in $TOOLS; do
+  if [[ $tool == kiln-* ]] && ! "$KILN" --root "$KILN_ROOT-${tool#kiln-}" inspect busybox >/dev/null 2>&1; then
+    "$KILN" --root "$KILN_ROOT-${tool#kiln-}" import "$BASE_TAR" busybox -c 'CMD ["sh"]' -c "ENV $BASE_PATH_ENV" >/dev/null
+  fi
+done
 export KILN KILN_ROOT DOCKER BUILDAH REGISTRY
 
 # ------------------------------------------------------------------ measuring
@@ -275,7 +290,7 @@ for w in $WORKLOADS; do
     log "skip $w: no $src/Dockerfile"
     continue
   }
-  EDIT_FILE="" GEN="" REPS_SCALE=1
+  EDIT_FILE="" GEN="" REPS_SCALE=1 WARMUP_W=$WARMUP
   # shellcheck disable=SC1091
   source "$src/bench.env"
   ctx=$STATE/ctx/$w
@@ -291,9 +306,11 @@ for w in $WORKLOADS; do
   log "$w: context $(du -sh --apparent-size "$ctx" | cut -f1), $(find "$ctx" -type f | wc -l) files"
   reps=$(((REPS + REPS_SCALE - 1) / REPS_SCALE))
   for tool in $TOOLS; do untimed "$(tpl "$tool" reset)" "$w.reset.$tool"; done
-  run_case "$w" cold reset "$reps"
-  run_case "$w" noop none "$reps"
-  if [[ -n $EDIT_FILE ]]; then
+  saved_warmup=$WARMUP
+  WARMUP=$WARMUP_W
+  want cold && run_case "$w" cold reset "$reps"
+  want noop && run_case "$w" noop none "$reps"
+  if [[ -n $EDIT_FILE ]] && want edit; then
     cp -p "$ctx/$EDIT_FILE" "$OUT/tmp/editbak"
     run_case "$w" edit edit "$reps"
     # put the file back as it was (same bytes and mtime) for the next run of the bench
@@ -302,17 +319,18 @@ for w in $WORKLOADS; do
   if [[ " $EXPORT_WORKLOADS " == *" $w "* ]]; then
     # exports and pushes read the last build's image: rebuild (cached) so it matches the context
     for tool in $TOOLS; do untimed "$(expand "$(tpl "$tool" build)" "$tool" "$w")" "$w.rebuild.$tool"; done
-    run_case "$w" export-tar rmout "$reps"
-    run_case "$w" export-gz rmout "$reps"
-    run_case "$w" export-zstd rmout "$reps"
-    run_case "$w" push registry "$reps"
+    want export-tar && run_case "$w" export-tar rmout "$reps"
+    want export-gz && run_case "$w" export-gz rmout "$reps"
+    want export-zstd && run_case "$w" export-zstd rmout "$reps"
+    want push && run_case "$w" push registry "$reps"
   fi
+  WARMUP=$saved_warmup
   for tool in $TOOLS; do untimed "$(tpl "$tool" reset)" "$w.reset.$tool"; done
   # pushed blobs of random content pile up (GBs per run): drop the bench repositories
   rm -rf "$REGISTRY_DIR/data/docker/registry/v2/repositories/bench"
   timeout 300 docker-registry garbage-collect "$REGISTRY_DIR/config.yml" >/dev/null 2>&1 || true
 done
-run_case container run none "$(((REPS * 2)))"
+want run && run_case container run none "$((REPS * 2))"
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 python3 "$BENCH_DIR/lib/report.py" "$OUT" >"$OUT_MD" || die "report failed"

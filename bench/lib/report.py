@@ -78,7 +78,9 @@ def main():
             status[key] = st
         status.setdefault(key, "ok")
     tools = [t for t in BASE_TOOLS if t in tools_seen] + [t for t in tools_seen if t not in BASE_TOOLS]
-    peers = [t for t in tools if t != "kiln"]
+    peers = [t for t in tools if not t.startswith("kiln")]
+    # kiln-<compression> variants: compared with BuildKit only, to keep the table narrow
+    variants = [t for t in tools if t.startswith("kiln-")] if "buildkit" in tools else []
     order.sort(key=lambda wm: METRIC_ORDER.index(wm[1]) if wm[1] in METRIC_ORDER else 99)
     workloads = []
     for w, _ in order:
@@ -111,7 +113,8 @@ def main():
     print("Median wall-clock seconds per case; ratio = kiln median / peer median (< 1: kiln is faster). "
           "Target = the issue's goal for kiln/BuildKit (exports: vs skopeo copying Docker's image; "
           "push: vs docker push; run: vs docker run).\n")
-    head = ["workload", "metric"] + tools + [f"kiln/{p}" for p in peers] + ["target", ""]
+    head = (["workload", "metric"] + tools + [f"kiln/{p}" for p in peers]
+            + [f"{v}/buildkit" for v in variants] + ["target", "verdict"])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for w in workloads:
@@ -123,6 +126,9 @@ def main():
             for p in peers:
                 pm = median((w, m, p))
                 cells.append(f"{k / pm:.2f}" if k is not None and pm else "—")
+            for v in variants:
+                vm, bk = median((w, m, v)), median((w, m, "buildkit"))
+                cells.append(f"{vm / bk:.2f}" if vm is not None and bk else "—")
             target = TARGETS.get((w, m))
             verdict = ""
             if target is not None:

@@ -1,0 +1,328 @@
+//! kiln's archives in other tools and theirs in kiln: skopeo, umoci and (with a private
+//! dockerd) docker. Each test skips with a printed message when its tool is missing.
+
+mod export_support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use export_support::{APP, Kiln, have, setup};
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("run tool");
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn build(k: &Kiln, ctx: &Path, extra: &[&str]) {
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    k.ok(&args);
+}
+
+#[test]
+fn skopeo_reads_kiln_archives_and_kiln_loads_skopeo_output() {
+    if !have("skopeo") {
+        return;
+    }
+    let Some(k) = setup() else { return };
+    let ctx = k.context("ctx", APP);
+    let archive = k.path("app.oci.tar");
+    build(
+        &k,
+        &ctx,
+        &[
+            "-o",
+            &format!("type=oci,dest={},name=app:1", archive.display()),
+        ],
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", archive.display())],
+    ))
+    .unwrap();
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(inspect["Os"], "linux");
+
+    let layout = k.path("layout");
+    build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=oci,dest={},tar=false,name=app:1", layout.display()),
+        ],
+    );
+    k.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let (id, manifest) = k.digests("app:1");
+    let docker = k.path("skopeo-docker.tar");
+    let oci = k.path("skopeo.oci.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:1", layout.display()),
+            &format!("docker-archive:{}:app:9", docker.display()),
+        ],
+    );
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:1", layout.display()),
+            &format!("oci-archive:{}:app:7", oci.display()),
+        ],
+    );
+    let other = Kiln::empty();
+    assert!(
+        other
+            .ok(&["load", "-i", docker.to_str().unwrap()])
+            .contains("app:9")
+    );
+    assert!(
+        other
+            .ok(&["load", "-i", oci.to_str().unwrap()])
+            .contains("app:7")
+    );
+    // skopeo keeps the config, so the image ID; an OCI-to-OCI copy keeps the manifest too.
+    assert_eq!(other.digests("app:9").0, id);
+    assert_eq!(other.digests("app:7"), (id, manifest));
+}
+
+/// Path → (kind, mode, uid, gid, contents or link target) for every entry under `root`.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let (kind, data) = if md.is_symlink() {
+                (
+                    "link",
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else if md.is_dir() {
+                stack.push(path.clone());
+                ("dir", Vec::new())
+            } else if md.is_file() {
+                ("file", std::fs::read(&path).unwrap())
+            } else {
+                ("other", Vec::new())
+            };
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            out.insert(
+                rel,
+                (
+                    kind.to_string(),
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    data,
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn umoci_unpack_of_the_layout_equals_type_local() {
+    if !have("umoci") {
+        return;
+    }
+    let Some(k) = setup() else { return };
+    let ctx = k.context("ctx", APP);
+    let layout = k.path("layout");
+    build(
+        &k,
+        &ctx,
+        &[
+            "-o",
+            &format!("type=oci,dest={},tar=false,name=app:1", layout.display()),
+        ],
+    );
+    let local = k.path("local");
+    build(
+        &k,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", local.display())],
+    );
+    let bundle = k.path("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:1", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let theirs = tree(&bundle.join("rootfs"));
+    let ours = tree(&local);
+    assert!(ours.contains_key(Path::new("app/greeting.txt")));
+    assert!(!ours.contains_key(Path::new("bin/ls")));
+    for (path, entry) in &theirs {
+        assert_eq!(ours.get(path), Some(entry), "{}", path.display());
+    }
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+}
+
+/// A dockerd of our own: its own data root, exec root and socket, no bridge, no iptables.
+struct Dockerd {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        if !have("dockerd") || !have("docker") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        let host = format!("unix://{}", sock.display());
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.path().join("root"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("pid"))
+            .args(["-H", &host])
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .ok()?;
+        let d = Dockerd {
+            child,
+            host,
+            _dir: dir,
+        };
+        for _ in 0..120 {
+            if d.docker(&["version"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        eprintln!("skipping: the private dockerd did not come up");
+        None
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.host])
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Stop our dockerd (and with it its containerd) by its PID, and wait for it.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_loads_and_runs_kiln_archive_and_kiln_loads_docker_save() {
+    if !export_support::is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
+    let Some(k) = setup() else { return };
+    let ctx = k.context("ctx", APP);
+    let archive = k.path("app-docker.tar");
+    build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+        ],
+    );
+    assert!(
+        docker
+            .ok(&["load", "-i", archive.to_str().unwrap()])
+            .contains("app:1")
+    );
+    let out = docker.ok(&["run", "--rm", "--network", "none", "app:1"]);
+    assert_eq!(out, "hello from the context\n");
+
+    k.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let id = k.digests("app:1").0;
+    assert_eq!(
+        docker
+            .ok(&["image", "inspect", "app:1", "--format", "{{.Id}}"])
+            .trim(),
+        id
+    );
+    let saved = k.path("docker-save.tar");
+    docker.ok(&["save", "-o", saved.to_str().unwrap(), "app:1"]);
+    let other = Kiln::empty();
+    assert!(
+        other
+            .ok(&["load", "-i", saved.to_str().unwrap()])
+            .contains("app:1")
+    );
+    assert_eq!(other.digests("app:1").0, id);
+    // What docker saved is a usable base.
+    let ctx2 = other.context("ctx2", "FROM app:1\nRUN test -f /app/built.txt\n");
+    build(&other, &ctx2, &["-t", "next"]);
+}

@@ -35,6 +35,8 @@ pub struct BuildRequest {
     pub tags: Vec<String>,
     pub max_parallelism: Option<usize>,
     pub commit: CommitOptions,
+    /// `--secret`s for `RUN --mount=type=secret`.
+    pub secrets: crate::mounts::Secrets,
 }
 
 /// A finished build.
@@ -202,6 +204,12 @@ pub async fn build_lowered(
                 .as_nanos()
         ),
         default_network: request.options.network,
+        secrets: Arc::new(request.secrets.clone()),
+        local_sources: definition
+            .topological()
+            .filter(|(_, op)| matches!(op, kiln_llb::Op::Source(kiln_llb::SourceOp::Local(_))))
+            .map(|(digest, _)| digest)
+            .collect(),
     });
 
     let mut graph = Graph::new();
@@ -362,6 +370,7 @@ impl BuildRequest {
             tags: Vec::new(),
             max_parallelism: None,
             commit: CommitOptions::default(),
+            secrets: crate::mounts::Secrets::default(),
         }
     }
 }

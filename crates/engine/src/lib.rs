@@ -11,6 +11,7 @@ pub mod fileop;
 pub mod gc;
 pub mod images;
 pub mod load;
+pub mod mounts;
 pub mod reference;
 pub mod value;
 pub mod vertex;

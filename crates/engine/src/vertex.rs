@@ -18,6 +18,8 @@ use crate::error::EngineError;
 use crate::fileop::copy::{self, CopyOptions, Ownership, SourceFilter};
 use crate::fileop::owner::{self, ResolvedUser};
 use crate::fileop::resolve::{clean_abs, resolve_in_root};
+use crate::fileop::{archive, http};
+use crate::mounts::{self, Secrets};
 use crate::value::{LocalDir, Value};
 use crate::worker::{Worker, with_private_mounts};
 
@@ -32,6 +34,10 @@ pub struct BuildEnv {
     pub session: String,
     /// `kiln build --network`: the default for RUN steps.
     pub default_network: NetworkMode,
+    /// `kiln build --secret`: what `RUN --mount=type=secret` reads.
+    pub secrets: Arc<Secrets>,
+    /// The graph's local-source vertices: only copies from these get a content key.
+    pub local_sources: Vec<Digest>,
 }
 
 /// One LLB op of a build, ready for the solver.
@@ -70,7 +76,13 @@ impl Operation for Vertex {
     }
 
     fn has_content_key(&self) -> bool {
-        matches!(&self.op, Op::File(file) if file.actions.iter().any(|a| matches!(a, FileAction::Copy(_))))
+        // Only copies from the build context are keyed by content. Claiming a content key for
+        // a copy from another stage would make the solver materialise that stage just to
+        // compute a key (and `None` anyway), serialising independent stages.
+        matches!(&self.op, Op::File(file) if file.actions.iter().any(|a| matches!(
+            a,
+            FileAction::Copy(copy) if self.env.local_sources.contains(&copy.source.vertex)
+        )))
     }
 
     async fn content_key(
@@ -91,6 +103,14 @@ impl Operation for Vertex {
 
     async fn execute(&self, inputs: &[Value], ctx: &ExecCtx) -> Result<Value, EngineError> {
         match &self.op {
+            Op::Source(SourceOp::Http(http)) => {
+                let worker = self.env.worker.clone();
+                let http = http.clone();
+                let digest = self.digest;
+                tokio::task::spawn_blocking(move || download_source(&worker, &http, &digest))
+                    .await
+                    .map_err(|e| EngineError::Bug(format!("download task failed: {e}")))?
+            }
             Op::Source(source) => self.source(source),
             Op::Exec(exec) => self.exec(exec, inputs, ctx).await,
             Op::File(file) => {
@@ -163,10 +183,9 @@ impl Vertex {
                 .ok_or_else(|| {
                     EngineError::Bug(format!("local source {:?} was not provided", local.name))
                 }),
-            SourceOp::Http(http) => Err(EngineError::NotSupported(format!(
-                "ADD from a URL ({})",
-                http.url
-            ))),
+            SourceOp::Http(_) => Err(EngineError::Bug(
+                "http sources are downloaded in execute".into(),
+            )),
             SourceOp::Git(git) => Err(EngineError::NotSupported(format!(
                 "git sources ({})",
                 git.remote
@@ -180,17 +199,6 @@ impl Vertex {
         inputs: &[Value],
         ctx: &ExecCtx,
     ) -> Result<Value, EngineError> {
-        if let Some(mount) = exec.mounts.first() {
-            return Err(EngineError::NotSupported(format!(
-                "RUN --mount (target {}) in the local engine",
-                mount.target
-            )));
-        }
-        if !exec.secret_env.is_empty() {
-            return Err(EngineError::NotSupported(
-                "secrets as environment variables".into(),
-            ));
-        }
         if exec.security == SecurityMode::Insecure {
             return Err(EngineError::NotSupported("RUN --security=insecure".into()));
         }
@@ -222,7 +230,14 @@ impl Vertex {
                 cancel.cancel();
             })
         };
+        let inputs = inputs.to_vec();
+        let secrets = self.env.secrets.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let mounts = ExecMounts {
+                index: &index,
+                inputs: &inputs,
+                secrets: &secrets,
+            };
             run_exec(
                 &worker,
                 &exec,
@@ -231,6 +246,7 @@ impl Vertex {
                 &digest,
                 &log_ctx,
                 &cancel,
+                &mounts,
             )
         })
         .await
@@ -240,6 +256,106 @@ impl Vertex {
     }
 }
 
+/// ADD from a URL: the download becomes a one-file snapshot. The cache key is the op (URL
+/// and checksum), so a URL is fetched once per store until `--no-cache`.
+fn download_source(
+    worker: &Worker,
+    http: &kiln_llb::HttpSource,
+    digest: &Digest,
+) -> Result<Value, EngineError> {
+    let active = worker
+        .snapshots()
+        .prepare(&format!("http-{}", digest.hex()), None)?;
+    let result = (|| {
+        let dir = match active.mounts() {
+            Mounts::Bind { source, .. } => source.clone(),
+            Mounts::Overlay { upperdir, .. } => upperdir.clone(),
+            Mounts::OverlayReadonly { .. } => {
+                return Err(EngineError::Bug("prepare gave a read-only mount".into()));
+            }
+        };
+        let name = http
+            .filename
+            .clone()
+            .unwrap_or_else(|| http::filename_from_url(&http.url));
+        let checksum = http.checksum.as_ref().map(|d| d.to_string());
+        http::download(
+            &http.url,
+            &dir,
+            &name,
+            http.chmod.unwrap_or(0o600),
+            checksum.as_deref(),
+        )?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = worker.snapshots().discard(active);
+            Err(e)
+        }
+    }
+}
+
+/// What an Exec op's `--mount`s are made from.
+struct ExecMounts<'a> {
+    index: &'a [Digest],
+    inputs: &'a [Value],
+    secrets: &'a Secrets,
+}
+
+/// Runs the sandbox, with the op's `--mount`s prepared around it (in a private mount namespace
+/// when some of them are mounted here).
+fn run_sandbox(
+    worker: &Worker,
+    exec: &ExecOp,
+    spec: &SandboxSpec,
+    digest: &Digest,
+    extra: &ExecMounts<'_>,
+    ctx: &ExecCtx,
+    cancel: &CancelToken,
+) -> Result<sandbox::ExitInfo, EngineError> {
+    let start = |spec: &SandboxSpec| {
+        let mut sink = |stream: sandbox::Stream, data: &[u8]| {
+            let stream = match stream {
+                sandbox::Stream::Stdout => Stream::Stdout,
+                sandbox::Stream::Stderr => Stream::Stderr,
+            };
+            ctx.log(stream, data);
+        };
+        match sandbox::run(spec, &mut sink, cancel) {
+            Err(sandbox::SandboxError::Cancelled) => Err(EngineError::Cancelled),
+            other => Ok(other?),
+        }
+    };
+    if exec.mounts.is_empty() && exec.secret_env.is_empty() {
+        return start(spec);
+    }
+    let with_mounts = || {
+        let prepared = mounts::prepare(
+            worker,
+            exec,
+            digest,
+            extra.index,
+            extra.inputs,
+            extra.secrets,
+        )?;
+        let mut spec = spec.clone();
+        spec.mounts.extend(prepared.mounts.iter().cloned());
+        spec.env
+            .extend(prepared.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let result = start(&spec);
+        prepared.release(worker);
+        result
+    };
+    if mounts::needs_namespace(exec) {
+        with_private_mounts(with_mounts)
+    } else {
+        with_mounts()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_exec(
     worker: &Worker,
     exec: &ExecOp,
@@ -248,6 +364,7 @@ fn run_exec(
     digest: &Digest,
     ctx: &ExecCtx,
     cancel: &CancelToken,
+    extra: &ExecMounts<'_>,
 ) -> Result<Value, EngineError> {
     let active = worker
         .snapshots()
@@ -287,17 +404,7 @@ fn run_exec(
         spec.network = network;
         spec.state_dir = worker.root().join("run");
         ensure_cwd(&upperdir, &layers, &exec.cwd, spec.user.uid, spec.user.gid)?;
-        let mut sink = |stream: sandbox::Stream, data: &[u8]| {
-            let stream = match stream {
-                sandbox::Stream::Stdout => Stream::Stdout,
-                sandbox::Stream::Stderr => Stream::Stderr,
-            };
-            ctx.log(stream, data);
-        };
-        let info = match sandbox::run(&spec, &mut sink, cancel) {
-            Err(sandbox::SandboxError::Cancelled) => return Err(EngineError::Cancelled),
-            other => other?,
-        };
+        let info = run_sandbox(worker, exec, &spec, digest, extra, ctx, cancel)?;
         let command = exec.args.join(" ");
         if info.oom_killed {
             return Err(EngineError::OutOfMemory { command });
@@ -334,6 +441,13 @@ fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError
         gid,
         additional_gids,
     } = owner::resolve_user_with(&|p| read_from_layers(layers, p), spec)?;
+    // `USER uid:gid` gives no supplementary groups from /etc/group; the process still has its
+    // primary group in its list, as under containerd (`id` prints `groups=1234`).
+    let additional_gids = if additional_gids.is_empty() {
+        vec![gid]
+    } else {
+        additional_gids
+    };
     Ok(User {
         uid,
         gid,
@@ -601,11 +715,6 @@ fn run_copy(
             (mount_dir.to_path_buf(), Ownership::Keep, None)
         }
     };
-    if action.unpack {
-        return Err(EngineError::NotSupported(
-            "ADD of a local archive (extraction)".into(),
-        ));
-    }
     let ownership = ownership(action.owner.as_ref(), dest_root, default_owner)?;
     let opts = CopyOptions {
         sources: vec![action.src.clone()],
@@ -618,6 +727,15 @@ fn run_copy(
         mtime_override: action.timestamp,
         filter,
     };
+    if action.unpack {
+        // Archive entries keep their recorded owners unless `--chown` is given.
+        let archive_owner = match action.owner {
+            Some(_) => ownership,
+            None => Ownership::Keep,
+        };
+        archive::add(&src_root, dest_root, &opts, archive_owner)?;
+        return Ok(());
+    }
     copy::copy(&src_root, dest_root, &opts)?;
     Ok(())
 }

@@ -82,6 +82,10 @@ pub struct BuildArgs {
     /// The target platform (only the host's platform can run RUN steps).
     #[arg(long)]
     platform: Option<String>,
+    /// Expose a secret to `RUN --mount=type=secret` (`id=X,src=FILE` or `id=X,env=VAR`);
+    /// repeatable.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    secrets: Vec<String>,
     /// Where the result goes, in BuildKit's syntax: `type=image` (default), `type=oci,dest=FILE`
     /// (`tar=false` for a layout dir), `type=docker,dest=FILE`, `type=local,dest=DIR`,
     /// `type=tar,dest=FILE`; `dest=-` is stdout.
@@ -205,6 +209,11 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     let output = output_of(args)?;
     request.tags = output.store_names(&args.tags);
     request.max_parallelism = args.max_parallelism;
+    for secret in &args.secrets {
+        let parsed =
+            kiln_engine::mounts::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
+        request.secrets.0.push(parsed);
+    }
     request.commit = output.commit_options(&CommitOptions {
         compression: match &args.compression {
             Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -1,11 +1,15 @@
 //! The `kiln` subcommands, one module per command group.
 
 pub mod build;
+pub mod container;
 pub mod debug;
 pub mod images;
+pub mod network;
+pub mod run;
 pub mod load;
 pub mod save;
 pub mod system;
+pub mod volume;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,8 +26,8 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Give an image another name.
     Tag(images::TagArgs),
-    /// Show an image's details as JSON (docker-compatible fields).
-    Inspect(images::InspectArgs),
+    /// Show details of containers or images as JSON (docker-compatible fields).
+    Inspect(container::InspectArgs),
     /// Show an image's history.
     History(images::HistoryArgs),
     /// Make an image from a root filesystem tar (like `docker import`).
@@ -38,6 +42,41 @@ pub enum Command {
     /// Store-wide information and maintenance.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Run a command in a new container.
+    Run(Box<run::RunArgs>),
+    /// Create a container without starting it.
+    Create(Box<run::RunArgs>),
+    /// Start stopped containers.
+    Start(run::StartArgs),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show a container's output.
+    Logs(container::LogsArgs),
+    /// Stop containers (stop signal, then SIGKILL).
+    Stop(container::StopArgs),
+    /// Stop and start containers.
+    Restart(container::StopArgs),
+    /// Send a signal to containers.
+    Kill(container::KillArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(container::WaitArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
+    /// Copy files between a running container and the host.
+    Cp(container::CpArgs),
+    /// Show containers' resource use.
+    Stats(container::StatsArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Keeps a detached container (started by `run -d` and `start`).
+    #[command(hide = true)]
+    ContainerMonitor(run::MonitorArgs),
     /// Tools for looking inside kiln (parser output and the like).
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -51,7 +90,23 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Images(args) => images::images(args, root),
         Command::Rmi(args) => images::rmi(args, root),
         Command::Tag(args) => images::tag(args, root),
-        Command::Inspect(args) => images::inspect(args, root),
+        Command::Inspect(args) => container::inspect(args, root),
+        Command::Run(args) => return run::run(*args, root),
+        Command::Create(args) => return run::create(*args, root),
+        Command::ContainerMonitor(args) => return run::monitor(args, root),
+        Command::Exec(args) => return container::exec(args, root),
+        Command::Start(args) => run::start(args, root),
+        Command::Ps(args) => container::ps(args, root),
+        Command::Logs(args) => container::logs(args, root),
+        Command::Stop(args) => container::stop(args, root),
+        Command::Restart(args) => container::restart(args, root),
+        Command::Kill(args) => container::kill(args, root),
+        Command::Rm(args) => container::rm(args, root),
+        Command::Wait(args) => container::wait(args, root),
+        Command::Cp(args) => container::cp(args, root),
+        Command::Stats(args) => container::stats(args, root),
+        Command::Volume(c) => volume::run(c, root),
+        Command::Network(c) => network::run(c),
         Command::History(args) => images::history(args, root),
         Command::Import(args) => images::import(args, root),
         Command::Save(args) => save::save(args, root),

@@ -1,0 +1,376 @@
+//! Container commands: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `restart`, `exec`, `cp`,
+//! `stats`, and `inspect` for containers (images otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln_runtime::{Container, ExecOptions, LogOptions, StartMode, Status};
+
+use super::images;
+use super::run::{failure, kiln_exe, runtime, terminal_sink};
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers, not just running ones.
+    #[arg(short, long)]
+    all: bool,
+    /// Only show IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate IDs and commands.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container stops.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    tail: Option<String>,
+    /// Prefix each line with its time.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only lines since this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The signal to send.
+    #[arg(short, long, default_value = "SIGKILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill and remove running containers.
+    #[arg(short, long)]
+    force: bool,
+    /// Also remove the container's anonymous volumes.
+    #[arg(short, long)]
+    volumes: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    /// User (name or uid, with optional :group).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Set an environment variable.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:PATH or a host path.
+    source: String,
+    /// CONTAINER:PATH or a host path.
+    dest: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit (the only mode supported).
+    #[arg(long)]
+    no_stream: bool,
+    containers: Vec<String>,
+}
+
+fn status_text(c: &Container) -> String {
+    match c.state.status {
+        Status::Running => format!("Up since {}", c.state.started_at.as_deref().unwrap_or("?")),
+        Status::Exited => format!("Exited ({})", c.state.exit_code.unwrap_or(-1)),
+        Status::Restarting => format!("Restarting ({})", c.state.exit_code.unwrap_or(-1)),
+        Status::Created => "Created".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+pub fn ps(args: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let list = rt.list(args.all)?;
+    if args.quiet {
+        for c in list.iter().rev() {
+            println!("{}", if args.no_trunc { c.id() } else { &c.id()[..12] });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12}  {:<20}  {:<24}  {:<20}  {:<24}  {:<22}  NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
+    );
+    for c in list.iter().rev() {
+        let mut command = format!("\"{}\"", c.config.argv().join(" "));
+        if !args.no_trunc && command.len() > 22 {
+            command = format!("{}…\"", &command[..command.floor_char_boundary(20)]);
+        }
+        let ports: Vec<String> = c
+            .config
+            .ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.protocol
+                )
+            })
+            .collect();
+        println!(
+            "{:<12}  {:<20}  {:<24}  {:<20}  {:<24}  {:<22}  {}",
+            if args.no_trunc { c.id() } else { &c.id()[..12] },
+            c.config.image,
+            command,
+            &c.config.created[..19.min(c.config.created.len())],
+            status_text(c),
+            ports.join(", "),
+            c.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(args: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let c = rt.get(&args.container)?;
+    let tail = match args.tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
+    };
+    let opts = LogOptions {
+        follow: args.follow,
+        tail,
+        timestamps: args.timestamps,
+        since: args.since,
+    };
+    let mut sink = terminal_sink;
+    rt.logs(&c, &opts, &mut sink)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `f` on each named container, printing the name on success (as Docker does).
+fn each(
+    names: &[String],
+    root: &Path,
+    f: impl Fn(&kiln_runtime::Runtime, &Container) -> Result<(), kiln_runtime::RuntimeError>,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        match rt.get(name).and_then(|c| f(&rt, &c)) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn stop(args: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let t = Duration::from_secs(args.time);
+    each(&args.containers, root, |rt, c| rt.stop(c, t))
+}
+
+pub fn restart(args: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let t = Duration::from_secs(args.time);
+    let exe = kiln_exe()?;
+    each(&args.containers, root, |rt, c| {
+        rt.stop(c, t)?;
+        let c = rt.get(c.id())?;
+        rt.start(
+            &c,
+            &StartMode::Detached {
+                kiln_exe: exe.clone(),
+            },
+        )
+    })
+}
+
+pub fn kill(args: KillArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let sig = kiln_runtime::parse_signal(&args.signal)?;
+    each(&args.containers, root, |rt, c| rt.kill(c, sig))
+}
+
+pub fn rm(args: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    each(&args.containers, root, |rt, c| {
+        rt.remove(c, args.force, args.volumes)
+    })
+}
+
+pub fn wait(args: WaitArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let mut code = ExitCode::SUCCESS;
+    for name in &args.containers {
+        match rt.get(name).and_then(|c| rt.wait(&c)) {
+            Ok(state) => println!("{}", state.exit_code.unwrap_or(0)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn exec(args: ExecArgs, root: &Path) -> ExitCode {
+    let rt = match runtime(root) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(125);
+        }
+    };
+    let opts = ExecOptions {
+        argv: args.command,
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+        interactive: args.interactive,
+        tty: args.tty,
+    };
+    match rt.get(&args.container).and_then(|c| rt.exec(&c, &opts)) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => failure(&e),
+    }
+}
+
+/// Splits `CONTAINER:PATH`; a path with a slash before any colon is a host path.
+fn container_path(s: &str) -> Option<(&str, &str)> {
+    let (c, p) = s.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+pub fn cp(args: CpArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let resolve = |name: &str, path: &str| -> anyhow::Result<PathBuf> {
+        let c = rt.get(name)?;
+        if c.state.status != Status::Running {
+            bail!("not supported yet: kiln cp with a container that is not running ({name})");
+        }
+        if !path.starts_with('/') {
+            bail!("container path {path:?} must be absolute");
+        }
+        // The container's root as its pid 1 sees it.
+        Ok(PathBuf::from(format!("/proc/{}/root{}", c.state.pid, path)))
+    };
+    let (from, to) = match (container_path(&args.source), container_path(&args.dest)) {
+        (Some((c, p)), None) => (resolve(c, p)?, PathBuf::from(&args.dest)),
+        (None, Some((c, p))) => (PathBuf::from(&args.source), resolve(c, p)?),
+        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+        (None, None) => bail!("one of source and destination must be CONTAINER:PATH"),
+    };
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(&from)
+        .arg(&to)
+        .status()
+        .context("failed to run cp")?;
+    if !status.success() {
+        bail!("failed to copy {} to {}", from.display(), to.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Containers first; names that are not containers are looked up as images.
+pub fn inspect(args: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let mut found = Vec::new();
+    let mut images_wanted = Vec::new();
+    for name in &args.names {
+        match rt.get(name) {
+            Ok(c) => found.push(rt.inspect_json(&c)),
+            Err(kiln_runtime::RuntimeError::NoSuchContainer(_)) => images_wanted.push(name.clone()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !found.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    }
+    if images_wanted.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use clap::{Args as _, FromArgMatches as _};
+    let cmd = images::InspectArgs::augment_args(clap::Command::new("inspect"));
+    let matches =
+        cmd.try_get_matches_from(std::iter::once("inspect".to_string()).chain(images_wanted))?;
+    images::inspect(images::InspectArgs::from_arg_matches(&matches)?, root)
+}
+
+pub fn stats(args: StatsArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    if !args.no_stream {
+        bail!("not supported yet: streaming stats (use --no-stream)");
+    }
+    let rt = runtime(root)?;
+    let list = if args.containers.is_empty() {
+        rt.list(false)?
+    } else {
+        args.containers
+            .iter()
+            .map(|n| rt.get(n))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    println!(
+        "{:<12}  {:<24}  {:>12}  {:>12}  {:>6}",
+        "CONTAINER ID", "NAME", "MEM USAGE", "MEM LIMIT", "PIDS"
+    );
+    for c in list {
+        let s = rt.stats(&c)?;
+        println!(
+            "{:<12}  {:<24}  {:>12}  {:>12}  {:>6}",
+            &c.id()[..12],
+            c.name(),
+            s.memory_bytes.map_or("--".into(), |b| b.to_string()),
+            s.memory_limit.map_or("--".into(), |b| b.to_string()),
+            s.pids
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

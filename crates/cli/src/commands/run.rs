@@ -1,0 +1,296 @@
+//! `kiln run`, `kiln create`, `kiln start` and the hidden `kiln container-monitor` that keeps a
+//! detached container.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use kiln_executor::sandbox::{SandboxError, Stdin, Stream};
+use kiln_runtime::{RunOptions, Runtime, RuntimeError, StartMode};
+
+use super::open_worker;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background under a monitor and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Name the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (K=V, or K to pass this shell's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Read environment variables from a file (K=V lines).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name or uid, with optional :group).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Replace the image's ENTRYPOINT (drops its CMD).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Bind a host path or a named volume: /host:/path[:ro], NAME:/path[:ro], or /path.
+    #[arg(short, long = "volume", value_name = "SPEC")]
+    volume: Vec<String>,
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mount: Vec<String>,
+    /// Mount a tmpfs: /path[:size=…,mode=…].
+    #[arg(long, value_name = "PATH")]
+    tmpfs: Vec<String>,
+    /// Publish a port: [IP:]HOST:CTR[/tcp].
+    #[arg(short, long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// none (default) or host.
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit (e.g. 64m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// no, always, unless-stopped, on-failure[:N].
+    #[arg(long)]
+    restart: Option<String>,
+    /// Keep stdin open (pass this terminal's stdin to the command).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    image: String,
+    /// The command and its arguments (replace the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl RunArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            name: self.name.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            network: self.network.clone(),
+            volumes: self.volume.clone(),
+            mounts: self.mount.clone(),
+            tmpfs: self.tmpfs.clone(),
+            publish: self.publish.clone(),
+            memory: self.memory.clone(),
+            cpus: self.cpus.clone(),
+            pids_limit: self.pids_limit,
+            read_only: self.read_only,
+            restart: self.restart.clone(),
+            auto_remove: self.rm,
+            interactive: self.interactive,
+            tty: self.tty,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    id: String,
+}
+
+pub(crate) fn runtime(root: &Path) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(open_worker(root)?))
+}
+
+/// Docker's exit codes for a container that never ran: 125 for kiln's own errors, 126 when the
+/// command cannot be invoked, 127 when it is not found.
+pub(crate) fn failure(e: &RuntimeError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(match e {
+        RuntimeError::Sandbox(SandboxError::Exec { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            127
+        }
+        RuntimeError::Sandbox(SandboxError::Exec { .. }) => 126,
+        _ => 125,
+    })
+}
+
+pub(crate) fn kiln_exe() -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    std::env::current_exe().context("failed to find the kiln binary to start a container monitor")
+}
+
+/// Writes container output to this process's stdout and stderr as it comes.
+pub(crate) fn terminal_sink(stream: Stream, data: &[u8]) {
+    let _ = match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data).and_then(|()| out.flush())
+        }
+        Stream::Stderr => {
+            let mut err = std::io::stderr().lock();
+            err.write_all(data).and_then(|()| err.flush())
+        }
+    };
+}
+
+pub fn run(args: RunArgs, root: &Path) -> ExitCode {
+    let rt = match runtime(root) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(125);
+        }
+    };
+    if args.network.as_deref() == Some("host") && !args.publish.is_empty() {
+        eprintln!("warning: published ports are discarded when using host network mode");
+    }
+    let container = match rt.create(&args.options()) {
+        Ok(c) => c,
+        Err(e) => return failure(&e),
+    };
+    if args.detach {
+        let exe = match kiln_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(125);
+            }
+        };
+        return match rt.start(&container, &StartMode::Detached { kiln_exe: exe }) {
+            Ok(()) => {
+                println!("{}", container.id());
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&e),
+        };
+    }
+    let stdin = if args.interactive {
+        match std::io::stdin().lock().as_fd_owned() {
+            Ok(fd) => Stdin::Fd(fd),
+            Err(e) => {
+                eprintln!("error: failed to pass stdin to the container: {e}");
+                return ExitCode::from(125);
+            }
+        }
+    } else {
+        Stdin::Null
+    };
+    let mut sink = terminal_sink;
+    match rt.run_attached(&container, stdin, &mut sink) {
+        Ok(info) => ExitCode::from(info.status.shell_code().clamp(0, 255) as u8),
+        Err(e) => failure(&e),
+    }
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+}
+
+impl AsFdOwned for std::io::StdinLock<'_> {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd as _;
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+/// `kiln create`: like `run` without starting.
+pub fn create(args: RunArgs, root: &Path) -> ExitCode {
+    let rt = match runtime(root) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(125);
+        }
+    };
+    match rt.create(&args.options()) {
+        Ok(c) => {
+            println!("{}", c.id());
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+/// `kiln start`: starts stopped containers under a monitor each.
+pub fn start(args: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = runtime(root)?;
+    let exe = kiln_exe()?;
+    let mut code = ExitCode::SUCCESS;
+    for name in &args.containers {
+        let result = rt.get(name).and_then(|c| {
+            rt.start(
+                &c,
+                &StartMode::Detached {
+                    kiln_exe: exe.clone(),
+                },
+            )
+        });
+        match result {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The hidden `kiln container-monitor ID`: tells the starting CLI "ok" (or the error) on
+/// stdout, then lets go of it and keeps the container until it stops.
+pub fn monitor(args: MonitorArgs, root: &Path) -> ExitCode {
+    let mut tell = |r: Result<(), String>| {
+        let mut out = std::io::stdout();
+        let _ = match r {
+            Ok(()) => writeln!(out, "ok"),
+            Err(e) => writeln!(out, "error: {e}"),
+        };
+        let _ = out.flush();
+        // Closing our end of the pipe ends the CLI's read.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2_stdout(&null);
+        }
+    };
+    let rt = match runtime(root) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tell(Err(format!("{e:#}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.monitor(&args.id, &mut tell) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tell(Err(e.to_string()));
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `kiln volume create|ls|inspect|rm|prune`: named volumes under the root.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use kiln_runtime::volume;
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (a random name when none is given).
+    Create { name: Option<String> },
+    /// List volumes.
+    Ls {
+        /// Only show names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    Rm(RmArgs),
+    /// Remove unused anonymous volumes (all unused ones with --all).
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Accepted for docker compatibility; kiln never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Accepted for docker compatibility; a volume in use is never removed.
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+pub fn run(command: VolumeCommand, root: &Path) -> anyhow::Result<ExitCode> {
+    match command {
+        VolumeCommand::Create { name } => {
+            let name = match name {
+                Some(n) => n,
+                None => random_name()?,
+            };
+            let v = volume::create(root, &name, false)?;
+            println!("{}", v.name);
+        }
+        VolumeCommand::Ls { quiet } => {
+            if !quiet {
+                println!("{:<8}  VOLUME NAME", "DRIVER");
+            }
+            for v in volume::list(root)? {
+                if quiet {
+                    println!("{}", v.name);
+                } else {
+                    println!("{:<8}  {}", v.driver, v.name);
+                }
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let vs = names
+                .iter()
+                .map(|n| volume::inspect(root, n))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&vs)?);
+        }
+        VolumeCommand::Rm(args) => {
+            let _ = args.force;
+            let mut code = ExitCode::SUCCESS;
+            for n in &args.names {
+                match volume::remove(root, n, false) {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        VolumeCommand::Prune { all, force: _ } => {
+            let removed = volume::prune(root, all)?;
+            if !removed.is_empty() {
+                println!("Deleted Volumes:");
+                for n in &removed {
+                    println!("{n}");
+                }
+            }
+            println!("Total: {} volumes removed", removed.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_name() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}

@@ -1,0 +1,51 @@
+//! The runtime's error type: which container step failed, and why.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Engine(#[from] kiln_engine::EngineError),
+    #[error(transparent)]
+    Store(#[from] kiln_cache::Error),
+    #[error(transparent)]
+    Snapshot(#[from] kiln_executor::snapshot::SnapshotError),
+    #[error(transparent)]
+    Sandbox(#[from] kiln_executor::sandbox::SandboxError),
+    #[error(transparent)]
+    Owner(#[from] kiln_engine::fileop::owner::OwnerError),
+    #[error("failed to {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad user input (a flag value, a mount spec, an env file line).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    #[error("container name {0:?} is already in use")]
+    NameInUse(String),
+    #[error("container {0} is running: stop it first or use --force")]
+    Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("volume {name} is in use by container {container}")]
+    VolumeInUse { name: String, container: String },
+    #[error("no command specified: the image has no ENTRYPOINT or CMD and none was given")]
+    NoCommand,
+    #[error("not supported yet: {0}")]
+    NotSupported(String),
+    #[error("container monitor failed: {0}")]
+    Monitor(String),
+    #[error("this is a bug in kiln: {0}")]
+    Bug(String),
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}

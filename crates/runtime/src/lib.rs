@@ -1,0 +1,33 @@
+//! kiln's run engine: containers from images in the local store, without a daemon.
+//!
+//! A container is a directory `<root>/containers/<id>/` (config, state, logs, its own overlay
+//! upper and work dirs over the image's snapshots, which a store lease keeps from pruning). It
+//! runs either attached to the `kiln run` that made it, or under a monitor process (the kiln
+//! binary re-executed as `kiln container-monitor ID`) that outlives the CLI, collects logs and
+//! the exit status, applies the restart policy and serves published ports. Every other command
+//! (`ps`, `logs`, `stop`, `exec`, …) reads the records and acts on the processes directly.
+//!
+//! Uses `kiln_engine::Worker` for image lookup and unpacking (the design table lists only
+//! executor, cache and oci; the engine is where images live today).
+
+#![deny(unsafe_code)]
+
+mod container;
+pub mod error;
+mod exec;
+pub mod logs;
+pub mod options;
+mod ports;
+pub mod store;
+pub mod volume;
+
+pub use container::{Runtime, StartMode, Stats, parse_signal};
+pub use error::RuntimeError;
+pub use exec::ExecOptions;
+pub use logs::{LogEntry, LogOptions};
+pub use options::RunOptions;
+pub use store::{
+    Container, ContainerConfig, ContainerState, MountConfig, NetworkMode, PortMapping,
+    RestartPolicy, Status,
+};
+pub use volume::Volume;

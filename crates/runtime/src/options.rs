@@ -1,0 +1,590 @@
+//! What `kiln run` was asked for, and the pure rules that turn it plus the image config into a
+//! container config: Docker's ENTRYPOINT/CMD table, environment merging, flag value parsing.
+
+use std::path::{Path, PathBuf};
+
+use kiln_llb::image::RunConfig;
+
+use crate::error::RuntimeError;
+use crate::store::{MountConfig, PortMapping, RestartPolicy};
+
+/// The options of `kiln run` / `kiln create`, as the user typed them.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub image: String,
+    /// Arguments after the image: replace the image's CMD.
+    pub command: Vec<String>,
+    pub name: Option<String>,
+    /// `--entrypoint`: replaces the image's ENTRYPOINT and drops its CMD; `""` clears it.
+    pub entrypoint: Option<String>,
+    /// `-e K=V` or `-e K` (taken from the caller's environment).
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    /// `none`, `host` (default: `none`; `bridge` and user networks are not supported yet).
+    pub network: Option<String>,
+    /// `-v` specs: `/host:/ctr[:ro]`, `name:/ctr[:ro]`, `/ctr`.
+    pub volumes: Vec<String>,
+    /// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]`.
+    pub mounts: Vec<String>,
+    /// `--tmpfs /path[:size=…,mode=…]`.
+    pub tmpfs: Vec<String>,
+    /// `-p [IP:]HOST:CTR[/tcp]`.
+    pub publish: Vec<String>,
+    /// `-m 512m`.
+    pub memory: Option<String>,
+    /// `--cpus 1.5`.
+    pub cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub read_only: bool,
+    /// `no`, `always`, `on-failure[:N]`, `unless-stopped`.
+    pub restart: Option<String>,
+    pub auto_remove: bool,
+    pub interactive: bool,
+    pub tty: bool,
+}
+
+/// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their
+/// concatenation. `--entrypoint` replaces the image's ENTRYPOINT and drops the image's CMD
+/// (an empty `--entrypoint ""` clears it); arguments after the image replace CMD.
+pub fn resolve_command(
+    image: &RunConfig,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Result<(Vec<String>, Vec<String>), RuntimeError> {
+    let (ep, image_cmd) = match entrypoint {
+        Some("") => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.to_string()], Vec::new()),
+        None => (
+            image.entrypoint.clone().unwrap_or_default(),
+            image.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let cmd = if args.is_empty() {
+        image_cmd
+    } else {
+        args.to_vec()
+    };
+    if ep.is_empty() && cmd.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    Ok((ep, cmd))
+}
+
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// Sets `entry` (`K=V`) in `env`, replacing an earlier value of the same key in place.
+fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = env_key(&entry).to_string();
+    match env.iter_mut().find(|e| env_key(e) == key) {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// Reads `--env-file` lines: `K=V`, or `K` alone for the caller's value; `#` comments and blank
+/// lines are skipped.
+pub fn read_env_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        RuntimeError::Invalid(format!("failed to read env file {}: {e}", path.display()))
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if env_key(line).is_empty() || env_key(line).contains(char::is_whitespace) {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid variable name in env file {} line {}: {line:?}",
+                path.display(),
+                n + 1
+            )));
+        }
+        out.push(line.to_string());
+    }
+    Ok(out)
+}
+
+/// The container's environment: the image's, then env files, then `-e`, later winning; `-e K`
+/// without a value takes the caller's value (and is dropped when the caller has none). PATH
+/// falls back to Docker's default, HOSTNAME is the container's, HOME defaults to `/root`.
+pub fn merge_env(
+    image_env: &[String],
+    files: &[String],
+    flags: &[String],
+    hostname: &str,
+    home: &str,
+) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    set_env(
+        &mut env,
+        format!("PATH={}", kiln_executor::sandbox::DEFAULT_PATH),
+    );
+    set_env(&mut env, format!("HOSTNAME={hostname}"));
+    for e in image_env {
+        set_env(&mut env, e.clone());
+    }
+    for e in files.iter().chain(flags) {
+        if e.contains('=') {
+            set_env(&mut env, e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            set_env(&mut env, format!("{e}={v}"));
+        }
+    }
+    if !env.iter().any(|e| env_key(e) == "HOME") {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// `512`, `512k`, `64m`, `1g` (binary units, as Docker) into bytes.
+pub fn parse_size(s: &str) -> Result<u64, RuntimeError> {
+    let bad = || {
+        RuntimeError::Invalid(format!(
+            "invalid size {s:?}: expected a number with an optional b, k, m or g suffix"
+        ))
+    };
+    let mut lower = s.trim().to_ascii_lowercase();
+    // `2kb` means `2k`.
+    if lower.len() > 2
+        && lower.ends_with('b')
+        && lower[..lower.len() - 1].ends_with(['k', 'm', 'g'])
+    {
+        lower.pop();
+    }
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('b') => (&lower[..lower.len() - 1], 1),
+        _ => (lower.as_str(), 1),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// `--cpus 1.5` into thousandths of a CPU.
+pub fn parse_cpus(s: &str) -> Result<u64, RuntimeError> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| RuntimeError::Invalid(format!("invalid --cpus value {s:?}")))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid --cpus value {s:?}: must be a positive number"
+        )));
+    }
+    Ok((n * 1000.0).round().max(1.0) as u64)
+}
+
+/// `-p [IP:]HOST:CTR[/tcp]`. A bare `CTR` (random host port) is not supported yet.
+pub fn parse_publish(s: &str) -> Result<PortMapping, RuntimeError> {
+    let bad = |why: &str| RuntimeError::Invalid(format!("invalid port mapping {s:?}: {why}"));
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((spec, p)) => (spec, p.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if proto == "udp" || proto == "sctp" {
+        return Err(RuntimeError::NotSupported(format!(
+            "publishing {proto} ports ({s})"
+        )));
+    }
+    if proto != "tcp" {
+        return Err(bad("protocol must be tcp"));
+    }
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let port = |p: &str| -> Result<u16, RuntimeError> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad("ports must be numbers from 1 to 65535")),
+        }
+    };
+    let (ip, host, ctr) = match parts.as_slice() {
+        [ctr] => {
+            let _ = port(ctr)?;
+            return Err(RuntimeError::NotSupported(format!(
+                "publishing to a random host port ({s}); give HOST:CTR"
+            )));
+        }
+        [ctr, host] => ("0.0.0.0", *host, *ctr),
+        [ctr, host, ip] => (*ip, *host, *ctr),
+        _ => return Err(bad("expected [IP:]HOST:CTR")),
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad("the host address is not an IP address"));
+    }
+    Ok(PortMapping {
+        host_ip: ip.to_string(),
+        host_port: port(host)?,
+        container_port: port(ctr)?,
+        protocol: proto,
+    })
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+pub fn parse_restart(s: &str) -> Result<RestartPolicy, RuntimeError> {
+    match s.split_once(':') {
+        None if s == "no" || s.is_empty() => Ok(RestartPolicy::No),
+        None if s == "always" => Ok(RestartPolicy::Always),
+        None if s == "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+        None if s == "on-failure" => Ok(RestartPolicy::OnFailure(0)),
+        Some(("on-failure", n)) => n.parse().map(RestartPolicy::OnFailure).map_err(|_| {
+            RuntimeError::Invalid(format!("invalid restart policy {s:?}: bad retry count"))
+        }),
+        _ => Err(RuntimeError::Invalid(format!(
+            "invalid restart policy {s:?}: expected no, always, unless-stopped or on-failure[:N]"
+        ))),
+    }
+}
+
+/// A container path: absolute, normalised, not `/`.
+fn container_path(p: &str, what: &str) -> Result<String, RuntimeError> {
+    if !p.starts_with('/') {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid {what} {p:?}: the container path must be absolute"
+        )));
+    }
+    let mut out = String::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(RuntimeError::Invalid(format!(
+                    "invalid {what} {p:?}: '..' is not allowed"
+                )));
+            }
+            part => {
+                out.push('/');
+                out.push_str(part);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid {what} {p:?}: cannot mount over /"
+        )));
+    }
+    Ok(out)
+}
+
+/// Whether a `-v` source names a volume rather than a host path.
+fn is_volume_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `-v /host:/ctr[:ro|rw]`, `-v name:/ctr[:ro]` or `-v /ctr` (an anonymous volume). Volume
+/// names in the result are filled in later; anonymous volumes get an empty name here.
+pub fn parse_volume(s: &str) -> Result<MountConfig, RuntimeError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [target] => (None, *target, None),
+        [source, target] => (Some(*source), *target, None),
+        [source, target, mode] => (Some(*source), *target, Some(*mode)),
+        _ => {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid volume spec {s:?}: expected SOURCE:TARGET[:ro]"
+            )));
+        }
+    };
+    let mut readonly = false;
+    for opt in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            // Propagation and SELinux labels change nothing on this host.
+            "z" | "Z" | "private" | "rprivate" => {}
+            other => {
+                return Err(RuntimeError::Invalid(format!(
+                    "invalid volume spec {s:?}: unknown option {other:?}"
+                )));
+            }
+        }
+    }
+    let target = container_path(target, "volume target")?;
+    Ok(match source {
+        None => MountConfig::Volume {
+            name: String::new(),
+            target,
+            readonly,
+            anonymous: true,
+        },
+        Some(src) if src.starts_with('/') => MountConfig::Bind {
+            source: PathBuf::from(src),
+            target,
+            readonly,
+        },
+        Some(src) if is_volume_name(src) => MountConfig::Volume {
+            name: src.to_string(),
+            target,
+            readonly,
+            anonymous: false,
+        },
+        Some(src) => {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid volume spec {s:?}: {src:?} is neither an absolute host path nor a volume name"
+            )));
+        }
+    })
+}
+
+/// `--tmpfs /path[:size=64m,mode=1777]`.
+pub fn parse_tmpfs(s: &str) -> Result<MountConfig, RuntimeError> {
+    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+    let target = container_path(target, "tmpfs")?;
+    let (mut size, mut mode) = (None, None);
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt.split_once('=') {
+            Some(("size", v)) => size = Some(parse_size(v)?),
+            Some(("mode", v)) => {
+                mode = Some(u32::from_str_radix(v, 8).map_err(|_| {
+                    RuntimeError::Invalid(format!("invalid tmpfs mode {v:?} in {s:?}"))
+                })?)
+            }
+            // Flags the kernel applies anyway or that change nothing here.
+            None if matches!(opt, "rw" | "noexec" | "exec" | "nosuid" | "nodev") => {}
+            _ => {
+                return Err(RuntimeError::NotSupported(format!(
+                    "tmpfs option {opt:?} in {s:?}"
+                )));
+            }
+        }
+    }
+    Ok(MountConfig::Tmpfs {
+        target,
+        size,
+        mode: Some(mode.unwrap_or(0o1777)),
+    })
+}
+
+/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]`.
+pub fn parse_mount(s: &str) -> Result<MountConfig, RuntimeError> {
+    let (mut kind, mut source, mut target, mut readonly) =
+        ("volume".to_string(), None, None, false);
+    let (mut size, mut mode) = (None, None);
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v.to_string(),
+            "source" | "src" => source = Some(v.to_string()),
+            "target" | "destination" | "dst" => target = Some(v.to_string()),
+            "readonly" | "ro" => readonly = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => size = Some(parse_size(v)?),
+            "tmpfs-mode" => {
+                mode = Some(u32::from_str_radix(v, 8).map_err(|_| {
+                    RuntimeError::Invalid(format!("invalid tmpfs-mode {v:?} in {s:?}"))
+                })?)
+            }
+            other => {
+                return Err(RuntimeError::NotSupported(format!(
+                    "--mount option {other:?}"
+                )));
+            }
+        }
+    }
+    let target = container_path(
+        &target.ok_or_else(|| RuntimeError::Invalid(format!("--mount {s:?} has no target")))?,
+        "--mount target",
+    )?;
+    Ok(match kind.as_str() {
+        "bind" => {
+            let source = source
+                .ok_or_else(|| RuntimeError::Invalid(format!("--mount {s:?} has no source")))?;
+            if !source.starts_with('/') {
+                return Err(RuntimeError::Invalid(format!(
+                    "--mount {s:?}: a bind source must be an absolute path"
+                )));
+            }
+            MountConfig::Bind {
+                source: PathBuf::from(source),
+                target,
+                readonly,
+            }
+        }
+        "volume" => MountConfig::Volume {
+            anonymous: source.is_none(),
+            name: source.unwrap_or_default(),
+            target,
+            readonly,
+        },
+        "tmpfs" => MountConfig::Tmpfs {
+            target,
+            size,
+            mode: Some(mode.unwrap_or(0o1777)),
+        },
+        other => {
+            return Err(RuntimeError::NotSupported(format!(
+                "--mount type {other:?}"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ep: Option<&[&str]>, cmd: Option<&[&str]>) -> RunConfig {
+        RunConfig {
+            entrypoint: ep.map(|v| v.iter().map(|s| s.to_string()).collect()),
+            cmd: cmd.map(|v| v.iter().map(|s| s.to_string()).collect()),
+            ..RunConfig::default()
+        }
+    }
+
+    fn argv(c: &RunConfig, ep: Option<&str>, args: &[&str]) -> Result<Vec<String>, RuntimeError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        resolve_command(c, ep, &args).map(|(mut e, c)| {
+            e.extend(c);
+            e
+        })
+    }
+
+    #[test]
+    fn entrypoint_cmd_table() {
+        // Dockerfile reference: "Understand how CMD and ENTRYPOINT interact".
+        let none = cfg(None, None);
+        assert!(matches!(
+            argv(&none, None, &[]),
+            Err(RuntimeError::NoCommand)
+        ));
+        let cmd_only = cfg(None, Some(&["p1_cmd", "p2_cmd"]));
+        assert_eq!(argv(&cmd_only, None, &[]).unwrap(), ["p1_cmd", "p2_cmd"]);
+        let exec_ep = cfg(Some(&["exec_entry", "p1_entry"]), None);
+        assert_eq!(
+            argv(&exec_ep, None, &[]).unwrap(),
+            ["exec_entry", "p1_entry"]
+        );
+        let both = cfg(
+            Some(&["exec_entry", "p1_entry"]),
+            Some(&["p1_cmd", "p2_cmd"]),
+        );
+        assert_eq!(
+            argv(&both, None, &[]).unwrap(),
+            ["exec_entry", "p1_entry", "p1_cmd", "p2_cmd"]
+        );
+        let shell_ep = cfg(
+            Some(&["/bin/sh", "-c", "exec_entry p1_entry"]),
+            Some(&["p1_cmd"]),
+        );
+        assert_eq!(
+            argv(&shell_ep, None, &[]).unwrap(),
+            ["/bin/sh", "-c", "exec_entry p1_entry", "p1_cmd"]
+        );
+        // Arguments after the image replace CMD, keep ENTRYPOINT.
+        assert_eq!(
+            argv(&both, None, &["x", "y"]).unwrap(),
+            ["exec_entry", "p1_entry", "x", "y"]
+        );
+        // --entrypoint replaces ENTRYPOINT and drops the image's CMD.
+        assert_eq!(argv(&both, Some("ls"), &[]).unwrap(), ["ls"]);
+        assert_eq!(argv(&both, Some("ls"), &["-l"]).unwrap(), ["ls", "-l"]);
+        assert!(matches!(
+            argv(&both, Some(""), &[]),
+            Err(RuntimeError::NoCommand)
+        ));
+        assert_eq!(argv(&both, Some(""), &["echo"]).unwrap(), ["echo"]);
+    }
+
+    #[test]
+    fn env_merges_in_order() {
+        let env = merge_env(
+            &["PATH=/img".into(), "A=1".into(), "B=2".into()],
+            &["B=file".into()],
+            &["A=flag".into(), "C=3".into()],
+            "h",
+            "/root",
+        );
+        assert_eq!(
+            env,
+            [
+                "PATH=/img",
+                "HOSTNAME=h",
+                "A=flag",
+                "B=file",
+                "C=3",
+                "HOME=/root"
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_flag_values() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("2kb").unwrap(), 2048);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_cpus("1.5").unwrap(), 1500);
+        let p = parse_publish("127.0.0.1:8080:80").unwrap();
+        assert_eq!(
+            (p.host_ip.as_str(), p.host_port, p.container_port),
+            ("127.0.0.1", 8080, 80)
+        );
+        assert_eq!(parse_publish("8080:80/tcp").unwrap().host_ip, "0.0.0.0");
+        assert!(matches!(
+            parse_publish("80"),
+            Err(RuntimeError::NotSupported(_))
+        ));
+        assert!(parse_publish("x:80").is_err());
+        assert_eq!(
+            parse_restart("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure(3)
+        );
+        assert!(parse_restart("sometimes").is_err());
+    }
+
+    #[test]
+    fn parses_volume_specs() {
+        assert_eq!(
+            parse_volume("/h:/c/../d:ro").err().map(|e| e.to_string()),
+            Some("invalid volume target \"/c/../d\": '..' is not allowed".into())
+        );
+        assert_eq!(
+            parse_volume("/h:/c:ro").unwrap(),
+            MountConfig::Bind {
+                source: "/h".into(),
+                target: "/c".into(),
+                readonly: true
+            }
+        );
+        assert!(matches!(
+            parse_volume("data:/d").unwrap(),
+            MountConfig::Volume { ref name, anonymous: false, .. } if name == "data"
+        ));
+        assert!(matches!(
+            parse_volume("/d").unwrap(),
+            MountConfig::Volume {
+                anonymous: true,
+                ..
+            }
+        ));
+        assert!(parse_volume("rel/x:/d").is_err());
+        assert!(matches!(
+            parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap(),
+            MountConfig::Tmpfs {
+                size: Some(1048576),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_tmpfs("/t:size=1m,mode=700").unwrap(),
+            MountConfig::Tmpfs {
+                mode: Some(0o700),
+                ..
+            }
+        ));
+    }
+}

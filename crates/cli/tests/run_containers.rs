@@ -1,0 +1,360 @@
+//! `kiln run` and the container lifecycle end to end, as root, with the busybox base image:
+//! exit codes, Docker's ENTRYPOINT/CMD table, image Env/WorkingDir/User, a detached httpd
+//! reached through a published port, logs, exec, stop, volumes and read-only mounts.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
+    fn new(changes: &[&str]) -> Option<Env> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: kiln run needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let tar = dir.path().join("busybox.tar");
+        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+        let env = Env { _dir: dir, root };
+        let mut args = vec![
+            "import".to_string(),
+            tar.to_str().expect("utf-8").to_string(),
+            "busybox".to_string(),
+            "-c".into(),
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ];
+        for c in changes {
+            args.push("-c".into());
+            args.push(c.to_string());
+        }
+        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "import failed: {out:?}");
+        Some(env)
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Runs kiln, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Never leave a detached container behind.
+        let ids = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.kiln(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_rm_prints_and_leaves_nothing() {
+    let Some(env) = Env::new(&[]) else { return };
+    let out = env.kiln(&["run", "--rm", "busybox", "echo", "hi"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "hi\n");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn exit_code_becomes_kilns_and_ps_shows_it() {
+    let Some(env) = Env::new(&[]) else { return };
+    let out = env.kiln(&["run", "--name", "three", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let ps = env.ok(&["ps", "-a"]);
+    let line = ps.lines().find(|l| l.ends_with("three")).expect("listed");
+    assert!(line.contains("Exited (3)"), "{ps}");
+    // pid 1 cannot be killed from inside its namespace; its child can, and the shell reports
+    // 128 + the signal.
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "sh -c 'kill -9 $$'; exit $?",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    // A missing command: Docker's 127.
+    let out = env.kiln(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    env.ok(&["rm", "three"]);
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn entrypoint_and_cmd_follow_dockers_table() {
+    let Some(env) = Env::new(&[r#"ENTRYPOINT ["echo", "ep"]"#, r#"CMD ["c1", "c2"]"#]) else {
+        return;
+    };
+    assert_eq!(env.ok(&["run", "--rm", "busybox"]), "ep c1 c2\n");
+    assert_eq!(env.ok(&["run", "--rm", "busybox", "x", "-y"]), "ep x -y\n");
+    // --entrypoint drops the image's CMD.
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "echo", "busybox"]),
+        "\n"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "echo", "busybox", "a", "b"]),
+        "a b\n"
+    );
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "",
+            "busybox",
+            "echo",
+            "plain"
+        ]),
+        "plain\n"
+    );
+}
+
+#[test]
+fn image_env_workdir_and_user_apply_and_flags_override() {
+    let Some(env) = Env::new(&["ENV FOO=image", "WORKDIR /srv/app", "USER www-data"]) else {
+        return;
+    };
+    let show = "echo $FOO $(pwd) $(id -u):$(id -g) $HOME";
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox", "sh", "-c", show]),
+        "image /srv/app 33:33 /var/www\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("env");
+    std::fs::write(&file, "# comment\nFOO=file\nBAR=b\n").expect("write");
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "--env-file",
+            file.to_str().expect("utf-8"),
+            "-e",
+            "BAR=flag",
+            "-w",
+            "/tmp",
+            "-u",
+            "1234:5",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $FOO $BAR $(pwd) $(id -u):$(id -g)"
+        ]),
+        "file flag /tmp 1234:5\n"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "--hostname", "box", "busybox", "hostname"]),
+        "box\n"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
+}
+
+#[test]
+fn detached_httpd_serves_a_published_port_logs_exec_and_stop() {
+    let Some(env) = Env::new(&[]) else { return };
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-kiln > /www/index.html && echo serving && exec httpd -f -v -p 80 -h /www",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    // The CLI that started it has exited; a new one lists it as running.
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
+    let mut reply = String::new();
+    for _ in 0..100 {
+        reply = http_get(port, "/index.html");
+        if reply.contains("hello-from-kiln") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
+        "{reply}"
+    );
+    assert!(reply.contains("hello-from-kiln"), "{reply}");
+    assert!(env.ok(&["logs", "web"]).contains("serving\n"));
+    // exec joins the container: its pid 1 is httpd and its files are there.
+    let procs = env.ok(&["exec", "web", "ps", "-o", "pid,args"]);
+    assert!(
+        procs
+            .lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("httpd")),
+        "{procs}"
+    );
+    assert_eq!(
+        env.ok(&["exec", "web", "cat", "/www/index.html"]),
+        "hello-from-kiln\n"
+    );
+    let out = env.kiln(&["exec", "web", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "web"])).expect("json");
+    assert_eq!(inspect[0]["State"]["Running"], true);
+    assert_eq!(inspect[0]["Id"], id);
+    // httpd as pid 1 ignores SIGTERM: stop falls back to SIGKILL after the timeout.
+    env.ok(&["stop", "-t", "1", "web"]);
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+    assert_eq!(env.ok(&["wait", "web"]), "137\n");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    env.ok(&["rm", "web"]);
+}
+
+#[test]
+fn logs_follow_until_the_container_exits() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three",
+    ]);
+    let out = env.kiln(&["logs", "-f", "talk"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "one\nthree\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "two\n");
+    assert_eq!(env.ok(&["logs", "--tail", "1", "talk"]), "three\n");
+    assert_eq!(env.ok(&["wait", "talk"]), "0\n");
+}
+
+#[test]
+fn named_volumes_outlive_containers_and_ro_mounts_reject_writes() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    env.ok(&["rm", "writer"]);
+    assert!(env.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
+    assert_eq!(
+        env.ok(&["run", "--rm", "-v", "data:/d:ro", "busybox", "cat", "/d/f"]),
+        "kept\n"
+    );
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/d:ro",
+        "busybox",
+        "touch",
+        "/d/x",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let out = env.kiln(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    // A host bind mount, read-only.
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("h"), "from-host").expect("write");
+    let bind = format!("{}:/h:ro", host.path().display());
+    assert_eq!(
+        env.ok(&["run", "--rm", "-v", &bind, "busybox", "cat", "/h/h"]),
+        "from-host"
+    );
+    let out = env.kiln(&["run", "--rm", "-v", &bind, "busybox", "touch", "/h/new"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!Path::new(&host.path().join("new")).exists());
+    // In use: refused; unused: removed.
+    env.ok(&[
+        "create",
+        "--name",
+        "holder",
+        "-v",
+        "data:/data",
+        "busybox",
+        "true",
+    ]);
+    assert!(!env.kiln(&["volume", "rm", "data"]).status.success());
+    env.ok(&["rm", "holder"]);
+    env.ok(&["volume", "rm", "data"]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "");
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(env) = Env::new(&[]) else { return };
+    // Counts the background processes it managed to start; a failed fork ends the script.
+    let script = "n=0; for i in $(seq 20); do sleep 2 & n=$((n+1)); done; echo $n";
+    let unlimited = env.ok(&["run", "--rm", "busybox", "sh", "-c", script]);
+    assert_eq!(unlimited, "20\n");
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_ne!(stdout(&out), "20\n", "{out:?}");
+}

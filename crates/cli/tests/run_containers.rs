@@ -358,3 +358,74 @@ fn pids_limit_stops_a_fork_bomb() {
     ]);
     assert_ne!(stdout(&out), "20\n", "{out:?}");
 }
+
+#[test]
+fn memory_limit_kills_a_hog_and_inspect_reports_the_oom_kill() {
+    let Some(env) = Env::new(&[]) else { return };
+    // 200 MB through a shell variable under a 16 MiB limit.
+    let hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived";
+    let out = env.kiln(&[
+        "run", "--name", "hog", "-m", "16m", "busybox", "sh", "-c", hog,
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert_eq!(stdout(&out), "");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "hog"])).expect("json");
+    assert_eq!(inspect[0]["State"]["OOMKilled"], true, "{inspect}");
+    assert_eq!(inspect[0]["State"]["ExitCode"], 137);
+    assert_eq!(inspect[0]["HostConfig"]["Memory"], 16 << 20);
+}
+
+#[test]
+fn restart_policy_on_failure_retries_then_gives_up() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo attempt; exit 1",
+    ]);
+    assert_eq!(env.ok(&["wait", "flaky"]), "1\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "flaky"])).expect("json");
+    assert_eq!(inspect[0]["RestartCount"], 2, "{inspect}");
+    assert_eq!(env.ok(&["logs", "flaky"]), "attempt\nattempt\nattempt\n");
+    // start runs it again under a new monitor.
+    env.ok(&["start", "flaky"]);
+    env.ok(&["wait", "flaky"]);
+    assert_eq!(env.ok(&["logs", "flaky"]).lines().count(), 6);
+}
+
+#[test]
+fn kill_sends_the_signal_and_rm_force_removes_a_running_container() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    for _ in 0..100 {
+        if env.ok(&["logs", "trap"]).contains("ready") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    env.ok(&["kill", "-s", "USR1", "trap"]);
+    assert_eq!(env.ok(&["wait", "trap"]), "7\n");
+    assert!(env.ok(&["logs", "trap"]).contains("got-usr1\n"));
+    env.ok(&["start", "trap"]);
+    assert!(!env.kiln(&["rm", "trap"]).status.success());
+    env.ok(&["rm", "-f", "trap"]);
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+}

@@ -667,6 +667,8 @@ impl Runtime {
             return Err(e);
         }
         let mut state = c.state.clone();
+        // A manual start begins a new series of restarts, as in Docker.
+        state.restart_count = 0;
         let mut log = LogWriter::open(&c.log_path())?;
         let mut failures_in_a_row = 0u32;
         loop {

@@ -413,3 +413,35 @@ fn overlay_over(
     out._temps.push(scratch);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_flags_parse_like_buildx() {
+        assert_eq!(
+            Secrets::parse_flag("id=tok,src=/run/tok").expect("parse"),
+            ("tok".into(), SecretSource::File("/run/tok".into()))
+        );
+        assert_eq!(
+            Secrets::parse_flag("id=tok,env=TOKEN").expect("parse"),
+            ("tok".into(), SecretSource::Env("TOKEN".into()))
+        );
+        assert_eq!(
+            Secrets::parse_flag("id=HOME").expect("parse"),
+            ("HOME".into(), SecretSource::Env("HOME".into()))
+        );
+        assert!(Secrets::parse_flag("tok").is_err());
+        assert!(Secrets::parse_flag("id=x,colour=blue").is_err());
+    }
+
+    #[test]
+    fn cache_ids_map_to_distinct_directory_names() {
+        let a = cache_dir_name("/root/.cache/go-build");
+        let b = cache_dir_name("/root/.cache/go_build");
+        assert_ne!(a, b);
+        assert!(!a.contains('/'));
+        assert!(a.starts_with("root_.cache_go-build-"), "{a}");
+    }
+}

@@ -385,3 +385,89 @@ pub fn add(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o640);
+        header.set_uid(7);
+        header.set_gid(8);
+        header.set_mtime(1_600_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        // Written raw: `set_path` refuses `..`, which these tests need.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).expect("append");
+        builder.into_inner().expect("finish")
+    }
+
+    #[test]
+    fn detects_tar_streams_and_not_other_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("a.tar");
+        fs::write(&plain, tar_with("f", b"x")).expect("write");
+        assert_eq!(detect(&plain).expect("detect"), Some(Compression::None));
+
+        let gz = dir.path().join("a.tar.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut enc, &tar_with("f", b"x")).expect("compress");
+        fs::write(&gz, enc.finish().expect("finish")).expect("write");
+        assert_eq!(detect(&gz).expect("detect"), Some(Compression::Gzip));
+
+        // Gzip of something that is not a tar is copied, not extracted.
+        let not_tar = dir.path().join("notes.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut enc, &[b'n'; 2000]).expect("compress");
+        fs::write(&not_tar, enc.finish().expect("finish")).expect("write");
+        assert_eq!(detect(&not_tar).expect("detect"), None);
+
+        let text = dir.path().join("t.txt");
+        fs::write(&text, "hello").expect("write");
+        assert_eq!(detect(&text).expect("detect"), None);
+    }
+
+    #[test]
+    fn entry_paths_never_climb_above_the_destination() {
+        assert_eq!(clean_entry_path(b"../../etc/passwd"), "etc/passwd");
+        assert_eq!(clean_entry_path(b"/abs/./x/../y"), "abs/y");
+        assert_eq!(clean_entry_path(b"./"), "");
+    }
+
+    #[test]
+    fn extraction_keeps_or_overrides_owners_and_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = dir.path().join("a.tar");
+        fs::write(&archive, tar_with("../sub/file", b"data")).expect("write");
+        let root = dir.path().join("root");
+        fs::create_dir(&root).expect("mkdir");
+        let opts = ExtractOptions {
+            ownership: Ownership::Keep,
+            mtime_override: None,
+        };
+        assert_eq!(
+            extract(&archive, &root, "/dest", &opts).expect("extract"),
+            1
+        );
+        let file = root.join("dest/sub/file");
+        assert_eq!(fs::read(&file).expect("read"), b"data");
+        let meta = fs::metadata(&file).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!(meta.mtime(), 1_600_000_000);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (7, 8));
+            let opts = ExtractOptions {
+                ownership: Ownership::Set { uid: 100, gid: 200 },
+                mtime_override: Some(5),
+            };
+            extract(&archive, &root, "/other", &opts).expect("extract");
+            let meta = fs::metadata(root.join("other/sub/file")).expect("stat");
+            assert_eq!((meta.uid(), meta.gid(), meta.mtime()), (100, 200, 5));
+        }
+    }
+}

@@ -429,3 +429,58 @@ fn kill_sends_the_signal_and_rm_force_removes_a_running_container() {
     env.ok(&["rm", "-f", "trap"]);
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn healthcheck_runs_and_ps_and_inspect_show_it() {
+    let Some(env) = Env::new(&[]) else { return };
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=200ms --retries=2 CMD test -f /tmp/ok\n",
+    )
+    .expect("write");
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "checked",
+        ctx.path().to_str().expect("utf-8"),
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "checked",
+        "sh",
+        "-c",
+        "touch /tmp/ok; sleep 1; rm /tmp/ok; sleep 30",
+    ]);
+    let health = |env: &Env| -> String {
+        let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "hc"])).expect("json");
+        v[0]["State"]["Health"]["Status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let h = health(&env);
+        if seen.last() != Some(&h) {
+            seen.push(h.clone());
+        }
+        if h == "unhealthy" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen.contains(&"healthy".to_string()), "{seen:?}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("unhealthy"),
+        "{seen:?}"
+    );
+    assert!(env.ok(&["ps"]).contains("(unhealthy)"));
+    env.ok(&["rm", "-f", "hc"]);
+}

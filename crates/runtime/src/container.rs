@@ -301,6 +301,7 @@ impl Runtime {
                 },
                 auto_remove: opts.auto_remove,
                 open_stdin: opts.interactive,
+                healthcheck: rc.healthcheck.clone(),
             };
             parse_signal(&config.stop_signal)?;
             if config.auto_remove && config.restart != RestartPolicy::No {
@@ -690,7 +691,14 @@ impl Runtime {
                 target.set(fs::File::open(format!("/proc/{}/ns/net", sb.pid())).ok());
             }
             tell(Ok(()));
+            let checks_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let running = Container {
+                state: state.clone(),
+                ..c.clone()
+            };
+            crate::health::start(self, &running, checks_done.clone());
             let info = sb.wait(&mut log, &CancelToken::new());
+            checks_done.store(true, Ordering::SeqCst);
             target.set(None);
             let info = match info {
                 Ok(i) => i,
@@ -911,6 +919,7 @@ impl Runtime {
                 }
             })
             .collect();
+        let health = crate::health::read(c).filter(|_| st.status == Status::Running);
         json!({
             "Id": cfg.id,
             "Created": cfg.created,
@@ -928,6 +937,7 @@ impl Runtime {
                 "Error": st.error.clone().unwrap_or_default(),
                 "StartedAt": st.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
                 "FinishedAt": st.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                "Health": health,
             },
             "Image": cfg.image_id,
             "LogPath": c.log_path(),

@@ -15,6 +15,7 @@
 mod container;
 pub mod error;
 mod exec;
+pub mod health;
 pub mod logs;
 pub mod options;
 mod ports;

@@ -122,6 +122,9 @@ pub struct ContainerConfig {
     /// `--rm`: the record goes away when the command exits.
     pub auto_remove: bool,
     pub open_stdin: bool,
+    /// The image's HEALTHCHECK, run by the monitor.
+    #[serde(default)]
+    pub healthcheck: Option<kiln_llb::image::Healthcheck>,
 }
 
 impl ContainerConfig {

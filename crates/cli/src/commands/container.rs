@@ -124,7 +124,15 @@ pub struct StatsArgs {
 
 fn status_text(c: &Container) -> String {
     match c.state.status {
-        Status::Running => format!("Up since {}", c.state.started_at.as_deref().unwrap_or("?")),
+        Status::Running => {
+            let health = kiln_runtime::health::read(c)
+                .map(|h| format!(" ({})", h.status))
+                .unwrap_or_default();
+            format!(
+                "Up since {}{health}",
+                c.state.started_at.as_deref().unwrap_or("?")
+            )
+        }
         Status::Exited => format!("Exited ({})", c.state.exit_code.unwrap_or(-1)),
         Status::Restarting => format!("Restarting ({})", c.state.exit_code.unwrap_or(-1)),
         Status::Created => "Created".into(),

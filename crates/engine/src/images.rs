@@ -54,15 +54,13 @@ fn bookkeeping_key(kind: &str, id: &str) -> CacheKey {
     CacheKey(h.finalize().into())
 }
 
-/// The record key of a snapshot's layer blob in one compression. Gzip keeps the key unpacking
-/// uses, so the blob of an unpacked base layer is found again.
-fn layer_key(
-    snapshot: &SnapshotId,
-    compression: kiln_oci::media_type::LayerCompression,
-) -> CacheKey {
-    match compression {
-        kiln_oci::media_type::LayerCompression::Gzip => bookkeeping_key("layer", snapshot.as_str()),
-        other => bookkeeping_key(&format!("layer-{other:?}"), snapshot.as_str()),
+/// The record key of a snapshot's layer blob in one compression and level. The default (gzip
+/// level 6) keeps the key unpacking uses, so the blob of an unpacked base layer is found again.
+fn layer_key(snapshot: &SnapshotId, compression: Compression) -> CacheKey {
+    if compression == Compression::default() {
+        bookkeeping_key("layer", snapshot.as_str())
+    } else {
+        bookkeeping_key(&format!("layer-{compression}"), snapshot.as_str())
     }
 }
 
@@ -253,21 +251,20 @@ impl Worker {
         compression: Compression,
         source_date_epoch: Option<u64>,
     ) -> Result<LayerRef, EngineError> {
-        // A snapshot's blob is remembered per compression: a build asking for zstd must not
-        // get the gzip blob an earlier build (or the unpacked base image) left.
+        // A snapshot's blob is remembered per compression and level: a build asking for zstd
+        // must not get the gzip blob an earlier build (or the unpacked base image) left. The
+        // media type is checked too, as unpacking records a base layer's blob, whatever its
+        // compression, under the default key.
         let wanted = compression.kind();
-        let own_key = layer_key(snapshot, wanted);
-        if source_date_epoch.is_none() {
-            for key in [&own_key, &bookkeeping_key("layer", snapshot.as_str())] {
-                if let Some(record) = self.store().get_record(key)?
-                    && let Some(layer) = record.layers.first()
-                    && kiln_oci::media_type::kind(&layer.media_type)
-                        == kiln_oci::media_type::Kind::Layer(wanted)
-                    && self.store().content().exists(&layer.digest)
-                {
-                    return Ok(layer.clone());
-                }
-            }
+        let own_key = layer_key(snapshot, compression);
+        if source_date_epoch.is_none()
+            && let Some(record) = self.store().get_record(&own_key)?
+            && let Some(layer) = record.layers.first()
+            && kiln_oci::media_type::kind(&layer.media_type)
+                == kiln_oci::media_type::Kind::Layer(wanted)
+            && self.store().content().exists(&layer.digest)
+        {
+            return Ok(layer.clone());
         }
         let (pipe_reader, pipe_writer) = std::io::pipe().map_err(|source| EngineError::Io {
             what: "create a pipe for layer compression".into(),

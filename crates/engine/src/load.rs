@@ -49,12 +49,21 @@ impl Worker {
     }
 
     fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, EngineError> {
-        let images = import.commit(&self.blobs()).map_err(load_err)?;
-        let mut out = Vec::with_capacity(images.len());
-        for loaded in &images {
-            out.push(self.name_loaded(loaded)?);
-        }
-        Ok(out)
+        // A lease keeps a concurrent prune from collecting the blobs between their commit and
+        // the names that make them reachable; it ends with this call (or with the process).
+        let lease = self.store().create_lease(&kiln_cache::LeaseOptions::default())?;
+        let sink = kiln_oci::store::LeasedStore {
+            store: self.store(),
+            lease: &lease.id,
+        };
+        let named = import
+            .commit(&sink)
+            .map_err(load_err)
+            .and_then(|images| images.iter().map(|l| self.name_loaded(l)).collect());
+        let released = self.store().delete_lease(&lease.id);
+        let named = named?;
+        released?;
+        Ok(named)
     }
 
     fn name_loaded(&self, loaded: &LoadedImage) -> Result<Loaded, EngineError> {

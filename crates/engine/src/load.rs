@@ -51,7 +51,9 @@ impl Worker {
     fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, EngineError> {
         // A lease keeps a concurrent prune from collecting the blobs between their commit and
         // the names that make them reachable; it ends with this call (or with the process).
-        let lease = self.store().create_lease(&kiln_cache::LeaseOptions::default())?;
+        let lease = self
+            .store()
+            .create_lease(&kiln_cache::LeaseOptions::default())?;
         let sink = kiln_oci::store::LeasedStore {
             store: self.store(),
             lease: &lease.id,

@@ -97,7 +97,18 @@ fn docker_round_trip_keeps_image_id_and_layers() {
         std::io::Write::write_all(&mut enc, &out.stdout).unwrap();
     }
     let other = Kiln::empty();
-    let text = other.ok(&["load", "-i", gz.to_str().unwrap()]);
+    // From stdin, as `docker load < app.tar.gz`.
+    let out = other
+        .cmd(&["load"])
+        .stdin(std::fs::File::open(&gz).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Loaded image: app:1"), "{text}");
     assert_eq!(other.digests("app:1").0, id);
     assert_eq!(other.inspect("app:1")["RootFS"], layers);

@@ -34,6 +34,8 @@ pub struct BuildRequest {
     /// Names to give the result (`-t`).
     pub tags: Vec<String>,
     pub max_parallelism: Option<usize>,
+    /// Pull base images even when the store has them (`--pull`).
+    pub pull: bool,
     pub commit: CommitOptions,
     /// `--secret`s for `RUN --mount=type=secret`.
     pub secrets: crate::mounts::Secrets,
@@ -79,11 +81,13 @@ pub struct StepLocation {
 }
 
 /// The frontend's image resolver over the local store.
-struct StoreResolver<'a>(&'a Worker);
+/// The worker, and the request (whose `pull` says to pull base images even when stored).
+struct StoreResolver<'a>(&'a Worker, &'a BuildRequest);
 
 impl ImageResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
-        let image = self.0.image(reference).map_err(|e| e.to_string())?;
+        let image = crate::pull::resolve_or_pull(self.0, reference, self.1.pull)
+            .map_err(|e| e.to_string())?;
         Ok(ResolvedImage {
             reference: image.name.clone().unwrap_or_else(|| reference.to_string()),
             digest: Some(image.manifest_digest),
@@ -95,11 +99,10 @@ impl ImageResolver for StoreResolver<'_> {
 /// Lowers a Dockerfile without running anything (`kiln build --print`).
 pub fn lower_only(worker: &Worker, request: &BuildRequest) -> Result<lower::Lowered, BuildError> {
     let options = with_dockerignore(request)?;
-    lower::lower(&request.dockerfile, &options, &StoreResolver(worker)).map_err(|d| {
-        BuildError::Frontend {
-            diagnostic: Box::new(d),
-            source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
-        }
+    let resolver = StoreResolver(worker, request);
+    lower::lower(&request.dockerfile, &options, &resolver).map_err(|d| BuildError::Frontend {
+        diagnostic: Box::new(d),
+        source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
     })
 }
 
@@ -369,6 +372,7 @@ impl BuildRequest {
             },
             tags: Vec::new(),
             max_parallelism: None,
+            pull: false,
             commit: CommitOptions::default(),
             secrets: crate::mounts::Secrets::default(),
         }

@@ -12,6 +12,8 @@ pub mod gc;
 pub mod images;
 pub mod load;
 pub mod mounts;
+pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod value;
 pub mod vertex;

@@ -203,10 +203,6 @@ impl Ctx<'_> {
         if self.source.size(&d.digest)?.is_none() {
             return Err(kiln_oci::BlobError::NotFound(d.digest).into());
         }
-        progress(PushEvent::BlobStarted {
-            digest: d.digest,
-            size: d.size,
-        });
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -262,6 +258,10 @@ impl Ctx<'_> {
                 }
             }
         }
+        (self.opts.progress)(PushEvent::BlobStarted {
+            digest: d.digest,
+            size: d.size,
+        });
         let mut location = match location {
             Some(l) => l,
             None => self.start_upload(&uploads)?,

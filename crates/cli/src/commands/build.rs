@@ -73,6 +73,12 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Check the registry for newer versions of the base images even when they are stored.
+    #[arg(long)]
+    pull: bool,
+    /// Push the tagged image to its registry after the build.
+    #[arg(long)]
+    push: bool,
     /// Print the build graph, outline, targets or image config instead of building.
     #[arg(long, value_enum)]
     print: Option<Print>,
@@ -209,6 +215,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     let output = output_of(args)?;
     request.tags = output.store_names(&args.tags);
     request.max_parallelism = args.max_parallelism;
+    request.pull = args.pull;
     for secret in &args.secrets {
         let parsed =
             kiln_engine::mounts::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
@@ -333,6 +340,9 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
             )
             .context("failed to export the result")?;
             let id = format!("sha256:{}", result.image.id().hex());
+            if args.push {
+                super::registry::push_tags(&worker, &args.tags)?;
+            }
             if let Some(path) = &args.iidfile {
                 std::fs::write(path, &id)
                     .with_context(|| format!("failed to write {}", path.display()))?;

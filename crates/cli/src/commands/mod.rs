@@ -5,6 +5,7 @@ pub mod container;
 pub mod debug;
 pub mod images;
 pub mod network;
+pub mod registry;
 pub mod run;
 pub mod load;
 pub mod save;
@@ -32,6 +33,14 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Make an image from a root filesystem tar (like `docker import`).
     Import(images::ImportArgs),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry (saves the credentials in ~/.docker/config.json).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
     /// Write images to a docker or OCI archive.
     Save(save::SaveArgs),
     /// Load images from a docker or OCI archive, or an OCI layout directory.
@@ -109,6 +118,10 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Network(c) => network::run(c),
         Command::History(args) => images::history(args, root),
         Command::Import(args) => images::import(args, root),
+        Command::Pull(args) => registry::pull(args, root),
+        Command::Push(args) => registry::push(args, root),
+        Command::Login(args) => registry::login(args),
+        Command::Logout(args) => registry::logout(args),
         Command::Save(args) => save::save(args, root),
         Command::Load(args) => load::load(args, root),
         Command::Builder(c) => system::builder(c, root),

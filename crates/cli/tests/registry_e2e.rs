@@ -1,0 +1,483 @@
+//! kiln against a real registry (Debian's `docker-registry`, distribution 2.x) on 127.0.0.1:
+//! push then `skopeo inspect`, pull of a skopeo-pushed image and `FROM` it, htpasswd auth with
+//! `kiln login`, a corrupted blob, and a Docker Hub mirror. Each test starts its own registry
+//! at a free port with storage in a tempdir and kills it by PID at the end.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    /// Starts a registry, with htpasswd auth for `user`/`password` when given; `None` when the
+    /// binary is missing (the test is skipped).
+    fn start(auth: Option<(&str, &str)>) -> Option<Registry> {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "skipping: docker-registry is not installed (apt-get install docker-registry)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if let Some((user, password)) = auth {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let registry = Registry {
+            child,
+            port,
+            storage,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start listening on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The files holding blobs in the registry's storage.
+    fn blob_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.storage.join("docker/registry/v2/blobs")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().is_some_and(|n| n == "data") {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A kiln environment: a store root, a HOME (for docker credentials) and a kiln config file.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("kiln.toml")
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_stdin(args, "")
+    }
+
+    fn kiln_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let home = self.dir.path().join("home");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env("KILN_CONFIG", self.config())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn import_busybox(&self) {
+        let tar = self.dir.path().join("busybox.tar");
+        kiln_testutil::write_busybox_rootfs_tar(&tar).unwrap();
+        self.ok(&[
+            "import",
+            tar.to_str().unwrap(),
+            "busybox",
+            "-c",
+            "CMD [\"sh\"]",
+            "-c",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]);
+    }
+
+    fn build(&self, dockerfile: &str, tag: &str) -> Output {
+        let ctx = self.dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        self.kiln(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ])
+    }
+}
+
+fn is_root() -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    eprintln!("skipping: needs root (builds run sandboxes)");
+    false
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY-free: read the effective uid from /proc instead of calling libc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn skopeo() -> bool {
+    let ok = Command::new("skopeo").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipping the skopeo part: skopeo is not installed");
+    }
+    ok
+}
+
+fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"]);
+    if let Some(c) = creds {
+        cmd.args(["--creds", c]);
+    }
+    let out = cmd.arg(format!("docker://{reference}")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn push_inspect_with_skopeo_pull_back_and_build_from() {
+    if !is_root() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = Env::new();
+    a.import_busybox();
+    let name = format!("{}/test/busybox:v1", reg.host());
+    a.ok(&["tag", "busybox", &name]);
+    let out = a.kiln(&["push", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("pushing"), "{log}");
+
+    // Pushing again uploads nothing; pushing to another repository mounts the blobs.
+    let again = a.kiln(&["push", &name]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let other = format!("{}/other/bb:v1", reg.host());
+    let mounted = a.kiln(&["push", &name, &other]);
+    assert!(mounted.status.success());
+    let mlog = String::from_utf8_lossy(&mounted.stderr);
+    assert!(mlog.contains("mounted from test/busybox"), "{mlog}");
+    assert!(!mlog.contains("pushing"), "{mlog}");
+
+    if skopeo() {
+        assert_eq!(skopeo_digest(&name, None), digest);
+        assert_eq!(skopeo_digest(&other, None), digest);
+    }
+
+    // A fresh store builds FROM the pushed image: the build pulls it.
+    let b = Env::new();
+    let built = b.build(&format!("FROM {name}\nRUN echo pulled > /proof\n"), "out");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let images = b.ok(&["images"]);
+    assert!(
+        images.contains(&format!("{}/test/busybox", reg.host())),
+        "{images}"
+    );
+    // `kiln pull` of what is there reports the same digest and downloads nothing.
+    let pulled = b.kiln(&["pull", &name]);
+    assert!(pulled.status.success());
+    assert!(String::from_utf8_lossy(&pulled.stdout).contains(&digest));
+    assert!(!String::from_utf8_lossy(&pulled.stderr).contains("downloading"));
+
+    if skopeo() {
+        // skopeo re-pushes it as Docker schema 2: kiln pulls that format too.
+        let docker = format!("{}/skopeo/bb:v2s2", reg.host());
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--format",
+                "v2s2",
+                &format!("docker://{name}"),
+                &format!("docker://{docker}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = Env::new();
+        let pulled = c.ok(&["pull", &docker]);
+        assert!(pulled.contains(&skopeo_digest(&docker, None)), "{pulled}");
+        let built = c.build(&format!("FROM {docker}\nRUN test -x /bin/sh\n"), "out2");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+}
+
+#[test]
+fn htpasswd_auth_needs_login() {
+    let Some(reg) = Registry::start(Some(("kiln", "s3cret"))) else {
+        return;
+    };
+    let a = Env::new();
+    if !nix_is_root() {
+        eprintln!("skipping: needs root (import unpacks as root)");
+        return;
+    }
+    a.import_busybox();
+    let name = format!("{}/private/bb:1", reg.host());
+    a.ok(&["tag", "busybox", &name]);
+    let err = a.fails(&["push", &name]);
+    assert!(err.contains("authentication required by registry"), "{err}");
+    assert!(err.contains(&reg.host()), "{err}");
+
+    let bad = a.kiln_stdin(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        "wrong\n",
+    );
+    assert!(!bad.status.success());
+    assert!(!a.dir.path().join("home/.docker/config.json").exists());
+
+    let good = a.kiln_stdin(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        "s3cret\n",
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let saved = std::fs::read_to_string(a.dir.path().join("home/.docker/config.json")).unwrap();
+    assert!(
+        saved.contains(&reg.host()) && saved.contains("\"auth\""),
+        "{saved}"
+    );
+    let digest = a.ok(&["push", &name]).trim().to_owned();
+    if skopeo() {
+        assert_eq!(skopeo_digest(&name, Some("kiln:s3cret")), digest);
+    }
+
+    // Same HOME, fresh store: pull works with the saved login; after logout it does not.
+    std::fs::remove_dir_all(a.root()).unwrap();
+    let pulled = a.ok(&["pull", &name]);
+    assert!(pulled.contains(&digest), "{pulled}");
+    a.ok(&["logout", &reg.host()]);
+    std::fs::remove_dir_all(a.root()).unwrap();
+    let err = a.fails(&["pull", &name]);
+    assert!(err.contains("authentication required by registry"), "{err}");
+}
+
+#[test]
+fn a_corrupted_blob_fails_the_pull_and_stores_nothing() {
+    if !nix_is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = Env::new();
+    a.import_busybox();
+    let name = format!("{}/corrupt/bb:1", reg.host());
+    a.ok(&["tag", "busybox", &name]);
+    a.ok(&["push", &name]);
+    // The largest blob is the layer: flip bytes in the middle, keeping its size.
+    let layer = reg
+        .blob_files()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let hex = layer
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+
+    let b = Env::new();
+    let err = b.fails(&["pull", &name]);
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(err.contains(&hex), "{err}");
+    let images = b.ok(&["images"]);
+    assert!(!images.contains("corrupt/bb"), "{images}");
+    assert!(
+        !contains_file_named(&b.root(), &hex),
+        "the corrupt blob was stored"
+    );
+}
+
+fn contains_file_named(dir: &Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(needle))
+            {
+                return true;
+            }
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn docker_hub_mirror_serves_from_busybox() {
+    if !is_root() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = Env::new();
+    a.import_busybox();
+    let mirrored = format!("{}/library/busybox:latest", reg.host());
+    a.ok(&["push", "busybox", &mirrored]);
+
+    let b = Env::new();
+    std::fs::write(
+        b.config(),
+        format!(
+            "[registry.\"docker.io\"]\nmirrors = [\"http://{}\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let built = b.build("FROM busybox\nRUN echo from-mirror > /proof\n", "mirrored");
+    let log = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("from http://{}", reg.host())),
+        "{log}"
+    );
+    assert!(b.ok(&["images"]).contains("busybox"));
+}

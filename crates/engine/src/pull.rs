@@ -1,0 +1,103 @@
+//! `kiln pull` and `FROM` of an image the store does not have: the registry crate fetches
+//! this platform's manifest and its blobs (verified) into the content store, then the name
+//! is pointed at the manifest.
+
+use kiln_cache::{ImageRef, Timestamp};
+use kiln_registry::{Client, PullEvent, PullOptions, Reference, RegistryError};
+
+use crate::error::EngineError;
+use crate::images::Image;
+use crate::worker::{Worker, to_store_digest};
+
+/// Blobs downloaded at once.
+const PULL_CONCURRENCY: usize = 4;
+
+/// A registry failure as the engine reports it, naming the image.
+pub fn registry_error(action: &str, name: &str, e: RegistryError) -> EngineError {
+    EngineError::Oci(format!("failed to {action} {name}: {e}"))
+}
+
+impl Worker {
+    /// Pulls `name` for this host's platform and names it in the store.
+    pub fn pull(
+        &self,
+        client: &Client,
+        name: &str,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, EngineError> {
+        let reference = Reference::parse(name).map_err(|e| registry_error("pull", name, e))?;
+        let opts = PullOptions {
+            platform: kiln_llb::Platform::host(),
+            concurrency: PULL_CONCURRENCY,
+            progress,
+        };
+        let blobs = self.blobs();
+        let pulled = kiln_registry::pull(client, &reference, &blobs, &opts)
+            .map_err(|e| registry_error("pull", &reference.to_string(), e))?;
+        let target = ImageRef {
+            target: to_store_digest(&pulled.manifest.digest),
+            media_type: pulled.manifest.media_type.clone(),
+            size: pulled.manifest.size,
+            created: Timestamp::now(),
+        };
+        let canonical = reference.to_string();
+        self.store().set_image_ref(&canonical, &target)?;
+        self.image(&canonical)
+    }
+
+    /// Pulls with the default config file and docker credentials.
+    pub fn pull_default(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, EngineError> {
+        let client = Client::from_env().map_err(|e| registry_error("pull", name, e))?;
+        self.pull(&client, name, progress)
+    }
+}
+
+/// One line per pull event, as `kiln pull` and builds print them.
+pub fn describe(event: &PullEvent) -> String {
+    let short = |d: &kiln_oci::Digest| d.hex().chars().take(12).collect::<String>();
+    match event {
+        PullEvent::Resolved { endpoint, digest } => format!("resolved {digest} from {endpoint}"),
+        PullEvent::MirrorFailed { endpoint, reason } => {
+            format!("mirror {endpoint} failed, trying the next: {reason}")
+        }
+        PullEvent::BlobExists { digest, .. } => format!("{}: already exists", short(digest)),
+        PullEvent::BlobStarted { digest, size } => {
+            format!("{}: downloading {size} bytes", short(digest))
+        }
+        PullEvent::BlobDone { digest, .. } => format!("{}: done", short(digest)),
+        PullEvent::BlobRetry {
+            digest,
+            attempt,
+            reason,
+        } => format!("{}: retrying (attempt {attempt}): {reason}", short(digest)),
+    }
+}
+
+/// The frontend's view of `FROM`: the stored image, or (when it is missing, or `always` asks
+/// to re-check as `--pull` does) a pull from its registry. Image IDs are never pulled.
+pub fn resolve_or_pull(worker: &Worker, name: &str, always: bool) -> Result<Image, EngineError> {
+    if !always {
+        match worker.image(name) {
+            Err(EngineError::ImageNotFound(_)) => {}
+            other => return other,
+        }
+    }
+    let hex = name.trim_start_matches("sha256:");
+    let is_id = name.starts_with("sha256:")
+        || (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if is_id || Reference::parse(name).is_err() {
+        return worker.image(name);
+    }
+    let label = reference_label(name);
+    worker.pull_default(name, &|event| {
+        eprintln!("pull {label}: {}", describe(&event));
+    })
+}
+
+fn reference_label(name: &str) -> String {
+    crate::reference::familiar(name)
+}

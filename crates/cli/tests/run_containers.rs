@@ -69,6 +69,13 @@ impl Drop for Env {
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
             let _ = self.kiln(&["rm", "-f", id]);
         }
+        // Nor a network's bridge and firewall rules.
+        let nets = self.kiln(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&nets.stdout).lines() {
+            if n != "none" && n != "host" {
+                let _ = self.kiln(&["network", "rm", n]);
+            }
+        }
     }
 }
 
@@ -483,4 +490,92 @@ fn healthcheck_runs_and_ps_and_inspect_show_it() {
     );
     assert!(env.ok(&["ps"]).contains("(unhealthy)"));
     env.ok(&["rm", "-f", "hc"]);
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name_and_others_cannot() {
+    let Some(env) = Env::new(&[]) else { return };
+    let (net_a, net_b) = (
+        format!("a{}", std::process::id()),
+        format!("b{}", std::process::id()),
+    );
+    env.ok(&["network", "create", &net_a]);
+    env.ok(&["network", "create", &net_b]);
+    let serve = "mkdir /www && echo from-srv > /www/i && exec httpd -f -p 80 -h /www";
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        &net_a,
+        "busybox",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    // Names resolve through the managed /etc/hosts. The fixture's static busybox cannot use
+    // the C library's resolver (its wget crashes in NSS), so the script looks the name up
+    // itself and speaks HTTP with nc.
+    let fetch = "ip=$(awk '$2 == \"srv\" {print $1}' /etc/hosts); test -n \"$ip\" || exit 9; \
+        for i in $(seq 50); do printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 1 $ip 80 | grep -q from-srv \\
+        && echo from-srv && exit 0; sleep 0.1; done; exit 1";
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            &net_a,
+            "busybox",
+            "sh",
+            "-c",
+            fetch
+        ]),
+        "from-srv\n"
+    );
+    // Another network: the name is not in its hosts file, and the address is not reachable.
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_b,
+        "busybox",
+        "sh",
+        "-c",
+        fetch,
+    ]);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "srv"])).expect("json");
+    let ip = inspect[0]["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let direct = format!("printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {ip} 80");
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_b,
+        "busybox",
+        "sh",
+        "-c",
+        &direct,
+    ]);
+    assert!(!stdout(&out).contains("from-srv"), "{out:?}");
+    // The same command from the server's own network does get through.
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_a,
+        "busybox",
+        "sh",
+        "-c",
+        &direct,
+    ]);
+    assert!(stdout(&out).contains("from-srv"), "{out:?}");
+    assert!(!env.kiln(&["network", "rm", &net_a]).status.success());
+    env.ok(&["rm", "-f", "srv"]);
+    env.ok(&["network", "rm", &net_a, &net_b]);
 }

@@ -124,10 +124,17 @@ impl Runtime {
                 ));
             }
             other => {
-                return Err(RuntimeError::NotSupported(format!(
-                    "user-defined network {other:?}"
-                )));
+                crate::network::inspect(self.root(), other)?;
+                NetworkMode::Named
             }
+        };
+        let (network_name, ip) = if network == NetworkMode::Named {
+            let name = opts.network.clone().unwrap_or_default();
+            let info = crate::network::inspect(self.root(), &name)?;
+            let ip = crate::network::allocate_ip(self.root(), &info)?;
+            (Some(name), Some(ip.to_string()))
+        } else {
+            (None, None)
         };
         let image = self.worker.image(&opts.image)?;
         let top = self.worker.unpack(&image)?;
@@ -302,6 +309,8 @@ impl Runtime {
                 auto_remove: opts.auto_remove,
                 open_stdin: opts.interactive,
                 healthcheck: rc.healthcheck.clone(),
+                network_name,
+                ip,
             };
             parse_signal(&config.stop_signal)?;
             if config.auto_remove && config.restart != RestartPolicy::No {
@@ -312,6 +321,9 @@ impl Runtime {
             write_json(&dir.join("config.json"), &config)?;
             let state = ContainerState::created();
             write_json(&dir.join("state.json"), &state)?;
+            if let Some(n) = &config.network_name {
+                crate::network::refresh_hosts(self.root(), n)?;
+            }
             Ok(Container {
                 config,
                 state,
@@ -387,6 +399,20 @@ impl Runtime {
         Ok(())
     }
 
+    /// For a container on a user network: its namespace, wired to the bridge, until dropped.
+    fn attach_network(
+        &self,
+        c: &Container,
+    ) -> Result<Option<crate::network::Attachment>, RuntimeError> {
+        match (&c.config.network_name, &c.config.ip) {
+            (Some(name), Some(ip)) if c.config.network == NetworkMode::Named => {
+                let info = crate::network::inspect(self.root(), name)?;
+                crate::network::attach(&info, c.id(), ip).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The sandbox spec for one start of `c`.
     pub fn sandbox_spec(&self, c: &Container) -> Result<SandboxSpec, RuntimeError> {
         let cfg = &c.config;
@@ -424,6 +450,15 @@ impl Runtime {
         spec.network = match cfg.network {
             NetworkMode::None => Network::None,
             NetworkMode::Host => Network::Host,
+            NetworkMode::Named => {
+                let name = cfg.network_name.as_deref().unwrap_or_default();
+                spec.mounts.push(Mount::Bind {
+                    source: crate::network::hosts_path(self.root(), name),
+                    target: "/etc/hosts".into(),
+                    readonly: true,
+                });
+                Network::Namespace(PathBuf::from(format!("/run/netns/kiln-{}", &cfg.id[..12])))
+            }
         };
         spec.state_dir = self.root().join("run");
         spec.cgroup = CgroupLimits {
@@ -554,10 +589,11 @@ impl Runtime {
     ) -> Result<ExitInfo, RuntimeError> {
         let _ = fs::remove_file(c.dir.join(STOP_MARKER));
         let target = ports::Target::default();
-        if !c.config.ports.is_empty() && c.config.network == NetworkMode::None {
+        if !c.config.ports.is_empty() && c.config.network != NetworkMode::Host {
             ports::publish(&c.config.ports, &target)?;
         }
         let forward = SignalForwarder::start();
+        let _net = self.attach_network(c)?;
         let spec = self.sandbox_spec(c)?;
         let sb = match Sandbox::spawn(&spec, stdin) {
             Ok(sb) => sb,
@@ -574,7 +610,7 @@ impl Runtime {
         if !c.config.auto_remove {
             self.write_state(c, &running)?;
         }
-        if c.config.network == NetworkMode::None {
+        if c.config.network != NetworkMode::Host {
             target.set(fs::File::open(format!("/proc/{}/ns/net", sb.pid())).ok());
         }
         let mut log = if c.config.auto_remove {
@@ -661,7 +697,7 @@ impl Runtime {
         };
         let target = ports::Target::default();
         if !c.config.ports.is_empty()
-            && c.config.network == NetworkMode::None
+            && c.config.network != NetworkMode::Host
             && let Err(e) = ports::publish(&c.config.ports, &target)
         {
             tell(Err(e.to_string()));
@@ -674,6 +710,14 @@ impl Runtime {
         let mut failures_in_a_row = 0u32;
         loop {
             let started = Instant::now();
+            let net = match self.attach_network(&c) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.write_state(&c, &self.failed_state(&state, &e))?;
+                    tell(Err(e.to_string()));
+                    return Err(e);
+                }
+            };
             let spawned = self
                 .sandbox_spec(&c)
                 .and_then(|spec| Sandbox::spawn(&spec, Stdin::Null).map_err(Into::into));
@@ -687,7 +731,7 @@ impl Runtime {
             };
             state = self.running_state(&sb, &state);
             self.write_state(&c, &state)?;
-            if c.config.network == NetworkMode::None {
+            if c.config.network != NetworkMode::Host {
                 target.set(fs::File::open(format!("/proc/{}/ns/net", sb.pid())).ok());
             }
             tell(Ok(()));
@@ -700,6 +744,7 @@ impl Runtime {
             let info = sb.wait(&mut log, &CancelToken::new());
             checks_done.store(true, Ordering::SeqCst);
             target.set(None);
+            drop(net);
             let info = match info {
                 Ok(i) => i,
                 Err(e) => {
@@ -850,6 +895,9 @@ impl Runtime {
             Err(e) => return Err(io_err(format!("remove container {}", c.name()))(e)),
         }
         fs::remove_dir_all(&trash).map_err(io_err(format!("remove container {}", c.name())))?;
+        if let Some(n) = &c.config.network_name {
+            let _ = crate::network::refresh_hosts(self.root(), n);
+        }
         if volumes {
             for m in &c.config.mounts {
                 if let MountConfig::Volume {
@@ -944,7 +992,11 @@ impl Runtime {
             "Name": format!("/{}", cfg.name),
             "RestartCount": st.restart_count,
             "HostConfig": {
-                "NetworkMode": match cfg.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
+                "NetworkMode": match cfg.network {
+                    NetworkMode::None => "none",
+                    NetworkMode::Host => "host",
+                    NetworkMode::Named => cfg.network_name.as_deref().unwrap_or_default(),
+                },
                 "PortBindings": ports,
                 "RestartPolicy": cfg.restart,
                 "AutoRemove": cfg.auto_remove,
@@ -965,7 +1017,7 @@ impl Runtime {
                 "StopSignal": cfg.stop_signal,
                 "OpenStdin": cfg.open_stdin,
             },
-            "NetworkSettings": { "Ports": ports },
+            "NetworkSettings": { "Ports": ports, "IPAddress": cfg.ip.clone().unwrap_or_default() },
         })
     }
 }

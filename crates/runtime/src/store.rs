@@ -18,6 +18,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// A user-defined network (`network_name`): its own namespace with `eth0` on the
+    /// network's bridge.
+    Named,
 }
 
 /// A mount of the container, resolved to host paths.
@@ -122,6 +125,11 @@ pub struct ContainerConfig {
     /// `--rm`: the record goes away when the command exits.
     pub auto_remove: bool,
     pub open_stdin: bool,
+    /// The user-defined network and the container's address on it.
+    #[serde(default)]
+    pub network_name: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
     /// The image's HEALTHCHECK, run by the monitor.
     #[serde(default)]
     pub healthcheck: Option<kiln_llb::image::Healthcheck>,

@@ -115,7 +115,7 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Cp(args) => container::cp(args, root),
         Command::Stats(args) => container::stats(args, root),
         Command::Volume(c) => volume::run(c, root),
-        Command::Network(c) => network::run(c),
+        Command::Network(c) => network::run(c, root),
         Command::History(args) => images::history(args, root),
         Command::Import(args) => images::import(args, root),
         Command::Pull(args) => registry::pull(args, root),

@@ -1,24 +1,36 @@
-//! `kiln network ls|inspect`: the built-in networks. Bridge and user-defined networks are not
-//! supported yet; `create` says so.
+//! `kiln network create|ls|inspect|rm`: user-defined networks (a bridge and a /24 each), beside
+//! the built-in `none` and `host`. The default `bridge` network is not supported yet.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Subcommand;
+use kiln_runtime::network;
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// List networks.
-    Ls,
-    /// Show a built-in network as JSON.
-    Inspect { name: String },
-    /// Create a user-defined network (not supported yet).
+    Ls {
+        /// Only show names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Create a user-defined network; its containers find each other by name.
     Create { name: String },
-    /// Remove a user-defined network (not supported yet).
-    Rm { name: String },
+    /// Remove user-defined networks no container uses.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
-/// The networks every container can use today.
+/// The networks every container can use without creating one.
 const BUILTIN: [(&str, &str); 2] = [
     (
         "none",
@@ -27,25 +39,66 @@ const BUILTIN: [(&str, &str); 2] = [
     ("host", "the host's network namespace"),
 ];
 
-pub fn run(command: NetworkCommand) -> anyhow::Result<ExitCode> {
+pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
     match command {
-        NetworkCommand::Ls => {
-            println!("{:<8}  {:<8}  DESCRIPTION", "NAME", "DRIVER");
-            for (name, what) in BUILTIN {
-                println!("{name:<8}  {name:<8}  {what}");
+        NetworkCommand::Ls { quiet } => {
+            if !quiet {
+                println!("{:<24}  {:<8}  SUBNET", "NAME", "DRIVER");
+            }
+            for (name, _) in BUILTIN {
+                if quiet {
+                    println!("{name}");
+                } else {
+                    println!("{name:<24}  {name:<8}");
+                }
+            }
+            for n in network::list(root)? {
+                if quiet {
+                    println!("{}", n.name);
+                } else {
+                    println!("{:<24}  {:<8}  {}", n.name, "bridge", n.subnet());
+                }
             }
         }
-        NetworkCommand::Inspect { name } => {
-            let Some((n, what)) = BUILTIN.iter().find(|(n, _)| *n == name) else {
-                bail!("no such network: {name}");
-            };
-            let v = serde_json::json!([{"Name": n, "Driver": n, "Scope": "local", "Description": what}]);
-            println!("{}", serde_json::to_string_pretty(&v)?);
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in &names {
+                if let Some((n, what)) = BUILTIN.iter().find(|(n, _)| n == name) {
+                    out.push(serde_json::json!({"Name": n, "Driver": n, "Scope": "local", "Description": what}));
+                    continue;
+                }
+                let n = network::inspect(root, name)?;
+                out.push(serde_json::json!({
+                    "Name": n.name,
+                    "Id": n.id,
+                    "Driver": "bridge",
+                    "Scope": "local",
+                    "Created": n.created,
+                    "IPAM": {"Config": [{"Subnet": n.subnet(), "Gateway": n.gateway().to_string()}]},
+                    "Options": {"com.docker.network.bridge.name": n.bridge},
+                }));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Create { name } => {
-            bail!("not supported yet: user-defined networks ({name})")
+            if name == "bridge" {
+                bail!("not supported yet: the default bridge network");
+            }
+            println!("{}", network::create(root, &name)?.id);
         }
-        NetworkCommand::Rm { name } => bail!("no such network: {name}"),
+        NetworkCommand::Rm { names } => {
+            let mut code = ExitCode::SUCCESS;
+            for n in &names {
+                match network::remove(root, n) {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            return Ok(code);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

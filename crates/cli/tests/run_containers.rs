@@ -579,3 +579,47 @@ fn containers_on_a_user_network_reach_each_other_by_name_and_others_cannot() {
     env.ok(&["rm", "-f", "srv"]);
     env.ok(&["network", "rm", &net_a, &net_b]);
 }
+
+#[test]
+fn interactive_stdin_cp_and_stats() {
+    let Some(env) = Env::new(&[]) else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"piped in\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(stdout(&out), "PIPED IN\n");
+
+    env.ok(&[
+        "run", "-d", "--name", "box", "-m", "64m", "busybox", "sleep", "30",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.txt");
+    std::fs::write(&src, "copied in\n").expect("write");
+    env.ok(&["cp", src.to_str().expect("utf-8"), "box:/tmp/in.txt"]);
+    assert_eq!(
+        env.ok(&["exec", "box", "cat", "/tmp/in.txt"]),
+        "copied in\n"
+    );
+    let dst = dir.path().join("passwd");
+    env.ok(&["cp", "box:/etc/passwd", dst.to_str().expect("utf-8")]);
+    assert!(
+        std::fs::read_to_string(&dst)
+            .expect("copied out")
+            .starts_with("root:")
+    );
+    let stats = env.ok(&["stats", "--no-stream", "box"]);
+    let line = stats.lines().nth(1).expect("a row");
+    assert!(line.contains("box") && line.contains("67108864"), "{stats}");
+    env.ok(&["rm", "-f", "box"]);
+}

@@ -72,12 +72,21 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// Runs every check even when an earlier one fails, so one CI run reports all problems; fails
+/// at the end if any did.
 fn ci() -> Result<(), String> {
-    run(
+    let mut failures = Vec::new();
+    let mut check = |result: Result<(), String>| {
+        if let Err(e) = result {
+            eprintln!("xtask: {e}");
+            failures.push(e);
+        }
+    };
+    check(run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
-    )?;
-    run(
+    ));
+    check(run(
         "cargo clippy",
         cargo().args([
             "clippy",
@@ -87,18 +96,27 @@ fn ci() -> Result<(), String> {
             "-D",
             "warnings",
         ]),
-    )?;
-    fixtures()?;
-    run(
+    ));
+    check(fixtures().map(|_| ()));
+    check(run(
         "cargo test",
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("KILN_FIXTURES_DIR", target_dir().join("fixtures")),
-    )?;
-    run(
+    ));
+    check(run(
         "criterion smoke run",
         cargo().args(["bench", "--workspace", "--", "--test"]),
-    )
+    ));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} check(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ))
+    }
 }
 
 fn demo() -> Result<(), String> {

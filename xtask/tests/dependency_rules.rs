@@ -13,10 +13,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("kiln-cache", &["kiln-llb"][..]),
         ("kiln-executor", &[][..]),
         ("kiln-oci", &["kiln-llb", "kiln-cache"][..]),
-        (
-            "kiln-registry",
-            &["kiln-llb", "kiln-oci", "kiln-cache"][..],
-        ),
+        ("kiln-registry", &["kiln-llb", "kiln-oci", "kiln-cache"][..]),
         (
             "kiln-engine",
             &[

@@ -297,6 +297,25 @@ fn push_inspect_with_skopeo_pull_back_and_build_from() {
         images.contains(&format!("{}/test/busybox", reg.host())),
         "{images}"
     );
+    // `kiln build --push` sends the result to the registry under its tag.
+    let built_name = format!("{}/test/built:1", reg.host());
+    let ctx = b.dir.path().join("ctx");
+    let pushed = b.kiln(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &built_name,
+        ctx.to_str().unwrap(),
+    ]);
+    let plog = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "{plog}");
+    assert!(plog.contains(&format!("pushed {built_name}")), "{plog}");
+    if skopeo() {
+        let d = skopeo_digest(&built_name, None);
+        assert!(plog.contains(&d), "{plog}");
+    }
     // `kiln pull` of what is there reports the same digest and downloads nothing.
     let pulled = b.kiln(&["pull", &name]);
     assert!(pulled.status.success());
@@ -480,4 +499,129 @@ fn docker_hub_mirror_serves_from_busybox() {
         "{log}"
     );
     assert!(b.ok(&["images"]).contains("busybox"));
+}
+
+/// A small image made in memory: a layer of `layer_len` bytes (the registry does not look
+/// inside layers), its config and its OCI manifest.
+fn memory_image(blobs: &kiln_oci::MemoryBlobs, layer_len: usize) -> kiln_oci::Descriptor {
+    let layer: Vec<u8> = (0..layer_len).map(|i| (i * 7 % 251) as u8).collect();
+    let layer_digest = blobs.insert(layer);
+    let host = kiln_llb::Platform::host();
+    let config = format!(
+        r#"{{"architecture":"{}","os":"{}","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#,
+        host.architecture, host.os
+    );
+    let config_digest = blobs.insert(config.clone().into_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{layer_len}}}]}}"#,
+        config.len()
+    );
+    let size = manifest.len() as u64;
+    let digest = blobs.insert(manifest.into_bytes());
+    kiln_oci::Descriptor::new("application/vnd.oci.image.manifest.v1+json", digest, size)
+}
+
+#[test]
+fn chunked_push_and_pull_through_an_index_picks_this_platform() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let blobs = kiln_oci::MemoryBlobs::new();
+    let manifest = memory_image(&blobs, 5000);
+    let client = kiln_registry::Client::new(
+        kiln_registry::RegistryConfig::default(),
+        kiln_registry::DockerConfig::at(&reg.storage.join("no-docker-config.json")),
+    );
+    let events = std::sync::Mutex::new(Vec::new());
+    let progress = |e: kiln_registry::PushEvent| events.lock().unwrap().push(format!("{e:?}"));
+    let opts = kiln_registry::PushOptions {
+        concurrency: 2,
+        // 5000 bytes in 1 KiB chunks: five PATCHes, then the closing PUT.
+        chunk_size: 1024,
+        mount_from: Vec::new(),
+        progress: &progress,
+    };
+    let by_digest =
+        kiln_registry::Reference::parse(&format!("{}/lib/multi:single", reg.host())).unwrap();
+    let pushed = kiln_registry::push(&client, &blobs, &manifest, &by_digest, &opts).unwrap();
+    assert_eq!(pushed.descriptor.digest, manifest.digest);
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("BlobDone")),
+        "{:?}",
+        events.lock().unwrap()
+    );
+
+    // An index with this platform and another: kiln pulls this platform's manifest.
+    let host = kiln_llb::Platform::host();
+    let other_arch = if host.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{s},"platform":{{"architecture":"{other_arch}","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{s},"platform":{{"architecture":"{}","os":"{}"}}}}]}}"#,
+        host.architecture,
+        host.os,
+        d = manifest.digest,
+        s = manifest.size
+    );
+    let index_digest = blobs.insert(index.clone().into_bytes());
+    let index_desc = kiln_oci::Descriptor::new(
+        "application/vnd.oci.image.index.v1+json",
+        index_digest,
+        index.len() as u64,
+    );
+    let tagged = kiln_registry::Reference::parse(&format!("{}/lib/multi:idx", reg.host())).unwrap();
+    kiln_registry::push(&client, &blobs, &index_desc, &tagged, &opts).unwrap();
+    if skopeo() {
+        assert_eq!(
+            skopeo_digest(&tagged.to_string(), None),
+            index_digest.to_string()
+        );
+    }
+
+    let sink = kiln_oci::MemoryBlobs::new();
+    let pulled = kiln_registry::pull(
+        &client,
+        &tagged,
+        &sink,
+        &kiln_registry::PullOptions {
+            platform: host,
+            concurrency: 3,
+            progress: &|_| {},
+        },
+    )
+    .unwrap();
+    assert_eq!(pulled.manifest.digest, manifest.digest);
+    assert_eq!(pulled.index.map(|d| d.digest), Some(index_digest));
+    let mut want = blobs.digests();
+    want.sort();
+    let mut got = sink.digests();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "every blob of the image and the index were stored"
+    );
+
+    // No manifest for a platform nobody built: a clear error.
+    let err = kiln_registry::pull(
+        &client,
+        &tagged,
+        &kiln_oci::MemoryBlobs::new(),
+        &kiln_registry::PullOptions {
+            platform: kiln_llb::Platform::new("linux", "s390x", None),
+            concurrency: 1,
+            progress: &|_| {},
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no manifest for platform linux/s390x"),
+        "{err}"
+    );
 }

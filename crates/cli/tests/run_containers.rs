@@ -623,3 +623,33 @@ fn interactive_stdin_cp_and_stats() {
     assert!(line.contains("box") && line.contains("67108864"), "{stats}");
     env.ok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn bridge_network_reaches_the_host_through_its_gateway() {
+    let Some(env) = Env::new(&[]) else { return };
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = String::new();
+        s.read_to_string(&mut got).expect("read");
+        got
+    });
+    let script = format!(
+        "gw=$(ip route | awk '/^default/ {{print $3}}'); echo $gw; printf from-container | nc -w 2 $gw {port}"
+    );
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.starts_with("10.89."), "{out}");
+    assert_eq!(server.join().expect("server"), "from-container");
+    let nets = env.ok(&["network", "ls", "-q"]);
+    assert!(nets.lines().any(|l| l == "bridge"), "{nets}");
+}

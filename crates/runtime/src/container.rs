@@ -119,9 +119,8 @@ impl Runtime {
             "none" | "default" => NetworkMode::None,
             "host" => NetworkMode::Host,
             "bridge" => {
-                return Err(RuntimeError::NotSupported(
-                    "the bridge network (use --network none with -p, or --network host)".into(),
-                ));
+                crate::network::default_bridge(self.root())?;
+                NetworkMode::Named
             }
             other => {
                 crate::network::inspect(self.root(), other)?;

@@ -75,12 +75,19 @@ fn host_lock() -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
     })
 }
 
+/// The network `--network bridge` joins, created on first use.
+pub const DEFAULT_BRIDGE: &str = "bridge";
+
+/// A name `network create` accepts (the built-in names are reserved).
 fn valid_name(name: &str) -> bool {
-    !matches!(name, "none" | "host" | "bridge" | "default")
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+    !matches!(name, "none" | "host" | "bridge" | "default") && valid_record_name(name)
+}
+
+/// A name a network record may have: user names and the default bridge.
+fn valid_record_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 64
         && name
             .chars()
@@ -89,7 +96,7 @@ fn valid_name(name: &str) -> bool {
 
 pub fn inspect(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     let path = networks_dir(root).join(name).join("network.json");
-    if !valid_name(name) || !path.exists() {
+    if !valid_record_name(name) || !path.exists() {
         return Err(RuntimeError::Invalid(format!("no such network: {name}")));
     }
     read_json(&path)
@@ -117,6 +124,18 @@ pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
             "invalid network name {name:?} (none, host, bridge and default are reserved)"
         )));
     }
+    create_record(root, name)
+}
+
+/// The default bridge network of this root, created when first used.
+pub fn default_bridge(root: &Path) -> Result<NetworkInfo, RuntimeError> {
+    match inspect(root, DEFAULT_BRIDGE) {
+        Ok(info) => Ok(info),
+        Err(_) => create_record(root, DEFAULT_BRIDGE),
+    }
+}
+
+fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     if inspect(root, name).is_ok() {
         return Err(RuntimeError::Invalid(format!(
             "network {name} already exists"
@@ -165,6 +184,9 @@ pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
                 "-I", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
             ],
         )?;
+        // Outward traffic leaves with the host's address.
+        let subnet = info.subnet();
+        run("iptables", &nat_rule("-A", &subnet, &bridge))?;
         let dir = networks_dir(root).join(name);
         fs::create_dir_all(&dir).map_err(io_err(format!("create network {name}")))?;
         fs::write(
@@ -175,13 +197,31 @@ pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
         write_json(&dir.join("network.json"), &info)
     })();
     if let Err(e) = setup {
-        teardown_bridge(&bridge);
+        teardown_bridge(&bridge, &info.subnet());
         return Err(e);
     }
     Ok(info)
 }
 
-fn teardown_bridge(bridge: &str) {
+fn nat_rule<'a>(op: &'a str, subnet: &'a str, bridge: &'a str) -> [&'a str; 12] {
+    [
+        "-t",
+        "nat",
+        op,
+        "POSTROUTING",
+        "-s",
+        subnet,
+        "!",
+        "-o",
+        bridge,
+        "-j",
+        "MASQUERADE",
+        "-w",
+    ]
+}
+
+fn teardown_bridge(bridge: &str, subnet: &str) {
+    let _ = run("iptables", &nat_rule("-D", subnet, bridge));
     let _ = run(
         "iptables",
         &["-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
@@ -205,7 +245,7 @@ pub fn remove(root: &Path, name: &str) -> Result<(), RuntimeError> {
             c.config.name
         )));
     }
-    teardown_bridge(&info.bridge);
+    teardown_bridge(&info.bridge, &info.subnet());
     fs::remove_dir_all(networks_dir(root).join(name))
         .map_err(io_err(format!("remove network {name}")))
 }

@@ -1,10 +1,9 @@
 //! `kiln network create|ls|inspect|rm`: user-defined networks (a bridge and a /24 each), beside
-//! the built-in `none` and `host`. The default `bridge` network is not supported yet.
+//! the built-in `none` and `host`; `bridge` is created on first use by `run --network bridge`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::Subcommand;
 use kiln_runtime::network;
 
@@ -81,9 +80,6 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Create { name } => {
-            if name == "bridge" {
-                bail!("not supported yet: the default bridge network");
-            }
             println!("{}", network::create(root, &name)?.id);
         }
         NetworkCommand::Rm { names } => {

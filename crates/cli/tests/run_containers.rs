@@ -621,6 +621,11 @@ fn interactive_stdin_cp_and_stats() {
     let stats = env.ok(&["stats", "--no-stream", "box"]);
     let line = stats.lines().nth(1).expect("a row");
     assert!(line.contains("box") && line.contains("67108864"), "{stats}");
+    // A stopped container: its rootfs is mounted for the copy.
+    env.ok(&["stop", "-t", "0", "box"]);
+    let back = dir.path().join("back.txt");
+    env.ok(&["cp", "box:/tmp/in.txt", back.to_str().expect("utf-8")]);
+    assert_eq!(std::fs::read_to_string(&back).expect("read"), "copied in\n");
     env.ok(&["rm", "-f", "box"]);
 }
 

@@ -1178,3 +1178,88 @@ mod tests {
         assert_eq!(home_of(&layers, "1234"), "/");
     }
 }
+
+/// Which way `Runtime::copy` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    FromContainer,
+    ToContainer,
+}
+
+impl Runtime {
+    /// `kiln cp`: copies between `container_path` in `c` and `host_path` with `cp -a`. A
+    /// running container is reached through `/proc/<pid>/root`; a stopped one has its rootfs
+    /// overlay mounted in a private mount namespace for the copy.
+    pub fn copy(
+        &self,
+        c: &Container,
+        container_path: &str,
+        host_path: &Path,
+        direction: CopyDirection,
+    ) -> Result<(), RuntimeError> {
+        if !container_path.starts_with('/') {
+            return Err(RuntimeError::Invalid(format!(
+                "container path {container_path:?} must be absolute"
+            )));
+        }
+        let c = self.get(c.id())?;
+        let cp = |root: &Path| -> Result<(), RuntimeError> {
+            let inner = root.join(container_path.trim_start_matches('/'));
+            let (from, to) = match direction {
+                CopyDirection::FromContainer => (inner, host_path.to_path_buf()),
+                CopyDirection::ToContainer => (host_path.to_path_buf(), inner),
+            };
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg("--")
+                .arg(&from)
+                .arg(&to)
+                .status()
+                .map_err(io_err("run cp"))?;
+            if !status.success() {
+                return Err(RuntimeError::Invalid(format!(
+                    "failed to copy {} to {}",
+                    from.display(),
+                    to.display()
+                )));
+            }
+            Ok(())
+        };
+        if c.state.status == Status::Running && store::is_alive(c.state.pid, c.state.pid_start) {
+            return cp(Path::new(&format!("/proc/{}/root", c.state.pid)));
+        }
+        let top = c
+            .config
+            .snapshot
+            .as_deref()
+            .map(SnapshotId::parse)
+            .transpose()?;
+        let layers = self.layers(top.as_ref(), &c.dir)?;
+        if layers.len() == 1 {
+            return cp(&c.dir.join("upper"));
+        }
+        let mnt = self.worker.tempdir("cp-")?;
+        let mounts = kiln_executor::snapshot::Mounts::Overlay {
+            lowerdirs: layers[1..].to_vec(),
+            upperdir: c.dir.join("upper"),
+            workdir: c.dir.join("work"),
+        };
+        let target = mnt.path().to_path_buf();
+        let mut failure = None;
+        kiln_engine::worker::with_private_mounts(|| {
+            mounts
+                .mount(&target)
+                .map_err(|source| kiln_engine::EngineError::Io {
+                    what: format!("mount the rootfs of container {}", c.name()),
+                    source,
+                })?;
+            // cp runs as a child of this thread and so inside its mount namespace.
+            failure = cp(&target).err();
+            Ok(())
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -23,7 +23,7 @@ mod ports;
 pub mod store;
 pub mod volume;
 
-pub use container::{Runtime, StartMode, Stats, parse_signal};
+pub use container::{CopyDirection, Runtime, StartMode, Stats, parse_signal};
 pub use error::RuntimeError;
 pub use exec::ExecOptions;
 pub use logs::{LogEntry, LogOptions};

@@ -1,13 +1,13 @@
 //! Container commands: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `restart`, `exec`, `cp`,
 //! `stats`, and `inspect` for containers (images otherwise).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kiln_runtime::{Container, ExecOptions, LogOptions, StartMode, Status};
+use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
 use super::images;
 use super::run::{failure, kiln_exe, runtime, terminal_sink};
@@ -297,33 +297,15 @@ fn container_path(s: &str) -> Option<(&str, &str)> {
 
 pub fn cp(args: CpArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let rt = runtime(root)?;
-    let resolve = |name: &str, path: &str| -> anyhow::Result<PathBuf> {
-        let c = rt.get(name)?;
-        if c.state.status != Status::Running {
-            bail!("not supported yet: kiln cp with a container that is not running ({name})");
-        }
-        if !path.starts_with('/') {
-            bail!("container path {path:?} must be absolute");
-        }
-        // The container's root as its pid 1 sees it.
-        Ok(PathBuf::from(format!("/proc/{}/root{}", c.state.pid, path)))
-    };
-    let (from, to) = match (container_path(&args.source), container_path(&args.dest)) {
-        (Some((c, p)), None) => (resolve(c, p)?, PathBuf::from(&args.dest)),
-        (None, Some((c, p))) => (PathBuf::from(&args.source), resolve(c, p)?),
-        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
-        (None, None) => bail!("one of source and destination must be CONTAINER:PATH"),
-    };
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg("--")
-        .arg(&from)
-        .arg(&to)
-        .status()
-        .context("failed to run cp")?;
-    if !status.success() {
-        bail!("failed to copy {} to {}", from.display(), to.display());
-    }
+    let (name, inner, host, direction) =
+        match (container_path(&args.source), container_path(&args.dest)) {
+            (Some((c, p)), None) => (c, p, &args.dest, CopyDirection::FromContainer),
+            (None, Some((c, p))) => (c, p, &args.source, CopyDirection::ToContainer),
+            (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+            (None, None) => bail!("one of source and destination must be CONTAINER:PATH"),
+        };
+    let c = rt.get(name)?;
+    rt.copy(&c, inner, Path::new(host), direction)?;
     Ok(ExitCode::SUCCESS)
 }
 

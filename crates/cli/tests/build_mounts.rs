@@ -22,6 +22,7 @@ RUN --mount=type=bind,from=src,source=/data,target=/bound \
 RUN --mount=type=bind,from=src,source=/data,target=/bound,rw touch /bound/w && ls /bound > /rw-out
 RUN --mount=type=bind,from=src,source=/data,target=/bound test ! -e /bound/w && echo discarded > /rw-after
 RUN --mount=type=bind,target=/ctx cat /ctx/ctxfile > /ctx-out
+RUN --mount=type=bind,target=/ctx,rw test ! -e /ctx/hidden.txt && rm /ctx/ctxfile && echo ignored-ok > /ignored-out
 RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-len
 RUN --mount=type=secret,id=tok,env=TOK test \"$TOK\" = s3cret && echo env-ok > /secret-env
 ";
@@ -37,6 +38,8 @@ fn run_mounts_cache_tmpfs_bind_and_secrets() {
         &[
             ("Dockerfile", DOCKERFILE),
             ("ctxfile", "from the context\n"),
+            (".dockerignore", "hidden.txt\n"),
+            ("hidden.txt", "ignored\n"),
         ],
     );
     let secret = k.dir.path().join("tok");
@@ -56,12 +59,12 @@ fn run_mounts_cache_tmpfs_bind_and_secrets() {
     b.assert_ok();
     let got = k.output_of(
         "mounts",
-        "cat /cache-stat /cache-count /bind-out /rw-out /rw-after /ctx-out /secret-len /secret-env \
+        "cat /cache-stat /cache-count /bind-out /rw-out /rw-after /ctx-out /ignored-out /secret-len /secret-env \
          && cut -d' ' -f4 /tmpfs-line | tr , '\\n' | grep size",
     );
     assert_eq!(
         got,
-        "1001 1002 751\n1\nfrom-stage\nreadonly\nf\nw\ndiscarded\nfrom the context\n6\nenv-ok\nsize=1024k\n"
+        "1001 1002 751\n1\nfrom-stage\nreadonly\nf\nw\ndiscarded\nfrom the context\nignored-ok\n6\nenv-ok\nsize=1024k\n"
     );
 
     // A second round sees what the first left in the cache.

@@ -364,10 +364,24 @@ fn bind_source(
             out.scratch.push(active);
             mountpoint.path().to_path_buf()
         }
-        Value::Local(local) if readonly => local.path.clone(),
         Value::Local(local) => {
-            overlay_over(out, worker, &local.path, mountpoint.path())?;
-            mountpoint.path().to_path_buf()
+            // `.dockerignore`d files are not part of the context for mounts either.
+            let visible = match &local.ignore {
+                Some(_) => {
+                    let filtered = worker.tempdir("ctxview-")?;
+                    filtered_context(local, filtered.path())?;
+                    let path = filtered.path().to_path_buf();
+                    out._temps.push(filtered);
+                    path
+                }
+                None => local.path.clone(),
+            };
+            if readonly {
+                visible
+            } else {
+                overlay_over(out, worker, &visible, mountpoint.path())?;
+                mountpoint.path().to_path_buf()
+            }
         }
     };
     out._temps.push(mountpoint);
@@ -377,6 +391,39 @@ fn bind_source(
         return Err(not_found(format!("mount source {}", source.selector)));
     }
     Ok(dir)
+}
+
+/// Recreates the build context without its ignored paths under `dest`: files hard-linked
+/// when the context shares the store's filesystem (copied otherwise), symlinks recreated.
+fn filtered_context(local: &crate::value::LocalDir, dest: &Path) -> Result<(), EngineError> {
+    for entry in walkdir::WalkDir::new(&local.path).min_depth(1) {
+        let entry = entry.map_err(|e| EngineError::Io {
+            what: format!("read the build context {}", local.path.display()),
+            source: e.into(),
+        })?;
+        let Ok(rel) = entry.path().strip_prefix(&local.path) else {
+            continue;
+        };
+        let rel_text = rel.to_string_lossy();
+        if local.is_ignored(&rel_text) {
+            continue;
+        }
+        let to = dest.join(rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(io("create a context view directory"))?;
+        }
+        let ty = entry.file_type();
+        let what = format!("add {rel_text} to the context view");
+        if ty.is_dir() {
+            fs::create_dir_all(&to).map_err(io(what))?;
+        } else if ty.is_symlink() {
+            let target = fs::read_link(entry.path()).map_err(io(what.clone()))?;
+            std::os::unix::fs::symlink(target, &to).map_err(io(what))?;
+        } else if ty.is_file() && fs::hard_link(entry.path(), &to).is_err() {
+            fs::copy(entry.path(), &to).map_err(io(what))?;
+        }
+    }
+    Ok(())
 }
 
 /// An overlay of `lower` with a throwaway upper dir at `at`: a writable view of the build

@@ -250,6 +250,9 @@ fn detached_httpd_serves_a_published_port_logs_exec_and_stop() {
         env.ok(&["exec", "web", "cat", "/www/index.html"]),
         "hello-from-kiln\n"
     );
+    // Docker's default capability set, as the container's pid 1 has.
+    let caps = env.ok(&["exec", "web", "sh", "-c", "grep CapBnd /proc/self/status"]);
+    assert_eq!(caps, "CapBnd:\t00000000a80425fb\n");
     let out = env.kiln(&["exec", "web", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4));
     let inspect: serde_json::Value =

@@ -107,6 +107,13 @@ impl Runtime {
                     source: e.into(),
                 })?;
             }
+            // Docker's default capabilities, like the container's own processes: the bounding
+            // set of this thread limits what the command gets when it runs as root.
+            crate::sys::drop_bounding_except(
+                kiln_executor::sandbox::DOCKER_DEFAULT_CAPS,
+                crate::sys::last_cap(),
+            )
+            .map_err(io_err("drop capabilities for exec"))?;
             let resolved =
                 kiln_engine::fileop::owner::resolve_user(Some(&PathBuf::from("/")), &user)?;
             let mut cmd = Command::new(&argv[0]);

@@ -21,6 +21,7 @@ pub mod network;
 pub mod options;
 mod ports;
 pub mod store;
+mod sys;
 pub mod volume;
 
 pub use container::{CopyDirection, Runtime, StartMode, Stats, parse_signal};

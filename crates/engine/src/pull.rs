@@ -31,9 +31,30 @@ impl Worker {
             concurrency: PULL_CONCURRENCY,
             progress,
         };
-        let blobs = self.blobs();
-        let pulled = kiln_registry::pull(client, &reference, &blobs, &opts)
-            .map_err(|e| registry_error("pull", &reference.to_string(), e))?;
+        // A lease keeps a concurrent prune from collecting the blobs between their commit and
+        // the name that makes them reachable. When the pull fails, the blobs it did store are
+        // unreferenced once the lease goes, and the next prune removes them.
+        let lease = self
+            .store()
+            .create_lease(&kiln_cache::LeaseOptions::default())?;
+        let sink = kiln_oci::store::LeasedStore {
+            store: self.store(),
+            lease: &lease.id,
+        };
+        let result = kiln_registry::pull(client, &reference, &sink, &opts)
+            .map_err(|e| registry_error("pull", &reference.to_string(), e))
+            .and_then(|pulled| self.name_pulled(&reference, &pulled));
+        let released = self.store().delete_lease(&lease.id);
+        let image = result?;
+        released?;
+        Ok(image)
+    }
+
+    fn name_pulled(
+        &self,
+        reference: &Reference,
+        pulled: &kiln_registry::Pulled,
+    ) -> Result<Image, EngineError> {
         let target = ImageRef {
             target: to_store_digest(&pulled.manifest.digest),
             media_type: pulled.manifest.media_type.clone(),

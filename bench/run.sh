@@ -235,7 +235,7 @@ run_case() {
       [[ -n ${failed[$tool]:-} ]] && continue
       cmd=$(tpl "$tool" "$key")
       if [[ -z $cmd ]]; then
-        ((rep == 1)) && printf '%s\t%s\t%s\t-\t-\t-\t-\t-\tNA\n' "$w" "$m" "$tool" >>"$RAW"
+        printf '%s\t%s\t%s\t-\t-\t-\t-\t-\tNA\n' "$w" "$m" "$tool" >>"$RAW"
         failed[$tool]=na
         continue
       fi

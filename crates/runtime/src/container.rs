@@ -896,6 +896,8 @@ impl Runtime {
         fs::remove_dir_all(&trash).map_err(io_err(format!("remove container {}", c.name())))?;
         if let Some(n) = &c.config.network_name {
             let _ = crate::network::refresh_hosts(self.root(), n);
+            // A namespace its killed owner could not delete.
+            crate::network::forget_namespace(c.id());
         }
         if volumes {
             for m in &c.config.mounts {

@@ -327,3 +327,11 @@ pub(crate) fn attach(info: &NetworkInfo, id: &str, ip: &str) -> Result<Attachmen
     }
     Ok(att)
 }
+
+/// Deletes the named namespace of container `id` if one was left behind.
+pub(crate) fn forget_namespace(id: &str) {
+    let netns = format!("kiln-{}", &id[..12.min(id.len())]);
+    if Path::new("/run/netns").join(&netns).exists() {
+        let _ = run("ip", &["netns", "del", &netns]);
+    }
+}

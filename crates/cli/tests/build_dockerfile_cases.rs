@@ -274,3 +274,38 @@ fn dockerignore_patterns_and_the_per_dockerfile_ignore_file() {
         ".dockerignore\nDockerfile\nDockerfile2\nDockerfile2.dockerignore\nbar\nbay\nbaz\n"
     );
 }
+
+#[test]
+fn copy_link_stacks_layers_over_the_base() {
+    let Some(k) = Kiln::new("copy_link") else {
+        return;
+    };
+    let ctx = k.mkdir("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS a\nRUN mkdir /out && echo from-stage > /out/x\n\
+                 FROM busybox\nWORKDIR /var/www\nCOPY --link testfile .\n\
+                 COPY --link --from=a /out/x ./y\nCOPY --link --chmod=0600 testfile /etc/\n\
+                 RUN cat /var/www/testfile /var/www/y && stat -c %a /etc/testfile && head -1 /etc/passwd\n",
+            ),
+            ("testfile", "linked\n"),
+        ],
+    );
+    let b = k.build(&ctx, &["-t", "linked"]);
+    b.assert_ok();
+    let run = b.runs_executed();
+    let last = run
+        .iter()
+        .find(|s| s.contains("cat /var/www"))
+        .expect("the RUN");
+    assert_eq!(
+        b.stdout_of(last),
+        "linked\nfrom-stage\n600\nroot:x:0:0:root:/root:/bin/sh\n"
+    );
+    let again = k.build(&ctx, &["-t", "linked"]);
+    again.assert_ok();
+    assert!(again.executed().is_empty(), "{:?}", again.executed());
+}

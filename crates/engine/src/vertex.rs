@@ -125,9 +125,22 @@ impl Operation for Vertex {
                 .await
                 .map_err(|e| EngineError::Bug(format!("file op task failed: {e}")))?
             }
-            Op::Merge(_) => Err(EngineError::NotSupported(
-                "merge ops (COPY --link) in the local engine".into(),
-            )),
+            Op::Merge(merge) => {
+                let worker = self.env.worker.clone();
+                let index = input_indexes(&self.op);
+                let order: Vec<Digest> = merge.inputs.iter().map(|i| i.vertex).collect();
+                let inputs = inputs.to_vec();
+                let digest = self.digest;
+                tokio::task::spawn_blocking(move || {
+                    let values = order
+                        .iter()
+                        .map(|d| value_of(&index, &inputs, d).cloned())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    crate::fileop::merge::merge(&worker, &values, &digest)
+                })
+                .await
+                .map_err(|e| EngineError::Bug(format!("merge task failed: {e}")))?
+            }
         }
     }
 

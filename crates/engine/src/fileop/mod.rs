@@ -5,5 +5,6 @@ pub mod archive;
 pub mod copy;
 pub mod glob;
 pub mod http;
+pub mod merge;
 pub mod owner;
 pub mod resolve;

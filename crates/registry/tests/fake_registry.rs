@@ -108,16 +108,16 @@ impl Fake {
                     );
                     continue;
                 }
-                if let Some(digest) = path.strip_prefix("/v2/team/app/blobs/") {
-                    if let Some(b) = blobs.get(digest) {
-                        if n == 1 {
-                            // Cut off half way: the client must fetch it again.
-                            respond(&mut stream, "200 OK", &[], &b[..b.len() / 2], b.len());
-                        } else {
-                            respond(&mut stream, "200 OK", &[], b, b.len());
-                        }
-                        continue;
+                if let Some(digest) = path.strip_prefix("/v2/team/app/blobs/")
+                    && let Some(b) = blobs.get(digest)
+                {
+                    if n == 1 {
+                        // Cut off half way: the client must fetch it again.
+                        respond(&mut stream, "200 OK", &[], &b[..b.len() / 2], b.len());
+                    } else {
+                        respond(&mut stream, "200 OK", &[], b, b.len());
                     }
+                    continue;
                 }
                 respond(&mut stream, "404 Not Found", &[], b"", 0);
             }

@@ -139,6 +139,15 @@ impl Env {
             .env("HOME", &home)
             .env("DOCKER_CONFIG", home.join(".docker"))
             .env("KILN_CONFIG", self.config())
+            // Credential helpers a test writes go in <env>/bin.
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.dir.path().join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -405,6 +414,28 @@ fn htpasswd_auth_needs_login() {
     std::fs::remove_dir_all(a.root()).unwrap();
     let err = a.fails(&["pull", &name]);
     assert!(err.contains("authentication required by registry"), "{err}");
+
+    // A credential store (`credsStore`) answers through `docker-credential-NAME get`.
+    let bin = a.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = {} ] || exit 1\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"kiln\",\"Secret\":\"s3cret\"}}'\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        a.dir.path().join("home/.docker/config.json"),
+        r#"{"credsStore":"kilntest"}"#,
+    )
+    .unwrap();
+    let pulled = a.ok(&["pull", &name]);
+    assert!(pulled.contains(&digest), "{pulled}");
 }
 
 #[test]
@@ -624,4 +655,57 @@ fn chunked_push_and_pull_through_an_index_picks_this_platform() {
             .contains("no manifest for platform linux/s390x"),
         "{err}"
     );
+}
+
+#[test]
+fn build_pull_rechecks_the_registry_for_a_moved_tag() {
+    if !is_root() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = Env::new();
+    a.import_busybox();
+    let base = format!("{}/base/bb:latest", reg.host());
+    let first = a.ok(&["push", "busybox", &base]).trim().to_owned();
+
+    let b = Env::new();
+    let dockerfile = format!("FROM {base}\nRUN cat /marker || echo none\n");
+    let out = b.build(&dockerfile, "app");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = b.ok(&["pull", &base]);
+    assert!(pulled.contains(&first), "{pulled}");
+
+    // The tag moves to a new image.
+    let moved = a.build("FROM busybox\nRUN echo v2 > /marker\n", &base);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let second = a.ok(&["push", &base]).trim().to_owned();
+    assert_ne!(first, second);
+
+    // Without --pull the stored base is used; with it the build sees the new one.
+    let out = b.build(&dockerfile, "app");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&format!("pull {}", reg.host())));
+    let ctx = b.dir.path().join("ctx");
+    let out = b.kiln(&[
+        "build",
+        "--pull",
+        "--progress",
+        "plain",
+        "-t",
+        "app",
+        ctx.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains(&format!("resolved {second}")), "{log}");
+    assert!(log.contains("v2"), "the RUN step saw the new base: {log}");
 }

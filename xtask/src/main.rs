@@ -123,6 +123,15 @@ fn demo() -> Result<(), String> {
     if !nix_is_root() {
         return Err("the demo runs RUN steps in real namespaces: run it as root".into());
     }
+    if kiln_testutil::busybox_binary().is_err() {
+        run(
+            "apt-get install busybox-static (the base image is made from it)",
+            Command::new("sh").args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static",
+            ]),
+        )?;
+    }
     run(
         "build kiln (release)",
         cargo().args(["build", "--release", "-p", "kiln-cli"]),

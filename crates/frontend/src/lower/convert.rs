@@ -1648,6 +1648,17 @@ impl Lowering<'_> {
         let from_source = match &args.from {
             Some(from) => {
                 let s = self.stage_ref(from, span)?;
+                // Stages are listed in file order: a defined stage at or after this one is a
+                // forward reference, which BuildKit rejects even when it could be built first.
+                if self.stages[s].def.is_some() && s >= i {
+                    return Err(error(
+                        format!(
+                            "cannot copy from stage {from:?}, it needs to be defined before current stage {:?}",
+                            self.stages[i].progress_name
+                        ),
+                        span,
+                    ));
+                }
                 let input = match &self.stages[s].state {
                     Some(st) => st.fs,
                     None if self.stages[s].def.is_none() => self.implicit_image(s)?,

@@ -21,7 +21,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     #[error(
-        "image {0:?} not found in the local store (pulling from registries is not supported yet; use `kiln import` or `kiln load`)"
+        "image {0:?} not found in the local store (`kiln pull`, `kiln load` or `kiln import` it)"
     )]
     ImageNotFound(String),
     #[error("invalid image {name}: {reason}")]

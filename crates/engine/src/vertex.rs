@@ -559,12 +559,7 @@ fn run_file_op(
                     run_copy(worker, copy, source_value, &mount_dir, dest_root)?;
                 }
                 FileAction::Mkdir(mkdir) => {
-                    let path = resolve_in_root(dest_root, &mkdir.path, true).map_err(|source| {
-                        EngineError::Io {
-                            what: format!("resolve {}", mkdir.path),
-                            source,
-                        }
-                    })?;
+                    let path = resolve_dest(dest_root, &mkdir.path, true)?;
                     if !path.is_dir() {
                         let own = ownership(
                             mkdir.owner.as_ref(),
@@ -575,13 +570,7 @@ fn run_file_op(
                     }
                 }
                 FileAction::Mkfile(mkfile) => {
-                    let path =
-                        resolve_in_root(dest_root, &mkfile.path, true).map_err(|source| {
-                            EngineError::Io {
-                                what: format!("resolve {}", mkfile.path),
-                                source,
-                            }
-                        })?;
+                    let path = resolve_dest(dest_root, &mkfile.path, true)?;
                     if let Some(parent) = path.parent() {
                         create_dirs(
                             dest_root,
@@ -614,12 +603,7 @@ fn run_file_op(
                     }
                 }
                 FileAction::Rm(rm) => {
-                    let path = resolve_in_root(dest_root, &rm.path, false).map_err(|source| {
-                        EngineError::Io {
-                            what: format!("resolve {}", rm.path),
-                            source,
-                        }
-                    })?;
+                    let path = resolve_dest(dest_root, &rm.path, false)?;
                     let removed = match path.symlink_metadata() {
                         Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
                         Ok(_) => std::fs::remove_file(&path),
@@ -635,12 +619,7 @@ fn run_file_op(
                     }
                 }
                 FileAction::Symlink(link) => {
-                    let path = resolve_in_root(dest_root, &link.path, false).map_err(|source| {
-                        EngineError::Io {
-                            what: format!("resolve {}", link.path),
-                            source,
-                        }
-                    })?;
+                    let path = resolve_dest(dest_root, &link.path, false)?;
                     std::os::unix::fs::symlink(&link.target, &path).map_err(|source| {
                         EngineError::Io {
                             what: format!("create symlink {}", link.path),
@@ -659,6 +638,15 @@ fn run_file_op(
             Err(e)
         }
     }
+}
+
+/// A file action's path inside the mounted destination, as an engine error when it cannot be
+/// resolved.
+fn resolve_dest(dest_root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, EngineError> {
+    resolve_in_root(dest_root, path, follow_last).map_err(|source| EngineError::Io {
+        what: format!("resolve {path}"),
+        source,
+    })
 }
 
 fn create_dirs(

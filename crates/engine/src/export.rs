@@ -355,12 +355,12 @@ pub fn save(
     let blobs = worker.blobs();
     let oci_err = |e: kiln_oci::ExportError| EngineError::Oci(format_chain(&e));
     let mut out = match format {
-        SaveFormat::Oci => kiln_oci::write_oci_archive(out, &blobs, images).map_err(oci_err)?,
+        SaveFormat::Oci => kiln_oci::write_oci_archive(out, blobs, images).map_err(oci_err)?,
         SaveFormat::Docker => {
             let tmp = worker.tempdir("save-")?;
             kiln_oci::write_docker_archive(
                 out,
-                &blobs,
+                blobs,
                 images,
                 &DockerArchiveOptions {
                     layers: DockerLayers::Uncompressed,
@@ -433,7 +433,7 @@ pub fn export(
         OutputKind::Image => Ok(()),
         OutputKind::Oci if !output.tar => {
             let dir = dest()?;
-            kiln_oci::write_oci_layout(&dir, &worker.blobs(), &named()?)
+            kiln_oci::write_oci_layout(&dir, worker.blobs(), &named()?)
                 .map_err(|e| EngineError::Oci(format_chain(&e)))?;
             Ok(())
         }

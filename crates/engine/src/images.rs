@@ -375,7 +375,7 @@ impl Worker {
         )
         .map_err(|e| EngineError::Oci(e.to_string()))?;
         assembled
-            .store(&self.blobs())
+            .store(self.blobs())
             .map_err(|e| EngineError::Oci(e.to_string()))?;
         let target = ImageRef {
             target: to_store_digest(&assembled.manifest_descriptor.digest),
@@ -445,7 +445,7 @@ impl Worker {
         let assembled = kiln_oci::assemble(&config, &[layer], &ImageOptions::default())
             .map_err(|e| EngineError::Oci(e.to_string()))?;
         assembled
-            .store(&self.blobs())
+            .store(self.blobs())
             .map_err(|e| EngineError::Oci(e.to_string()))?;
         let target = ImageRef {
             target: to_store_digest(&assembled.manifest_descriptor.digest),

@@ -99,7 +99,7 @@ impl Worker {
     /// The config digest of a manifest, or the index's own digest for an index.
     fn config_digest_of(&self, d: &kiln_oci::Descriptor) -> Result<kiln_oci::Digest, EngineError> {
         let bytes = kiln_oci::BlobSource::read_verified(
-            &self.blobs(),
+            self.blobs(),
             &d.digest,
             kiln_oci::export::MAX_JSON_SIZE,
         )

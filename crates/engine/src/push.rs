@@ -35,7 +35,7 @@ impl Worker {
                 } else {
                     image.manifest.media_type.clone()
                 };
-                let size = kiln_oci::BlobSource::size(&self.blobs(), &image.manifest_digest)
+                let size = kiln_oci::BlobSource::size(self.blobs(), &image.manifest_digest)
                     .map_err(|e| EngineError::Oci(e.to_string()))?
                     .unwrap_or(0);
                 kiln_oci::Descriptor::new(media_type, image.manifest_digest, size)
@@ -63,7 +63,7 @@ impl Worker {
             progress,
         };
         let blobs = self.blobs();
-        kiln_registry::push(client, &blobs, &top, &dest_ref, &opts)
+        kiln_registry::push(client, blobs, &top, &dest_ref, &opts)
             .map_err(|e| registry_error("push", &dest_ref.to_string(), e))
     }
 }

@@ -1,12 +1,11 @@
 //! The worker: one local store root with its content store, metadata and snapshotter, plus the
 //! adapters that let the `oci` crate read and write blobs in it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kiln_cache::Store;
 use kiln_executor::snapshot::Snapshotter;
-use kiln_oci::{BlobError, BlobSink, BlobSource, Digest};
+use kiln_oci::Digest;
 
 use crate::error::EngineError;
 
@@ -71,9 +70,9 @@ impl Worker {
             })
     }
 
-    /// The content store seen through the `oci` crate's blob traits.
-    pub fn blobs(&self) -> StoreBlobs<'_> {
-        StoreBlobs(&self.store)
+    /// The content store, which the `oci` crate's blob traits are implemented for.
+    pub fn blobs(&self) -> &kiln_cache::ContentStore {
+        self.store.content()
     }
 }
 
@@ -86,64 +85,6 @@ pub fn from_store_digest(d: &kiln_cache::Digest) -> Digest {
     d.to_string()
         .parse()
         .expect("a store digest always prints as sha256:<hex>")
-}
-
-/// The content store as an `oci` blob source and sink.
-#[derive(Clone, Copy)]
-pub struct StoreBlobs<'a>(&'a Store);
-
-impl BlobSource for StoreBlobs<'_> {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, BlobError> {
-        let d = to_store_digest(digest);
-        if !self.0.content().exists(&d) {
-            return Err(BlobError::NotFound(*digest));
-        }
-        let file = self.0.content().read(&d).map_err(|e| BlobError::Read {
-            digest: *digest,
-            source: std::io::Error::other(e),
-        })?;
-        Ok(Box::new(file))
-    }
-
-    fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
-        let d = to_store_digest(digest);
-        if !self.0.content().exists(&d) {
-            return Ok(None);
-        }
-        self.0
-            .content()
-            .info(&d)
-            .map(|info| Some(info.size))
-            .map_err(|e| BlobError::Read {
-                digest: *digest,
-                source: std::io::Error::other(e),
-            })
-    }
-}
-
-impl BlobSink for StoreBlobs<'_> {
-    fn contains(&self, digest: &Digest) -> Result<bool, BlobError> {
-        Ok(self.0.content().exists(&to_store_digest(digest)))
-    }
-
-    fn put(&self, digest: &Digest, size: u64, reader: &mut dyn Read) -> Result<(), BlobError> {
-        let wrap = |e: kiln_cache::Error| BlobError::Write {
-            digest: *digest,
-            source: std::io::Error::other(e),
-        };
-        let mut writer = self
-            .0
-            .content()
-            .writer(Some(to_store_digest(digest)))
-            .map_err(wrap)?
-            .expect_size(size);
-        std::io::copy(reader, &mut writer).map_err(|source| BlobError::Write {
-            digest: *digest,
-            source,
-        })?;
-        writer.commit().map_err(wrap)?;
-        Ok(())
-    }
 }
 
 /// Runs `f` on a thread with its own private mount namespace, so every mount `f` makes is gone

@@ -15,6 +15,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::EngineError;
 use crate::images::{CommitOptions, Image};
+use crate::remote_cache::export::{ExportInput, Exported};
+use crate::remote_cache::{CacheExport, CacheImport, RemoteCache};
 use crate::value::{LocalDir, RecordStore, Value};
 use crate::vertex::{BuildEnv, Vertex, input_indexes};
 use crate::worker::Worker;
@@ -39,12 +41,18 @@ pub struct BuildRequest {
     pub commit: CommitOptions,
     /// `--secret`s for `RUN --mount=type=secret`.
     pub secrets: crate::mounts::Secrets,
+    /// `--cache-from`: caches asked after a local miss, in order.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`: where to write the build's cache after the image is stored.
+    pub cache_to: Vec<CacheExport>,
 }
 
 /// A finished build.
 #[derive(Debug)]
 pub struct BuildResult {
     pub image: Image,
+    /// What each `--cache-to` wrote (those that failed with `ignore-error=true` are left out).
+    pub cache_exports: Vec<Exported>,
 }
 
 /// Why a build failed, with what the CLI needs to show it.
@@ -235,7 +243,10 @@ pub async fn build_lowered(
             .max_parallelism
             .unwrap_or_else(|| SolverConfig::default().max_parallelism),
     };
-    let solver = Solver::with_config(RecordStore::new(worker.clone()), config);
+    let remotes = Arc::new(open_caches(&worker, &request.cache_from).await);
+    let records = RecordStore::new(worker.clone()).with_remotes(remotes.clone());
+    let used = records.used();
+    let solver = Solver::with_config(records, config);
     let solved = solver
         .solve(
             &graph,
@@ -265,16 +276,75 @@ pub async fn build_lowered(
     let mut config = lowered.config;
     let epoch = commit.source_date_epoch;
     let created = match epoch {
-        Some(t) => kiln_llb::image::format_rfc3339(t as i64, 0),
-        None => reuse_created_time(&worker, &solved[0].key, &config)?,
+        Some(t) => (None, kiln_llb::image::format_rfc3339(t as i64, 0)),
+        None => {
+            let (key, time) = reuse_created_time(&worker, &solved[0].key, &config, &remotes)?;
+            (Some(key), time)
+        }
     };
-    fill_created(&mut config, &created);
-    let image = tokio::task::spawn_blocking(move || {
-        worker.commit_image(top.as_ref(), config, &request.tags, &commit)
+    fill_created(&mut config, &created.1);
+    let input = ExportInput {
+        used: used.snapshot(),
+        top: top.clone(),
+        created: created.0.map(|key| (key, created.1.clone())),
+    };
+    tokio::task::spawn_blocking(move || {
+        let image = worker.commit_image(top.as_ref(), config, &request.tags, &commit)?;
+        let cache_exports = export_caches(&worker, &request.cache_to, &input)?;
+        Ok::<_, BuildError>(BuildResult {
+            image,
+            cache_exports,
+        })
     })
     .await
-    .map_err(|e| EngineError::Bug(format!("export task failed: {e}")))??;
-    Ok(BuildResult { image })
+    .map_err(|e| EngineError::Bug(format!("export task failed: {e}")))?
+}
+
+/// Opens every `--cache-from`. One that cannot be read is a warning, as in BuildKit: the build
+/// runs its steps instead.
+async fn open_caches(worker: &Arc<Worker>, specs: &[CacheImport]) -> Vec<RemoteCache> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let worker = worker.clone();
+        let spec = spec.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || RemoteCache::open(&worker, &spec, None)).await;
+        match opened {
+            Ok(Ok(cache)) => {
+                eprintln!(
+                    "importing cache manifest from {}: {} records",
+                    cache.label(),
+                    cache.len()
+                );
+                out.push(cache);
+            }
+            Ok(Err(e)) => eprintln!("warning: failed to import cache: {e}"),
+            Err(e) => eprintln!("warning: failed to import cache: {e}"),
+        }
+    }
+    out
+}
+
+/// Writes every `--cache-to` but `inline` (written with the image).
+fn export_caches(
+    worker: &Worker,
+    specs: &[CacheExport],
+    input: &ExportInput,
+) -> Result<Vec<Exported>, BuildError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let ignore_error = match spec {
+            CacheExport::Registry { ignore_error, .. }
+            | CacheExport::Local { ignore_error, .. } => *ignore_error,
+            CacheExport::Inline => continue,
+        };
+        match crate::remote_cache::export::export(worker, spec, input, None) {
+            Ok(done) => out.push(done),
+            Err(e) if ignore_error => eprintln!("warning: failed to export cache: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 /// Sets the image's and the new history entries' `created` time where the frontend left them
@@ -293,27 +363,36 @@ fn fill_created(config: &mut kiln_llb::image::ImageConfig, now: &str) {
 
 /// The creation time of an image built from exactly this result and config before, or now.
 /// Rebuilding an unchanged Dockerfile thus gives the same image ID, as with `docker build`.
+///
+/// Returns the creation key (hex) with the time; an imported cache may supply the time of the
+/// build that exported it.
 fn reuse_created_time(
     worker: &Worker,
     result_key: &kiln_solver::CacheKey,
     config: &kiln_llb::image::ImageConfig,
-) -> Result<String, EngineError> {
+    remotes: &[RemoteCache],
+) -> Result<(String, String), EngineError> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(b"kiln-engine/image-created/v1\0");
     h.update(result_key.as_bytes());
     h.update(serde_json::to_vec(config).unwrap_or_default());
     let key = kiln_cache::CacheKey(h.finalize().into());
+    let key_hex = hex::encode(key.0);
     if let Some(record) = worker.store().get_record(&key)?
         && !record.description.is_empty()
     {
-        return Ok(record.description);
+        return Ok((key_hex, record.description));
     }
-    let now = crate::images::now_rfc3339();
+    let time = remotes
+        .iter()
+        .find_map(|r| r.created(&key_hex))
+        .map(str::to_string)
+        .unwrap_or_else(crate::images::now_rfc3339);
     let mut record = kiln_cache::CacheRecord::new(None);
-    record.description = now.clone();
+    record.description = time.clone();
     worker.store().put_record(&key, &record)?;
-    Ok(now)
+    Ok((key_hex, time))
 }
 
 fn step_error(definition: &Definition, e: SolveError<Digest>) -> BuildError {
@@ -375,6 +454,8 @@ impl BuildRequest {
             pull: false,
             commit: CommitOptions::default(),
             secrets: crate::mounts::Secrets::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }

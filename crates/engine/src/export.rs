@@ -51,6 +51,8 @@ pub struct Output {
     /// `oci-mediatypes=`; `None` leaves the exporter's default (OCI, but Docker schema 2 for
     /// `type=docker`, as BuildKit does).
     pub oci_mediatypes: Option<bool>,
+    /// `push=true` (or `type=registry`): push the named image after storing it.
+    pub push: bool,
 }
 
 /// Why an `--output` value was not understood.
@@ -119,6 +121,7 @@ impl FromStr for Output {
                 tar: true,
                 compression: None,
                 oci_mediatypes: None,
+                push: false,
             });
         }
         let mut pairs = Vec::new();
@@ -139,11 +142,8 @@ impl FromStr for Output {
             Some((_, "docker")) => OutputKind::Docker,
             Some((_, "local")) => OutputKind::Local,
             Some((_, "tar")) => OutputKind::Tar,
-            Some((_, "registry")) => {
-                return Err(OutputParseError::NotSupported(
-                    "type=registry (pushing)".into(),
-                ));
-            }
+            // BuildKit's shorthand for `type=image,push=true`.
+            Some((_, "registry")) => OutputKind::Image,
             Some((_, other)) => return Err(OutputParseError::UnknownType((*other).into())),
         };
         let mut out = Output {
@@ -153,6 +153,7 @@ impl FromStr for Output {
             tar: true,
             compression: None,
             oci_mediatypes: None,
+            push: pairs.iter().any(|(k, v)| *k == "type" && *v == "registry"),
         };
         let mut algorithm: Option<&str> = None;
         let mut level: Option<&str> = None;
@@ -181,6 +182,7 @@ impl FromStr for Output {
                 "force-compression" if image_like => {
                     parse_bool(key, value)?;
                 }
+                "push" if kind == OutputKind::Image => out.push = parse_bool(key, value)?,
                 "push"
                 | "push-by-digest"
                 | "registry.insecure"
@@ -247,6 +249,7 @@ impl Output {
             tar: true,
             compression: None,
             oci_mediatypes: None,
+            push: false,
         }
     }
 
@@ -539,6 +542,11 @@ mod tests {
         assert_eq!(o.flavor(), Flavor::Oci);
         let o: Output = "type=image,name=a,name=b,push=false".parse().unwrap();
         assert_eq!(o.store_names(&["t".into()]), ["t", "a", "b"]);
+        assert!(!o.push);
+        let o: Output = "type=image,name=r/a,push=true".parse().unwrap();
+        assert!(o.push);
+        let o: Output = "type=registry,name=r/a".parse().unwrap();
+        assert!(o.push && o.kind == OutputKind::Image);
         let o: Output = "out".parse().unwrap();
         assert_eq!(o.kind, OutputKind::Local);
         let o: Output = "-".parse().unwrap();
@@ -563,8 +571,8 @@ mod tests {
                 "type=local,dest=x,compression=gzip",
                 "unknown output option",
             ),
-            ("type=image,push=true", "not supported yet"),
-            ("type=registry", "not supported yet"),
+            ("type=image,push=maybe", "true or false"),
+            ("type=image,push-by-digest=true", "not supported yet"),
             ("type=oci,dest=x,tar=maybe", "true or false"),
             ("type=oci,=x", "invalid output"),
         ] {

@@ -154,10 +154,11 @@ impl Worker {
     /// Makes sure every layer of `image` is unpacked into a snapshot and returns the top one
     /// (`None` for an image without layers).
     pub fn unpack(&self, image: &Image) -> Result<Option<SnapshotId>, EngineError> {
+        let name = image.name.clone().unwrap_or_default();
         let diff_ids = &image.config.rootfs.diff_ids;
         if diff_ids.len() != image.manifest.layers.len() {
             return Err(EngineError::InvalidImage {
-                name: image.name.clone().unwrap_or_default(),
+                name,
                 reason: format!(
                     "config lists {} layers but the manifest has {}",
                     diff_ids.len(),
@@ -165,12 +166,23 @@ impl Worker {
                 ),
             });
         }
+        let layers: Vec<(&kiln_oci::Descriptor, &Digest)> =
+            image.manifest.layers.iter().zip(diff_ids).collect();
+        self.unpack_layers(&name, &layers)
+    }
+
+    /// Makes sure a stack of layer blobs (bottom first, each with its diff ID; the blobs in the
+    /// content store) is unpacked into snapshots, one per chain ID, and returns the top one.
+    /// `what` names the image or cache the layers belong to, for errors.
+    pub fn unpack_layers(
+        &self,
+        what: &str,
+        layers: &[(&kiln_oci::Descriptor, &Digest)],
+    ) -> Result<Option<SnapshotId>, EngineError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| **d).collect();
         let mut parent: Option<SnapshotId> = None;
-        for ((chain_id, diff_id), desc) in chain_ids(diff_ids)
-            .iter()
-            .zip(diff_ids)
-            .zip(&image.manifest.layers)
-        {
+        for (chain_id, (desc, diff_id)) in chain_ids(&diff_ids).iter().zip(layers) {
+            let (desc, diff_id) = (*desc, *diff_id);
             let key = bookkeeping_key("chain", &chain_id.to_string());
             if let Some(record) = self.store().get_record(&key)?
                 && let Some(id) = record.snapshot.as_deref()
@@ -210,7 +222,7 @@ impl Worker {
             if got != *diff_id {
                 let _ = self.snapshots().discard(active);
                 return Err(EngineError::InvalidImage {
-                    name: image.name.clone().unwrap_or_default(),
+                    name: what.to_string(),
                     reason: format!(
                         "layer {} has diff ID {got}, config says {diff_id}",
                         desc.digest

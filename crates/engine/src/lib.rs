@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod remote_cache;
 pub mod value;
 pub mod vertex;
 pub mod worker;

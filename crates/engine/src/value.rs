@@ -10,6 +10,9 @@ use kiln_executor::snapshot::SnapshotId;
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_solver::{CacheKey, CacheRecord, CacheStore};
 
+use crate::remote_cache::RemoteCache;
+use crate::remote_cache::export::{UsedRecord, UsedRecords};
+
 /// The value of a solved vertex.
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -42,6 +45,10 @@ pub struct RecordStore {
     store: Arc<Store>,
     worker: Arc<crate::worker::Worker>,
     snapshots_dir: PathBuf,
+    /// Imported caches (`--cache-from`), asked after a local miss.
+    remotes: Arc<Vec<RemoteCache>>,
+    /// Every record this build found or saved, for `--cache-to`.
+    used: UsedRecords,
 }
 
 impl RecordStore {
@@ -52,7 +59,80 @@ impl RecordStore {
             store,
             worker,
             snapshots_dir,
+            remotes: Arc::new(Vec::new()),
+            used: UsedRecords::default(),
         }
+    }
+
+    /// Also answers lookups from imported caches.
+    pub fn with_remotes(mut self, remotes: Arc<Vec<RemoteCache>>) -> RecordStore {
+        self.remotes = remotes;
+        self
+    }
+
+    /// The records the build has used so far (shared: clones see the same list).
+    pub fn used(&self) -> UsedRecords {
+        self.used.clone()
+    }
+
+    fn note_used(&self, keys: &[CacheKey], record: &CacheRecord<Value>) {
+        let snapshot = match &record.value {
+            Value::Scratch => None,
+            Value::Snapshot(id) => Some(id.clone()),
+            Value::Local(_) => return,
+        };
+        self.used.push(UsedRecord {
+            keys: keys.iter().map(|k| *k.as_bytes()).collect(),
+            output_key: *record.output_key.as_bytes(),
+            snapshot,
+        });
+    }
+
+    /// A local miss: the first imported cache with the key supplies the result, fetched and
+    /// unpacked here, then recorded locally so the next build finds it without the import.
+    async fn load_remote(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<CacheRecord<Value>>, kiln_cache::Error> {
+        let Some((index, hit)) = self
+            .remotes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.lookup(key.as_bytes()).map(|h| (i, h)))
+        else {
+            return Ok(None);
+        };
+        let remotes = self.remotes.clone();
+        let worker = self.worker.clone();
+        let materialized = tokio::task::spawn_blocking(move || {
+            remotes[index]
+                .materialize(&worker, &hit)
+                .map(|top| (top, hit.output_key))
+        })
+        .await
+        .map_err(|e| kiln_cache::Error::Io {
+            action: "import a cache record",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?;
+        let (top, output_key) = match materialized {
+            Ok(found) => found,
+            Err(e) => {
+                // An unreachable or broken cache costs a rebuild of the step, never the build.
+                tracing::warn!(error = %e, "cache import failed; running the step");
+                eprintln!("warning: {e}; running the step instead");
+                return Ok(None);
+            }
+        };
+        let record = CacheRecord {
+            output_key: CacheKey::from_bytes(output_key),
+            value: match top {
+                Some(id) => Value::Snapshot(id),
+                None => Value::Scratch,
+            },
+        };
+        self.save(std::slice::from_ref(key), &record).await?;
+        Ok(Some(record))
     }
 }
 
@@ -74,7 +154,7 @@ impl CacheStore<Value> for RecordStore {
                 source: std::io::Error::other(e),
             })??;
         let Some(record) = record else {
-            return Ok(None);
+            return self.load_remote(key).await;
         };
         let value = match &record.snapshot {
             None => Value::Scratch,
@@ -83,14 +163,16 @@ impl CacheStore<Value> for RecordStore {
                 Ok(id) if self.snapshots_dir.join(id.as_str()).join("fs").exists() => {
                     Value::Snapshot(id)
                 }
-                _ => return Ok(None),
+                _ => return self.load_remote(key).await,
             },
         };
         let output_key = record
             .output_key
             .map(|k| CacheKey::from_bytes(k.0))
             .unwrap_or(*key);
-        Ok(Some(CacheRecord { output_key, value }))
+        let record = CacheRecord { output_key, value };
+        self.note_used(std::slice::from_ref(key), &record);
+        Ok(Some(record))
     }
 
     async fn save(
@@ -104,6 +186,7 @@ impl CacheStore<Value> for RecordStore {
             // The context is read in place; there is nothing to keep.
             Value::Local(_) => return Ok(()),
         };
+        self.note_used(keys, record);
         let snapshot_record = match &record.value {
             Value::Snapshot(id) => {
                 let parent = self.worker.snapshots().parent(id).ok().flatten();

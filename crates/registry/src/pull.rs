@@ -195,6 +195,31 @@ fn pull_from(
     })
 }
 
+/// A manifest by tag or digest, from the registry itself (never a mirror): its bytes, media
+/// type and digest. For documents that are not images to run, such as a build cache.
+pub fn get_manifest(
+    client: &Client,
+    reference: &Reference,
+) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+    let ep = client.config().endpoint(&reference.registry);
+    let scope = Scope::pull(&reference.repository);
+    fetch_manifest(client, &ep, &scope, reference, &reference.target())
+}
+
+/// Downloads `blobs` of `reference`'s repository into `sink`, concurrently, each verified
+/// against its digest before it is stored; blobs the sink has are skipped.
+pub fn pull_blobs(
+    client: &Client,
+    reference: &Reference,
+    blobs: &[Descriptor],
+    sink: &(dyn BlobSink + Sync),
+    opts: &PullOptions<'_>,
+) -> Result<(), RegistryError> {
+    let ep = client.config().endpoint(&reference.registry);
+    let scope = Scope::pull(&reference.repository);
+    fetch_blobs(client, &ep, &scope, reference, blobs, sink, opts)
+}
+
 fn is_layer(mt: &str) -> bool {
     matches!(
         mt,

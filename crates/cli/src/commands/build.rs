@@ -97,6 +97,17 @@ pub struct BuildArgs {
     /// `type=tar,dest=FILE`; `dest=-` is stdout.
     #[arg(short, long = "output", value_name = "type=TYPE,dest=PATH,...")]
     output: Vec<String>,
+    /// Import build cache: `type=registry,ref=REF` (or just `REF`), `type=local,src=DIR`;
+    /// repeatable. A step whose key the cache has is fetched instead of run.
+    #[arg(long = "cache-from", value_name = "type=TYPE,ref=REF|src=DIR")]
+    cache_from: Vec<String>,
+    /// Export build cache: `type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,dest=DIR[,mode=min|max]`, `type=inline`; repeatable.
+    #[arg(
+        long = "cache-to",
+        value_name = "type=TYPE,ref=REF|dest=DIR,mode=min|max"
+    )]
+    cache_to: Vec<String>,
 }
 
 /// The one `--output` of a build (`type=image` when none is given).
@@ -221,6 +232,18 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
             kiln_engine::mounts::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
         request.secrets.0.push(parsed);
     }
+    for spec in &args.cache_from {
+        request.cache_from.push(
+            spec.parse()
+                .map_err(|e| anyhow::anyhow!("invalid --cache-from {spec:?}: {e}"))?,
+        );
+    }
+    for spec in &args.cache_to {
+        request.cache_to.push(
+            spec.parse()
+                .map_err(|e| anyhow::anyhow!("invalid --cache-to {spec:?}: {e}"))?,
+        );
+    }
     request.commit = output.commit_options(&CommitOptions {
         compression: match &args.compression {
             Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -340,8 +363,15 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
             )
             .context("failed to export the result")?;
             let id = format!("sha256:{}", result.image.id().hex());
-            if args.push {
-                super::registry::push_tags(&worker, &args.tags)?;
+            if args.push || output.push {
+                super::registry::push_tags(&worker, &output.store_names(&args.tags))?;
+            }
+            for exported in &result.cache_exports {
+                let digest = exported.digest.map(|d| format!(" {d}")).unwrap_or_default();
+                eprintln!(
+                    "exporting cache to {}: {} records, {} layers{digest} done",
+                    exported.destination, exported.records, exported.layers
+                );
             }
             if let Some(path) = &args.iidfile {
                 std::fs::write(path, &id)

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod registry;
+
 /// A store root in a tempdir with `busybox:latest` imported.
 pub struct Kiln {
     pub dir: tempfile::TempDir,

@@ -2,7 +2,7 @@
 //! wiped root that imports an exported cache runs none of the cached RUN steps, fetches their
 //! layers instead, and stores an image with the same digest; `mode=min` carries only the final
 //! image's steps, `mode=max` every stage's; a missing or corrupt cache is a warning, not a
-//! failure.
+//! failure; an inline cache travels in the pushed image's config.
 
 use std::path::Path;
 
@@ -239,5 +239,60 @@ fn a_missing_or_broken_cache_is_a_warning_and_the_steps_run() {
             .contains("not supported yet: cache type \"gha\""),
         "{}",
         bad.stderr()
+    );
+}
+
+#[test]
+fn inline_cache_travels_with_the_pushed_image() {
+    let Some(k) = Kiln::new("inline cache") else {
+        return;
+    };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let base = format!("{}/base/busybox:1", reg.host());
+    common::assert_success(&k.run(&["push", "busybox", &base]), "push the base");
+    let ctx = context(&k, &base);
+    let image = format!("{}/app/inline:1", reg.host());
+    let push = format!("type=image,name={image},push=true");
+    let (first, digest, _) = build(&k, &ctx, &["--cache-to", "type=inline", "--output", &push]);
+    assert_eq!(first.runs_executed().len(), 3);
+
+    wipe(&k);
+    let keep = format!("type=image,name={image}");
+    let (second, digest2, _) = build(
+        &k,
+        &ctx,
+        &[
+            "--cache-from",
+            &image,
+            "--cache-to",
+            "type=inline",
+            "--output",
+            &keep,
+        ],
+    );
+    assert_eq!(
+        second.runs_executed(),
+        Vec::<String>::new(),
+        "the image's inline cache answers every step of the final stage:\n{}",
+        second.stderr()
+    );
+    assert_eq!(digest2, digest, "same steps, same inline cache, same image");
+
+    // An image built FROM it does not inherit its cache document.
+    let child = k.mkdir("child");
+    common::write_files(
+        &child,
+        &[("Dockerfile", &format!("FROM {image}\nLABEL x=1\n"))],
+    );
+    let b = k.build(&child, &["-t", "child:1"]);
+    b.assert_ok();
+    let out = k.run(&["build", "--print", "config", child.to_str().unwrap()]);
+    common::assert_success(&out, "print the child's config");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("kiln.cache.v1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

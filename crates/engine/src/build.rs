@@ -288,7 +288,13 @@ pub async fn build_lowered(
         top: top.clone(),
         created: created.0.map(|key| (key, created.1.clone())),
     };
+    let inline = request.cache_to.contains(&CacheExport::Inline);
     tokio::task::spawn_blocking(move || {
+        let mut config = config;
+        if inline {
+            let doc = crate::remote_cache::export::inline_document(&worker, &input)?;
+            config.inline_cache = Some(String::from_utf8_lossy(&doc.to_bytes()).into_owned());
+        }
         let image = worker.commit_image(top.as_ref(), config, &request.tags, &commit)?;
         let cache_exports = export_caches(&worker, &request.cache_to, &input)?;
         Ok::<_, BuildError>(BuildResult {

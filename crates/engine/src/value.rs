@@ -81,8 +81,21 @@ impl RecordStore {
             Value::Snapshot(id) => Some(id.clone()),
             Value::Local(_) => return,
         };
+        // A step with a content key also has a cheap key derived from the build context's
+        // per-build key: it can never hit in another build, so it is not worth exporting.
+        let keys: Vec<[u8; 32]> = if keys.len() > 1 {
+            keys.iter()
+                .filter(|k| **k == record.output_key)
+                .map(|k| *k.as_bytes())
+                .collect()
+        } else {
+            keys.iter().map(|k| *k.as_bytes()).collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
         self.used.push(UsedRecord {
-            keys: keys.iter().map(|k| *k.as_bytes()).collect(),
+            keys,
             output_key: *record.output_key.as_bytes(),
             snapshot,
         });

@@ -31,6 +31,15 @@ pub struct ImageConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub history: Vec<History>,
+    /// A build cache document carried in the image itself (`--cache-to type=inline`), read
+    /// back by `--cache-from` of the image's name. Kept as a string so this crate need not
+    /// know its format.
+    #[serde(
+        rename = "kiln.cache.v1",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<String>,
     pub os: String,
     #[serde(
         rename = "os.features",

@@ -51,6 +51,7 @@ fn full() -> ImageConfig {
                 ..History::default()
             },
         ],
+        inline_cache: None,
         os: "linux".into(),
         os_features: vec![],
         os_version: None,

@@ -125,6 +125,48 @@ pub fn document(
     ))
 }
 
+/// The document of an inline cache (min mode): the final image's steps, their chains as
+/// positions in the image's own layers, which are not repeated in it.
+pub fn inline_document(worker: &Worker, input: &ExportInput) -> Result<CacheConfig, EngineError> {
+    let mut bottom_first = match &input.top {
+        Some(top) => worker.snapshots().chain(top)?,
+        None => Vec::new(),
+    };
+    bottom_first.reverse();
+    let position: HashMap<&SnapshotId, u32> = bottom_first
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id, i as u32))
+        .collect();
+    let mut merged: BTreeMap<(String, Vec<u32>), BTreeSet<String>> = BTreeMap::new();
+    for record in &input.used {
+        let chain = match &record.snapshot {
+            None => Vec::new(),
+            Some(id) => match position.get(id) {
+                Some(&top) => (0..=top).collect(),
+                None => continue,
+            },
+        };
+        merged
+            .entry((hex::encode(record.output_key), chain))
+            .or_default()
+            .extend(record.keys.iter().map(hex::encode));
+    }
+    Ok(CacheConfig {
+        version: CACHE_VERSION,
+        layers: Vec::new(),
+        records: merged
+            .into_iter()
+            .map(|((output_key, chain), keys)| CacheEntry {
+                keys: keys.into_iter().collect(),
+                output_key,
+                chain,
+            })
+            .collect(),
+        created: input.created.iter().cloned().collect(),
+    })
+}
+
 /// What an export wrote, for the build's report.
 #[derive(Debug, Clone)]
 pub struct Exported {

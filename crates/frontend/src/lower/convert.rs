@@ -612,6 +612,8 @@ impl Lowering<'_> {
         match self.resolver.resolve(&reference, &platform) {
             Ok(mut resolved) => {
                 resolved.config.created = None;
+                // A base's inline build cache describes the base's build, not this one.
+                resolved.config.inline_cache = None;
                 let scratch_like = resolved.config.rootfs.diff_ids.is_empty()
                     && resolved.config.history.iter().all(|h| h.empty_layer);
                 Ok(Base::Image {

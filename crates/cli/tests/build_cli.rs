@@ -1,6 +1,7 @@
 //! `kiln build` as a user drives it: failures that point at the line, cache control flags,
-//! targets, `.dockerignore`, other Dockerfiles, stdin, `--iidfile`, `--print`, concurrent
-//! builds on one root, and a root that survives builds killed at random moments.
+//! targets, `.dockerignore`, a re-packaged base that keeps the cache, other Dockerfiles, stdin,
+//! `--iidfile`, `--print`, concurrent builds on one root, and a root that survives builds
+//! killed at random moments.
 
 mod common;
 
@@ -148,6 +149,31 @@ fn dockerignore_excludes_files_and_their_edits_keep_the_cache() {
     let third = k.build(&ctx, &["-t", "di"]);
     third.assert_ok();
     assert_eq!(third.executed().len(), 2, "{:?}", third.executed());
+}
+
+#[test]
+fn a_base_reimported_with_the_same_layers_keeps_the_cache() {
+    let Some(k) = Kiln::new("reimported base") else {
+        return;
+    };
+    let ctx = k.mkdir("ctx");
+    write_files(
+        &ctx,
+        &[("Dockerfile", "FROM busybox\nRUN echo once > /f\n")],
+    );
+    k.build(&ctx, &["-t", "app"]).assert_ok();
+    let before = k.run(&["inspect", "--format", "{{.Id}}", "busybox"]);
+    // A docker-archive round trip gives the base a new manifest over the same layers.
+    let saved = k.dir.path().join("bb.tar");
+    let out = k.run(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
+    common::assert_success(&out, "save");
+    common::assert_success(&k.run(&["rmi", "busybox"]), "rmi");
+    common::assert_success(&k.run(&["load", "-i", saved.to_str().unwrap()]), "load");
+    let after = k.run(&["inspect", "--format", "{{.Id}}", "busybox"]);
+    assert_eq!(before.stdout, after.stdout, "same image ID");
+    let b = k.build(&ctx, &["-t", "app"]);
+    b.assert_ok();
+    assert_eq!(b.runs_executed(), Vec::<String>::new(), "{:?}", b.steps());
 }
 
 #[test]

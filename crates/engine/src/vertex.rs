@@ -55,22 +55,38 @@ impl Operation for Vertex {
     type Error = EngineError;
 
     fn cache_key_base(&self) -> Vec<u8> {
-        let mut key = b"kiln-engine/op/v1\0".to_vec();
-        key.extend_from_slice(self.digest.hex().as_bytes());
+        let mut key = b"kiln-engine/op/v2\0".to_vec();
         match &self.op {
-            Op::Source(SourceOp::Local(_)) => {
-                key.extend_from_slice(b"\0session\0");
-                key.extend_from_slice(self.env.session.as_bytes());
-            }
-            Op::Source(SourceOp::Image(image)) if image.digest.is_none() => {
-                // A name without a digest: key by what the name points at now, so a re-tag
-                // or re-import of the base is never hidden by the cache.
-                if let Ok(found) = self.env.worker.image(&image.reference) {
-                    key.extend_from_slice(b"\0manifest\0");
-                    key.extend_from_slice(found.manifest_digest.hex().as_bytes());
+            Op::Source(SourceOp::Image(image)) => {
+                // An image is its layers: key it by their chain ID, so the same layers reached
+                // through another manifest (a docker-archive round trip, a re-compressing
+                // mirror, a second import of one tar) key every dependent step the same, as
+                // BuildKit's keys do. A name without a digest is looked up now, so a re-tag of
+                // the base is never hidden by the cache.
+                let found = match &image.digest {
+                    Some(digest) => self.env.worker.image(&digest.to_string()),
+                    None => self.env.worker.image(&image.reference),
+                };
+                match found {
+                    Ok(found) => {
+                        key.extend_from_slice(b"image-layers\0");
+                        match crate::images::chain_ids(&found.config.rootfs.diff_ids).last() {
+                            Some(chain) => key.extend_from_slice(chain.hex().as_bytes()),
+                            None => key.extend_from_slice(b"none"),
+                        }
+                    }
+                    // Executing will report the lookup's error; the key only has to be unique.
+                    Err(_) => key.extend_from_slice(self.digest.hex().as_bytes()),
                 }
             }
-            _ => {}
+            op => {
+                // Inputs by position: their own keys stand for them in the solver's key.
+                key.extend_from_slice(&kiln_llb::encode_op_without_inputs(op, &input_indexes(op)));
+                if let Op::Source(SourceOp::Local(_)) = op {
+                    key.extend_from_slice(b"\0session\0");
+                    key.extend_from_slice(self.env.session.as_bytes());
+                }
+            }
         }
         key
     }

@@ -15,12 +15,31 @@ use crate::op::{
 /// collide with this one.
 pub const VERSION: &[u8] = b"kiln.llb.op/1\0";
 
+/// Prefix of the input-independent encoding ([`encode_op_without_inputs`]).
+pub const SHAPE_VERSION: &[u8] = b"kiln.llb.op-shape/1\0";
+
 /// The canonical bytes of `op` (including its inputs' digests).
 pub fn encode_op(op: &Op) -> Vec<u8> {
     let mut e = Encoder {
         out: Vec::with_capacity(256),
+        inputs: None,
     };
     e.out.extend_from_slice(VERSION);
+    e.op(op);
+    e.out
+}
+
+/// The canonical bytes of `op` with each input written as its position in `inputs` instead of
+/// its digest: what the op does, apart from what it is given. A cache key built from these
+/// bytes and the inputs' own keys depends on the inputs only through their keys, so an input
+/// reached by a different route (a base image re-packaged with the same layers) keys its
+/// dependents the same. An input missing from `inputs` is written as its digest.
+pub fn encode_op_without_inputs(op: &Op, inputs: &[Digest]) -> Vec<u8> {
+    let mut e = Encoder {
+        out: Vec::with_capacity(256),
+        inputs: Some(inputs),
+    };
+    e.out.extend_from_slice(SHAPE_VERSION);
     e.op(op);
     e.out
 }
@@ -30,11 +49,13 @@ pub fn op_digest(op: &Op) -> Digest {
     Digest::of(&encode_op(op))
 }
 
-struct Encoder {
+struct Encoder<'a> {
     out: Vec<u8>,
+    /// When set, inputs are written by position in this list.
+    inputs: Option<&'a [Digest]>,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn tag(&mut self, tag: u8) {
         self.out.push(tag);
     }
@@ -90,7 +111,21 @@ impl Encoder {
     }
 
     fn input(&mut self, input: &Input) {
-        self.digest(&input.vertex);
+        match self
+            .inputs
+            .and_then(|list| list.iter().position(|d| *d == input.vertex))
+        {
+            Some(position) => {
+                self.tag(0);
+                self.len(position);
+            }
+            None => {
+                if self.inputs.is_some() {
+                    self.tag(1);
+                }
+                self.digest(&input.vertex);
+            }
+        }
         self.u32(input.output);
     }
 
@@ -375,5 +410,46 @@ mod tests {
             })))
         };
         assert_ne!(a("ab", "c"), a("a", "bc"));
+    }
+
+    #[test]
+    fn the_shape_encoding_names_inputs_by_position_only() {
+        let merge = |a: Digest, b: Digest| {
+            Op::Merge(MergeOp {
+                inputs: vec![
+                    Input {
+                        vertex: a,
+                        output: 0,
+                    },
+                    Input {
+                        vertex: b,
+                        output: 0,
+                    },
+                ],
+            })
+        };
+        let (a, b, c, d) = (
+            Digest::of(b"a"),
+            Digest::of(b"b"),
+            Digest::of(b"c"),
+            Digest::of(b"d"),
+        );
+        // Different input digests, same positions: same shape, different digests.
+        assert_eq!(
+            encode_op_without_inputs(&merge(a, b), &[a, b]),
+            encode_op_without_inputs(&merge(c, d), &[c, d])
+        );
+        assert_ne!(op_digest(&merge(a, b)), op_digest(&merge(c, d)));
+        // Swapped positions differ, and so does the plain encoding's prefix.
+        assert_ne!(
+            encode_op_without_inputs(&merge(a, b), &[a, b]),
+            encode_op_without_inputs(&merge(b, a), &[a, b])
+        );
+        assert!(encode_op_without_inputs(&merge(a, b), &[a, b]).starts_with(SHAPE_VERSION));
+        // An input outside the list keeps its digest.
+        assert_ne!(
+            encode_op_without_inputs(&merge(a, b), &[a]),
+            encode_op_without_inputs(&merge(a, c), &[a])
+        );
     }
 }

@@ -18,7 +18,7 @@ pub use definition::{
     Definition, DefinitionError, OpMetadata, Position, Range, SourceFile, SourceLocation, SourceMap,
 };
 pub use digest::{Digest, DigestParseError};
-pub use encode::{encode_op, op_digest};
+pub use encode::{encode_op, encode_op_without_inputs, op_digest};
 pub use op::{
     CacheSharing, ChmodError, CopyAction, ExecOp, FileAction, FileMode, FileOp, GitSource,
     HttpSource, IdOrName, ImageSource, Input, LocalSource, MergeOp, MkdirAction, MkfileAction,

@@ -184,11 +184,7 @@ impl Worker {
         for (chain_id, (desc, diff_id)) in chain_ids(&diff_ids).iter().zip(layers) {
             let (desc, diff_id) = (*desc, *diff_id);
             let key = bookkeeping_key("chain", &chain_id.to_string());
-            if let Some(record) = self.store().get_record(&key)?
-                && let Some(id) = record.snapshot.as_deref()
-                && let Ok(id) = SnapshotId::parse(id)
-                && self.snapshots().fs_dir(&id).exists()
-            {
+            if let Some(id) = self.chain_snapshot(chain_id)? {
                 parent = Some(id);
                 continue;
             }
@@ -245,6 +241,30 @@ impl Worker {
             parent = Some(id);
         }
         Ok(parent)
+    }
+
+    /// The snapshot already unpacked for a chain ID, if any.
+    pub fn chain_snapshot(&self, chain_id: &Digest) -> Result<Option<SnapshotId>, EngineError> {
+        let key = bookkeeping_key("chain", &chain_id.to_string());
+        if let Some(record) = self.store().get_record(&key)?
+            && let Some(id) = record.snapshot.as_deref()
+            && let Ok(id) = SnapshotId::parse(id)
+            && self.snapshots().fs_dir(&id).exists()
+        {
+            return Ok(Some(id));
+        }
+        Ok(None)
+    }
+
+    /// How many bottom layers of a stack (given by diff IDs) are already unpacked.
+    pub fn unpacked_prefix(&self, diff_ids: &[Digest]) -> Result<usize, EngineError> {
+        let chains = chain_ids(diff_ids);
+        for (i, chain_id) in chains.iter().enumerate().rev() {
+            if self.chain_snapshot(chain_id)?.is_some() {
+                return Ok(i + 1);
+            }
+        }
+        Ok(0)
     }
 
     fn remember_layer(&self, snapshot: &SnapshotId, layer: &LayerRef) -> Result<(), EngineError> {

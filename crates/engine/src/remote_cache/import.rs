@@ -15,7 +15,7 @@ use kiln_registry::{Client, PullOptions, Reference};
 use super::format::{CACHE_CONFIG_MEDIA_TYPE, CacheConfig, CacheEntry, CacheLayer, parse_key};
 use super::spec::CacheImport;
 use crate::error::EngineError;
-use crate::worker::{Worker, to_store_digest};
+use crate::worker::Worker;
 
 /// Largest cache document or manifest read into memory.
 const MAX_DOCUMENT: u64 = 16 << 20;
@@ -160,6 +160,10 @@ impl RemoteCache {
             .iter()
             .map(|l| Descriptor::new(l.media_type.clone(), l.digest, l.size))
             .collect();
+        // Layers already unpacked here (a base image this store has) need no download.
+        let diff_ids: Vec<Digest> = hit.layers.iter().map(|l| l.diff_id).collect();
+        let skip = worker.unpacked_prefix(&diff_ids)?;
+        let missing = &descriptors[skip..];
         match &self.source {
             Source::Registry { client, reference } => {
                 let label = &self.label;
@@ -173,11 +177,11 @@ impl RemoteCache {
                     concurrency: 4,
                     progress: &progress,
                 };
-                kiln_registry::pull::pull_blobs(client, reference, &descriptors, &sink, &opts)
+                kiln_registry::pull::pull_blobs(client, reference, missing, &sink, &opts)
                     .map_err(|e| crate::pull::registry_error("fetch cache from", label, e))?;
             }
             Source::Local { blobs } => {
-                for d in &descriptors {
+                for d in missing {
                     if sink
                         .contains(&d.digest)
                         .map_err(|e| invalid(&self.label, e))?
@@ -190,11 +194,6 @@ impl RemoteCache {
                 }
             }
         }
-        debug_assert!(
-            descriptors
-                .iter()
-                .all(|d| worker.store().content().exists(&to_store_digest(&d.digest)))
-        );
         let layers: Vec<(&Descriptor, &Digest)> = descriptors
             .iter()
             .zip(hit.layers.iter().map(|l| &l.diff_id))

@@ -246,6 +246,52 @@ fn local_and_tar_give_the_final_filesystem() {
     }
 }
 
+#[test]
+fn several_outputs_in_one_build_each_get_the_image() {
+    let Some(k) = setup() else { return };
+    let ctx = k.context("ctx", APP);
+    let dir = k.path("several-rootfs");
+    let archive = k.path("several.tar");
+    build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "several:1",
+            "-o",
+            &format!("type=local,dest={}", dir.display()),
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+            "-o",
+            "type=image,name=several:2",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app/built.txt")).unwrap(),
+        "built\n"
+    );
+    let entries = tar_entries(&std::fs::read(&archive).unwrap());
+    assert!(entry(&entries, "manifest.json").is_some());
+    // Both names of the image output, and the -t tag, name the stored image.
+    for name in ["several:1", "several:2"] {
+        k.ok(&["inspect", name]);
+    }
+    // Two outputs on stdout cannot both be honoured.
+    let out = k
+        .cmd(&[
+            "build",
+            "-o",
+            "-",
+            "-o",
+            "type=oci,dest=-",
+            ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only one --output"));
+}
+
 /// Builds APP with SOURCE_DATE_EPOCH on a root whose busybox came from `base` (a saved archive,
 /// so both roots hold the very same base image) and returns the manifest digest.
 fn reproducible_build(base: &std::path::Path, compression: &str) -> (String, serde_json::Value) {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
+use kiln_engine::export::Output;
 use kiln_engine::{BuildError, BuildRequest, CommitOptions};
 use kiln_frontend::diagnostic::{Diagnostic, Position, Severity, Span};
 use kiln_llb::{Digest, NetworkMode, Platform};
@@ -110,15 +111,54 @@ pub struct BuildArgs {
     cache_to: Vec<String>,
 }
 
-/// The one `--output` of a build (`type=image` when none is given).
-fn output_of(args: &BuildArgs) -> anyhow::Result<kiln_engine::export::Output> {
-    match args.output.as_slice() {
-        [] => Ok(kiln_engine::export::Output::image()),
-        [one] => one
-            .parse()
-            .map_err(|e| anyhow::anyhow!("invalid --output {one:?}: {e}")),
-        _ => bail!("not supported yet: more than one --output"),
+/// The `--output`s of a build (`type=image` when none is given). They share one committed
+/// image, so they must agree on its compression; at most one may write to stdout.
+fn outputs_of(args: &BuildArgs) -> anyhow::Result<Vec<Output>> {
+    if args.output.is_empty() {
+        return Ok(vec![Output::image()]);
     }
+    let mut outputs: Vec<Output> = Vec::new();
+    for one in &args.output {
+        let parsed: Output = one
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --output {one:?}: {e}"))?;
+        outputs.push(parsed);
+    }
+    if outputs
+        .iter()
+        .filter(|o| o.dest.as_deref() == Some(Path::new("-")))
+        .count()
+        > 1
+    {
+        bail!("only one --output can write to stdout (dest=-)");
+    }
+    let mut compressions = outputs.iter().filter_map(|o| o.compression);
+    if let Some(first) = compressions.next()
+        && compressions.any(|c| c != first)
+    {
+        bail!("not supported yet: outputs with different compression in one build");
+    }
+    Ok(outputs)
+}
+
+/// Every name the store gives the image, over all outputs.
+fn store_names(outputs: &[Output], tags: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in outputs.iter().flat_map(|o| o.store_names(tags)) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The output whose options decide how the image is committed: the first that sets a
+/// compression, else the first.
+fn primary(outputs: &[Output]) -> &Output {
+    outputs
+        .iter()
+        .find(|o| o.compression.is_some())
+        .unwrap_or(&outputs[0])
 }
 
 fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -223,8 +263,8 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         NetworkArg::None => NetworkMode::None,
     };
     request.options.source_date_epoch = source_date_epoch;
-    let output = output_of(args)?;
-    request.tags = output.store_names(&args.tags);
+    let outputs = outputs_of(args)?;
+    request.tags = store_names(&outputs, &args.tags);
     request.max_parallelism = args.max_parallelism;
     request.pull = args.pull;
     for secret in &args.secrets {
@@ -244,7 +284,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
                 .map_err(|e| anyhow::anyhow!("invalid --cache-to {spec:?}: {e}"))?,
         );
     }
-    request.commit = output.commit_options(&CommitOptions {
+    request.commit = primary(&outputs).commit_options(&CommitOptions {
         compression: match &args.compression {
             Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             None => CommitOptions::default().compression,
@@ -266,9 +306,11 @@ pub fn run(args: BuildArgs, root: &Path) -> ExitCode {
 
 fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let request = request(&args)?;
-    let output = output_of(&args)?;
+    let outputs = outputs_of(&args)?;
     let source_date_epoch = request.options.source_date_epoch.map(|t| t.max(0) as u64);
-    let to_stdout = output.dest.as_deref() == Some(Path::new("-"));
+    let to_stdout = outputs
+        .iter()
+        .any(|o| o.dest.as_deref() == Some(Path::new("-")));
     let worker = super::open_worker(root)?;
     let lowered = match kiln_engine::lower_only(&worker, &request) {
         Ok(l) => l,
@@ -354,17 +396,19 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
                     "refusing to write the output to a terminal: redirect stdout or give dest=FILE"
                 );
             }
-            kiln_engine::export::export(
-                &worker,
-                &result.image,
-                &output,
-                &args.tags,
-                source_date_epoch,
-            )
-            .context("failed to export the result")?;
+            for output in &outputs {
+                kiln_engine::export::export(
+                    &worker,
+                    &result.image,
+                    output,
+                    &args.tags,
+                    source_date_epoch,
+                )
+                .context("failed to export the result")?;
+            }
             let id = format!("sha256:{}", result.image.id().hex());
-            if args.push || output.push {
-                super::registry::push_tags(&worker, &output.store_names(&args.tags))?;
+            if args.push || outputs.iter().any(|o| o.push) {
+                super::registry::push_tags(&worker, &store_names(&outputs, &args.tags))?;
             }
             for exported in &result.cache_exports {
                 let digest = exported.digest.map(|d| format!(" {d}")).unwrap_or_default();
@@ -398,10 +442,10 @@ fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 eprintln!("writing image {id} done");
-                for tag in &output.store_names(&args.tags) {
+                for tag in &store_names(&outputs, &args.tags) {
                     eprintln!("naming to {} done", kiln_engine::reference::normalize(tag));
                 }
-                if let Some(dest) = &output.dest {
+                for dest in outputs.iter().filter_map(|o| o.dest.as_ref()) {
                     eprintln!("exporting to {} done", dest.display());
                 }
             }

@@ -115,26 +115,8 @@ impl Runtime {
                 "containers on the copy snapshot driver (the store needs overlayfs)".into(),
             ));
         }
-        let network = match opts.network.as_deref().unwrap_or("none") {
-            "none" | "default" => NetworkMode::None,
-            "host" => NetworkMode::Host,
-            "bridge" => {
-                crate::network::default_bridge(self.root())?;
-                NetworkMode::Named
-            }
-            other => {
-                crate::network::inspect(self.root(), other)?;
-                NetworkMode::Named
-            }
-        };
-        let (network_name, ip) = if network == NetworkMode::Named {
-            let name = opts.network.clone().unwrap_or_default();
-            let info = crate::network::inspect(self.root(), &name)?;
-            let ip = crate::network::allocate_ip(self.root(), &info)?;
-            (Some(name), Some(ip.to_string()))
-        } else {
-            (None, None)
-        };
+        let (network, network_name, ip) =
+            crate::network::resolve(self.root(), opts.network.as_deref())?;
         let image = self.worker.image(&opts.image)?;
         let top = self.worker.unpack(&image)?;
         let rc = &image.config.config;
@@ -451,12 +433,16 @@ impl Runtime {
             NetworkMode::Host => Network::Host,
             NetworkMode::Named => {
                 let name = cfg.network_name.as_deref().unwrap_or_default();
-                spec.mounts.push(Mount::Bind {
-                    source: crate::network::hosts_path(self.root(), name),
-                    target: "/etc/hosts".into(),
-                    readonly: true,
-                });
-                Network::Namespace(PathBuf::from(format!("/run/netns/kiln-{}", &cfg.id[..12])))
+                if crate::network::has_names(name) {
+                    spec.mounts.push(Mount::Bind {
+                        source: crate::network::hosts_path(self.root(), name),
+                        target: "/etc/hosts".into(),
+                        readonly: true,
+                    });
+                } else if let Some(ip) = cfg.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                    spec.extra_hosts.push((cfg.hostname.clone(), ip));
+                }
+                Network::Namespace(crate::network::netns_path(&cfg.id))
             }
         };
         spec.state_dir = self.root().join("run");
@@ -894,11 +880,7 @@ impl Runtime {
             Err(e) => return Err(io_err(format!("remove container {}", c.name()))(e)),
         }
         fs::remove_dir_all(&trash).map_err(io_err(format!("remove container {}", c.name())))?;
-        if let Some(n) = &c.config.network_name {
-            let _ = crate::network::refresh_hosts(self.root(), n);
-            // A namespace its killed owner could not delete.
-            crate::network::forget_namespace(c.id());
-        }
+        crate::network::release(self.root(), &c.config);
         if volumes {
             for m in &c.config.mounts {
                 if let MountConfig::Volume {

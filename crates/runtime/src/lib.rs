@@ -17,6 +17,7 @@ pub mod error;
 mod exec;
 pub mod health;
 pub mod logs;
+pub(crate) mod net;
 pub mod network;
 pub mod options;
 mod ports;

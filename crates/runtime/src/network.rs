@@ -1,17 +1,20 @@
-//! User-defined networks: a Linux bridge per network with a private /24, a veth pair and a
-//! named network namespace per running container, and a managed hosts file per network so
-//! containers find each other by name. Set up with the host's `ip` and `iptables` tools; other
-//! networks' traffic is dropped at the bridge (isolation). No NAT outward yet.
+//! Bridge networks: the default `bridge` (what `kiln run` joins unless told otherwise) and
+//! user networks, each a Linux bridge with a private /24 and NAT outward; per running container
+//! a named network namespace with `eth0` on the bridge. Members of a user network find each
+//! other by name through the network's managed hosts file; the default bridge gives no names
+//! (as Docker's). Traffic between different networks is dropped (`net::firewall`).
 
 use std::fs;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RuntimeError, io_err};
-use crate::store::{self, now_rfc3339, read_json, write_json};
+use crate::net::{firewall, lease, netns};
+use crate::store::{self, ContainerConfig, NetworkMode, now_rfc3339, read_json, write_json};
 
 /// A network's record, `<root>/networks/<name>/network.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,16 +47,49 @@ pub(crate) fn hosts_path(root: &Path, name: &str) -> PathBuf {
     networks_dir(root).join(name).join("hosts")
 }
 
+fn leases_dir(root: &Path, name: &str) -> PathBuf {
+    networks_dir(root).join(name).join("leases")
+}
+
+fn failed(what: String, msg: &[u8]) -> RuntimeError {
+    RuntimeError::Io {
+        what,
+        source: std::io::Error::other(String::from_utf8_lossy(msg).trim().to_string()),
+    }
+}
+
 fn run(cmd: &str, args: &[&str]) -> Result<(), RuntimeError> {
     let out = Command::new(cmd)
         .args(args)
         .output()
         .map_err(io_err(format!("run {cmd} {}", args.join(" "))))?;
     if !out.status.success() {
-        return Err(RuntimeError::Io {
-            what: format!("run {cmd} {}", args.join(" ")),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        });
+        return Err(failed(format!("run {cmd} {}", args.join(" ")), &out.stderr));
+    }
+    Ok(())
+}
+
+/// Runs `ip [-n NETNS] -batch -` with `lines`: one process for a whole setup step.
+fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), RuntimeError> {
+    let mut cmd = Command::new("ip");
+    if let Some(n) = netns {
+        cmd.args(["-n", n]);
+    }
+    let what = || format!("run ip -batch ({})", lines.join("; "));
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err(what()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        stdin.write_all(text.as_bytes()).map_err(io_err(what()))?;
+    }
+    let out = child.wait_with_output().map_err(io_err(what()))?;
+    if !out.status.success() {
+        return Err(failed(what(), &out.stderr));
     }
     Ok(())
 }
@@ -117,7 +153,7 @@ pub fn list(root: &Path) -> Result<Vec<NetworkInfo>, RuntimeError> {
     Ok(out)
 }
 
-/// Creates a network: picks a 10.89.N.0/24 no route on this host uses, creates its bridge.
+/// Creates a network: picks a 10.89.N.0/24 no route on this host overlaps, creates its bridge.
 pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     if !valid_name(name) {
         return Err(RuntimeError::Invalid(format!(
@@ -131,8 +167,53 @@ pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
 pub fn default_bridge(root: &Path) -> Result<NetworkInfo, RuntimeError> {
     match inspect(root, DEFAULT_BRIDGE) {
         Ok(info) => Ok(info),
-        Err(_) => create_record(root, DEFAULT_BRIDGE),
+        Err(_) => match create_record(root, DEFAULT_BRIDGE) {
+            // Another `kiln run` of this root made it first.
+            Err(RuntimeError::Invalid(_)) if inspect(root, DEFAULT_BRIDGE).is_ok() => {
+                inspect(root, DEFAULT_BRIDGE)
+            }
+            other => other,
+        },
     }
+}
+
+/// Whether 10.89.`n`.0/24 overlaps none of the routes `ip -4 route show table all` printed.
+fn subnet_free(routes: &str, n: u8) -> bool {
+    const TYPES: [&str; 10] = [
+        "unicast",
+        "local",
+        "broadcast",
+        "multicast",
+        "anycast",
+        "unreachable",
+        "blackhole",
+        "prohibit",
+        "throw",
+        "nat",
+    ];
+    let ours = (u32::from(Ipv4Addr::new(10, 89, n, 0)), 24u32);
+    routes.lines().all(|line| {
+        let mut words = line.split_whitespace();
+        let mut dst = words.next().unwrap_or("default");
+        if TYPES.contains(&dst) {
+            dst = words.next().unwrap_or("default");
+        }
+        if dst == "default" {
+            return true;
+        }
+        let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
+        let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+            return true;
+        };
+        // Two prefixes overlap when they agree on the shorter one's bits.
+        let shorter = len.min(ours.1).min(32);
+        let mask = if shorter == 0 {
+            0
+        } else {
+            u32::MAX << (32 - shorter)
+        };
+        (u32::from(addr) & mask) != (ours.0 & mask)
+    })
 }
 
 fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
@@ -142,13 +223,17 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
         )));
     }
     let _lock = host_lock()?;
+    // Made by a concurrent `kiln` of this root while we waited for the lock.
+    if let Ok(info) = inspect(root, name) {
+        return Ok(info);
+    }
     let routes = Command::new("ip")
         .args(["-4", "route", "show", "table", "all"])
         .output()
         .map_err(io_err("run ip route"))?;
     let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
     let index = (1..=254u8)
-        .find(|n| !routes.contains(&format!("10.89.{n}.")))
+        .find(|n| subnet_free(&routes, *n))
         .ok_or_else(|| RuntimeError::Invalid("no free 10.89.N.0/24 subnet left".into()))?;
     let id = store::new_id()?;
     let bridge = format!("kb{}", &id[..10]);
@@ -159,34 +244,26 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
         bridge: bridge.clone(),
         created: now_rfc3339(),
     };
-    run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+    let subnet = info.subnet();
+    ip_batch(
+        None,
+        &[
+            format!("link add {bridge} type bridge"),
+            format!("addr add {}/24 dev {bridge}", info.gateway()),
+            format!("link set {bridge} up"),
+        ],
+    )
+    .inspect_err(|_| {
+        let _ = run("ip", &["link", "del", &bridge]);
+    })?;
     let setup = (|| {
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", info.gateway()),
-                "dev",
-                &bridge,
-            ],
-        )?;
-        run("ip", &["link", "set", &bridge, "up"])?;
-        // Isolation: traffic from this bridge to any other kiln bridge is dropped; traffic
-        // inside it is accepted (rule order: the ACCEPT is inserted last, so it is first).
-        run(
-            "iptables",
-            &["-I", "FORWARD", "-i", &bridge, "-o", "kb+", "-j", "DROP"],
-        )?;
-        run(
-            "iptables",
-            &[
-                "-I", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
-            ],
-        )?;
-        // Outward traffic leaves with the host's address.
-        let subnet = info.subnet();
-        run("iptables", &nat_rule("-A", &subnet, &bridge))?;
+        match firewall::add_network(&bridge, &subnet)? {
+            firewall::Setup::Done => {}
+            firewall::Setup::NoIptables => eprintln!(
+                "warning: iptables not found: containers on network {name} get no NAT to the \
+                 outside and no isolation from other networks"
+            ),
+        }
         let dir = networks_dir(root).join(name);
         fs::create_dir_all(&dir).map_err(io_err(format!("create network {name}")))?;
         fs::write(
@@ -197,43 +274,19 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
         write_json(&dir.join("network.json"), &info)
     })();
     if let Err(e) = setup {
-        teardown_bridge(&bridge, &info.subnet());
+        teardown_bridge(&bridge, &subnet);
         return Err(e);
     }
     Ok(info)
 }
 
-fn nat_rule<'a>(op: &'a str, subnet: &'a str, bridge: &'a str) -> [&'a str; 12] {
-    [
-        "-t",
-        "nat",
-        op,
-        "POSTROUTING",
-        "-s",
-        subnet,
-        "!",
-        "-o",
-        bridge,
-        "-j",
-        "MASQUERADE",
-        "-w",
-    ]
-}
-
 fn teardown_bridge(bridge: &str, subnet: &str) {
-    let _ = run("iptables", &nat_rule("-D", subnet, bridge));
-    let _ = run(
-        "iptables",
-        &["-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
-    );
-    let _ = run(
-        "iptables",
-        &["-D", "FORWARD", "-i", bridge, "-o", "kb+", "-j", "DROP"],
-    );
+    firewall::remove_network(bridge, subnet);
     let _ = run("ip", &["link", "del", bridge]);
 }
 
-/// Removes a network no container uses.
+/// Removes a network no container uses (the default `bridge` too, unlike Docker, so a root
+/// can be cleaned up completely; the next container on it makes it again).
 pub fn remove(root: &Path, name: &str) -> Result<(), RuntimeError> {
     let info = inspect(root, name)?;
     if let Some(c) = store::list(root)?
@@ -250,22 +303,59 @@ pub fn remove(root: &Path, name: &str) -> Result<(), RuntimeError> {
         .map_err(io_err(format!("remove network {name}")))
 }
 
-/// Picks the lowest free address of the network for a new container.
+/// What `--network` (absent: the default bridge) means for a new container: its mode, and for
+/// a bridge network the network's name and an address leased for the container.
+pub(crate) fn resolve(
+    root: &Path,
+    network: Option<&str>,
+) -> Result<(NetworkMode, Option<String>, Option<String>), RuntimeError> {
+    let info = match network.unwrap_or(DEFAULT_BRIDGE) {
+        "none" => return Ok((NetworkMode::None, None, None)),
+        "host" => return Ok((NetworkMode::Host, None, None)),
+        "bridge" | "default" => default_bridge(root)?,
+        other => inspect(root, other)?,
+    };
+    let ip = allocate_ip(root, &info)?;
+    Ok((NetworkMode::Named, Some(info.name), Some(ip.to_string())))
+}
+
+/// Leases the lowest free address of the network for a new container.
 pub(crate) fn allocate_ip(root: &Path, info: &NetworkInfo) -> Result<Ipv4Addr, RuntimeError> {
-    let used: Vec<String> = store::list(root)?
+    let used: Vec<Ipv4Addr> = store::list(root)?
         .into_iter()
         .filter(|c| c.config.network_name.as_deref() == Some(info.name.as_str()))
-        .filter_map(|c| c.config.ip)
+        .filter_map(|c| c.config.ip.and_then(|ip| ip.parse().ok()))
         .collect();
-    (2..=254u8)
-        .map(|n| Ipv4Addr::new(10, 89, info.subnet_index, n))
-        .find(|ip| !used.contains(&ip.to_string()))
+    let candidates = (2..=254u8).map(|n| Ipv4Addr::new(10, 89, info.subnet_index, n));
+    lease::take(&leases_dir(root, &info.name), candidates, &used)?
         .ok_or_else(|| RuntimeError::Invalid(format!("network {} is full", info.name)))
+}
+
+/// Gives back what a removed container held on its network: its address, its entry in the
+/// network's hosts file, and a namespace a killed owner could not delete.
+pub(crate) fn release(root: &Path, config: &ContainerConfig) {
+    let Some(name) = &config.network_name else {
+        return;
+    };
+    if let Some(ip) = config.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        lease::release(&leases_dir(root, name), ip);
+    }
+    let _ = refresh_hosts(root, name);
+    forget_namespace(&config.id);
+}
+
+/// Whether members of the network find each other by name (user networks; not the default
+/// bridge, as in Docker).
+pub(crate) fn has_names(name: &str) -> bool {
+    name != DEFAULT_BRIDGE
 }
 
 /// Rewrites the network's hosts file in place (members bind-mount this inode, so it must not
 /// be replaced by a rename): localhost plus every container of the network.
 pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError> {
+    if !has_names(name) {
+        return Ok(());
+    }
     let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
     for c in store::list(root)? {
         if c.config.network_name.as_deref() == Some(name)
@@ -277,6 +367,15 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
     fs::write(hosts_path(root, name), text).map_err(io_err("write the network's hosts file"))
 }
 
+fn netns_name(id: &str) -> String {
+    format!("kiln-{}", &id[..12.min(id.len())])
+}
+
+/// The network namespace path of container `id` while it runs on a bridge network.
+pub(crate) fn netns_path(id: &str) -> PathBuf {
+    netns::path(&netns_name(id))
+}
+
 /// The network namespace of one running container, torn down on drop.
 #[derive(Debug)]
 pub(crate) struct Attachment {
@@ -286,52 +385,93 @@ pub(crate) struct Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         // The veth pair goes with the namespace once its last process is gone.
-        let _ = run("ip", &["netns", "del", &self.netns]);
+        netns::delete(&self.netns);
     }
 }
 
-/// Creates a namespace `kiln-<id>` with `eth0` at `ip` on the network's bridge.
-pub(crate) fn attach(info: &NetworkInfo, id: &str, ip: &str) -> Result<Attachment, RuntimeError> {
-    let netns = format!("kiln-{}", &id[..12]);
-    // A namespace left by a killed owner.
-    let _ = run("ip", &["netns", "del", &netns]);
-    run("ip", &["netns", "add", &netns])?;
-    let att = Attachment {
-        netns: netns.clone(),
-    };
-    let host_if = format!("vk{}", &id[..10]);
-    let peer = format!("vc{}", &id[..10]);
-    let _ = run("ip", &["link", "del", &host_if]);
-    run(
-        "ip",
-        &[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
-        ],
-    )?;
-    let (addr, gw) = (format!("{ip}/24"), info.gateway().to_string());
-    let steps: [&[&str]; 8] = [
-        &["link", "set", &peer, "netns", &netns],
-        &["-n", &netns, "link", "set", &peer, "name", "eth0"],
-        &["-n", &netns, "addr", "add", &addr, "dev", "eth0"],
-        &["-n", &netns, "link", "set", "eth0", "up"],
-        &["-n", &netns, "link", "set", "lo", "up"],
-        &["-n", &netns, "route", "add", "default", "via", &gw],
-        &["link", "set", &host_if, "master", &info.bridge],
-        &["link", "set", &host_if, "up"],
+/// The setup of one container's `eth0`: host side (veth pair, its peer moved into the
+/// namespace, the host end on the bridge) and inside (addresses, links up, default route).
+fn attach_steps(info: &NetworkInfo, id: &str, ip: &str) -> (Vec<String>, Vec<String>) {
+    let netns = netns_name(id);
+    let host_if = format!("vk{}", &id[..10.min(id.len())]);
+    let host = vec![
+        format!("link add {host_if} type veth peer name eth0 netns {netns}"),
+        format!("link set {host_if} master {} up", info.bridge),
     ];
-    for s in steps {
-        if let Err(e) = run("ip", s) {
-            let _ = run("ip", &["link", "del", &host_if]);
-            return Err(e);
-        }
+    let inside = vec![
+        "link set lo up".to_string(),
+        format!("addr add {ip}/24 dev eth0"),
+        "link set eth0 up".to_string(),
+        format!("route add default via {}", info.gateway()),
+    ];
+    (host, inside)
+}
+
+/// Creates a namespace `kiln-<id12>` with `eth0` at `ip` on the network's bridge: the namespace
+/// in process, then one `ip -batch` on each side.
+pub(crate) fn attach(info: &NetworkInfo, id: &str, ip: &str) -> Result<Attachment, RuntimeError> {
+    let name = netns_name(id);
+    netns::create(&name)?;
+    let att = Attachment {
+        netns: name.clone(),
+    };
+    let (host, inside) = attach_steps(info, id, ip);
+    // A host end left by a killed owner (its namespace is gone, the pair may linger briefly).
+    let host_if = format!("vk{}", &id[..10.min(id.len())]);
+    if Path::new("/sys/class/net").join(&host_if).exists() {
+        let _ = run("ip", &["link", "del", &host_if]);
     }
+    ip_batch(None, &host)?;
+    ip_batch(Some(&name), &inside)?;
     Ok(att)
 }
 
 /// Deletes the named namespace of container `id` if one was left behind.
 pub(crate) fn forget_namespace(id: &str) {
-    let netns = format!("kiln-{}", &id[..12.min(id.len())]);
-    if Path::new("/run/netns").join(&netns).exists() {
-        let _ = run("ip", &["netns", "del", &netns]);
+    let p = netns_path(id);
+    if p.exists() {
+        netns::delete(&netns_name(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subnet_is_free_unless_a_route_overlaps_it() {
+        let routes = "default via 192.0.2.1 dev eth0\n\
+                      192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2\n\
+                      10.89.1.0/24 dev kb1 proto kernel scope link src 10.89.1.1\n\
+                      local 10.89.3.7 dev x table local proto kernel scope host src 10.89.3.7\n\
+                      10.89.4.128/25 dev y\n";
+        assert!(!subnet_free(routes, 1));
+        assert!(subnet_free(routes, 2));
+        assert!(!subnet_free(routes, 3));
+        assert!(!subnet_free(routes, 4));
+        assert!(!subnet_free("10.0.0.0/8 via 192.0.2.9 dev eth0\n", 5));
+        assert!(subnet_free("10.90.0.0/16 dev z\n", 5));
+    }
+
+    #[test]
+    fn attach_is_two_batches_naming_the_namespace_and_the_bridge() {
+        let info = NetworkInfo {
+            name: "n".into(),
+            id: "x".into(),
+            subnet_index: 7,
+            bridge: "kbabc".into(),
+            created: String::new(),
+        };
+        let id = "0123456789abcdef0123";
+        let (host, inside) = attach_steps(&info, id, "10.89.7.2");
+        assert_eq!(
+            host,
+            [
+                "link add vk0123456789 type veth peer name eth0 netns kiln-0123456789ab",
+                "link set vk0123456789 master kbabc up"
+            ]
+        );
+        assert_eq!(inside[1], "addr add 10.89.7.2/24 dev eth0");
+        assert_eq!(inside[3], "route add default via 10.89.7.1");
     }
 }

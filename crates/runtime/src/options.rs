@@ -23,7 +23,7 @@ pub struct RunOptions {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub hostname: Option<String>,
-    /// `none`, `host` (default: `none`; `bridge` and user networks are not supported yet).
+    /// `bridge` (the default), `none`, `host` or a user network's name.
     pub network: Option<String>,
     /// `-v` specs: `/host:/ctr[:ro]`, `name:/ctr[:ro]`, `/ctr`.
     pub volumes: Vec<String>,

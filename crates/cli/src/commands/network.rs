@@ -1,5 +1,6 @@
 //! `kiln network create|ls|inspect|rm`: user-defined networks (a bridge and a /24 each), beside
-//! the built-in `none` and `host`; `bridge` is created on first use by `run --network bridge`.
+//! the built-in `none`, `host` and the default `bridge` (made by the first container that joins
+//! it, which is any `kiln run` without `--network`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ pub enum NetworkCommand {
 const BUILTIN: [(&str, &str); 2] = [
     (
         "none",
-        "its own namespace with only lo; -p ports are proxied into it (the default)",
+        "its own namespace with only lo; -p ports are proxied into it",
     ),
     ("host", "the host's network namespace"),
 ];
@@ -44,18 +45,27 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
             if !quiet {
                 println!("{:<24}  {:<8}  SUBNET", "NAME", "DRIVER");
             }
-            for (name, _) in BUILTIN {
+            let mut nets = network::list(root)?;
+            // The default bridge is always listed, as Docker's, even before its first use.
+            let default = match nets.iter().position(|n| n.name == network::DEFAULT_BRIDGE) {
+                Some(i) => nets.remove(i).subnet(),
+                None => String::new(),
+            };
+            let rows = [
+                (network::DEFAULT_BRIDGE.to_string(), "bridge", default),
+                ("host".into(), "host", String::new()),
+                ("none".into(), "null", String::new()),
+            ]
+            .into_iter()
+            .chain(nets.into_iter().map(|n| {
+                let subnet = n.subnet();
+                (n.name, "bridge", subnet)
+            }));
+            for (name, driver, subnet) in rows {
                 if quiet {
                     println!("{name}");
                 } else {
-                    println!("{name:<24}  {name:<8}");
-                }
-            }
-            for n in network::list(root)? {
-                if quiet {
-                    println!("{}", n.name);
-                } else {
-                    println!("{:<24}  {:<8}  {}", n.name, "bridge", n.subnet());
+                    println!("{name:<24}  {driver:<8}  {subnet}");
                 }
             }
         }
@@ -63,7 +73,17 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
             let mut out = Vec::new();
             for name in &names {
                 if let Some((n, what)) = BUILTIN.iter().find(|(n, _)| n == name) {
-                    out.push(serde_json::json!({"Name": n, "Driver": n, "Scope": "local", "Description": what}));
+                    let driver = if *n == "none" { "null" } else { n };
+                    out.push(serde_json::json!({"Name": n, "Driver": driver, "Scope": "local", "Description": what}));
+                    continue;
+                }
+                if name == network::DEFAULT_BRIDGE && network::inspect(root, name).is_err() {
+                    out.push(serde_json::json!({
+                        "Name": name,
+                        "Driver": "bridge",
+                        "Scope": "local",
+                        "Description": "the default network; its bridge is made when the first container joins it",
+                    }));
                     continue;
                 }
                 let n = network::inspect(root, name)?;

@@ -49,7 +49,7 @@ pub struct RunArgs {
     /// Publish a port: [IP:]HOST:CTR[/tcp].
     #[arg(short, long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
-    /// none (default) or host.
+    /// bridge (the default), none, host, or a network from `kiln network create`.
     #[arg(long, alias = "net")]
     network: Option<String>,
     /// The container's hostname.

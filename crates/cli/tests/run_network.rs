@@ -1,0 +1,361 @@
+//! Container networking end to end, as root, with the busybox base: the default `bridge`
+//! network with NAT to an "outside" (a network namespace the test makes, never a real
+//! address), teardown that leaves no namespace, veth or firewall rule, names on user networks
+//! but not on the default bridge, and published ports (UDP, random host ports, `-P`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
+    fn new(changes: &[&str]) -> Option<Env> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: container networking needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let tar = dir.path().join("busybox.tar");
+        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+        let env = Env { _dir: dir, root };
+        let mut args = vec![
+            "import".to_string(),
+            tar.to_str().expect("utf-8").to_string(),
+            "busybox".to_string(),
+            "-c".into(),
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ];
+        for c in changes {
+            args.push("-c".into());
+            args.push(c.to_string());
+        }
+        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "import failed: {out:?}");
+        Some(env)
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Runs kiln, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect json");
+        v[0].clone()
+    }
+
+    /// The default bridge's interface name, once it exists.
+    fn bridge_if(&self) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["network", "inspect", "bridge"])).expect("json");
+        v[0]["Options"]["com.docker.network.bridge.name"]
+            .as_str()
+            .expect("the default bridge exists")
+            .to_string()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Never leave a container, bridge or firewall rule behind, even when a test failed.
+        let ids = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.kiln(&["rm", "-f", id]);
+        }
+        let nets = self.kiln(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&nets.stdout).lines() {
+            if n != "none" && n != "host" {
+                let _ = self.kiln(&["network", "rm", n]);
+            }
+        }
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).output().expect("run");
+    assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+    out
+}
+
+/// An "outside" for NAT tests: a network namespace of the test's own, joined to the host by a
+/// veth pair with a /30 of TEST-NET-2 (198.51.100.0/24, documentation-only addresses); it
+/// routes nothing back to the containers' subnets, so only NAT'd traffic can get answers.
+struct Outside {
+    netns: String,
+    host_if: String,
+    addr: &'static str,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let routes = String::from_utf8_lossy(&sh("ip", &["-4", "route"]).stdout).into_owned();
+        assert!(
+            !routes.contains("198.51.100."),
+            "this host already routes TEST-NET-2: {routes}"
+        );
+        let pid = std::process::id();
+        let o = Outside {
+            netns: format!("kiln-test-out-{pid}"),
+            host_if: format!("kto{pid}"),
+            addr: "198.51.100.2",
+        };
+        sh("ip", &["netns", "add", &o.netns]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &o.host_if, "type", "veth", "peer", "name", "eth0", "netns",
+                &o.netns,
+            ],
+        );
+        sh("ip", &["addr", "add", "198.51.100.1/30", "dev", &o.host_if]);
+        sh("ip", &["link", "set", &o.host_if, "up"]);
+        sh(
+            "ip",
+            &[
+                "-n",
+                &o.netns,
+                "addr",
+                "add",
+                "198.51.100.2/30",
+                "dev",
+                "eth0",
+            ],
+        );
+        sh("ip", &["-n", &o.netns, "link", "set", "eth0", "up"]);
+        sh("ip", &["-n", &o.netns, "link", "set", "lo", "up"]);
+        o
+    }
+
+    /// A TCP listener inside the outside namespace (a socket stays in the namespace it was
+    /// made in, so a thread joins it just to bind).
+    fn listen(&self) -> TcpListener {
+        let path = format!("/run/netns/{}", self.netns);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(path).expect("open netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            TcpListener::bind("198.51.100.2:0").expect("bind outside")
+        })
+        .join()
+        .expect("listener thread")
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// Waits (up to 10 s) for `gone` to hold: the kernel frees a namespace and the veth pair in it
+/// asynchronously after its last process exits.
+fn eventually(what: &str, gone: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !gone() {
+        assert!(Instant::now() < until, "still there after 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn firewall_mentions(bridge: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, chain) in [("filter", "KILN-FORWARD"), ("nat", "KILN-POSTROUTING")] {
+        let o = Command::new("iptables")
+            .args(["-w", "-t", table, "-S", chain])
+            .output()
+            .expect("iptables");
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(bridge))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[test]
+fn run_joins_the_default_bridge_and_reaches_the_outside_through_nat() {
+    let Some(env) = Env::new(&[]) else { return };
+    let ls = env.ok(&["network", "ls", "-q"]);
+    assert_eq!(
+        ls.lines().take(3).collect::<Vec<_>>(),
+        ["bridge", "host", "none"]
+    );
+    let outside = Outside::new();
+    let listener = outside.listen();
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        let mut got = String::new();
+        s.read_to_string(&mut got).expect("read");
+        (got, peer.ip().to_string())
+    });
+    let script = format!(
+        "ip -4 addr show eth0 | awk '/inet / {{print $2}}'; cat /etc/hostname; \
+         printf from-container | nc -w 5 {} {port}",
+        outside.addr
+    );
+    let out = env.ok(&["run", "--rm", "busybox", "sh", "-c", &script]);
+    let mut lines = out.lines();
+    let addr = lines.next().expect("an address");
+    assert!(addr.starts_with("10.89.") && addr.ends_with("/24"), "{out}");
+    let (got, peer) = server.join().expect("server");
+    assert_eq!(got, "from-container");
+    // Masqueraded: the outside sees the host's address on its link, not the container's.
+    assert_eq!(peer, "198.51.100.1");
+
+    // The --rm container left no namespace or veth behind (its hostname is its ID's prefix).
+    let id12 = lines.next().expect("hostname").trim().to_string();
+    assert_eq!(id12.len(), 12, "{out}");
+    assert!(
+        !Path::new("/run/netns")
+            .join(format!("kiln-{id12}"))
+            .exists()
+    );
+    eventually("the --rm container's veth", || {
+        !link_exists(&format!("vk{}", &id12[..10]))
+    });
+
+    // A detached one has both while it runs, and neither once removed.
+    env.ok(&["run", "-d", "--name", "long", "busybox", "sleep", "60"]);
+    let id = env.inspect("long")["Id"].as_str().expect("id").to_string();
+    let netns = Path::new("/run/netns").join(format!("kiln-{}", &id[..12]));
+    let veth = format!("vk{}", &id[..10]);
+    assert!(netns.exists() && link_exists(&veth));
+    env.ok(&["rm", "-f", "long"]);
+    assert!(!netns.exists());
+    eventually("the removed container's veth", || !link_exists(&veth));
+
+    // Removing the network removes its bridge and every firewall rule naming it.
+    let bridge = env.bridge_if();
+    assert_eq!(firewall_mentions(&bridge).len(), 5);
+    env.ok(&["network", "rm", "bridge"]);
+    assert!(!link_exists(&bridge));
+    assert_eq!(firewall_mentions(&bridge), Vec::<String>::new());
+}
+
+#[test]
+fn the_default_bridge_gives_no_names_but_a_user_network_does() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&["run", "-d", "--name", "srv", "busybox", "sleep", "60"]);
+    let srv_ip = env.inspect("srv")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    assert!(srv_ip.starts_with("10.89."), "{srv_ip}");
+    // Only the container's own name is in its hosts file, as with Docker's default bridge;
+    // the address itself is reachable.
+    let hosts = env.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "me",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(!hosts.contains("srv"), "{hosts}");
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("10.89.") && l.ends_with("\tme")),
+        "{hosts}"
+    );
+    let ping = format!("ping -c 1 -W 2 {srv_ip} >/dev/null && echo reached");
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox", "sh", "-c", &ping]),
+        "reached\n"
+    );
+
+    let net = format!("n{}", std::process::id());
+    env.ok(&["network", "create", &net]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let hosts = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(hosts.lines().any(|l| l.contains("\tpeer\t")), "{hosts}");
+    // Different networks are isolated: the default bridge cannot reach the user network.
+    let peer_ip = env.inspect("peer")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let ping = format!("ping -c 1 -W 1 {peer_ip} >/dev/null && echo reached || echo blocked");
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox", "sh", "-c", &ping]),
+        "blocked\n"
+    );
+}
+
+#[allow(dead_code)]
+fn http_get(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET /i HTTP/1.0\r\n\r\n").expect("write");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[allow(dead_code)]
+fn udp_roundtrip(port: u16, msg: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    for _ in 0..20 {
+        s.send_to(msg, ("127.0.0.1", port)).expect("send");
+        if let Ok(n) = s.recv(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}

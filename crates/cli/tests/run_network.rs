@@ -336,7 +336,6 @@ fn the_default_bridge_gives_no_names_but_a_user_network_does() {
     );
 }
 
-#[allow(dead_code)]
 fn http_get(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.write_all(b"GET /i HTTP/1.0\r\n\r\n").expect("write");
@@ -345,17 +344,121 @@ fn http_get(port: u16) -> String {
     body
 }
 
-#[allow(dead_code)]
+/// Sends `msg` until an answer comes back (the server may still be starting).
 fn udp_roundtrip(port: u16, msg: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.set_read_timeout(Some(Duration::from_millis(500)))
+    s.set_read_timeout(Some(Duration::from_millis(250)))
         .expect("timeout");
     let mut buf = [0u8; 512];
-    for _ in 0..20 {
+    for _ in 0..40 {
         s.send_to(msg, ("127.0.0.1", port)).expect("send");
         if let Ok(n) = s.recv(&mut buf) {
             return Some(buf[..n].to_vec());
         }
     }
     None
+}
+
+/// A UDP server answering each datagram reversed, bound to `127.0.0.1:port` inside the
+/// network namespace of process `pid` (busybox has no UDP server applet). Ends after 20 s.
+fn udp_reverser_in(pid: u64, port: u16) {
+    let ready = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("open netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let s = UdpSocket::bind(("127.0.0.1", port)).expect("bind inside");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        ready.0.send(()).expect("ready");
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let back: Vec<u8> = buf[..n].iter().rev().copied().collect();
+            let _ = s.send_to(&back, from);
+        }
+    });
+    ready.1.recv().expect("udp server started");
+}
+
+/// `kiln port C [P]` output's host port.
+fn host_port(line: &str) -> u16 {
+    line.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no host port in {line:?}"))
+}
+
+#[test]
+fn published_ports_udp_random_host_ports_and_publish_all() {
+    let Some(env) = Env::new(&["EXPOSE 80/tcp", "EXPOSE 5353/udp"]) else {
+        return;
+    };
+    let serve = "mkdir /www && echo hello-web > /www/i && exec httpd -f -p 80 -h /www";
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-P",
+        "-p",
+        "127.0.0.1::8080",
+        "busybox",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    let listed = env.ok(&["port", "web"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    for want in [
+        "8080/tcp -> 127.0.0.1:",
+        "80/tcp -> 0.0.0.0:",
+        "5353/udp -> 0.0.0.0:",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want}: {listed}"
+        );
+    }
+    let web = host_port(&env.ok(&["port", "web", "80"]));
+    let dns = host_port(&env.ok(&["port", "web", "5353/udp"]));
+    assert!(web != 0 && dns != 0 && web != dns);
+    assert!(!env.kiln(&["port", "web", "81"]).status.success());
+
+    // TCP through the random port (httpd may take a moment to listen).
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = http_get(web);
+        if body.contains("hello-web") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.contains("hello-web"), "{body}");
+
+    // UDP: each client gets a socket inside the container; answers come back to the client.
+    let pid = env.inspect("web")["State"]["Pid"].as_u64().expect("pid");
+    udp_reverser_in(pid, 5353);
+    assert_eq!(udp_roundtrip(dns, b"ping").as_deref(), Some(&b"gnip"[..]));
+    assert_eq!(
+        udp_roundtrip(dns, b"second").as_deref(),
+        Some(&b"dnoces"[..])
+    );
+
+    // inspect and ps show the bound ports; the configured binding keeps an empty host port.
+    let inspect = env.inspect("web");
+    assert_eq!(
+        inspect["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        web.to_string()
+    );
+    assert_eq!(
+        inspect["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
+        ""
+    );
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains(&format!("0.0.0.0:{dns}->5353/udp")), "{ps}");
+
+    // Once stopped, a random port is no longer shown.
+    env.ok(&["stop", "-t", "0", "web"]);
+    assert_eq!(env.ok(&["port", "web"]), "");
 }

@@ -166,10 +166,7 @@ impl Runtime {
         for f in &opts.env_files {
             file_env.extend(options::read_env_file(f)?);
         }
-        let mut ports_ = Vec::new();
-        for p in &opts.publish {
-            ports_.push(options::parse_publish(p)?);
-        }
+        let ports_ = options::published_ports(&opts.publish, opts.publish_all, &rc.exposed_ports)?;
         let mut mounts = Vec::new();
         for v in &opts.volumes {
             mounts.push(options::parse_volume(v)?);
@@ -575,7 +572,7 @@ impl Runtime {
         let _ = fs::remove_file(c.dir.join(STOP_MARKER));
         let target = ports::Target::default();
         if !c.config.ports.is_empty() && c.config.network != NetworkMode::Host {
-            ports::publish(&c.config.ports, &target)?;
+            ports::publish(c, &target)?;
         }
         let forward = SignalForwarder::start();
         let _net = self.attach_network(c)?;
@@ -683,7 +680,7 @@ impl Runtime {
         let target = ports::Target::default();
         if !c.config.ports.is_empty()
             && c.config.network != NetworkMode::Host
-            && let Err(e) = ports::publish(&c.config.ports, &target)
+            && let Err(e) = ports::publish(&c, &target)
         {
             tell(Err(e.to_string()));
             return Err(e);
@@ -914,16 +911,7 @@ impl Runtime {
         use serde_json::json;
         let cfg = &c.config;
         let st = &c.state;
-        let ports: serde_json::Map<String, serde_json::Value> = cfg
-            .ports
-            .iter()
-            .map(|p| {
-                (
-                    format!("{}/{}", p.container_port, p.protocol),
-                    json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]),
-                )
-            })
-            .collect();
+        let ports = ports::docker_json(&cfg.ports);
         let mounts: Vec<serde_json::Value> = cfg
             .mounts
             .iter()
@@ -1000,7 +988,7 @@ impl Runtime {
                 "StopSignal": cfg.stop_signal,
                 "OpenStdin": cfg.open_stdin,
             },
-            "NetworkSettings": { "Ports": ports, "IPAddress": cfg.ip.clone().unwrap_or_default() },
+            "NetworkSettings": { "Ports": ports::docker_json(&ports::published(c)), "IPAddress": cfg.ip.clone().unwrap_or_default() },
         })
     }
 }

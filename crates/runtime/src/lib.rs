@@ -20,7 +20,7 @@ pub mod logs;
 pub(crate) mod net;
 pub mod network;
 pub mod options;
-mod ports;
+pub mod ports;
 pub mod store;
 mod sys;
 pub mod volume;

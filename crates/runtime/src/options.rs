@@ -31,8 +31,10 @@ pub struct RunOptions {
     pub mounts: Vec<String>,
     /// `--tmpfs /path[:size=…,mode=…]`.
     pub tmpfs: Vec<String>,
-    /// `-p [IP:]HOST:CTR[/tcp]`.
+    /// `-p [IP:][HOST:]CTR[/tcp|udp]`.
     pub publish: Vec<String>,
+    /// `-P`: every port the image exposes, on a random host port.
+    pub publish_all: bool,
     /// `-m 512m`.
     pub memory: Option<String>,
     /// `--cpus 1.5`.
@@ -185,50 +187,89 @@ pub fn parse_cpus(s: &str) -> Result<u64, RuntimeError> {
     Ok((n * 1000.0).round().max(1.0) as u64)
 }
 
-/// `-p [IP:]HOST:CTR[/tcp]`. A bare `CTR` (random host port) is not supported yet.
+/// `-p [IP:][HOST:]CTR[/tcp|udp]`. Without a host port (`CTR`, `IP::CTR`) the host port is 0:
+/// the kernel picks a free one when the port is bound.
 pub fn parse_publish(s: &str) -> Result<PortMapping, RuntimeError> {
     let bad = |why: &str| RuntimeError::Invalid(format!("invalid port mapping {s:?}: {why}"));
     let (spec, proto) = match s.rsplit_once('/') {
         Some((spec, p)) => (spec, p.to_ascii_lowercase()),
         None => (s, "tcp".to_string()),
     };
-    if proto == "udp" || proto == "sctp" {
+    if proto == "sctp" {
         return Err(RuntimeError::NotSupported(format!(
-            "publishing {proto} ports ({s})"
+            "publishing sctp ports ({s})"
         )));
     }
-    if proto != "tcp" {
-        return Err(bad("protocol must be tcp"));
+    if proto != "tcp" && proto != "udp" {
+        return Err(bad("protocol must be tcp or udp"));
     }
-    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    if spec.contains('-') {
+        return Err(RuntimeError::NotSupported(format!(
+            "publishing port ranges ({s})"
+        )));
+    }
     let port = |p: &str| -> Result<u16, RuntimeError> {
         match p.parse::<u16>() {
             Ok(n) if n > 0 => Ok(n),
             _ => Err(bad("ports must be numbers from 1 to 65535")),
         }
     };
-    let (ip, host, ctr) = match parts.as_slice() {
-        [ctr] => {
-            let _ = port(ctr)?;
-            return Err(RuntimeError::NotSupported(format!(
-                "publishing to a random host port ({s}); give HOST:CTR"
-            )));
+    // The host address may be an IPv6 literal in brackets, which has colons of its own.
+    let (ip, rest) = match spec.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, rest) = v6
+                .split_once("]:")
+                .ok_or_else(|| bad("expected [IPv6]:HOST:CTR"))?;
+            (Some(ip), rest)
         }
-        [ctr, host] => ("0.0.0.0", *host, *ctr),
-        [ctr, host, ip] => (*ip, *host, *ctr),
-        _ => return Err(bad("expected [IP:]HOST:CTR")),
+        None => (None, spec),
     };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
+    let (ip, host, ctr) = match (ip, parts.as_slice()) {
+        (None, [ctr]) => ("", "", *ctr),
+        (None, [ctr, host]) => ("", *host, *ctr),
+        (None, [ctr, host, ip]) => (*ip, *host, *ctr),
+        (Some(ip), [ctr, host]) => (ip, *host, *ctr),
+        _ => return Err(bad("expected [IP:][HOST:]CTR")),
+    };
     let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
     if ip.parse::<std::net::IpAddr>().is_err() {
         return Err(bad("the host address is not an IP address"));
     }
     Ok(PortMapping {
         host_ip: ip.to_string(),
-        host_port: port(host)?,
+        host_port: if host.is_empty() { 0 } else { port(host)? },
         container_port: port(ctr)?,
         protocol: proto,
     })
+}
+
+/// The container's published ports: each `-p`, then with `-P` every port the image exposes
+/// (`80/tcp`, `53/udp`, `8080`) that no `-p` maps, on a random host port of every address.
+pub fn published_ports<'a>(
+    publish: &[String],
+    publish_all: bool,
+    exposed: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<PortMapping>, RuntimeError> {
+    let mut out = Vec::new();
+    for p in publish {
+        out.push(parse_publish(p)?);
+    }
+    if publish_all {
+        for e in exposed {
+            let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+            let mapping = parse_publish(&format!("{port}/{proto}")).map_err(|_| {
+                RuntimeError::Invalid(format!("the image exposes an invalid port {e:?}"))
+            })?;
+            let mapped = out.iter().any(|m: &PortMapping| {
+                m.container_port == mapping.container_port && m.protocol == mapping.protocol
+            });
+            if !mapped {
+                out.push(mapping);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
@@ -534,10 +575,6 @@ mod tests {
             ("127.0.0.1", 8080, 80)
         );
         assert_eq!(parse_publish("8080:80/tcp").unwrap().host_ip, "0.0.0.0");
-        assert!(matches!(
-            parse_publish("80"),
-            Err(RuntimeError::NotSupported(_))
-        ));
         assert!(parse_publish("x:80").is_err());
         assert_eq!(
             parse_restart("on-failure:3").unwrap(),
@@ -586,5 +623,46 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn mapping(s: &str) -> (String, u16, u16, String) {
+        let p = parse_publish(s).unwrap();
+        (p.host_ip, p.host_port, p.container_port, p.protocol)
+    }
+
+    #[test]
+    fn publish_takes_udp_random_host_ports_and_ipv6_hosts() {
+        let m = |ip: &str, h, c, p: &str| (ip.to_string(), h, c, p.to_string());
+        assert_eq!(mapping("53:53/udp"), m("0.0.0.0", 53, 53, "udp"));
+        assert_eq!(mapping("80"), m("0.0.0.0", 0, 80, "tcp"));
+        assert_eq!(mapping("127.0.0.1::80"), m("127.0.0.1", 0, 80, "tcp"));
+        assert_eq!(mapping(":8080:80/TCP"), m("0.0.0.0", 8080, 80, "tcp"));
+        assert_eq!(mapping("[::1]:8080:80"), m("::1", 8080, 80, "tcp"));
+        assert_eq!(mapping("[::1]::80/udp"), m("::1", 0, 80, "udp"));
+        assert!(parse_publish("80/icmp").is_err());
+        assert!(parse_publish("0").is_err());
+        assert!(parse_publish("1.2.3:80:80").is_err());
+        assert!(matches!(
+            parse_publish("80/sctp"),
+            Err(RuntimeError::NotSupported(_))
+        ));
+        assert!(matches!(
+            parse_publish("8000-8010:80"),
+            Err(RuntimeError::NotSupported(_))
+        ));
+    }
+
+    #[test]
+    fn publish_all_adds_exposed_ports_that_no_flag_maps() {
+        let exposed: Vec<String> = vec!["80/tcp".into(), "53/udp".into(), "9000".into()];
+        let ports = published_ports(&["8080:80".to_string()], true, &exposed).unwrap();
+        let got: Vec<(u16, u16, &str)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.container_port, p.protocol.as_str()))
+            .collect();
+        assert_eq!(got, [(8080, 80, "tcp"), (0, 53, "udp"), (0, 9000, "tcp")]);
+        assert_eq!(published_ports(&[], false, &exposed).unwrap(), vec![]);
+        let bad = vec!["http".to_string()];
+        assert!(published_ports(&[], true, &bad).is_err());
     }
 }

@@ -158,9 +158,7 @@ pub fn ps(args: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         if !args.no_trunc && command.len() > 22 {
             command = format!("{}…\"", &command[..command.floor_char_boundary(20)]);
         }
-        let ports: Vec<String> = c
-            .config
-            .ports
+        let ports: Vec<String> = kiln_runtime::ports::published(c)
             .iter()
             .map(|p| {
                 format!(

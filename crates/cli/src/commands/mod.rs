@@ -6,6 +6,7 @@ pub mod debug;
 pub mod images;
 pub mod load;
 pub mod network;
+pub mod port;
 pub mod registry;
 pub mod run;
 pub mod save;
@@ -59,6 +60,8 @@ pub enum Command {
     Start(run::StartArgs),
     /// List containers.
     Ps(container::PsArgs),
+    /// List a container's published ports.
+    Port(port::PortArgs),
     /// Show a container's output.
     Logs(container::LogsArgs),
     /// Stop containers (stop signal, then SIGKILL).
@@ -106,6 +109,7 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Exec(args) => return container::exec(args, root),
         Command::Start(args) => run::start(args, root),
         Command::Ps(args) => container::ps(args, root),
+        Command::Port(args) => port::run(args, root),
         Command::Logs(args) => container::logs(args, root),
         Command::Stop(args) => container::stop(args, root),
         Command::Restart(args) => container::restart(args, root),

@@ -46,9 +46,12 @@ pub struct RunArgs {
     /// Mount a tmpfs: /path[:size=…,mode=…].
     #[arg(long, value_name = "PATH")]
     tmpfs: Vec<String>,
-    /// Publish a port: [IP:]HOST:CTR[/tcp].
+    /// Publish a port: [IP:][HOST:]CTR[/tcp|udp] (no HOST: a random free port).
     #[arg(short, long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// Publish every port the image exposes on a random host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
     /// bridge (the default), none, host, or a network from `kiln network create`.
     #[arg(long, alias = "net")]
     network: Option<String>,
@@ -99,6 +102,7 @@ impl RunArgs {
             mounts: self.mount.clone(),
             tmpfs: self.tmpfs.clone(),
             publish: self.publish.clone(),
+            publish_all: self.publish_all,
             memory: self.memory.clone(),
             cpus: self.cpus.clone(),
             pids_limit: self.pids_limit,
@@ -168,7 +172,7 @@ pub fn run(args: RunArgs, root: &Path) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    if args.network.as_deref() == Some("host") && !args.publish.is_empty() {
+    if args.network.as_deref() == Some("host") && (!args.publish.is_empty() || args.publish_all) {
         eprintln!("warning: published ports are discarded when using host network mode");
     }
     let container = match rt.create(&args.options()) {

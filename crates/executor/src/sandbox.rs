@@ -8,7 +8,8 @@
 //! external OCI runtime instead. The API is blocking; async callers use `spawn_blocking`.
 //!
 //! Not implemented yet (each fails with "not supported yet: …" or is documented as missing in
-//! docs/dev/sandbox.md): rootless mode (user namespaces), a pty, Docker's seccomp profile.
+//! docs/dev/sandbox.md): rootless mode (user namespaces), Docker's seccomp profile, a pty with
+//! an external runtime.
 
 #![deny(unsafe_code)]
 
@@ -19,7 +20,10 @@ mod process;
 pub mod runc;
 mod spec;
 
-pub use io::{CancelToken, CollectOutput, ExitInfo, ExitStatus, OutputSink, Stdin, Stream};
+pub use io::{
+    CancelToken, CollectOutput, ExitInfo, ExitStatus, OutputSink, PtyMaster, Stdin, Stream,
+    WindowSize, open_pty,
+};
 pub use process::Sandbox;
 pub use spec::{
     CAPABILITY_NAMES, CgroupLimits, CpuQuota, DEFAULT_PATH, DOCKER_DEFAULT_CAPS,

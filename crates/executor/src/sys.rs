@@ -16,11 +16,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 
 /// `struct mount_attr` for mount_setattr(2).
 #[repr(C)]
@@ -420,4 +423,107 @@ pub(crate) fn unmount_detach(target: &CStr) -> io::Result<()> {
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the kernel returns a new close-on-exec descriptor.
     cvt_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })
+}
+
+/// A detached mount of a fresh devpts instance (its own pty numbering, starting at 0) with
+/// Docker's options, for a sandbox that gets a pseudo-terminal: the caller opens the pty in it
+/// before the sandbox starts and the sandbox attaches it at `/dev/pts`.
+pub(crate) fn devpts_mount_fd() -> io::Result<OwnedFd> {
+    // SAFETY: constant string argument.
+    let fs =
+        cvt_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"devpts".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let set = |cmd: libc::c_uint, key: &CStr, value: Option<&CStr>| -> io::Result<()> {
+        // SAFETY: valid fd and NUL-terminated strings (or null for a flag).
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                value.map_or(std::ptr::null(), CStr::as_ptr),
+                0,
+            )
+        })
+    };
+    // Every devpts mount is a new instance on current kernels; the flag documents intent and
+    // is accepted for compatibility.
+    let _ = set(FSCONFIG_SET_FLAG, c"newinstance", None);
+    set(FSCONFIG_SET_STRING, c"ptmxmode", Some(c"0666"))?;
+    set(FSCONFIG_SET_STRING, c"mode", Some(c"0620"))?;
+    set(FSCONFIG_SET_STRING, c"gid", Some(c"5"))?;
+    // SAFETY: valid fd; null key/value as FSCONFIG_CMD_CREATE requires.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    // SAFETY: valid fs context fd.
+    cvt_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        )
+    })
+}
+
+/// Opens a new pseudo-terminal in the devpts mount `devpts`: (master, slave), both
+/// close-on-exec and neither becoming this process's controlling terminal.
+pub(crate) fn open_pty_in(devpts: BorrowedFd<'_>) -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: valid directory fd and NUL-terminated relative path.
+    let master = cvt_fd(unsafe {
+        libc::openat(
+            devpts.as_raw_fd(),
+            c"ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from a live local.
+    cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } as libc::c_long)?;
+    // TIOCGPTPEER opens the slave through the master, so no path lookup can pick another
+    // instance's pts/N.
+    // SAFETY: TIOCGPTPEER takes the open flags by value.
+    let slave = cvt_fd(unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)?;
+    Ok((master, slave))
+}
+
+/// Sets a terminal's window size (rows, columns); its foreground process group gets SIGWINCH.
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a live local.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } as libc::c_long)
+}
+
+/// A terminal's window size (rows, columns); `None` when `fd` is not a terminal.
+pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into a live local.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Changes the owner of an open file (here: a pty slave, so the container's user owns its
+/// terminal as after a login).
+pub(crate) fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: Option<u32>) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd; -1 leaves the group as it is.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid.unwrap_or(u32::MAX)) } as libc::c_long)
 }

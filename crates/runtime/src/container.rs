@@ -105,11 +105,6 @@ impl Runtime {
     /// Creates a container from `opts`: resolves the image and command, prepares its
     /// directories, volumes and lease, and records it as `created`.
     pub fn create(&self, opts: &RunOptions) -> Result<Container, RuntimeError> {
-        if opts.tty {
-            return Err(RuntimeError::NotSupported(
-                "a pseudo-terminal for the container (-t)".into(),
-            ));
-        }
         if self.worker.snapshots().driver() == Driver::Copy {
             return Err(RuntimeError::NotSupported(
                 "containers on the copy snapshot driver (the store needs overlayfs)".into(),
@@ -141,12 +136,8 @@ impl Runtime {
             }
             None => store::generated_name(&id),
         };
-        if store::list(self.root())?
-            .iter()
-            .any(|c| c.config.name == name)
-        {
-            return Err(RuntimeError::NameInUse(name));
-        }
+        // A first check before the slow part; the one that counts is made under the lock.
+        check_name_free(self.root(), &name)?;
         let hostname = opts
             .hostname
             .clone()
@@ -286,7 +277,8 @@ impl Runtime {
                 },
                 auto_remove: opts.auto_remove,
                 open_stdin: opts.interactive,
-                healthcheck: rc.healthcheck.clone(),
+                healthcheck: opts.health.apply(rc.healthcheck.clone())?,
+                tty: opts.tty,
                 network_name,
                 ip,
             };
@@ -296,9 +288,14 @@ impl Runtime {
                     "--restart and --rm cannot be used together".into(),
                 ));
             }
+            // The name check and the record that claims the name, as one step for concurrent
+            // creates (`list` skips a record until its state.json exists).
+            let names = store::lock_names(self.root())?;
+            check_name_free(self.root(), &name)?;
             write_json(&dir.join("config.json"), &config)?;
             let state = ContainerState::created();
             write_json(&dir.join("state.json"), &state)?;
+            drop(names);
             if let Some(n) = &config.network_name {
                 crate::network::refresh_hosts(self.root(), n)?;
             }
@@ -425,6 +422,7 @@ impl Runtime {
         };
         spec.hostname = cfg.hostname.clone();
         spec.readonly_rootfs = cfg.read_only;
+        spec.tty = cfg.tty;
         spec.network = match cfg.network {
             NetworkMode::None => Network::None,
             NetworkMode::Host => Network::Host,
@@ -576,7 +574,10 @@ impl Runtime {
         }
         let forward = SignalForwarder::start();
         let _net = self.attach_network(c)?;
-        let spec = self.sandbox_spec(c)?;
+        let mut spec = self.sandbox_spec(c)?;
+        if spec.tty {
+            spec.tty_size = crate::pty::caller_size();
+        }
         let sb = match Sandbox::spawn(&spec, stdin) {
             Ok(sb) => sb,
             Err(e) => {
@@ -588,6 +589,11 @@ impl Runtime {
             }
         };
         forward.set_pid(sb.pid());
+        // Raw mode and size changes for the caller's terminal, undone when this returns.
+        let _terminal = c
+            .config
+            .tty
+            .then(|| crate::pty::TerminalSession::attach(sb.pty(), c.config.open_stdin));
         let running = self.running_state(&sb, &c.state);
         if !c.config.auto_remove {
             self.write_state(c, &running)?;
@@ -987,6 +993,7 @@ impl Runtime {
                 "Image": cfg.image,
                 "StopSignal": cfg.stop_signal,
                 "OpenStdin": cfg.open_stdin,
+                "Tty": cfg.tty,
             },
             "NetworkSettings": { "Ports": ports::docker_json(&ports::published(c)), "IPAddress": cfg.ip.clone().unwrap_or_default() },
         })
@@ -1039,6 +1046,20 @@ impl Runtime {
     }
 }
 
+/// Fails with Docker's conflict error when a container already has `name`.
+fn check_name_free(root: &Path, name: &str) -> Result<(), RuntimeError> {
+    match store::list(root)?
+        .into_iter()
+        .find(|c| c.config.name == name)
+    {
+        Some(c) => Err(RuntimeError::NameInUse {
+            name: name.to_string(),
+            id: c.config.id,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Reads a file of the rootfs without mounting it: from the top-most layer that has it.
 /// Whiteouts are not consulted: a passwd deleted in an upper layer is rare enough.
 pub(crate) fn read_from_layers(layers: &[PathBuf], path: &str) -> Option<String> {
@@ -1072,7 +1093,7 @@ fn home_of(layers: &[PathBuf], user: &str) -> String {
 /// Forwards terminal signals that reach an attached `kiln run` to the container, as Docker's
 /// sig-proxy does: the signals are blocked in the calling thread (and so in threads it starts
 /// later) and a thread takes them with sigwait. The sandbox resets its mask before exec.
-struct SignalForwarder {
+pub(crate) struct SignalForwarder {
     pid: Arc<AtomicI32>,
 }
 
@@ -1084,7 +1105,7 @@ impl SignalForwarder {
         nix::sys::signal::Signal::SIGQUIT,
     ];
 
-    fn start() -> SignalForwarder {
+    pub(crate) fn start() -> SignalForwarder {
         use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
         let pid = Arc::new(AtomicI32::new(0));
         let mut set = SigSet::empty();
@@ -1105,7 +1126,7 @@ impl SignalForwarder {
         SignalForwarder { pid }
     }
 
-    fn set_pid(&self, pid: i32) {
+    pub(crate) fn set_pid(&self, pid: i32) {
         self.pid.store(pid, Ordering::SeqCst);
     }
 }

@@ -27,8 +27,10 @@ pub enum RuntimeError {
     NoSuchContainer(String),
     #[error("no such volume: {0}")]
     NoSuchVolume(String),
-    #[error("container name {0:?} is already in use")]
-    NameInUse(String),
+    #[error(
+        "the container name \"/{name}\" is already in use by container \"{id}\": remove (or rename) that container to reuse the name"
+    )]
+    NameInUse { name: String, id: String },
     #[error("container {0} is running: stop it first or use --force")]
     Running(String),
     #[error("container {0} is not running")]

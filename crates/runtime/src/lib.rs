@@ -21,6 +21,7 @@ pub(crate) mod net;
 pub mod network;
 pub mod options;
 pub mod ports;
+mod pty;
 pub mod store;
 mod sys;
 pub mod volume;

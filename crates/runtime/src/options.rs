@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub auto_remove: bool,
     pub interactive: bool,
     pub tty: bool,
+    /// `--health-*` and `--no-healthcheck`.
+    pub health: crate::health::HealthOverrides,
 }
 
 /// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their

@@ -133,6 +133,9 @@ pub struct ContainerConfig {
     /// The image's HEALTHCHECK, run by the monitor.
     #[serde(default)]
     pub healthcheck: Option<kiln_llb::image::Healthcheck>,
+    /// `-t`: the command gets a pseudo-terminal (its output is all stdout).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl ContainerConfig {
@@ -280,6 +283,28 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 /// The directory of all containers under a store root.
 pub(crate) fn containers_dir(root: &Path) -> PathBuf {
     root.join("containers")
+}
+
+/// Takes `<root>/containers/names.lock` exclusively until the returned guard drops. `create`
+/// holds it from the name check until the new record is complete, so of two concurrent
+/// creates with one name exactly one gets it (a lock file, as nothing else is shared between
+/// kiln processes).
+pub(crate) fn lock_names(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
+    let dir = containers_dir(root);
+    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let path = dir.join("names.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        RuntimeError::Io {
+            what: format!("lock {}", path.display()),
+            source: e.into(),
+        }
+    })
 }
 
 /// Reads one container and corrects its state when its owner died without recording an exit.

@@ -1,7 +1,11 @@
-//! The runtime's only raw system call: dropping capabilities from a thread's bounding set,
-//! which neither `nix` nor `rustix` wraps.
+//! The runtime's raw system calls: dropping capabilities from a thread's bounding set, which
+//! neither `nix` nor `rustix` wraps, taking a controlling terminal before exec, and a SIGWINCH
+//! handler (signal handlers are unsafe to install).
 
 #![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Drops every capability not in `keep` (bit n = capability n) from the calling thread's
 /// bounding set, up to `last` (the kernel's highest capability). A process this thread then
@@ -31,4 +35,109 @@ pub(crate) fn last_cap() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
+}
+
+/// Prepares the process `cmd` starts as a container's own processes are: an empty signal mask
+/// (the caller blocks the signals it forwards, and a mask survives exec), no descriptors but
+/// 0, 1 and 2, and with `controlling_tty` a new session whose controlling terminal is its stdin
+/// (a pty slave), as after a login: `exec -t` needs it for job control and ^C.
+pub(crate) fn prepare_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls on its own stack, touching no memory shared with the
+    // parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Close-on-exec rather than close: std's own error pipe must work until exec.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if controlling_tty {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Where the SIGWINCH handler writes a byte (-1: nowhere).
+static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    let fd = WINCH_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) and errno access are async-signal-safe; the byte is a static. A full
+        // pipe (EAGAIN) already holds a pending wake-up. errno is saved for the interrupted code.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, b"w".as_ptr().cast(), 1);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// A process-wide SIGWINCH handler that writes a byte to a pipe per signal, whichever thread
+/// the kernel picks to run it; read [`WinchHandler::wakeups`]. The previous disposition comes
+/// back on drop. One at a time per process (an attached run or exec has one terminal).
+pub(crate) struct WinchHandler {
+    read: OwnedFd,
+    write: OwnedFd,
+    previous: nix::sys::signal::SigAction,
+}
+
+impl WinchHandler {
+    pub(crate) fn install() -> std::io::Result<WinchHandler> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        nix::fcntl::fcntl(
+            &write,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        WINCH_PIPE.store(write.as_raw_fd(), Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(on_winch),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: on_winch only makes async-signal-safe calls.
+        let previous = unsafe { sigaction(Signal::SIGWINCH, &action) }.inspect_err(|_| {
+            WINCH_PIPE.store(-1, Ordering::SeqCst);
+        })?;
+        Ok(WinchHandler {
+            read,
+            write,
+            previous,
+        })
+    }
+
+    /// Readable once per SIGWINCH (and per [`WinchHandler::wake`]).
+    pub(crate) fn wakeups(&self) -> std::io::Result<OwnedFd> {
+        self.read.try_clone()
+    }
+
+    /// A wake-up without a signal (to stop a thread reading [`WinchHandler::wakeups`]).
+    pub(crate) fn wake(&self) {
+        let _ = nix::unistd::write(&self.write, b"s");
+    }
+}
+
+impl Drop for WinchHandler {
+    fn drop(&mut self) {
+        // SAFETY: puts back the disposition that was there before install.
+        let _ = unsafe {
+            nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGWINCH, &self.previous)
+        };
+        WINCH_PIPE.store(-1, Ordering::SeqCst);
+    }
 }

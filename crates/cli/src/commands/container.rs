@@ -83,7 +83,7 @@ pub struct ExecArgs {
     /// Pass stdin to the command.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet).
+    /// Allocate a pseudo-terminal for the command.
     #[arg(short, long)]
     tty: bool,
     /// User (name or uid, with optional :group).

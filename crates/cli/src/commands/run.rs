@@ -76,9 +76,27 @@ pub struct RunArgs {
     /// Keep stdin open (pass this terminal's stdin to the command).
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet).
+    /// Allocate a pseudo-terminal for the command.
     #[arg(short, long)]
     tty: bool,
+    /// Command to run to check health (with /bin/sh -c).
+    #[arg(long, value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 1m30s).
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Maximum time a health check may run before it counts as failed.
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+    /// Time to initialize before failed checks count.
+    #[arg(long, value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Disable any HEALTHCHECK the image specifies.
+    #[arg(long)]
+    no_healthcheck: bool,
     image: String,
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -111,6 +129,14 @@ impl RunArgs {
             auto_remove: self.rm,
             interactive: self.interactive,
             tty: self.tty,
+            health: kiln_runtime::health::HealthOverrides {
+                cmd: self.health_cmd.clone(),
+                interval: self.health_interval.clone(),
+                timeout: self.health_timeout.clone(),
+                start_period: self.health_start_period.clone(),
+                retries: self.health_retries,
+                disable: self.no_healthcheck,
+            },
         }
     }
 }

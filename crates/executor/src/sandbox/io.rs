@@ -1,7 +1,7 @@
 //! Process I/O and control: where output goes, what stdin is, how a run is cancelled, what
 //! the caller gets back.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -52,6 +52,10 @@ impl CollectOutput {
 }
 
 /// The command's standard input.
+///
+/// With a pseudo-terminal ([`SandboxSpec::tty`](super::SandboxSpec::tty)) the command's stdin
+/// is always the pty; `Bytes` and `Fd` are then copied into it (an `Fd` as input arrives) and
+/// their end becomes the terminal's end-of-file character (^D), while `Null` sends nothing.
 #[derive(Debug, Default)]
 pub enum Stdin {
     /// `/dev/null` (an empty pipe, closed at once).
@@ -61,6 +65,61 @@ pub enum Stdin {
     Bytes(Vec<u8>),
     /// An open descriptor handed to the command as it is (e.g. the terminal of `kiln run -i`).
     Fd(OwnedFd),
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl WindowSize {
+    /// The size of the terminal behind `fd`; `None` when it is not a terminal.
+    pub fn of(fd: BorrowedFd<'_>) -> Option<WindowSize> {
+        sys::get_winsize(fd).map(|(rows, cols)| WindowSize { rows, cols })
+    }
+}
+
+/// The master side of a pseudo-terminal: resizing it from another thread while
+/// [`Sandbox::wait`](super::Sandbox::wait) (or an exec) streams the output.
+#[derive(Debug)]
+pub struct PtyMaster {
+    fd: OwnedFd,
+}
+
+impl PtyMaster {
+    /// Wraps the master side of a pty opened elsewhere (e.g. by [`open_pty`]).
+    pub fn from_fd(fd: OwnedFd) -> PtyMaster {
+        PtyMaster { fd }
+    }
+
+    /// Sets the terminal's size; the processes in its foreground get SIGWINCH.
+    pub fn resize(&self, size: WindowSize) -> std::io::Result<()> {
+        sys::set_winsize(self.fd.as_fd(), size.rows, size.cols)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+/// Opens a new pseudo-terminal in the devpts filesystem mounted at `devpts_dir` (resolved in
+/// the calling thread's mount namespace and root, so an exec thread that joined a container
+/// gets one of the container's `/dev/pts/N`): the master and the slave, both close-on-exec
+/// and neither becoming the caller's controlling terminal.
+pub fn open_pty(devpts_dir: &std::path::Path) -> std::io::Result<(PtyMaster, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(devpts_dir)?;
+    let (master, slave) = sys::open_pty_in(dir.as_fd())?;
+    Ok((PtyMaster { fd: master }, slave))
 }
 
 /// Cancels one or more runs from any thread. Cheap to clone; all clones share the state.
@@ -154,4 +213,37 @@ pub struct ExitInfo {
     pub oom_killed: bool,
     /// From start of setup to the exit of the command.
     pub wall_time: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    #[test]
+    fn a_pty_from_open_pty_is_sized_through_its_master_and_translates_newlines() {
+        let (master, slave) = match open_pty(std::path::Path::new("/dev/pts")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("skipping: no devpts at /dev/pts here ({e})");
+                return;
+            }
+        };
+        let size = WindowSize {
+            rows: 33,
+            cols: 101,
+        };
+        master.resize(size).unwrap();
+        assert_eq!(WindowSize::of(slave.as_fd()), Some(size));
+        let mut slave = std::fs::File::from(slave);
+        slave.write_all(b"hi\n").unwrap();
+        let mut m = std::fs::File::from(master.into_fd());
+        let mut buf = [0u8; 16];
+        let n = m.read(&mut buf).unwrap();
+        // The terminal's output processing turns \n into \r\n, as a container's tty does.
+        assert_eq!(&buf[..n], b"hi\r\n");
+
+        let (r, _w) = crate::sys::pipe().unwrap();
+        assert_eq!(WindowSize::of(r.as_fd()), None);
+    }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::SandboxError;
 use super::cgroup::Cgroups;
 use super::etc;
-use super::io::{CancelToken, ExitInfo, ExitStatus, OutputSink, Stdin, Stream};
+use super::io::{CancelToken, ExitInfo, ExitStatus, OutputSink, PtyMaster, Stdin, Stream};
 use super::spec::{CAPABILITY_NAMES, Mount, Network, RootFs, SandboxSpec};
 use crate::sys::{self, child};
 
@@ -33,13 +33,33 @@ pub struct Sandbox {
     pidfd: OwnedFd,
     stdout: Option<fs::File>,
     stderr: Option<fs::File>,
-    stdin: Option<(fs::File, Vec<u8>, usize)>,
+    stdin: Option<StdinFeed>,
+    /// The pty's master side, kept for [`Sandbox::pty`] (output is read through `stdout`).
+    pty: Option<OwnedFd>,
     cgroups: Option<Cgroups>,
     cleanup: Cleanup,
     started: Instant,
     exit: Option<(sys::Exit, Instant)>,
     done: bool,
 }
+
+/// Input on its way to the command: the write end of its stdin pipe, or with a pty a duplicate
+/// of the master.
+#[derive(Debug)]
+struct StdinFeed {
+    to: fs::File,
+    pending: Vec<u8>,
+    pos: usize,
+    /// Copied into `to` as it comes (the caller's terminal for `run -i -t`); read only while
+    /// nothing is pending, so a slow command holds the caller back instead of memory growing.
+    from: Option<fs::File>,
+    /// With a pty, closing `to` is no end of file: the terminal's EOF character is.
+    tty: bool,
+}
+
+/// The terminal's end-of-file character (^D): a canonical-mode read at the start of a line
+/// returns 0 bytes on it.
+const TTY_EOF: u8 = 0x04;
 
 /// What to undo on the host once the sandbox is gone.
 #[derive(Debug, Default)]
@@ -222,11 +242,6 @@ pub(crate) fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     if spec.rootless {
         return Err(SandboxError::NotSupported("rootless sandbox".into()));
     }
-    if spec.tty {
-        return Err(SandboxError::NotSupported(
-            "pty for the sandboxed process".into(),
-        ));
-    }
     if spec.argv.is_empty() {
         return Err(SandboxError::InvalidSpec("argv is empty".into()));
     }
@@ -377,12 +392,41 @@ impl Sandbox {
             );
         }
         ops.mkdir(Path::new("/dev/pts"), 0o755)?;
-        ops.mount(
-            "devpts",
-            "/dev/pts",
-            NOSUID | NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        )?;
+        // With a pty, the devpts instance is mounted here (detached) and its first pty opened
+        // before the clone, so the command's terminal is /dev/pts/0 of its own /dev/pts.
+        let pty = if spec.tty {
+            let devpts = sys::devpts_mount_fd().map_err(io_err(
+                "failed to mount a devpts instance for the pty".into(),
+            ))?;
+            let (master, slave) = sys::open_pty_in(devpts.as_fd())
+                .map_err(io_err("failed to open a pseudo-terminal".into()))?;
+            if let Some(size) = spec.tty_size {
+                sys::set_winsize(master.as_fd(), size.rows, size.cols)
+                    .map_err(io_err("failed to set the pty's size".into()))?;
+            }
+            if spec.user.uid != 0 {
+                sys::fchown(slave.as_fd(), spec.user.uid, None).map_err(io_err(
+                    "failed to hand the pty to the container's user".into(),
+                ))?;
+            }
+            ops.attach(
+                &devpts,
+                Path::new("/dev/pts"),
+                "failed to mount devpts at /dev/pts".into(),
+            )?;
+            keep.push(devpts);
+            let slave =
+                sys::above_stdio(slave).map_err(io_err("failed to move the pty's fd".into()))?;
+            Some((master, slave))
+        } else {
+            ops.mount(
+                "devpts",
+                "/dev/pts",
+                NOSUID | NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            )?;
+            None
+        };
         ops.mkdir(Path::new("/dev/shm"), 0o1777)?;
         ops.mount(
             "tmpfs",
@@ -529,19 +573,57 @@ impl Sandbox {
         let (err_r, err_w) = sys::pipe().map_err(io_err("failed to create stderr pipe".into()))?;
         let (status_r, status_w) =
             sys::pipe().map_err(io_err("failed to create status pipe".into()))?;
-        let (stdin_child, stdin_parent) = match stdin {
-            Stdin::Null => (
+        let (stdin_child, stdin_parent) = match (stdin, &pty) {
+            (input, Some((master, slave))) => {
+                let to = || -> Result<fs::File, SandboxError> {
+                    Ok(fs::File::from(master.try_clone().map_err(io_err(
+                        "failed to duplicate the pty's master".into(),
+                    ))?))
+                };
+                let feed = match input {
+                    Stdin::Null => None,
+                    Stdin::Bytes(mut bytes) => {
+                        bytes.push(TTY_EOF);
+                        Some(StdinFeed {
+                            to: to()?,
+                            pending: bytes,
+                            pos: 0,
+                            from: None,
+                            tty: true,
+                        })
+                    }
+                    Stdin::Fd(fd) => Some(StdinFeed {
+                        to: to()?,
+                        pending: Vec::new(),
+                        pos: 0,
+                        from: Some(fs::File::from(fd)),
+                        tty: true,
+                    }),
+                };
+                let slave = slave
+                    .try_clone()
+                    .map_err(io_err("failed to duplicate the pty's slave".into()))?;
+                (slave, feed)
+            }
+            (Stdin::Null, None) => (
                 OwnedFd::from(
                     fs::File::open("/dev/null")
                         .map_err(io_err("failed to open /dev/null".into()))?,
                 ),
                 None,
             ),
-            Stdin::Bytes(bytes) => {
+            (Stdin::Bytes(bytes), None) => {
                 let (r, w) = sys::pipe().map_err(io_err("failed to create stdin pipe".into()))?;
-                (r, Some((fs::File::from(w), bytes, 0)))
+                let feed = StdinFeed {
+                    to: fs::File::from(w),
+                    pending: bytes,
+                    pos: 0,
+                    from: None,
+                    tty: false,
+                };
+                (r, Some(feed))
             }
-            Stdin::Fd(fd) => (fd, None),
+            (Stdin::Fd(fd), None) => (fd, None),
         };
         let stdin_child =
             sys::above_stdio(stdin_child).map_err(io_err("failed to move stdin fd".into()))?;
@@ -600,11 +682,15 @@ impl Sandbox {
             caps: spec.capabilities,
             last_cap: sys::last_cap(),
             no_new_privs: spec.no_new_privs,
-            stdio: [
-                stdin_child.as_raw_fd(),
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-            ],
+            stdio: match &pty {
+                Some((_, slave)) => [slave.as_raw_fd(); 3],
+                None => [
+                    stdin_child.as_raw_fd(),
+                    out_w.as_raw_fd(),
+                    err_w.as_raw_fd(),
+                ],
+            },
+            controlling_tty: pty.is_some(),
             status: status_w.as_raw_fd(),
             exec_candidates: exec_candidates(spec)?,
             argv,
@@ -625,19 +711,34 @@ impl Sandbox {
         drop(out_w);
         drop(err_w);
         drop(stdin_child);
+        // Only the command may hold the slave: the master reads EIO once it is gone.
+        let pty = pty.map(|(master, _slave)| master);
         drop(keep);
         drop(rootfs);
         drop(netns);
         drop(cgroup_procs);
         let spawned = spawned.map_err(io_err("failed to clone the sandbox process".into()))?;
 
+        // With a pty its master carries all output (as Docker's stdout); the pipes were unused.
+        let (stdout, stderr) = match &pty {
+            Some(master) => (
+                fs::File::from(
+                    master
+                        .try_clone()
+                        .map_err(io_err("failed to duplicate the pty's master".into()))?,
+                ),
+                None,
+            ),
+            None => (fs::File::from(out_r), Some(fs::File::from(err_r))),
+        };
         let mut sandbox = Sandbox {
             id,
             pid: spawned.pid,
             pidfd: spawned.pidfd,
-            stdout: Some(fs::File::from(out_r)),
-            stderr: Some(fs::File::from(err_r)),
+            stdout: Some(stdout),
+            stderr,
             stdin: stdin_parent,
+            pty,
             cgroups,
             cleanup,
             started,
@@ -675,8 +776,8 @@ impl Sandbox {
             sys::set_nonblocking(fd.as_fd(), true)
                 .map_err(io_err("failed to make output pipe non-blocking".into()))?;
         }
-        if let Some((w, _, _)) = &sandbox.stdin {
-            sys::set_nonblocking(w.as_fd(), true)
+        if let Some(feed) = &sandbox.stdin {
+            sys::set_nonblocking(feed.to.as_fd(), true)
                 .map_err(io_err("failed to make stdin pipe non-blocking".into()))?;
         }
         tracing::debug!(id = %sandbox.id, pid = sandbox.pid, "sandbox started");
@@ -691,6 +792,13 @@ impl Sandbox {
     /// The sandbox id (the name of its state dir and cgroups).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The master side of the command's pseudo-terminal (a duplicate), to resize it while
+    /// [`Sandbox::wait`] runs; `None` without [`SandboxSpec::tty`].
+    pub fn pty(&self) -> Option<PtyMaster> {
+        let fd = self.pty.as_ref()?.try_clone().ok()?;
+        Some(PtyMaster::from_fd(fd))
     }
 
     /// The sandbox's cgroup directories on the host (empty without limits).
@@ -731,9 +839,9 @@ impl Sandbox {
             if self.exit.is_some() && self.stdout.is_none() && self.stderr.is_none() {
                 break;
             }
-            // Order: stdout, stderr, stdin, pidfd, cancel.
-            let mut fds = Vec::with_capacity(5);
-            let mut kinds = Vec::with_capacity(5);
+            // Order: stdout, stderr, stdin, pidfd, cancel, stdin's source.
+            let mut fds = Vec::with_capacity(6);
+            let mut kinds = Vec::with_capacity(6);
             if let Some(f) = &self.stdout {
                 fds.push((f.as_fd(), false));
                 kinds.push(0);
@@ -742,8 +850,10 @@ impl Sandbox {
                 fds.push((f.as_fd(), false));
                 kinds.push(1);
             }
-            if let Some((f, _, _)) = &self.stdin {
-                fds.push((f.as_fd(), true));
+            if let Some(feed) = &self.stdin
+                && feed.pos < feed.pending.len()
+            {
+                fds.push((feed.to.as_fd(), true));
                 kinds.push(2);
             }
             if self.exit.is_none() {
@@ -753,6 +863,13 @@ impl Sandbox {
             if !cancelled {
                 fds.push((cancel.fd(), false));
                 kinds.push(4);
+            }
+            if let Some(feed) = &self.stdin
+                && feed.pos >= feed.pending.len()
+                && let Some(from) = &feed.from
+            {
+                fds.push((from.as_fd(), false));
+                kinds.push(5);
             }
             let timeout = match drain_until {
                 Some(t) => t.saturating_duration_since(Instant::now()).as_millis() as i32,
@@ -800,10 +917,11 @@ impl Sandbox {
                             drain_until = Some(Instant::now() + Duration::from_secs(5));
                         }
                     }
-                    _ => {
+                    4 => {
                         cancelled = true;
                         self.kill(libc::SIGKILL)?;
                     }
+                    _ => self.read_stdin_source(&mut buf),
                 }
             }
         }
@@ -815,25 +933,60 @@ impl Sandbox {
     }
 
     fn feed_stdin(&mut self) {
-        let Some((fd, bytes, pos)) = &mut self.stdin else {
+        let Some(feed) = &mut self.stdin else {
             return;
         };
-        if *pos >= bytes.len() {
-            self.stdin = None;
+        if feed.pos >= feed.pending.len() {
+            if feed.from.is_none() {
+                self.stdin = None;
+            }
             return;
         }
-        match write_some(fd, &bytes[*pos..]) {
+        match write_some(&feed.to, &feed.pending[feed.pos..]) {
             Ok(n) => {
-                *pos += n;
-                if *pos >= bytes.len() {
-                    // Closing our end is the command's end of file.
-                    self.stdin = None;
+                feed.pos += n;
+                if feed.pos >= feed.pending.len() {
+                    feed.pending.clear();
+                    feed.pos = 0;
+                    if feed.from.is_none() {
+                        // Closing our end is the command's end of file (with a pty, the EOF
+                        // character already went in).
+                        self.stdin = None;
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // EPIPE: the command closed its stdin; the rest is not wanted.
             Err(_) => self.stdin = None,
+        }
+    }
+
+    /// Moves what the caller typed (the source of a pty's input) into the pending buffer.
+    fn read_stdin_source(&mut self, buf: &mut [u8]) {
+        let Some(feed) = &mut self.stdin else {
+            return;
+        };
+        let Some(from) = &feed.from else {
+            return;
+        };
+        match read_some(from, buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Ok(0) | Err(_) => {
+                // The caller's input ended (or broke): the command sees end of file.
+                feed.from = None;
+                if feed.tty {
+                    feed.pending.push(TTY_EOF);
+                }
+            }
+            Ok(n) => feed.pending.extend_from_slice(&buf[..n]),
+        }
+        if feed.from.is_none() && feed.pending.is_empty() {
+            self.stdin = None;
         }
     }
 
@@ -962,6 +1115,7 @@ fn describe_failure(
         Step::Capabilities => "failed to set capabilities".to_string(),
         Step::NoNewPrivs => "failed to set no_new_privs".to_string(),
         Step::Stdio => "failed to set up stdin, stdout and stderr".to_string(),
+        Step::ControllingTty => "failed to make the pty the controlling terminal".to_string(),
     };
     SandboxError::Setup { what, source }
 }

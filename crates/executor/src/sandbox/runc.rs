@@ -181,6 +181,11 @@ pub fn run(
     cancel: &CancelToken,
 ) -> Result<ExitInfo, SandboxError> {
     process::validate(spec)?;
+    if spec.tty {
+        return Err(SandboxError::NotSupported(
+            "a pseudo-terminal with an external OCI runtime".into(),
+        ));
+    }
     if cancel.is_cancelled() {
         return Err(SandboxError::Cancelled);
     }

@@ -115,8 +115,12 @@ pub struct SandboxSpec {
     pub state_dir: PathBuf,
     /// Run in a user namespace as an unprivileged user. Not supported yet.
     pub rootless: bool,
-    /// Give the process a pseudo-terminal. Not supported yet.
+    /// Give the process a pseudo-terminal: a fresh devpts instance at `/dev/pts`, whose first
+    /// pty becomes its stdin, stdout and stderr and its controlling terminal; its output
+    /// arrives as [`Stream::Stdout`](super::Stream::Stdout) only. Not with [`runc`](super::runc).
     pub tty: bool,
+    /// The pty's initial size (0x0, as a terminal nobody sized, when `None`).
+    pub tty_size: Option<super::WindowSize>,
 }
 
 impl SandboxSpec {
@@ -144,6 +148,7 @@ impl SandboxSpec {
             state_dir: PathBuf::from("/run/kiln/sandboxes"),
             rootless: false,
             tty: false,
+            tty_size: None,
         }
     }
 }

@@ -46,12 +46,13 @@ pub(crate) enum Step {
     NoNewPrivs,
     Stdio,
     Exec,
+    ControllingTty,
 }
 
 impl Step {
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 22] = [
+        const ALL: [Step; 23] = [
             JoinCgroup,
             CgroupNs,
             JoinNetNs,
@@ -74,6 +75,7 @@ impl Step {
             NoNewPrivs,
             Stdio,
             Exec,
+            ControllingTty,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -165,6 +167,8 @@ pub(crate) struct Plan {
     pub no_new_privs: bool,
     /// Descriptors to become 0, 1 and 2.
     pub stdio: [RawFd; 3],
+    /// Make stdin (a pty slave) the controlling terminal of the new session.
+    pub controlling_tty: bool,
     pub status: RawFd,
     /// Full paths to try execve on, in order (argv[0] resolved through PATH).
     pub exec_candidates: Vec<CString>,
@@ -398,6 +402,14 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
                 libc::dup3(fd, target as c_int, 0) as _,
                 Step::Stdio,
                 target as u32,
+            )?;
+        }
+        if plan.controlling_tty {
+            // After setsid the process leads a session without a terminal, so it may take one.
+            check(
+                libc::ioctl(0, libc::TIOCSCTTY, 0) as _,
+                Step::ControllingTty,
+                0,
             )?;
         }
         // Whatever else the parent had open (the test harness, tokio) must not leak into the

@@ -1,0 +1,275 @@
+//! `kiln run -t` / `exec -t` (a pty in the container, the caller's terminal in raw mode and its
+//! size followed), `kiln system df` / `system prune` over containers, images and volumes,
+//! container-name uniqueness under concurrent creates, and HEALTHCHECK timeouts and logs; as
+//! root, with the busybox base image.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
+    fn new(changes: &[&str]) -> Option<Env> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: kiln run needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let tar = dir.path().join("busybox.tar");
+        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+        let env = Env { _dir: dir, root };
+        let mut args = vec![
+            "import".to_string(),
+            tar.to_str().expect("utf-8").to_string(),
+            "busybox".to_string(),
+            "-c".into(),
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ];
+        for c in changes {
+            args.push("-c".into());
+            args.push(c.to_string());
+        }
+        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "import failed: {out:?}");
+        Some(env)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root").arg(&self.root);
+        cmd
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Runs kiln, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn run_t_gives_the_command_a_pty_even_without_a_terminal_here() {
+    let Some(env) = Env::new(&[]) else { return };
+    // The container's own devpts instance: its first pty.
+    assert_eq!(
+        env.ok(&["run", "--rm", "-t", "busybox", "tty"]),
+        "/dev/pts/0\r\n"
+    );
+    // stdin and stdout are the terminal, stderr comes out on stdout, lines end in \r\n.
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo yes; echo err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "yes\r\nerr\r\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // The pty is the controlling terminal: /dev/tty opens.
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "-t",
+            "busybox",
+            "sh",
+            "-c",
+            "echo ok >/dev/tty"
+        ]),
+        "ok\r\n"
+    );
+    // Without -t nothing changes.
+    let out = env.kiln(&["run", "--rm", "busybox", "tty"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "not a tty\n");
+}
+
+#[test]
+fn detached_t_logs_the_terminals_output_and_exec_t_gets_a_pty() {
+    let Some(env) = Env::new(&[]) else { return };
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "d",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo to-stderr >&2; sleep 30",
+    ]);
+    let id = id.trim();
+    let logs_path = env.root.join("containers").join(id).join("log.json");
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut logs = String::new();
+    while Instant::now() < until && !logs.contains("to-stderr") {
+        std::thread::sleep(Duration::from_millis(50));
+        logs = std::fs::read_to_string(&logs_path).unwrap_or_default();
+    }
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = lines.iter().map(|l| l["log"].as_str().unwrap()).collect();
+    assert_eq!(text, "/dev/pts/0\r\nto-stderr\r\n");
+    assert!(lines.iter().all(|l| l["stream"] == "stdout"), "{logs}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "d"])).expect("inspect json");
+    assert_eq!(inspect[0]["Config"]["Tty"], true);
+
+    // exec -t opens a second pty of the container's devpts, as its controlling terminal.
+    assert_eq!(
+        env.ok(&["exec", "-t", "d", "sh", "-c", "tty; echo ok >/dev/tty"]),
+        "/dev/pts/1\r\nok\r\n"
+    );
+    let out = env.kiln(&["exec", "d", "tty"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "not a tty\n");
+    env.ok(&["rm", "-f", "d"]);
+}
+
+/// A pseudo-terminal that plays the user's terminal for an attached kiln.
+struct CallerTerminal {
+    master: std::fs::File,
+    slave: OwnedFd,
+}
+
+impl CallerTerminal {
+    fn new(rows: u16, cols: u16) -> CallerTerminal {
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        CallerTerminal {
+            master: std::fs::File::from(pty.master),
+            slave: pty.slave,
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        nix::ioctl_write_ptr_bad!(set_winsize, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
+        // SAFETY: TIOCSWINSZ reads a winsize from a live local.
+        unsafe { set_winsize(self.master.as_raw_fd(), &ws) }.expect("resize");
+    }
+
+    fn canonical(&self) -> bool {
+        nix::sys::termios::tcgetattr(self.slave.as_fd())
+            .expect("tcgetattr")
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
+    }
+
+    /// Reads what the terminal shows until `needle` appears (panics after 20 s).
+    fn read_until(&mut self, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            assert!(
+                Instant::now() < until,
+                "no {needle:?} in {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            let mut fds = [nix::poll::PollFd::new(
+                self.master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap_or(0) > 0 {
+                match self.master.read(&mut buf) {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+}
+
+#[test]
+fn run_it_makes_the_callers_terminal_raw_follows_its_size_and_restores_it() {
+    let Some(env) = Env::new(&[]) else { return };
+    let mut term = CallerTerminal::new(33, 99);
+    assert!(term.canonical());
+    let io = |t: &CallerTerminal| Stdio::from(t.slave.try_clone().unwrap());
+    let mut child = env
+        .command()
+        .args(["run", "--rm", "-i", "-t", "busybox", "sh"])
+        .stdin(io(&term))
+        .stdout(io(&term))
+        .stderr(io(&term))
+        .spawn()
+        .expect("spawn kiln");
+    term.master
+        .write_all(b"stty size; echo mark$((1+1))\n")
+        .unwrap();
+    // The shell sees the caller's size, and the echo of "$((1+1))" shows the line went
+    // through the container's terminal, not ours.
+    let shown = term.read_until("mark2");
+    assert!(shown.contains("33 99"), "{shown:?}");
+    assert!(
+        !term.canonical(),
+        "the caller's terminal is raw while attached"
+    );
+
+    // The caller's terminal changes size (it would send SIGWINCH to its foreground group).
+    term.resize(41, 120);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        term.master.write_all(b"echo size-$(stty size)-\n").unwrap();
+        let shown = term.read_until("size-");
+        let shown = shown + &term.read_until("-\r\n");
+        if shown.contains("size-41 120-") {
+            break;
+        }
+        assert!(Instant::now() < until, "the size never followed: {shown:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // ^C is a byte for the container's terminal: it interrupts the container's command only.
+    term.master.write_all(b"sleep 60\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    term.master.write_all(b"\x03").unwrap();
+    term.master.write_all(b"echo after-$((2+3))\n").unwrap();
+    term.read_until("after-5");
+    term.master.write_all(b"exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(term.canonical(), "the caller's terminal is restored");
+}

@@ -1,8 +1,9 @@
 //! Bridge networks: the default `bridge` (what `kiln run` joins unless told otherwise) and
 //! user networks, each a Linux bridge with a private /24 and NAT outward; per running container
-//! a named network namespace with `eth0` on the bridge. Members of a user network find each
-//! other by name through the network's managed hosts file; the default bridge gives no names
-//! (as Docker's). Traffic between different networks is dropped (`net::firewall`).
+//! a named network namespace with `eth0` on the bridge, wired in process over rtnetlink.
+//! Members of a user network find each other by name through the network's managed hosts file;
+//! the default bridge gives no names (as Docker's). Traffic between different networks is
+//! dropped (`net::firewall`).
 
 use std::fs;
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RuntimeError, io_err};
-use crate::net::{firewall, lease, netns};
+use crate::net::{firewall, lease, netlink, netns};
 use crate::store::{self, ContainerConfig, NetworkMode, now_rfc3339, read_json, write_json};
 
 /// A network's record, `<root>/networks/<name>/network.json`.
@@ -389,40 +390,30 @@ impl Drop for Attachment {
     }
 }
 
-/// The setup of one container's `eth0`: host side (veth pair, its peer moved into the
-/// namespace, the host end on the bridge) and inside (addresses, links up, default route).
-fn attach_steps(info: &NetworkInfo, id: &str, ip: &str) -> (Vec<String>, Vec<String>) {
-    let netns = netns_name(id);
-    let host_if = format!("vk{}", &id[..10.min(id.len())]);
-    let host = vec![
-        format!("link add {host_if} type veth peer name eth0 netns {netns}"),
-        format!("link set {host_if} master {} up", info.bridge),
-    ];
-    let inside = vec![
-        "link set lo up".to_string(),
-        format!("addr add {ip}/24 dev eth0"),
-        "link set eth0 up".to_string(),
-        format!("route add default via {}", info.gateway()),
-    ];
-    (host, inside)
-}
-
-/// Creates a namespace `kiln-<id12>` with `eth0` at `ip` on the network's bridge: the namespace
-/// in process, then one `ip -batch` on each side.
+/// Creates a namespace `kiln-<id12>` with `eth0` at `ip` on the network's bridge: the
+/// namespace, the veth pair and the addresses are all made in process (no `ip` process).
 pub(crate) fn attach(info: &NetworkInfo, id: &str, ip: &str) -> Result<Attachment, RuntimeError> {
     let name = netns_name(id);
-    netns::create(&name)?;
+    let path = netns::create(&name)?;
     let att = Attachment {
         netns: name.clone(),
     };
-    let (host, inside) = attach_steps(info, id, ip);
-    // A host end left by a killed owner (its namespace is gone, the pair may linger briefly).
+    let addr: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| RuntimeError::Invalid(format!("invalid container address {ip}")))?;
     let host_if = format!("vk{}", &id[..10.min(id.len())]);
+    // A host end left by a killed owner (its namespace is gone, the pair may linger briefly).
     if Path::new("/sys/class/net").join(&host_if).exists() {
         let _ = run("ip", &["link", "del", &host_if]);
     }
-    ip_batch(None, &host)?;
-    ip_batch(Some(&name), &inside)?;
+    let ns = fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+    netlink::add_veth(&host_if, &info.bridge, &ns).map_err(io_err(format!(
+        "create the veth pair {host_if} on bridge {}",
+        info.bridge
+    )))?;
+    netlink::configure_inside(ns, addr, 24, info.gateway()).map_err(io_err(format!(
+        "configure eth0 ({ip}) in network namespace {name}"
+    )))?;
     Ok(att)
 }
 
@@ -451,27 +442,5 @@ mod tests {
         assert!(!subnet_free(routes, 4));
         assert!(!subnet_free("10.0.0.0/8 via 192.0.2.9 dev eth0\n", 5));
         assert!(subnet_free("10.90.0.0/16 dev z\n", 5));
-    }
-
-    #[test]
-    fn attach_is_two_batches_naming_the_namespace_and_the_bridge() {
-        let info = NetworkInfo {
-            name: "n".into(),
-            id: "x".into(),
-            subnet_index: 7,
-            bridge: "kbabc".into(),
-            created: String::new(),
-        };
-        let id = "0123456789abcdef0123";
-        let (host, inside) = attach_steps(&info, id, "10.89.7.2");
-        assert_eq!(
-            host,
-            [
-                "link add vk0123456789 type veth peer name eth0 netns kiln-0123456789ab",
-                "link set vk0123456789 master kbabc up"
-            ]
-        );
-        assert_eq!(inside[1], "addr add 10.89.7.2/24 dev eth0");
-        assert_eq!(inside[3], "route add default via 10.89.7.1");
     }
 }

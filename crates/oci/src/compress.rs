@@ -8,8 +8,9 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::str::FromStr;
 
-use flate2::GzBuilder;
 use rayon::prelude::*;
+
+use self::pgzip::ParGzEncoder;
 
 use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::manifest::Descriptor;
@@ -21,6 +22,10 @@ pub const GZIP_DEFAULT_LEVEL: u32 = 6;
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 /// At most this many zstd worker threads per layer; layers also compress in parallel.
 const ZSTD_MAX_WORKERS: usize = 4;
+/// At most this many gzip worker threads per layer (beyond the first 1 MiB chunk).
+const GZIP_MAX_WORKERS: usize = 4;
+
+mod pgzip;
 
 /// How to compress a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +179,9 @@ const BUF: usize = 256 * 1024;
 
 /// Compresses the uncompressed layer tar from `input` into `sink` and returns its digests.
 ///
-/// gzip output has no file name and a zero mtime, so equal input gives equal bytes; zstd output
-/// does not depend on the number of worker threads.
+/// gzip output has no file name and a zero mtime and is deflated in fixed 1 MiB chunks on worker
+/// threads (pigz's scheme), so equal input gives equal bytes whatever the thread count; zstd
+/// output does not depend on the number of worker threads either.
 pub fn compress_layer<R: Read, W: Write>(
     input: R,
     compression: Compression,
@@ -203,17 +209,18 @@ pub struct LayerWriter<W: Write> {
     diff: Hasher,
     encoder: Encoder<W>,
     compression: LayerCompression,
-    /// Input is handed to the encoder in fixed `CHUNK`-sized pieces: deflate's output depends
-    /// on how its input was split, and the blob must depend on the tar alone.
+    /// Input is handed to the zstd encoder in fixed `CHUNK`-sized pieces, so the blob depends on
+    /// the tar alone and not on how the producer split its writes (the gzip encoder chunks its
+    /// input itself).
     pending: Vec<u8>,
 }
 
-/// The piece size the encoders see.
+/// The piece size the zstd encoder sees.
 const CHUNK: usize = 128 * 1024;
 
 enum Encoder<W: Write> {
     None(HashingWriter<W>),
-    Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
+    Gzip(ParGzEncoder<HashingWriter<W>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
 
@@ -222,11 +229,12 @@ impl<W: Write> LayerWriter<W> {
         let out = HashingWriter::new(sink);
         let encoder = match compression {
             Compression::None => Encoder::None(out),
-            Compression::Gzip { level } => Encoder::Gzip(
-                GzBuilder::new()
-                    .mtime(0)
-                    .write(out, flate2::Compression::new(level)),
-            ),
+            Compression::Gzip { level } => {
+                let workers = std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(GZIP_MAX_WORKERS);
+                Encoder::Gzip(ParGzEncoder::new(out, level, workers))
+            }
             Compression::Zstd { level } => {
                 let mut enc =
                     zstd::stream::write::Encoder::new(out, level).map_err(CompressError::Write)?;
@@ -288,6 +296,11 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> Write for LayerWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.diff.update(buf);
+        if !matches!(self.encoder, Encoder::Zstd(_)) {
+            self.encoder.write_all(buf)?;
+            return Ok(buf.len());
+        }
         let mut rest = buf;
         if !self.pending.is_empty() {
             let take = rest.len().min(CHUNK - self.pending.len());
@@ -304,7 +317,6 @@ impl<W: Write> Write for LayerWriter<W> {
             rest = &rest[CHUNK..];
         }
         self.pending.extend_from_slice(rest);
-        self.diff.update(buf);
         Ok(buf.len())
     }
 

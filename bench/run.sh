@@ -18,12 +18,14 @@
 #   WORKLOADS="..."      default: app stages bigctx chain40 edit
 #   TOOLS="..."          default: kiln buildkit buildah (also: legacy = DOCKER_BUILDKIT=0, and
 #                        kiln-<compression>, e.g. kiln-uncompressed or kiln-zstd: kiln with that
-#                        --compression and a store of its own)
+#                        --compression and a store of its own; and kilnbase: the kiln binary
+#                        KILN_BASE, e.g. the build before a change, with a store of its own)
 #   METRICS="..."        default: cold noop edit export-tar export-gz export-zstd push run
 #   REPS=N               timed repetitions per case (default 3; bench.env may scale it down)
 #   WARMUP=N             untimed warm-up runs per tool and case (default 1; bench.env may lower it)
 #   EXPORT_WORKLOADS     workloads that get export/push cases (default: app bigctx)
 #   KILN=path            the kiln binary (default: $CARGO_TARGET_DIR/release/kiln)
+#   KILN_BASE=path       the binary of the kilnbase tool (a before/after comparison in one run)
 #   KILN_EXPORT_GZ, KILN_EXPORT_ZSTD, KILN_PUSH, KILN_RUN
 #                        override kiln's command templates (placeholders below); by default
 #                        they are derived from `kiln --help` at run time, and a command kiln
@@ -117,6 +119,8 @@ tpl() {
   kiln:export-zstd) echo "$KILN_EXPORT_ZSTD" ;;
   kiln:push) echo "$KILN_PUSH" ;;
   kiln:run) echo "$KILN_RUN" ;;
+  kilnbase:build) echo "$KILN_BASE --root $KILN_ROOT-base build -q -t {tag} -f {dockerfile} {context}" ;;
+  kilnbase:reset) echo "kiln_reset $KILN_ROOT-base" ;;
   kiln-*:build)
     echo "$KILN --root $KILN_ROOT-${tool#kiln-} build -q --compression ${tool#kiln-} -t {tag} -f {dockerfile} {context}" ;;
   kiln-*:reset) echo "kiln_reset $KILN_ROOT-${tool#kiln-}" ;;
@@ -192,7 +196,12 @@ for tool in $TOOLS; do
     "$KILN" --root "$KILN_ROOT-${tool#kiln-}" import "$BASE_TAR" busybox -c 'CMD ["sh"]' -c "ENV $BASE_PATH_ENV" >/dev/null
   fi
 done
-export KILN KILN_ROOT DOCKER BUILDAH REGISTRY
+if [[ " $TOOLS " == *" kilnbase "* ]]; then
+  [[ -x ${KILN_BASE:-} ]] || die "TOOLS has kilnbase but KILN_BASE=${KILN_BASE:-} is not a kiln binary"
+  "$KILN_BASE" --root "$KILN_ROOT-base" inspect busybox >/dev/null 2>&1 ||
+    "$KILN_BASE" --root "$KILN_ROOT-base" import "$BASE_TAR" busybox -c 'CMD ["sh"]' -c "ENV $BASE_PATH_ENV" >/dev/null
+fi
+export KILN KILN_BASE KILN_ROOT DOCKER BUILDAH REGISTRY
 
 # ------------------------------------------------------------------ measuring
 printf 'workload\tmetric\ttool\trep\twall_s\trss_kb\tdaemon_kb\tload1\tstatus\n' >"$RAW"
@@ -277,6 +286,7 @@ run_case() {
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   # KILN_COMMIT: say which commit the binary was built from when it is not this checkout
   echo "kiln: $KILN ($("$KILN" --version 2>/dev/null), built from ${KILN_COMMIT:-$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO_DIR" diff --quiet 2>/dev/null || echo '+uncommitted changes')})"
+  [[ " $TOOLS " == *" kilnbase "* ]] && echo "kilnbase: $KILN_BASE (${KILN_BASE_COMMIT:-commit not given: KILN_BASE_COMMIT})"
   echo "docker: $("$DOCKER" version -f '{{.Server.Version}}') ($("$DOCKER" info -f '{{.Driver}}'), cgroup v$("$DOCKER" info -f '{{.CgroupVersion}}')); buildah: $(buildah --version | awk '{print $3}') ($BUILDAH_DRIVER); skopeo: $(skopeo --version | awk '{print $3}')"
   echo "mode: $( ((QUICK)) && echo "QUICK (1 run, no warm-up: a smoke test, not a measurement)" || echo "full: $REPS runs (scaled per workload) + $WARMUP warm-up, interleaved")"
   echo "tools: $TOOLS"

@@ -79,8 +79,10 @@ def main():
         status.setdefault(key, "ok")
     tools = [t for t in BASE_TOOLS if t in tools_seen] + [t for t in tools_seen if t not in BASE_TOOLS]
     peers = [t for t in tools if not t.startswith("kiln")]
-    # kiln-<compression> variants: compared with BuildKit only, to keep the table narrow
-    variants = [t for t in tools if t.startswith("kiln-")] if "buildkit" in tools else []
+    # kiln-<compression> variants and kilnbase (an older binary): compared with BuildKit only,
+    # to keep the table narrow
+    variants = ([t for t in tools if t.startswith("kiln") and t != "kiln"]
+                if "buildkit" in tools else [])
     order.sort(key=lambda wm: METRIC_ORDER.index(wm[1]) if wm[1] in METRIC_ORDER else 99)
     workloads = []
     for w, _ in order:

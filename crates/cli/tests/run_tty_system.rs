@@ -273,3 +273,203 @@ fn run_it_makes_the_callers_terminal_raw_follows_its_size_and_restores_it() {
     assert_eq!(status.code(), Some(3));
     assert!(term.canonical(), "the caller's terminal is restored");
 }
+
+/// The numbers of one row of `system df`: TOTAL, ACTIVE, SIZE, RECLAIMABLE.
+fn df_row(df: &str, kind: &str) -> Vec<String> {
+    let line = df
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .unwrap_or_else(|| panic!("no {kind} row in {df}"));
+    line[kind.len()..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn system_prune_removes_what_nothing_uses_and_df_shows_it() {
+    let Some(env) = Env::new(&[]) else { return };
+    // A second image (same layers, another config) that no container uses.
+    let tar = env._dir.path().join("busybox.tar");
+    env.ok(&[
+        "import",
+        tar.to_str().unwrap(),
+        "unused",
+        "-c",
+        "LABEL unused=yes",
+    ]);
+    // A stopped container with an anonymous volume holding data, and a running one with its
+    // own anonymous volume.
+    env.ok(&[
+        "run",
+        "--name",
+        "stopped",
+        "-v",
+        "/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello >/data/f; echo x >/layer-file",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "-v",
+        "/keepdata",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept >/keepdata/f; sleep 60",
+    ]);
+    let df = env.ok(&["system", "df"]);
+    assert!(df.starts_with("TYPE"), "{df}");
+    assert_eq!(df_row(&df, "Images")[..2], ["2", "1"], "{df}");
+    assert_eq!(df_row(&df, "Containers")[..2], ["2", "1"], "{df}");
+    assert_ne!(df_row(&df, "Containers")[3], "0B", "{df}");
+    assert_eq!(df_row(&df, "Local Volumes")[..2], ["2", "2"], "{df}");
+    let verbose = env.ok(&["system", "df", "-v"]);
+    assert!(verbose.contains("Containers space usage:"), "{verbose}");
+    assert!(
+        verbose.contains("stopped") && verbose.contains("unused:latest"),
+        "{verbose}"
+    );
+
+    let out = env.ok(&["system", "prune", "-a", "--volumes", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains("untagged: unused:latest"), "{out}");
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
+
+    let df = env.ok(&["system", "df"]);
+    assert_eq!(df_row(&df, "Images")[..2], ["1", "1"], "{df}");
+    assert_eq!(df_row(&df, "Images")[3], "0B", "{df}");
+    assert_eq!(df_row(&df, "Containers"), ["1", "1", "0B", "0B"], "{df}");
+    assert_eq!(df_row(&df, "Local Volumes")[..2], ["1", "1"], "{df}");
+    assert_eq!(df_row(&df, "Local Volumes")[3], "0B", "{df}");
+    // The running container, its image and its volume survive.
+    assert_eq!(env.ok(&["ps", "-q"]).lines().count(), 1);
+    assert_eq!(env.ok(&["exec", "keep", "cat", "/keepdata/f"]), "kept\n");
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox", "echo", "still"]),
+        "still\n"
+    );
+    assert!(env.kiln(&["inspect", "stopped"]).status.code() != Some(0));
+    env.ok(&["rm", "-f", "keep"]);
+}
+
+#[test]
+fn concurrent_creates_with_one_name_leave_exactly_one_container() {
+    let Some(env) = Env::new(&[]) else { return };
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            env.command()
+                .args(["create", "--name", "x", "busybox", "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn kiln create")
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners = outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(winners, 1, "{outputs:?}");
+    for o in outputs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("the container name \"/x\" is already in use by container"),
+            "{err}"
+        );
+    }
+    assert_eq!(env.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+}
+
+/// `inspect`'s State.Health once `done` says so (panics after 30 s).
+fn health_until(
+    env: &Env,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", name])).expect("inspect json");
+        let health = inspect[0]["State"]["Health"].clone();
+        if done(&health) {
+            return health;
+        }
+        assert!(Instant::now() < until, "health never got there: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_probe_past_its_timeout_is_killed_and_counts_as_a_failure() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "echo started; sleep 30",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let health = health_until(&env, "slow", |h| h["Status"] == "unhealthy");
+    let log = health["Log"].as_array().unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last["ExitCode"], -1);
+    assert_eq!(last["Output"], "Health check exceeded timeout (300ms)");
+    assert!(health["FailingStreak"].as_u64().unwrap() >= 2);
+    // The killed probe took its sleep with it: only pid 1's sleep is left.
+    let ps = env.ok(&["exec", "slow", "ps", "-o", "args"]);
+    assert_eq!(ps.matches("sleep 30").count(), 0, "{ps}");
+    env.ok(&["rm", "-f", "slow"]);
+}
+
+#[test]
+fn health_log_keeps_five_results_with_output_cut_at_4096_bytes() {
+    let Some(env) = Env::new(&[]) else { return };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--health-cmd",
+        "head -c 6000 /dev/zero | tr '\\0' a",
+        "--health-interval",
+        "50ms",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    // Probes every 50 ms: the log fills to five and stays there.
+    let health = health_until(&env, "chatty", |h| {
+        h["Log"].as_array().is_some_and(|l| l.len() == 5)
+    });
+    assert_eq!(health["Status"], "healthy");
+    std::thread::sleep(Duration::from_millis(400));
+    let health = health_until(&env, "chatty", |_| true);
+    let log = health["Log"].as_array().unwrap();
+    assert_eq!(log.len(), 5, "{health}");
+    for r in log {
+        assert_eq!(r["ExitCode"], 0);
+        assert_eq!(r["Output"].as_str().unwrap(), "a".repeat(4096));
+        assert!(r["Start"].as_str().unwrap() <= r["End"].as_str().unwrap());
+    }
+    env.ok(&["rm", "-f", "chatty"]);
+}

@@ -24,6 +24,7 @@ pub mod ports;
 mod pty;
 pub mod store;
 mod sys;
+pub mod system;
 pub mod volume;
 
 pub use container::{CopyDirection, Runtime, StartMode, Stats, parse_signal};

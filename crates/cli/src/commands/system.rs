@@ -1,4 +1,4 @@
-//! Store maintenance: `builder prune`, `system df`, `system check`.
+//! Store maintenance: `builder prune`, `system df`, `system prune`, `system check`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use kiln_cache::PruneOptions;
 use kiln_engine::gc::Snapshots;
+use kiln_runtime::system::{SystemPruneOptions, human_size};
 
 use super::open_worker;
 
@@ -35,14 +36,37 @@ pub struct PruneArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
-    /// Show disk usage of images and build cache.
-    Df,
+    /// Show disk usage of images, containers, local volumes and build cache.
+    Df(DfArgs),
+    /// Remove stopped containers, unused networks, unused images (-a) and volumes (--volumes),
+    /// and build cache.
+    Prune(SystemPruneArgs),
     /// Verify every blob and record; report problems without changing anything.
     Check {
         /// Drop what is broken.
         #[arg(long)]
         repair: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// List every image, container, volume and the store's lines.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Remove every image no container uses and all build cache.
+    #[arg(short, long)]
+    all: bool,
+    /// Also remove anonymous volumes no container uses.
+    #[arg(long)]
+    volumes: bool,
+    /// Do not ask for confirmation (kiln never asks; accepted for docker compatibility).
+    #[arg(short, long)]
+    force: bool,
 }
 
 /// Parses `500MB`, `2GiB`, `1024` into bytes.
@@ -140,45 +164,158 @@ pub fn builder(command: BuilderCommand, root: &Path) -> anyhow::Result<ExitCode>
 }
 
 pub fn system(command: SystemCommand, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
     match command {
-        SystemCommand::Df => {
-            let usage = worker.store().df()?;
-            println!(
-                "{:<14} {:>8} {:>14} {:>14}",
-                "TYPE", "TOTAL", "SIZE", "RECLAIMABLE"
+        SystemCommand::Df(args) => df(&args, root),
+        SystemCommand::Prune(args) => prune(&args, root),
+        SystemCommand::Check { repair } => check(repair, root),
+    }
+}
+
+/// `SIZE (PCT%)` as Docker prints reclaimable space.
+fn with_percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return human_size(part);
+    }
+    format!("{} ({}%)", human_size(part), part * 100 / whole)
+}
+
+fn df(args: &DfArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let rt = super::run::runtime(root)?;
+    let usage = rt.disk_usage()?;
+    if args.verbose {
+        println!("Images space usage:\n");
+        println!(
+            "{:<40} {:<15} {:<15} {:<12} {:<12} {:<12} CONTAINERS",
+            "REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
+        );
+        for i in &usage.images {
+            let name = i.names.first().map_or_else(
+                || "<none>".to_string(),
+                |n| kiln_engine::reference::familiar(n),
             );
-            for (kind, line) in [
-                ("Images", usage.images),
-                ("Build Cache", usage.build_cache),
-                ("Snapshots", usage.snapshots),
-                ("Blobs", usage.blobs),
-            ] {
-                println!(
-                    "{:<14} {:>8} {:>14} {:>14}",
-                    kind, line.count, line.bytes, line.reclaimable
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            println!(
+                "{:<40} {:<15} {:<15} {:<12} {:<12} {:<12} {}",
+                name,
+                i.id.trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or(&i.id),
+                i.created.get(..10).unwrap_or(&i.created),
+                human_size(i.size),
+                human_size(i.size - i.unique_size.min(i.size)),
+                human_size(i.unique_size),
+                i.containers
+            );
         }
-        SystemCommand::Check { repair } => {
-            let report = worker.store().check(repair, &Snapshots(&worker))?;
-            for problem in &report.problems {
-                println!("problem: {problem}");
+        println!("\nContainers space usage:\n");
+        println!(
+            "{:<14} {:<20} {:<24} {:<14} {:<10} {:<12} NAMES",
+            "CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "STATUS"
+        );
+        for c in &usage.containers {
+            let mut command = format!("{:?}", c.command);
+            if command.len() > 22 {
+                command.truncate(19);
+                command.push_str("…\"");
             }
-            if report.is_clean() {
-                println!("store at {} is consistent", root.display());
-                Ok(ExitCode::SUCCESS)
-            } else if repair {
-                println!("repaired {} problems", report.problems.len());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!(
-                    "{} problems found (run with --repair to drop what is broken)",
-                    report.problems.len()
-                );
-                Ok(ExitCode::FAILURE)
-            }
+            println!(
+                "{:<14} {:<20} {:<24} {:<14} {:<10} {:<12} {}",
+                &c.id[..12.min(c.id.len())],
+                c.image,
+                command,
+                c.volumes,
+                human_size(c.size),
+                c.status,
+                c.name
+            );
         }
+        println!("\nLocal Volumes space usage:\n");
+        println!("{:<66} {:<8} SIZE", "VOLUME NAME", "LINKS");
+        for v in &usage.volumes {
+            println!("{:<66} {:<8} {}", v.name, v.links, human_size(v.size));
+        }
+        println!(
+            "\nBuild cache usage: {}\n",
+            human_size(usage.build_cache.bytes)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}{:<10}{:<10}{:<10}RECLAIMABLE",
+        "TYPE", "TOTAL", "ACTIVE", "SIZE"
+    );
+    for row in usage.summary() {
+        let reclaimable = if row.kind == "Build Cache" {
+            human_size(row.reclaimable)
+        } else {
+            with_percent(row.reclaimable, row.size)
+        };
+        println!(
+            "{:<16}{:<10}{:<10}{:<10}{}",
+            row.kind,
+            row.total,
+            row.active,
+            human_size(row.size),
+            reclaimable
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(args: &SystemPruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let _ = args.force;
+    let rt = super::run::runtime(root)?;
+    let report = rt.system_prune(&SystemPruneOptions {
+        all: args.all,
+        volumes: args.volumes,
+    })?;
+    let section = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            println!("{title}:");
+            for i in items {
+                println!("{i}");
+            }
+            println!();
+        }
+    };
+    section("Deleted Containers", &report.containers);
+    section("Deleted Networks", &report.networks);
+    let untagged: Vec<String> = report
+        .images
+        .iter()
+        .map(|n| format!("untagged: {}", kiln_engine::reference::familiar(n)))
+        .collect();
+    section("Deleted Images", &untagged);
+    section("Deleted Volumes", &report.volumes);
+    if report.build_cache_records > 0 {
+        println!(
+            "Deleted build cache objects: {}\n",
+            report.build_cache_records
+        );
+    }
+    for e in &report.errors {
+        eprintln!("warning: {e}");
+    }
+    println!("Total reclaimed space: {}", human_size(report.reclaimed));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(repair: bool, root: &Path) -> anyhow::Result<ExitCode> {
+    let worker = open_worker(root)?;
+    let report = worker.store().check(repair, &Snapshots(&worker))?;
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    if report.is_clean() {
+        println!("store at {} is consistent", root.display());
+        Ok(ExitCode::SUCCESS)
+    } else if repair {
+        println!("repaired {} problems", report.problems.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{} problems found (run with --repair to drop what is broken)",
+            report.problems.len()
+        );
+        Ok(ExitCode::FAILURE)
     }
 }

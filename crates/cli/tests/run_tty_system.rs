@@ -435,9 +435,10 @@ fn a_probe_past_its_timeout_is_killed_and_counts_as_a_failure() {
     assert_eq!(last["ExitCode"], -1);
     assert_eq!(last["Output"], "Health check exceeded timeout (300ms)");
     assert!(health["FailingStreak"].as_u64().unwrap() >= 2);
-    // The killed probe took its sleep with it: only pid 1's sleep is left.
+    // Each killed probe took its sleep with it: at least two probes ran, and at most the one
+    // running now is left.
     let ps = env.ok(&["exec", "slow", "ps", "-o", "args"]);
-    assert_eq!(ps.matches("sleep 30").count(), 0, "{ps}");
+    assert!(ps.matches("sleep 30").count() <= 1, "{ps}");
     env.ok(&["rm", "-f", "slow"]);
 }
 

@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// The tests of this file run one at a time: they make and remove bridges and subnets (a
+/// bridge deleted on purpose frees its subnet for a concurrent test to take).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Env {
-    _dir: tempfile::TempDir,
     root: PathBuf,
+    _dir: tempfile::TempDir,
+    _serial: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl Env {
@@ -21,11 +26,30 @@ impl Env {
             eprintln!("skipping: container networking needs root");
             return None;
         }
+        Env::with_lock(
+            changes,
+            Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner())),
+        )
+    }
+
+    /// A second root in a test that already holds the lock.
+    fn another(changes: &[&str]) -> Option<Env> {
+        Env::with_lock(changes, None)
+    }
+
+    fn with_lock(
+        changes: &[&str],
+        serial: Option<std::sync::MutexGuard<'static, ()>>,
+    ) -> Option<Env> {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         let tar = dir.path().join("busybox.tar");
         kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-        let env = Env { _dir: dir, root };
+        let env = Env {
+            root,
+            _dir: dir,
+            _serial: serial,
+        };
         let mut args = vec![
             "import".to_string(),
             tar.to_str().expect("utf-8").to_string(),
@@ -334,6 +358,40 @@ fn the_default_bridge_gives_no_names_but_a_user_network_does() {
         env.ok(&["run", "--rm", "busybox", "sh", "-c", &ping]),
         "blocked\n"
     );
+}
+
+#[test]
+fn a_deleted_roots_bridge_is_collected_and_a_lost_bridge_comes_back() {
+    let Some(gone) = Env::new(&[]) else { return };
+    gone.ok(&["run", "--rm", "busybox", "true"]);
+    let orphan = gone.bridge_if();
+    assert!(link_exists(&orphan));
+    // The root goes away without `network rm` (as a deleted tempdir root does).
+    std::fs::remove_dir_all(gone.root.join("networks")).expect("remove the records");
+
+    let Some(env) = Env::another(&[]) else { return };
+    let net = format!("x{}", std::process::id());
+    env.ok(&["network", "create", &net]);
+    assert!(
+        !link_exists(&orphan),
+        "the orphaned bridge {orphan} is still there"
+    );
+    assert_eq!(firewall_mentions(&orphan), Vec::<String>::new());
+
+    // A bridge lost while its record stays (a reboot) is made again by the next container.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["network", "inspect", &net])).expect("json");
+    let bridge = v[0]["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .expect("bridge")
+        .to_string();
+    sh("ip", &["link", "del", &bridge]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", &net, "busybox", "echo", "back"]),
+        "back\n"
+    );
+    assert!(link_exists(&bridge));
+    assert_eq!(firewall_mentions(&bridge).len(), 5);
 }
 
 fn http_get(port: u16) -> String {

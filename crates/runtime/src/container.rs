@@ -382,7 +382,7 @@ impl Runtime {
         match (&c.config.network_name, &c.config.ip) {
             (Some(name), Some(ip)) if c.config.network == NetworkMode::Named => {
                 let info = crate::network::inspect(self.root(), name)?;
-                crate::network::attach(&info, c.id(), ip).map(Some)
+                crate::network::attach(self.root(), &info, c.id(), ip).map(Some)
             }
             _ => Ok(None),
         }

@@ -228,44 +228,19 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     if let Ok(info) = inspect(root, name) {
         return Ok(info);
     }
-    let routes = Command::new("ip")
-        .args(["-4", "route", "show", "table", "all"])
-        .output()
-        .map_err(io_err("run ip route"))?;
-    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
-    let index = (1..=254u8)
-        .find(|n| subnet_free(&routes, *n))
-        .ok_or_else(|| RuntimeError::Invalid("no free 10.89.N.0/24 subnet left".into()))?;
+    collect_orphans();
+    let index = free_subnet()?;
     let id = store::new_id()?;
-    let bridge = format!("kb{}", &id[..10]);
     let info = NetworkInfo {
         name: name.to_string(),
+        bridge: format!("kb{}", &id[..10]),
         id,
         subnet_index: index,
-        bridge: bridge.clone(),
         created: now_rfc3339(),
     };
-    let subnet = info.subnet();
-    ip_batch(
-        None,
-        &[
-            format!("link add {bridge} type bridge"),
-            format!("addr add {}/24 dev {bridge}", info.gateway()),
-            format!("link set {bridge} up"),
-        ],
-    )
-    .inspect_err(|_| {
-        let _ = run("ip", &["link", "del", &bridge]);
-    })?;
+    let dir = networks_dir(root).join(name);
+    bring_up(root, &info)?;
     let setup = (|| {
-        match firewall::add_network(&bridge, &subnet)? {
-            firewall::Setup::Done => {}
-            firewall::Setup::NoIptables => eprintln!(
-                "warning: iptables not found: containers on network {name} get no NAT to the \
-                 outside and no isolation from other networks"
-            ),
-        }
-        let dir = networks_dir(root).join(name);
         fs::create_dir_all(&dir).map_err(io_err(format!("create network {name}")))?;
         fs::write(
             hosts_path(root, name),
@@ -275,10 +250,118 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
         write_json(&dir.join("network.json"), &info)
     })();
     if let Err(e) = setup {
-        teardown_bridge(&bridge, &subnet);
+        teardown_bridge(&info.bridge, &info.subnet());
         return Err(e);
     }
     Ok(info)
+}
+
+/// The lowest 10.89.N.0/24 no route of this host overlaps (other kiln bridges included).
+fn free_subnet() -> Result<u8, RuntimeError> {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()
+        .map_err(io_err("run ip route"))?;
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    (1..=254u8)
+        .find(|n| subnet_free(&routes, *n))
+        .ok_or_else(|| RuntimeError::Invalid("no free 10.89.N.0/24 subnet left".into()))
+}
+
+/// What a kiln bridge's interface alias starts with; the rest is its subnet and the path of
+/// its network record, so a bridge whose root is gone can be found and removed.
+const ALIAS_PREFIX: &str = "kiln-network ";
+
+/// Creates the network's bridge with its gateway address and firewall rules (the caller
+/// holds the host lock).
+fn bring_up(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
+    let (bridge, subnet) = (&info.bridge, info.subnet());
+    ip_batch(
+        None,
+        &[
+            format!("link add {bridge} type bridge"),
+            format!("addr add {}/24 dev {bridge}", info.gateway()),
+            format!("link set {bridge} up"),
+        ],
+    )
+    .inspect_err(|_| {
+        let _ = run("ip", &["link", "del", bridge]);
+    })?;
+    // Only an absolute path names the record from anywhere; the kernel keeps 255 bytes.
+    if let Ok(root) = fs::canonicalize(root) {
+        let record = networks_dir(&root).join(&info.name).join("network.json");
+        let alias = format!("{ALIAS_PREFIX}{subnet} {}", record.display());
+        if alias.len() < 255 {
+            let _ = fs::write(
+                Path::new("/sys/class/net").join(bridge).join("ifalias"),
+                alias,
+            );
+        }
+    }
+    let rules = firewall::add_network(bridge, &subnet).inspect_err(|_| {
+        let _ = run("ip", &["link", "del", bridge]);
+    })?;
+    if rules == firewall::Setup::NoIptables {
+        eprintln!(
+            "warning: iptables not found: containers on network {} get no NAT to the outside \
+             and no isolation from other networks",
+            info.name
+        );
+    }
+    Ok(())
+}
+
+/// Removes kiln bridges (and their rules) whose network record is gone: left by roots deleted
+/// without `network rm`, they would otherwise hold a subnet until reboot.
+fn collect_orphans() {
+    let Ok(links) = fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for link in links.flatten() {
+        let Some(name) = link.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !name.starts_with("kb") {
+            continue;
+        }
+        let alias = fs::read_to_string(link.path().join("ifalias")).unwrap_or_default();
+        let Some((subnet, record)) = alias
+            .trim_end_matches('\n')
+            .strip_prefix(ALIAS_PREFIX)
+            .and_then(|rest| rest.split_once(' '))
+        else {
+            continue;
+        };
+        if !Path::new(record).exists() {
+            teardown_bridge(&name, subnet);
+        }
+    }
+}
+
+/// Makes sure the network's bridge exists before a container joins it: it is gone after a
+/// reboot (or when taken for an orphan while its root was unreachable), its record is not.
+fn ensure_bridge(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
+    let exists = || Path::new("/sys/class/net").join(&info.bridge).exists();
+    if exists() {
+        return Ok(());
+    }
+    let _lock = host_lock()?;
+    if exists() {
+        return Ok(());
+    }
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()
+        .map_err(io_err("run ip route"))?;
+    if !subnet_free(&String::from_utf8_lossy(&routes.stdout), info.subnet_index) {
+        return Err(RuntimeError::Invalid(format!(
+            "the bridge of network {} is gone and its subnet {} is now used by another route; \
+             remove the network and create it again",
+            info.name,
+            info.subnet()
+        )));
+    }
+    bring_up(root, info)
 }
 
 fn teardown_bridge(bridge: &str, subnet: &str) {
@@ -392,7 +475,13 @@ impl Drop for Attachment {
 
 /// Creates a namespace `kiln-<id12>` with `eth0` at `ip` on the network's bridge: the
 /// namespace, the veth pair and the addresses are all made in process (no `ip` process).
-pub(crate) fn attach(info: &NetworkInfo, id: &str, ip: &str) -> Result<Attachment, RuntimeError> {
+pub(crate) fn attach(
+    root: &Path,
+    info: &NetworkInfo,
+    id: &str,
+    ip: &str,
+) -> Result<Attachment, RuntimeError> {
+    ensure_bridge(root, info)?;
     let name = netns_name(id);
     let path = netns::create(&name)?;
     let att = Attachment {

@@ -48,6 +48,25 @@ pub trait BlobSource {
     /// The size of a blob, or `None` when it is absent.
     fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
 
+    /// `len` bytes of a blob from `offset`, as a reader another thread may own (an upload's
+    /// body). The default reads the range into memory; file-backed sources seek instead.
+    fn open_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, BlobError> {
+        let read = |source| BlobError::Read {
+            digest: *digest,
+            source,
+        };
+        let mut reader = self.open(digest)?;
+        io::copy(&mut (&mut reader).take(offset), &mut io::sink()).map_err(read)?;
+        let mut bytes = Vec::new();
+        reader.take(len).read_to_end(&mut bytes).map_err(read)?;
+        Ok(Box::new(Cursor::new(bytes)))
+    }
+
     /// Reads a whole (small) blob into memory, refusing more than `limit` bytes and verifying
     /// its digest.
     fn read_verified(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, BlobError> {
@@ -68,6 +87,25 @@ pub trait BlobSource {
             })?;
         Ok(out)
     }
+}
+
+/// `len` bytes of an open blob file from `offset`.
+pub fn file_range(
+    mut file: File,
+    digest: &Digest,
+    offset: u64,
+    len: u64,
+) -> Result<Box<dyn Read + Send + 'static>, BlobError> {
+    use std::io::Seek as _;
+    file.seek(io::SeekFrom::Start(offset))
+        .map_err(|source| BlobError::Read {
+            digest: *digest,
+            source,
+        })?;
+    Ok(Box::new(io::BufReader::with_capacity(
+        1 << 20,
+        file.take(len),
+    )))
 }
 
 /// Stores blobs by digest.
@@ -185,6 +223,22 @@ impl BlobSource for DirBlobs {
                 source,
             }),
         }
+    }
+
+    fn open_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, BlobError> {
+        let file = File::open(self.path(digest)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => BlobError::NotFound(*digest),
+            _ => BlobError::Read {
+                digest: *digest,
+                source: e,
+            },
+        })?;
+        file_range(file, digest, offset, len)
     }
 
     fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {

@@ -31,6 +31,22 @@ impl BlobSource for ContentStore {
         }
     }
 
+    fn open_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, BlobError> {
+        match self.read(&to_cache(digest)) {
+            Ok(f) => crate::blob::file_range(f, digest, offset, len),
+            Err(CacheError::BlobNotFound(_)) => Err(BlobError::NotFound(*digest)),
+            Err(e) => Err(BlobError::Read {
+                digest: *digest,
+                source: io_err(e),
+            }),
+        }
+    }
+
     fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
         match self.info(&to_cache(digest)) {
             Ok(info) => Ok(Some(info.size)),

@@ -8,7 +8,6 @@ use std::io::{self, Read};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kiln_oci::digest::VerifyingReader;
 use kiln_oci::manifest::{self, Parsed};
 use kiln_oci::{BlobSource, Descriptor, Digest};
 
@@ -324,27 +323,18 @@ impl Ctx<'_> {
         Ok(None)
     }
 
-    /// The bytes `offset..offset+len` of a blob; the whole blob is verified against its
-    /// digest as it is read, so a corrupt local blob fails the push instead of being sent.
+    /// The bytes `offset..offset+len` of a blob, streamed from the source (a seek, not a
+    /// re-read of what came before). They are not hashed here: the registry checks the whole
+    /// blob against the digest the final PUT names and refuses a mismatch.
     fn open_range(
         &self,
         d: &Descriptor,
         offset: u64,
         len: u64,
     ) -> io::Result<Box<dyn Read + Send + '_>> {
-        let reader = self.source.open(&d.digest).map_err(io::Error::other)?;
-        let mut bytes = Vec::new();
-        // Blob sources hand out plain readers that are not Send; read this range into memory
-        // (at most one chunk, or one monolithic blob).
-        let mut v = VerifyingReader::new(reader, d.digest, d.size);
-        io::copy(&mut (&mut v).take(offset), &mut io::sink())?;
-        (&mut v).take(len).read_to_end(&mut bytes)?;
-        if offset + len == d.size {
-            // Reach the end so the digest check runs.
-            let mut rest = Vec::new();
-            v.read_to_end(&mut rest)?;
-        }
-        Ok(Box::new(io::Cursor::new(bytes)))
+        self.source
+            .open_range(&d.digest, offset, len)
+            .map_err(io::Error::other)
     }
 
     fn start_upload(&self, uploads: &str) -> Result<String, RegistryError> {

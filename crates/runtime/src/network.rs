@@ -6,10 +6,8 @@
 //! dropped (`net::firewall`).
 
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,49 +48,6 @@ pub(crate) fn hosts_path(root: &Path, name: &str) -> PathBuf {
 
 fn leases_dir(root: &Path, name: &str) -> PathBuf {
     networks_dir(root).join(name).join("leases")
-}
-
-fn failed(what: String, msg: &[u8]) -> RuntimeError {
-    RuntimeError::Io {
-        what,
-        source: std::io::Error::other(String::from_utf8_lossy(msg).trim().to_string()),
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), RuntimeError> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(io_err(format!("run {cmd} {}", args.join(" "))))?;
-    if !out.status.success() {
-        return Err(failed(format!("run {cmd} {}", args.join(" ")), &out.stderr));
-    }
-    Ok(())
-}
-
-/// Runs `ip [-n NETNS] -batch -` with `lines`: one process for a whole setup step.
-fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), RuntimeError> {
-    let mut cmd = Command::new("ip");
-    if let Some(n) = netns {
-        cmd.args(["-n", n]);
-    }
-    let what = || format!("run ip -batch ({})", lines.join("; "));
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err(what()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        stdin.write_all(text.as_bytes()).map_err(io_err(what()))?;
-    }
-    let out = child.wait_with_output().map_err(io_err(what()))?;
-    if !out.status.success() {
-        return Err(failed(what(), &out.stderr));
-    }
-    Ok(())
 }
 
 /// Serialises subnet choice and bridge setup across kiln processes (and roots) on this host.
@@ -178,42 +133,17 @@ pub fn default_bridge(root: &Path) -> Result<NetworkInfo, RuntimeError> {
     }
 }
 
-/// Whether 10.89.`n`.0/24 overlaps none of the routes `ip -4 route show table all` printed.
-fn subnet_free(routes: &str, n: u8) -> bool {
-    const TYPES: [&str; 10] = [
-        "unicast",
-        "local",
-        "broadcast",
-        "multicast",
-        "anycast",
-        "unreachable",
-        "blackhole",
-        "prohibit",
-        "throw",
-        "nat",
-    ];
+/// Whether 10.89.`n`.0/24 overlaps none of `routes` (a default route overlaps nothing).
+fn subnet_free(routes: &[(Ipv4Addr, u32)], n: u8) -> bool {
     let ours = (u32::from(Ipv4Addr::new(10, 89, n, 0)), 24u32);
-    routes.lines().all(|line| {
-        let mut words = line.split_whitespace();
-        let mut dst = words.next().unwrap_or("default");
-        if TYPES.contains(&dst) {
-            dst = words.next().unwrap_or("default");
-        }
-        if dst == "default" {
+    routes.iter().all(|(addr, len)| {
+        if *len == 0 {
             return true;
         }
-        let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
-        let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-            return true;
-        };
         // Two prefixes overlap when they agree on the shorter one's bits.
-        let shorter = len.min(ours.1).min(32);
-        let mask = if shorter == 0 {
-            0
-        } else {
-            u32::MAX << (32 - shorter)
-        };
-        (u32::from(addr) & mask) != (ours.0 & mask)
+        let shorter = (*len).min(ours.1).min(32);
+        let mask = u32::MAX << (32 - shorter);
+        (u32::from(*addr) & mask) != (ours.0 & mask)
     })
 }
 
@@ -258,14 +188,30 @@ fn create_record(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
 
 /// The lowest 10.89.N.0/24 no route of this host overlaps (other kiln bridges included).
 fn free_subnet() -> Result<u8, RuntimeError> {
-    let routes = Command::new("ip")
-        .args(["-4", "route", "show", "table", "all"])
-        .output()
-        .map_err(io_err("run ip route"))?;
-    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let routes = host_routes()?;
     (1..=254u8)
         .find(|n| subnet_free(&routes, *n))
         .ok_or_else(|| RuntimeError::Invalid("no free 10.89.N.0/24 subnet left".into()))
+}
+
+/// The host's IPv4 routes (main table) as (destination, prefix length), from `/proc/net/route`.
+fn host_routes() -> Result<Vec<(Ipv4Addr, u32)>, RuntimeError> {
+    let text = fs::read_to_string("/proc/net/route").map_err(io_err("read /proc/net/route"))?;
+    Ok(parse_routes(&text))
+}
+
+/// `/proc/net/route` prints each address as the hex of its in-memory (network order) bytes
+/// read as a native integer.
+fn parse_routes(text: &str) -> Vec<(Ipv4Addr, u32)> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (dst, mask) = (hex(f.get(1)?)?, hex(f.get(7)?)?);
+            Some((Ipv4Addr::from(dst.to_ne_bytes()), mask.count_ones()))
+        })
+        .collect()
 }
 
 /// What a kiln bridge's interface alias starts with; the rest is its subnet and the path of
@@ -276,16 +222,9 @@ const ALIAS_PREFIX: &str = "kiln-network ";
 /// holds the host lock).
 fn bring_up(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
     let (bridge, subnet) = (&info.bridge, info.subnet());
-    ip_batch(
-        None,
-        &[
-            format!("link add {bridge} type bridge"),
-            format!("addr add {}/24 dev {bridge}", info.gateway()),
-            format!("link set {bridge} up"),
-        ],
-    )
-    .inspect_err(|_| {
-        let _ = run("ip", &["link", "del", bridge]);
+    netlink::add_bridge(bridge, info.gateway(), 24).map_err(|e| {
+        let _ = netlink::delete_link(bridge);
+        io_err(format!("create bridge {bridge}"))(e)
     })?;
     // Only an absolute path names the record from anywhere; the kernel keeps 255 bytes.
     if let Ok(root) = fs::canonicalize(root) {
@@ -299,7 +238,7 @@ fn bring_up(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
         }
     }
     let rules = firewall::add_network(bridge, &subnet).inspect_err(|_| {
-        let _ = run("ip", &["link", "del", bridge]);
+        let _ = netlink::delete_link(bridge);
     })?;
     if rules == firewall::Setup::NoIptables {
         eprintln!(
@@ -349,11 +288,7 @@ fn ensure_bridge(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
     if exists() {
         return Ok(());
     }
-    let routes = Command::new("ip")
-        .args(["-4", "route", "show", "table", "all"])
-        .output()
-        .map_err(io_err("run ip route"))?;
-    if !subnet_free(&String::from_utf8_lossy(&routes.stdout), info.subnet_index) {
+    if !subnet_free(&host_routes()?, info.subnet_index) {
         return Err(RuntimeError::Invalid(format!(
             "the bridge of network {} is gone and its subnet {} is now used by another route; \
              remove the network and create it again",
@@ -366,7 +301,7 @@ fn ensure_bridge(root: &Path, info: &NetworkInfo) -> Result<(), RuntimeError> {
 
 fn teardown_bridge(bridge: &str, subnet: &str) {
     firewall::remove_network(bridge, subnet);
-    let _ = run("ip", &["link", "del", bridge]);
+    let _ = netlink::delete_link(bridge);
 }
 
 /// Removes a network no container uses (the default `bridge` too, unlike Docker, so a root
@@ -492,9 +427,7 @@ pub(crate) fn attach(
         .map_err(|_| RuntimeError::Invalid(format!("invalid container address {ip}")))?;
     let host_if = format!("vk{}", &id[..10.min(id.len())]);
     // A host end left by a killed owner (its namespace is gone, the pair may linger briefly).
-    if Path::new("/sys/class/net").join(&host_if).exists() {
-        let _ = run("ip", &["link", "del", &host_if]);
-    }
+    let _ = netlink::delete_link(&host_if);
     let ns = fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
     netlink::add_veth(&host_if, &info.bridge, &ns).map_err(io_err(format!(
         "create the veth pair {host_if} on bridge {}",
@@ -520,16 +453,39 @@ mod tests {
 
     #[test]
     fn a_subnet_is_free_unless_a_route_overlaps_it() {
-        let routes = "default via 192.0.2.1 dev eth0\n\
-                      192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2\n\
-                      10.89.1.0/24 dev kb1 proto kernel scope link src 10.89.1.1\n\
-                      local 10.89.3.7 dev x table local proto kernel scope host src 10.89.3.7\n\
-                      10.89.4.128/25 dev y\n";
-        assert!(!subnet_free(routes, 1));
-        assert!(subnet_free(routes, 2));
-        assert!(!subnet_free(routes, 3));
-        assert!(!subnet_free(routes, 4));
-        assert!(!subnet_free("10.0.0.0/8 via 192.0.2.9 dev eth0\n", 5));
-        assert!(subnet_free("10.90.0.0/16 dev z\n", 5));
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let routes = [
+            (ip("0.0.0.0"), 0),
+            (ip("192.0.2.0"), 24),
+            (ip("10.89.1.0"), 24),
+            (ip("10.89.3.7"), 32),
+            (ip("10.89.4.128"), 25),
+        ];
+        assert!(!subnet_free(&routes, 1));
+        assert!(subnet_free(&routes, 2));
+        assert!(!subnet_free(&routes, 3));
+        assert!(!subnet_free(&routes, 4));
+        assert!(!subnet_free(&[(ip("10.0.0.0"), 8)], 5));
+        assert!(subnet_free(&[(ip("10.90.0.0"), 16)], 5));
+    }
+
+    #[test]
+    fn proc_net_route_reads_as_prefixes() {
+        let native = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+        let text = format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t{}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             kb1\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+            native([192, 0, 2, 1]),
+            native([10, 89, 1, 0]),
+            native([255, 255, 255, 0]),
+        );
+        assert_eq!(
+            parse_routes(&text),
+            [
+                (Ipv4Addr::UNSPECIFIED, 0),
+                (Ipv4Addr::new(10, 89, 1, 0), 24)
+            ]
+        );
     }
 }

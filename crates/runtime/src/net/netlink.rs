@@ -1,6 +1,7 @@
-//! The few rtnetlink requests a container's `eth0` needs (a veth pair with one end in its
-//! namespace, an address, links up, a default route), sent from this process: wiring a
-//! container costs a handful of syscalls instead of two `ip` processes. Messages are built by
+//! The few rtnetlink requests kiln's networks need (a bridge with its gateway address; per
+//! container a veth pair with one end in its namespace, an address, links up, a default route;
+//! deleting a link), sent from this process: wiring a container costs a handful of syscalls
+//! instead of `ip` processes, and kiln needs no iproute2 on the host. Messages are built by
 //! hand (the layouts are the kernel's uapi: `nlmsghdr`, `ifinfomsg`, `ifaddrmsg`, `rtmsg` and
 //! 4-byte aligned attributes); every request asks for an ACK and a non-zero error is returned
 //! as the `io::Error` it names.
@@ -18,6 +19,7 @@ use nix::sys::socket::{
 // Message types and flags (linux/netlink.h, linux/rtnetlink.h).
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -163,6 +165,45 @@ impl Socket {
     }
 }
 
+/// `struct ifaddrmsg` for `ip`/`prefix` on link `index`, with the address as both local and
+/// peer address (what `ip addr add` sends).
+fn add_address(sock: &mut Socket, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let mut addr = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+    addr.buf
+        .extend_from_slice(&[AF_INET, prefix, 0, RT_SCOPE_UNIVERSE]);
+    addr.buf.extend_from_slice(&index.to_ne_bytes());
+    addr.attr(IFA_LOCAL, &ip.octets())
+        .attr(IFA_ADDRESS, &ip.octets());
+    sock.request(&mut addr)
+}
+
+/// Creates the bridge `name`, up, with the address `gateway`/`prefix`.
+pub(crate) fn add_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let mut sock = Socket::open()?;
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    m.ifinfo(0, IFF_UP, IFF_UP)
+        .attr_str(IFLA_IFNAME, name)
+        .begin(IFLA_LINKINFO)
+        .attr_str(IFLA_INFO_KIND, "bridge")
+        .end();
+    sock.request(&mut m)?;
+    let index = nix::net::if_::if_nametoindex(name)? as u32;
+    add_address(&mut sock, index, gateway, prefix)
+}
+
+/// Deletes the link `name` of this namespace (a veth takes its peer with it); a link that is
+/// not there is no error.
+pub(crate) fn delete_link(name: &str) -> io::Result<()> {
+    let Ok(index) = nix::net::if_::if_nametoindex(name) else {
+        return Ok(());
+    };
+    let mut sock = Socket::open()?;
+    match sock.request(Msg::new(RTM_DELLINK, 0).ifinfo(index as i32, 0, 0)) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        other => other,
+    }
+}
+
 /// Creates the veth pair `host_if` (in this namespace, on bridge `master`, up) and `eth0` (in
 /// the namespace `netns`), in one request.
 pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File) -> io::Result<()> {
@@ -200,14 +241,7 @@ pub(crate) fn configure_inside(
         let lo = nix::net::if_::if_nametoindex("lo")? as i32;
         let eth0 = nix::net::if_::if_nametoindex("eth0")? as i32;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(lo, IFF_UP, IFF_UP))?;
-        // struct ifaddrmsg: family, prefix length, flags, scope, index.
-        let mut addr = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
-        addr.buf
-            .extend_from_slice(&[AF_INET, prefix, 0, RT_SCOPE_UNIVERSE]);
-        addr.buf.extend_from_slice(&(eth0 as u32).to_ne_bytes());
-        addr.attr(IFA_LOCAL, &ip.octets())
-            .attr(IFA_ADDRESS, &ip.octets());
-        sock.request(&mut addr)?;
+        add_address(&mut sock, eth0 as u32, ip, prefix)?;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(eth0, IFF_UP, IFF_UP))?;
         // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
         let mut route = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);

@@ -353,6 +353,13 @@ fn the_default_bridge_gives_no_names_but_a_user_network_does() {
         .as_str()
         .expect("ip")
         .to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["network", "inspect", &net])).expect("json");
+    let members = v[0]["Containers"].as_object().expect("members");
+    assert_eq!(members.len(), 1, "{v}");
+    let member = members.values().next().expect("peer");
+    assert_eq!(member["Name"], "peer");
+    assert_eq!(member["IPv4Address"], format!("{peer_ip}/24"));
     let ping = format!("ping -c 1 -W 1 {peer_ip} >/dev/null && echo reached || echo blocked");
     assert_eq!(
         env.ok(&["run", "--rm", "busybox", "sh", "-c", &ping]),

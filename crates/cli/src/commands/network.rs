@@ -87,7 +87,21 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let n = network::inspect(root, name)?;
+                // Members, as Docker lists them: by ID, with their name and address.
+                let members: serde_json::Map<String, serde_json::Value> =
+                    super::run::runtime(root)?.list(true)?
+                        .into_iter()
+                        .filter(|c| c.config.network_name.as_deref() == Some(n.name.as_str()))
+                        .map(|c| {
+                            let ip = c.config.ip.clone().unwrap_or_default();
+                            (
+                                c.config.id.clone(),
+                                serde_json::json!({"Name": c.config.name, "IPv4Address": format!("{ip}/24")}),
+                            )
+                        })
+                        .collect();
                 out.push(serde_json::json!({
+                    "Containers": members,
                     "Name": n.name,
                     "Id": n.id,
                     "Driver": "bridge",

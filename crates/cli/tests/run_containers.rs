@@ -661,3 +661,94 @@ fn bridge_network_reaches_the_host_through_its_gateway() {
     let nets = env.ok(&["network", "ls", "-q"]);
     assert!(nets.lines().any(|l| l == "bridge"), "{nets}");
 }
+
+#[test]
+fn cp_resolves_container_symlinks_inside_the_container() {
+    let Some(env) = Env::new(&[]) else { return };
+    // A host directory the container's symlinks point at by absolute path.
+    let host = tempfile::tempdir().expect("tempdir");
+    let host_dir = host.path().to_str().expect("utf-8").to_string();
+    std::fs::write(host.path().join("secret"), "HOST SECRET\n").expect("write");
+    let script = format!(
+        "mkdir -p {host_dir} && echo container > {host_dir}/own && ln -s {host_dir} /link-dir && ln -s {host_dir}/secret /link-file && sleep 30"
+    );
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "evil",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wait_for_links = (0..100).any(|_| {
+        let ok = env
+            .kiln(&["exec", "evil", "test", "-L", "/link-file"])
+            .status
+            .success();
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(wait_for_links, "the container never made its links");
+
+    // Reading through a directory symlink reads the container's directory, not the host's.
+    let out = env.kiln(&[
+        "cp",
+        "evil:/link-dir/secret",
+        dir.path().join("a").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "the host's file was copied out");
+    assert!(!dir.path().join("a").exists());
+    env.ok(&[
+        "cp",
+        "evil:/link-dir/own",
+        dir.path().join("b").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b")).unwrap(),
+        "container\n"
+    );
+    // A symlink is copied as a symlink, never as the host file it names.
+    env.ok(&[
+        "cp",
+        "evil:/link-file",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("c"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Writing through a container symlink lands inside the container.
+    let src = dir.path().join("payload");
+    std::fs::write(&src, "payload\n").expect("write");
+    env.ok(&["cp", src.to_str().unwrap(), "evil:/link-dir/payload"]);
+    assert!(
+        !host.path().join("payload").exists(),
+        "kiln cp wrote into the host"
+    );
+    assert_eq!(
+        env.ok(&["exec", "evil", "cat", &format!("{host_dir}/payload")]),
+        "payload\n"
+    );
+
+    // docker cp's directory rules: into an existing directory under its own name, and a
+    // directory's contents with `/.`.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
+    std::fs::write(tree.join("sub/f"), "f\n").expect("write");
+    env.ok(&["cp", tree.to_str().unwrap(), "evil:/tmp"]);
+    assert_eq!(env.ok(&["exec", "evil", "cat", "/tmp/tree/sub/f"]), "f\n");
+    env.ok(&["exec", "evil", "mkdir", "/flat"]);
+    env.ok(&["cp", &format!("{}/.", tree.display()), "evil:/flat"]);
+    assert_eq!(env.ok(&["exec", "evil", "cat", "/flat/sub/f"]), "f\n");
+    env.ok(&["rm", "-f", "evil"]);
+}

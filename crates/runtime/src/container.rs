@@ -1179,16 +1179,45 @@ pub enum CopyDirection {
     ToContainer,
 }
 
+/// The copy helper's exit: its stderr carries the reason when it failed.
+fn helper_result(out: std::process::Output) -> Result<(), RuntimeError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let text = text.trim().trim_start_matches("error: ");
+    Err(RuntimeError::Invalid(if text.is_empty() {
+        format!("the copy failed ({})", out.status)
+    } else {
+        text.to_string()
+    }))
+}
+
 impl Runtime {
-    /// `kiln cp`: copies between `container_path` in `c` and `host_path` with `cp -a`. A
-    /// running container is reached through `/proc/<pid>/root`; a stopped one has its rootfs
-    /// overlay mounted in a private mount namespace for the copy.
+    /// `kiln_exe container-cp ROOT`, the rest of the arguments to be added.
+    fn cp_helper(&self, kiln_exe: &Path, root: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(kiln_exe);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("container-cp")
+            .arg(root)
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// `kiln cp`: copies between `container_path` in `c` and `host_path` (as the user wrote
+    /// them: a trailing `/` or `/.` matters). The container side runs in `kiln_exe
+    /// container-cp`, chrooted into the container's root, so the container's symlinks never
+    /// reach the host (see `cp.rs`). A running container is reached through
+    /// `/proc/<pid>/root`; a stopped one has its rootfs overlay mounted in a private mount
+    /// namespace for the copy.
     pub fn copy(
         &self,
         c: &Container,
         container_path: &str,
-        host_path: &Path,
+        host_path: &str,
         direction: CopyDirection,
+        kiln_exe: &Path,
     ) -> Result<(), RuntimeError> {
         if !container_path.starts_with('/') {
             return Err(RuntimeError::Invalid(format!(
@@ -1197,26 +1226,55 @@ impl Runtime {
         }
         let c = self.get(c.id())?;
         let cp = |root: &Path| -> Result<(), RuntimeError> {
-            let inner = root.join(container_path.trim_start_matches('/'));
-            let (from, to) = match direction {
-                CopyDirection::FromContainer => (inner, host_path.to_path_buf()),
-                CopyDirection::ToContainer => (host_path.to_path_buf(), inner),
-            };
-            let status = std::process::Command::new("cp")
-                .arg("-a")
-                .arg("--")
-                .arg(&from)
-                .arg(&to)
-                .status()
-                .map_err(io_err("run cp"))?;
-            if !status.success() {
-                return Err(RuntimeError::Invalid(format!(
-                    "failed to copy {} to {}",
-                    from.display(),
-                    to.display()
-                )));
+            match direction {
+                CopyDirection::FromContainer => {
+                    let source = crate::cp::Source::parse(container_path)?;
+                    let mut child = self
+                        .cp_helper(kiln_exe, root)
+                        .arg("pack")
+                        .arg(&source.path)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .map_err(io_err("start the copy helper"))?;
+                    let unpacked = match child.stdout.take() {
+                        Some(out) => {
+                            crate::cp::unpack(std::io::BufReader::new(out), host_path, &source)
+                        }
+                        None => Err(RuntimeError::Bug("the copy helper has no stdout".into())),
+                    };
+                    let helper = child
+                        .wait_with_output()
+                        .map_err(io_err("wait for the copy helper"))?;
+                    helper_result(helper)?;
+                    unpacked
+                }
+                CopyDirection::ToContainer => {
+                    let source = crate::cp::Source::parse(host_path)?;
+                    let mut cmd = self.cp_helper(kiln_exe, root);
+                    cmd.arg("unpack").arg(container_path).arg(&source.name);
+                    if source.contents_only {
+                        cmd.arg("--contents");
+                    }
+                    let mut child = cmd
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .map_err(io_err("start the copy helper"))?;
+                    let packed = match child.stdin.take() {
+                        Some(input) => {
+                            crate::cp::pack(&source.path, std::io::BufWriter::new(input))
+                        }
+                        None => Err(RuntimeError::Bug("the copy helper has no stdin".into())),
+                    };
+                    let helper = child
+                        .wait_with_output()
+                        .map_err(io_err("wait for the copy helper"))?;
+                    // The helper's error says more than the broken pipe the packer saw.
+                    helper_result(helper)?;
+                    packed
+                }
             }
-            Ok(())
         };
         if c.state.status == Status::Running && store::is_alive(c.state.pid, c.state.pid_start) {
             return cp(Path::new(&format!("/proc/{}/root", c.state.pid)));
@@ -1229,6 +1287,7 @@ impl Runtime {
             .transpose()?;
         let layers = self.layers(top.as_ref(), &c.dir)?;
         if layers.len() == 1 {
+            // No image layers: the upper dir is the whole rootfs.
             return cp(&c.dir.join("upper"));
         }
         let mnt = self.worker.tempdir("cp-")?;

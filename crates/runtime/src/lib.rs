@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 mod container;
+pub mod cp;
 pub mod error;
 mod exec;
 pub mod health;

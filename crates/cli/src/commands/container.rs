@@ -1,7 +1,7 @@
 //! Container commands: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `restart`, `exec`, `cp`,
 //! `stats`, and `inspect` for containers (images otherwise).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -106,6 +106,29 @@ pub struct CpArgs {
     source: String,
     /// CONTAINER:PATH or a host path.
     dest: String,
+}
+
+/// The hidden `kiln container-cp ROOT pack|unpack ...`: the container side of `kiln cp`,
+/// chrooted into the container's root.
+#[derive(Debug, Args)]
+pub struct CpHelperArgs {
+    /// The container's root directory (or /proc/PID/root).
+    container_root: PathBuf,
+    #[command(subcommand)]
+    action: CpHelperAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CpHelperAction {
+    /// Write PATH to stdout as a tar stream.
+    Pack { path: String },
+    /// Unpack a tar stream from stdin at DEST; NAME is the source's name.
+    Unpack {
+        dest: String,
+        name: String,
+        #[arg(long)]
+        contents: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -303,7 +326,28 @@ pub fn cp(args: CpArgs, root: &Path) -> anyhow::Result<ExitCode> {
             (None, None) => bail!("one of source and destination must be CONTAINER:PATH"),
         };
     let c = rt.get(name)?;
-    rt.copy(&c, inner, Path::new(host), direction)?;
+    rt.copy(&c, inner, host, direction, &kiln_exe()?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The container side of `kiln cp` (see `kiln_runtime::cp`).
+pub fn cp_helper(args: CpHelperArgs) -> anyhow::Result<ExitCode> {
+    let action = match args.action {
+        CpHelperAction::Pack { path } => kiln_runtime::cp::HelperAction::Pack { path },
+        CpHelperAction::Unpack {
+            dest,
+            name,
+            contents,
+        } => kiln_runtime::cp::HelperAction::Unpack {
+            dest,
+            source: kiln_runtime::cp::Source {
+                path: PathBuf::new(),
+                name,
+                contents_only: contents,
+            },
+        },
+    };
+    kiln_runtime::cp::helper_main(&args.container_root, &action)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -89,6 +89,9 @@ pub enum Command {
     /// Keeps a detached container (started by `run -d` and `start`).
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
+    /// The container side of `kiln cp`, chrooted into the container's root.
+    #[command(hide = true)]
+    ContainerCp(container::CpHelperArgs),
     /// Tools for looking inside kiln (parser output and the like).
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -106,6 +109,7 @@ pub fn run(command: Command, root: &Path) -> ExitCode {
         Command::Run(args) => return run::run(*args, root),
         Command::Create(args) => return run::create(*args, root),
         Command::ContainerMonitor(args) => return run::monitor(args, root),
+        Command::ContainerCp(args) => container::cp_helper(args),
         Command::Exec(args) => return container::exec(args, root),
         Command::Start(args) => run::start(args, root),
         Command::Ps(args) => container::ps(args, root),

@@ -3,13 +3,12 @@
 //! Every RUN step (and later `kiln run`) goes through [`run`] or [`Sandbox::spawn`]: real
 //! mount, pid, uts, ipc, cgroup and (unless host networking) net namespaces over a rootfs
 //! mounted inside the sandbox's own mount namespace, with Docker's default capabilities,
-//! masked and read-only paths. The user's command is pid 1 of its pid namespace, so when it
-//! exits the kernel kills whatever it left running. [`runc`] hands the same spec to an
-//! external OCI runtime instead. The API is blocking; async callers use `spawn_blocking`.
+//! seccomp profile, masked and read-only paths. The user's command is pid 1 of its pid
+//! namespace, so when it exits the kernel kills whatever it left running. [`runc`] hands the
+//! same spec to an external OCI runtime instead. The API is blocking; async callers use `spawn_blocking`.
 //!
 //! Not implemented yet (each fails with "not supported yet: …" or is documented as missing in
-//! docs/dev/sandbox.md): rootless mode (user namespaces), Docker's seccomp profile, a pty with
-//! an external runtime.
+//! docs/dev/sandbox.md): rootless mode (user namespaces), a pty with an external runtime.
 
 #![deny(unsafe_code)]
 
@@ -18,6 +17,7 @@ mod etc;
 mod io;
 mod process;
 pub mod runc;
+mod seccomp;
 mod spec;
 
 pub use io::{
@@ -25,6 +25,7 @@ pub use io::{
     WindowSize, open_pty,
 };
 pub use process::Sandbox;
+pub use seccomp::Seccomp;
 pub use spec::{
     CAPABILITY_NAMES, CgroupLimits, CpuQuota, DEFAULT_PATH, DOCKER_DEFAULT_CAPS,
     DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS, Mount, Network, Rlimit, RlimitResource, RootFs,

@@ -293,6 +293,9 @@ impl Sandbox {
     /// Starts the command of `spec` and returns once it runs (setup failures are errors here).
     pub fn spawn(spec: &SandboxSpec, stdin: Stdin) -> Result<Sandbox, SandboxError> {
         validate(spec)?;
+        // Compiled once per process; the Arc keeps the instructions alive until the child has
+        // installed them (the parent thread is suspended until exec).
+        let seccomp = super::seccomp::program(spec.seccomp, spec.capabilities)?;
         let started = Instant::now();
         let id = new_id();
         let state = spec.state_dir.join(&id);
@@ -682,6 +685,15 @@ impl Sandbox {
             caps: spec.capabilities,
             last_cap: sys::last_cap(),
             no_new_privs: spec.no_new_privs,
+            seccomp: seccomp
+                .as_ref()
+                .map(|p| {
+                    p.filters
+                        .iter()
+                        .map(|f| (f.as_ptr(), f.len() as u16))
+                        .collect()
+                })
+                .unwrap_or_default(),
             stdio: match &pty {
                 Some((_, slave)) => [slave.as_raw_fd(); 3],
                 None => [
@@ -1116,6 +1128,7 @@ fn describe_failure(
         Step::NoNewPrivs => "failed to set no_new_privs".to_string(),
         Step::Stdio => "failed to set up stdin, stdout and stderr".to_string(),
         Step::ControllingTty => "failed to make the pty the controlling terminal".to_string(),
+        Step::Seccomp => "failed to install the seccomp filter".to_string(),
     };
     SandboxError::Setup { what, source }
 }

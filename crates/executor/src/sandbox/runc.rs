@@ -113,7 +113,7 @@ pub fn config(spec: &SandboxSpec, rootfs: &Path, etc_dir: &Path, cgroups_path: &
     if let Some(p) = spec.cgroup.pids_max {
         resources.insert("pids".into(), json!({"limit": p}));
     }
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -137,7 +137,12 @@ pub fn config(spec: &SandboxSpec, rootfs: &Path, etc_dir: &Path, cgroups_path: &
             "resources": resources,
             "cgroupsPath": cgroups_path,
         },
-    })
+    });
+    // The runtime compiles the same rules with libseccomp (which also covers x32 and i386).
+    if let Some(profile) = super::seccomp::oci_profile(spec.seccomp, spec.capabilities) {
+        config["linux"]["seccomp"] = profile;
+    }
+    config
 }
 
 fn setup_err(what: String) -> impl FnOnce(io::Error) -> SandboxError {

@@ -108,6 +108,8 @@ pub struct SandboxSpec {
     pub capabilities: u64,
     /// Set `no_new_privs` (off by default, as in Docker and BuildKit, so setuid tools work).
     pub no_new_privs: bool,
+    /// The seccomp filter (Docker's default profile unless unconfined).
+    pub seccomp: super::Seccomp,
     pub masked_paths: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
     /// Where per-sandbox state (rootfs mount point, /etc files) lives on the host; a
@@ -125,7 +127,8 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     /// A spec with Docker's defaults: root user, cwd `/`, hostname `kiln`, no network (only
-    /// `lo`), Docker's capabilities, masked and read-only paths, no cgroup limits.
+    /// `lo`), Docker's capabilities, seccomp profile, masked and read-only paths, no cgroup
+    /// limits.
     pub fn new(rootfs: RootFs, argv: Vec<String>) -> SandboxSpec {
         SandboxSpec {
             argv,
@@ -143,6 +146,7 @@ impl SandboxSpec {
             cgroup: CgroupLimits::default(),
             capabilities: DOCKER_DEFAULT_CAPS,
             no_new_privs: false,
+            seccomp: super::Seccomp::DockerDefault,
             masked_paths: DOCKER_MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: DOCKER_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             state_dir: PathBuf::from("/run/kiln/sandboxes"),

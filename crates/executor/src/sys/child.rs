@@ -47,12 +47,13 @@ pub(crate) enum Step {
     Stdio,
     Exec,
     ControllingTty,
+    Seccomp,
 }
 
 impl Step {
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 23] = [
+        const ALL: [Step; 24] = [
             JoinCgroup,
             CgroupNs,
             JoinNetNs,
@@ -76,6 +77,7 @@ impl Step {
             Stdio,
             Exec,
             ControllingTty,
+            Seccomp,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -165,6 +167,9 @@ pub(crate) struct Plan {
     pub caps: u64,
     pub last_cap: u32,
     pub no_new_privs: bool,
+    /// BPF programs to install with seccomp(2), in order; empty for no filter. Each is a
+    /// slice of `struct sock_filter` (seccompiler's type has the kernel's layout).
+    pub seccomp: Vec<(*const seccompiler::sock_filter, u16)>,
     /// Descriptors to become 0, 1 and 2.
     pub stdio: [RawFd; 3],
     /// Make stdin (a pty slave) the controlling terminal of the new session.
@@ -382,6 +387,15 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
             Step::Gid,
             0,
         )?;
+        // Installing a filter needs no_new_privs or CAP_SYS_ADMIN. Without no_new_privs (the
+        // default, so setuid binaries keep working) this is the last moment we hold
+        // CAP_SYS_ADMIN: setresuid to a non-root user and capset take it away. Everything the
+        // child does from here on (setresuid, capget/capset, prctl, dup3, ioctl, close_range,
+        // umask, rt_sigprocmask, rt_sigaction, execve, write and exit_group for a report) is
+        // on the allowlist. With no_new_privs it goes right before execve instead, as runc does.
+        if !plan.no_new_privs {
+            install_seccomp(plan)?;
+        }
         check(
             libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid),
             Step::Uid,
@@ -430,6 +444,10 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
+        }
+
+        if plan.no_new_privs {
+            install_seccomp(plan)?;
         }
 
         let mut saved = libc::ENOENT;
@@ -596,6 +614,28 @@ unsafe fn run_op(plan: &Plan, i: u32, op: &Op) -> Result<(), Fail> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Installs the plan's seccomp programs (this thread only: the child is single-threaded, so
+/// no SECCOMP_FILTER_FLAG_TSYNC).
+unsafe fn install_seccomp(plan: &Plan) -> Result<(), Fail> {
+    for (i, &(filter, len)) in plan.seccomp.iter().enumerate() {
+        let prog = libc::sock_fprog {
+            len,
+            filter: filter.cast_mut().cast::<libc::sock_filter>(),
+        };
+        // SAFETY: prog points to `len` instructions kept alive by the suspended parent.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        check(ret, Step::Seccomp, i as u32)?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use kiln_oci::{BlobSource, Descriptor};
 use crate::error::EngineError;
 use crate::images::{CommitOptions, Image};
 use crate::reference;
-use crate::worker::{Worker, to_store_digest};
+use crate::worker::Worker;
 
 /// What an `--output` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,11 +322,7 @@ pub fn named_images(worker: &Worker, names: &[String]) -> Result<Vec<NamedImage>
         if let Some(r) = worker.store().image_ref(&canonical)? {
             out.push(NamedImage {
                 name: Some(canonical).filter(|n| !n.starts_with("sha256:")),
-                descriptor: Descriptor::new(
-                    r.media_type.clone(),
-                    crate::worker::from_store_digest(&r.target),
-                    r.size,
-                ),
+                descriptor: Descriptor::new(r.media_type.clone(), r.target, r.size),
             });
             continue;
         }
@@ -478,10 +474,7 @@ pub fn apply_layers(worker: &Worker, image: &Image, dir: &Path) -> Result<(), En
         ..ApplyOptions::default()
     };
     for desc in &image.manifest.layers {
-        let blob = worker
-            .store()
-            .content()
-            .open_verified(&to_store_digest(&desc.digest))?;
+        let blob = worker.store().content().open_verified(&desc.digest)?;
         let mut reader = BufReader::with_capacity(1 << 20, blob);
         let kind =
             compress::detect(&mut reader).map_err(io_err(format!("read layer {}", desc.digest)))?;

@@ -15,7 +15,7 @@ use sha2::Digest as _;
 
 use crate::error::EngineError;
 use crate::reference;
-use crate::worker::{Worker, from_store_digest, to_store_digest};
+use crate::worker::Worker;
 
 /// Largest manifest or config blob we read into memory.
 const MAX_JSON_BLOB: u64 = 8 << 20;
@@ -106,7 +106,7 @@ impl Worker {
             reason,
         };
         let blobs = self.blobs();
-        let mut digest = from_store_digest(&r.target);
+        let mut digest = r.target;
         let mut media_type = r.media_type.clone();
         // An index: take the manifest for this host's platform (or the only one).
         for _ in 0..4 {
@@ -191,10 +191,7 @@ impl Worker {
             let active = self
                 .snapshots()
                 .prepare(&format!("unpack-{}", chain_id.hex()), parent.as_ref())?;
-            let blob = self
-                .store()
-                .content()
-                .open_verified(&to_store_digest(&desc.digest))?;
+            let blob = self.store().content().open_verified(&desc.digest)?;
             let mut reader = BufReader::new(blob);
             let kind = compress::detect(&mut reader).map_err(|source| EngineError::Io {
                 what: format!("read layer {}", desc.digest),
@@ -232,10 +229,10 @@ impl Worker {
             self.remember_layer(
                 &id,
                 &LayerRef {
-                    digest: to_store_digest(&desc.digest),
+                    digest: desc.digest,
                     size: desc.size,
                     media_type: desc.media_type.clone(),
-                    diff_id: to_store_digest(diff_id),
+                    diff_id: *diff_id,
                 },
             )?;
             parent = Some(id);
@@ -321,13 +318,13 @@ impl Worker {
             let (desc, _) = compressed.map_err(|e| EngineError::Oci(e.to_string()))?;
             blob.commit()?;
             Ok::<_, EngineError>(LayerRef {
-                digest: to_store_digest(&desc.digest),
+                digest: desc.digest,
                 size: desc.size,
                 media_type: Flavor::Oci
                     .layer(desc.compression)
                     .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
                     .to_string(),
-                diff_id: to_store_digest(&desc.diff_id),
+                diff_id: desc.diff_id,
             })
         })?;
         if source_date_epoch.is_none() {
@@ -387,8 +384,8 @@ impl Worker {
         let image_layers: Vec<ImageLayer> = layers
             .iter()
             .map(|l| ImageLayer {
-                diff_id: from_store_digest(&l.diff_id),
-                digest: from_store_digest(&l.digest),
+                diff_id: l.diff_id,
+                digest: l.digest,
                 size: l.size,
                 compression: match kiln_oci::media_type::kind(&l.media_type) {
                     kiln_oci::media_type::Kind::Layer(c) => c,
@@ -410,7 +407,7 @@ impl Worker {
             .store(self.blobs())
             .map_err(|e| EngineError::Oci(e.to_string()))?;
         let target = ImageRef {
-            target: to_store_digest(&assembled.manifest_descriptor.digest),
+            target: assembled.manifest_descriptor.digest,
             media_type: assembled.manifest_descriptor.media_type.clone(),
             size: assembled.manifest_descriptor.size,
             created: Timestamp::now(),
@@ -480,7 +477,7 @@ impl Worker {
             .store(self.blobs())
             .map_err(|e| EngineError::Oci(e.to_string()))?;
         let target = ImageRef {
-            target: to_store_digest(&assembled.manifest_descriptor.digest),
+            target: assembled.manifest_descriptor.digest,
             media_type: assembled.manifest_descriptor.media_type.clone(),
             size: assembled.manifest_descriptor.size,
             created: Timestamp::now(),

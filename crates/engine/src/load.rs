@@ -13,7 +13,7 @@ use crate::error::EngineError;
 use crate::export::format_chain;
 use crate::images::Image;
 use crate::reference;
-use crate::worker::{Worker, to_store_digest};
+use crate::worker::Worker;
 
 /// One image that was loaded: the store names it got and the image as the store now sees it.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl Worker {
     fn name_loaded(&self, loaded: &LoadedImage) -> Result<Loaded, EngineError> {
         let d = &loaded.descriptor;
         let target = ImageRef {
-            target: to_store_digest(&d.digest),
+            target: d.digest,
             media_type: d.media_type.clone(),
             size: d.size,
             created: Timestamp::now(),

@@ -7,7 +7,7 @@ use kiln_registry::{Client, PullEvent, PullOptions, Reference, RegistryError};
 
 use crate::error::EngineError;
 use crate::images::Image;
-use crate::worker::{Worker, to_store_digest};
+use crate::worker::Worker;
 
 /// Blobs downloaded at once.
 const PULL_CONCURRENCY: usize = 4;
@@ -56,7 +56,7 @@ impl Worker {
         pulled: &kiln_registry::Pulled,
     ) -> Result<Image, EngineError> {
         let target = ImageRef {
-            target: to_store_digest(&pulled.manifest.digest),
+            target: pulled.manifest.digest,
             media_type: pulled.manifest.media_type.clone(),
             size: pulled.manifest.size,
             created: Timestamp::now(),

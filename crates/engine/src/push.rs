@@ -6,7 +6,7 @@ use kiln_registry::{Client, PushEvent, PushOptions, Pushed, Reference};
 use crate::error::EngineError;
 use crate::pull::registry_error;
 use crate::reference;
-use crate::worker::{Worker, from_store_digest};
+use crate::worker::Worker;
 
 /// Blobs uploaded at once.
 const PUSH_CONCURRENCY: usize = 4;
@@ -25,9 +25,7 @@ impl Worker {
             Reference::parse(dest_name).map_err(|e| registry_error("push", dest_name, e))?;
         let canonical = reference::normalize(name);
         let top = match self.store().image_ref(&canonical)? {
-            Some(r) => {
-                kiln_oci::Descriptor::new(r.media_type, from_store_digest(&r.target), r.size)
-            }
+            Some(r) => kiln_oci::Descriptor::new(r.media_type, r.target, r.size),
             None => {
                 let image = self.image(name)?;
                 let media_type = if image.manifest.media_type.is_empty() {
@@ -45,7 +43,7 @@ impl Worker {
         // registry link them instead of receiving them again.
         let mut mount_from = Vec::new();
         for (other, r) in self.store().image_refs()? {
-            if from_store_digest(&r.target) != top.digest {
+            if r.target != top.digest {
                 continue;
             }
             if let Ok(o) = Reference::parse(&other)

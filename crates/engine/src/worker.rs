@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use kiln_cache::Store;
 use kiln_executor::snapshot::Snapshotter;
-use kiln_oci::Digest;
 
 use crate::error::EngineError;
 
@@ -74,17 +73,6 @@ impl Worker {
     pub fn blobs(&self) -> &kiln_cache::ContentStore {
         self.store.content()
     }
-}
-
-/// Converts between the `oci`/`llb` digest and the store's own digest type.
-pub fn to_store_digest(d: &Digest) -> kiln_cache::Digest {
-    kiln_cache::Digest::from_hex(&d.hex()).expect("a sha256 digest always has 64 hex digits")
-}
-
-pub fn from_store_digest(d: &kiln_cache::Digest) -> Digest {
-    d.to_string()
-        .parse()
-        .expect("a store digest always prints as sha256:<hex>")
 }
 
 /// Runs `f` on a thread with its own private mount namespace, so every mount `f` makes is gone

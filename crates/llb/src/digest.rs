@@ -39,6 +39,11 @@ impl Digest {
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// Parses the bare 64-lowercase-hex form a blob store uses for file names.
+    pub fn from_hex(hex_digits: &str) -> Result<Digest, DigestParseError> {
+        format!("sha256:{hex_digits}").parse()
+    }
 }
 
 impl fmt::Display for Digest {

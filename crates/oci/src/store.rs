@@ -1,8 +1,5 @@
 //! The blob traits for the cache crate's content store, so exporters read from and imports
 //! commit into kiln's local store directly.
-//!
-//! The cache crate keeps its own `Digest` type (same 32 bytes as `kiln_llb::Digest`); the
-//! conversions here are by raw bytes, never by string.
 
 use std::io::{self, Read, Write};
 
@@ -11,17 +8,13 @@ use kiln_cache::{ContentStore, Error as CacheError, Store};
 use crate::blob::{BlobError, BlobSink, BlobSource};
 use crate::digest::Digest;
 
-fn to_cache(d: &Digest) -> kiln_cache::Digest {
-    kiln_cache::Digest::from_bytes(*d.as_bytes())
-}
-
 fn io_err(e: CacheError) -> io::Error {
     io::Error::other(e)
 }
 
 impl BlobSource for ContentStore {
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, BlobError> {
-        match self.read(&to_cache(digest)) {
+        match self.read(digest) {
             Ok(f) => Ok(Box::new(f)),
             Err(CacheError::BlobNotFound(_)) => Err(BlobError::NotFound(*digest)),
             Err(e) => Err(BlobError::Read {
@@ -37,7 +30,7 @@ impl BlobSource for ContentStore {
         offset: u64,
         len: u64,
     ) -> Result<Box<dyn Read + Send + '_>, BlobError> {
-        match self.read(&to_cache(digest)) {
+        match self.read(digest) {
             Ok(f) => crate::blob::file_range(f, digest, offset, len),
             Err(CacheError::BlobNotFound(_)) => Err(BlobError::NotFound(*digest)),
             Err(e) => Err(BlobError::Read {
@@ -48,7 +41,7 @@ impl BlobSource for ContentStore {
     }
 
     fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
-        match self.info(&to_cache(digest)) {
+        match self.info(digest) {
             Ok(info) => Ok(Some(info.size)),
             Err(CacheError::BlobNotFound(_)) => Ok(None),
             Err(e) => Err(BlobError::Read {
@@ -71,10 +64,7 @@ fn put(
         digest: *digest,
         source: io_err(e),
     };
-    let mut w = store
-        .writer(Some(to_cache(digest)))
-        .map_err(err)?
-        .expect_size(size);
+    let mut w = store.writer(Some(*digest)).map_err(err)?.expect_size(size);
     io::copy(reader, &mut w).map_err(|source| BlobError::Write {
         digest: *digest,
         source,
@@ -92,7 +82,7 @@ fn put(
 
 impl BlobSink for ContentStore {
     fn contains(&self, digest: &Digest) -> Result<bool, BlobError> {
-        Ok(self.exists(&to_cache(digest)))
+        Ok(self.exists(digest))
     }
 
     fn put(&self, digest: &Digest, size: u64, reader: &mut dyn Read) -> Result<(), BlobError> {
@@ -112,12 +102,12 @@ impl BlobSink for LeasedStore<'_> {
     fn contains(&self, digest: &Digest) -> Result<bool, BlobError> {
         // Lease first, then look: a blob seen present after it is leased stays present.
         self.store
-            .lease_blob(self.lease, to_cache(digest))
+            .lease_blob(self.lease, *digest)
             .map_err(|e| BlobError::Write {
                 digest: *digest,
                 source: io_err(e),
             })?;
-        Ok(self.store.content().exists(&to_cache(digest)))
+        Ok(self.store.content().exists(digest))
     }
 
     fn put(&self, digest: &Digest, size: u64, reader: &mut dyn Read) -> Result<(), BlobError> {

@@ -13,7 +13,7 @@ use kiln_registry::{Client, PushOptions, Reference};
 use super::format::{CACHE_CONFIG_MEDIA_TYPE, CACHE_VERSION, CacheConfig, CacheEntry, CacheLayer};
 use super::spec::{CacheExport, CacheMode};
 use crate::error::EngineError;
-use crate::worker::{Worker, from_store_digest};
+use crate::worker::Worker;
 
 /// One record a build used: found under `keys`, handing `output_key` to its dependents, with
 /// `snapshot` as its filesystem (`None`: empty).
@@ -89,9 +89,9 @@ pub fn document(
                     let i = layers.len() as u32;
                     layers.push(CacheLayer {
                         media_type: layer.media_type.clone(),
-                        digest: from_store_digest(&layer.digest),
+                        digest: layer.digest,
                         size: layer.size,
-                        diff_id: from_store_digest(&layer.diff_id),
+                        diff_id: layer.diff_id,
                     });
                     layer_snapshots.push(id.clone());
                     layer_index.insert(id, i);

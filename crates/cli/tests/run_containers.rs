@@ -4,80 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Env {
-    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
-    fn new(changes: &[&str]) -> Option<Env> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping: kiln run needs root");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        let tar = dir.path().join("busybox.tar");
-        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-        let env = Env { _dir: dir, root };
-        let mut args = vec![
-            "import".to_string(),
-            tar.to_str().expect("utf-8").to_string(),
-            "busybox".to_string(),
-            "-c".into(),
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ];
-        for c in changes {
-            args.push("-c".into());
-            args.push(c.to_string());
-        }
-        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(out.status.success(), "import failed: {out:?}");
-        Some(env)
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .output()
-            .expect("run kiln")
-    }
-
-    /// Runs kiln, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Never leave a detached container behind.
-        let ids = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.kiln(&["rm", "-f", id]);
-        }
-        // Nor a network's bridge and firewall rules.
-        let nets = self.kiln(&["network", "ls", "-q"]);
-        for n in String::from_utf8_lossy(&nets.stdout).lines() {
-            if n != "none" && n != "host" {
-                let _ = self.kiln(&["network", "rm", n]);
-            }
-        }
-    }
-}
+mod common;
+use common::containers::RunEnv as Env;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

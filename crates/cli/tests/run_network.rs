@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -13,111 +13,17 @@ use std::time::{Duration, Instant};
 /// bridge deleted on purpose frees its subnet for a concurrent test to take).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-struct Env {
-    root: PathBuf,
-    _dir: tempfile::TempDir,
-    _serial: Option<std::sync::MutexGuard<'static, ()>>,
-}
+mod common;
+use common::containers::RunEnv as Env;
 
-impl Env {
-    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
-    fn new(changes: &[&str]) -> Option<Env> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping: container networking needs root");
-            return None;
-        }
-        Env::with_lock(
-            changes,
-            Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner())),
-        )
-    }
-
-    /// A second root in a test that already holds the lock.
-    fn another(changes: &[&str]) -> Option<Env> {
-        Env::with_lock(changes, None)
-    }
-
-    fn with_lock(
-        changes: &[&str],
-        serial: Option<std::sync::MutexGuard<'static, ()>>,
-    ) -> Option<Env> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        let tar = dir.path().join("busybox.tar");
-        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-        let env = Env {
-            root,
-            _dir: dir,
-            _serial: serial,
-        };
-        let mut args = vec![
-            "import".to_string(),
-            tar.to_str().expect("utf-8").to_string(),
-            "busybox".to_string(),
-            "-c".into(),
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ];
-        for c in changes {
-            args.push("-c".into());
-            args.push(c.to_string());
-        }
-        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(out.status.success(), "import failed: {out:?}");
-        Some(env)
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .output()
-            .expect("run kiln")
-    }
-
-    /// Runs kiln, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect json");
-        v[0].clone()
-    }
-
-    /// The default bridge's interface name, once it exists.
-    fn bridge_if(&self) -> String {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.ok(&["network", "inspect", "bridge"])).expect("json");
-        v[0]["Options"]["com.docker.network.bridge.name"]
-            .as_str()
-            .expect("the default bridge exists")
-            .to_string()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Never leave a container, bridge or firewall rule behind, even when a test failed.
-        let ids = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.kiln(&["rm", "-f", id]);
-        }
-        let nets = self.kiln(&["network", "ls", "-q"]);
-        for n in String::from_utf8_lossy(&nets.stdout).lines() {
-            if n != "none" && n != "host" {
-                let _ = self.kiln(&["network", "rm", n]);
-            }
-        }
-    }
+/// The default bridge's interface name, once it exists.
+fn bridge_if(env: &Env) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["network", "inspect", "bridge"])).expect("json");
+    v[0]["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .expect("the default bridge exists")
+        .to_string()
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Output {
@@ -233,7 +139,9 @@ fn firewall_mentions(bridge: &str) -> Vec<String> {
 
 #[test]
 fn run_joins_the_default_bridge_and_reaches_the_outside_through_nat() {
-    let Some(env) = Env::new(&[]) else { return };
+    let Some(env) = Env::serial(&SERIAL, &[]) else {
+        return;
+    };
     let ls = env.ok(&["network", "ls", "-q"]);
     assert_eq!(
         ls.lines().take(3).collect::<Vec<_>>(),
@@ -285,7 +193,7 @@ fn run_joins_the_default_bridge_and_reaches_the_outside_through_nat() {
     eventually("the removed container's veth", || !link_exists(&veth));
 
     // Removing the network removes its bridge and every firewall rule naming it.
-    let bridge = env.bridge_if();
+    let bridge = bridge_if(&env);
     assert_eq!(firewall_mentions(&bridge).len(), 5);
     env.ok(&["network", "rm", "bridge"]);
     assert!(!link_exists(&bridge));
@@ -294,7 +202,9 @@ fn run_joins_the_default_bridge_and_reaches_the_outside_through_nat() {
 
 #[test]
 fn the_default_bridge_gives_no_names_but_a_user_network_does() {
-    let Some(env) = Env::new(&[]) else { return };
+    let Some(env) = Env::serial(&SERIAL, &[]) else {
+        return;
+    };
     env.ok(&["run", "-d", "--name", "srv", "busybox", "sleep", "60"]);
     let srv_ip = env.inspect("srv")["NetworkSettings"]["IPAddress"]
         .as_str()
@@ -369,14 +279,18 @@ fn the_default_bridge_gives_no_names_but_a_user_network_does() {
 
 #[test]
 fn a_deleted_roots_bridge_is_collected_and_a_lost_bridge_comes_back() {
-    let Some(gone) = Env::new(&[]) else { return };
+    let Some(gone) = Env::serial(&SERIAL, &[]) else {
+        return;
+    };
     gone.ok(&["run", "--rm", "busybox", "true"]);
-    let orphan = gone.bridge_if();
+    let orphan = bridge_if(&gone);
     assert!(link_exists(&orphan));
     // The root goes away without `network rm` (as a deleted tempdir root does).
     std::fs::remove_dir_all(gone.root.join("networks")).expect("remove the records");
 
-    let Some(env) = Env::another(&[]) else { return };
+    let Some(env) = Env::holding(&[], None) else {
+        return;
+    };
     let net = format!("x{}", std::process::id());
     env.ok(&["network", "create", &net]);
     assert!(
@@ -455,7 +369,7 @@ fn host_port(line: &str) -> u16 {
 
 #[test]
 fn published_ports_udp_random_host_ports_and_publish_all() {
-    let Some(env) = Env::new(&["EXPOSE 80/tcp", "EXPOSE 5353/udp"]) else {
+    let Some(env) = Env::serial(&SERIAL, &["EXPOSE 80/tcp", "EXPOSE 5353/udp"]) else {
         return;
     };
     let serve = "mkdir /www && echo hello-web > /www/i && exec httpd -f -p 80 -h /www";

@@ -5,69 +5,11 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Env {
-    /// A fresh root with `busybox` imported; `None` (and a message) when not root.
-    fn new(changes: &[&str]) -> Option<Env> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping: kiln run needs root");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        let tar = dir.path().join("busybox.tar");
-        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-        let env = Env { _dir: dir, root };
-        let mut args = vec![
-            "import".to_string(),
-            tar.to_str().expect("utf-8").to_string(),
-            "busybox".to_string(),
-            "-c".into(),
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ];
-        for c in changes {
-            args.push("-c".into());
-            args.push(c.to_string());
-        }
-        let out = env.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(out.status.success(), "import failed: {out:?}");
-        Some(env)
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.arg("--root").arg(&self.root);
-        cmd
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kiln")
-    }
-
-    /// Runs kiln, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
+mod common;
+use common::containers::RunEnv as Env;
 
 #[test]
 fn run_t_gives_the_command_a_pty_even_without_a_terminal_here() {
@@ -290,7 +232,7 @@ fn df_row(df: &str, kind: &str) -> Vec<String> {
 fn system_prune_removes_what_nothing_uses_and_df_shows_it() {
     let Some(env) = Env::new(&[]) else { return };
     // A second image (same layers, another config) that no container uses.
-    let tar = env._dir.path().join("busybox.tar");
+    let tar = env.dir().join("busybox.tar");
     env.ok(&[
         "import",
         tar.to_str().unwrap(),

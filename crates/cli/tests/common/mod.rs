@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod containers;
 pub mod registry;
 
 /// A store root in a tempdir with `busybox:latest` imported.

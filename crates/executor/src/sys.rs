@@ -51,6 +51,30 @@ fn cvt(ret: libc::c_long) -> io::Result<()> {
     if ret < 0 { Err(last_err()) } else { Ok(()) }
 }
 
+/// Installs seccomp programs on the calling thread only (in order). Needs CAP_SYS_ADMIN in
+/// the thread's effective set or no_new_privs; irreversible for the thread and its children.
+pub(crate) fn install_seccomp(filters: &[seccompiler::BpfProgram]) -> io::Result<()> {
+    for f in filters {
+        let len =
+            u16::try_from(f.len()).map_err(|_| io::Error::other("seccomp filter too long"))?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: f.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+        };
+        // SAFETY: prog points to `len` instructions (seccompiler's sock_filter has the
+        // kernel's layout) that outlive the call; the kernel copies them.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Makes a detached copy of the mount tree at `path` (a bind mount that is attached nowhere
 /// yet). It lives as long as the descriptor, so a failed sandbox start leaves no mount behind.
 pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedFd> {

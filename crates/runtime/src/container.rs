@@ -281,6 +281,7 @@ impl Runtime {
                 tty: opts.tty,
                 network_name,
                 ip,
+                security_opt: options::parse_security_opts(&opts.security_opt)?,
             };
             parse_signal(&config.stop_signal)?;
             if config.auto_remove && config.restart != RestartPolicy::No {
@@ -422,6 +423,7 @@ impl Runtime {
         };
         spec.hostname = cfg.hostname.clone();
         spec.readonly_rootfs = cfg.read_only;
+        spec.seccomp = options::seccomp_of(&cfg.security_opt);
         spec.tty = cfg.tty;
         spec.network = match cfg.network {
             NetworkMode::None => Network::None,
@@ -981,6 +983,8 @@ impl Runtime {
                 "Memory": cfg.memory.unwrap_or(0),
                 "NanoCpus": cfg.cpus_millis.unwrap_or(0) * 1_000_000,
                 "PidsLimit": cfg.pids_limit,
+                // Docker shows null unless --security-opt was given.
+                "SecurityOpt": (!cfg.security_opt.is_empty()).then_some(&cfg.security_opt),
             },
             "Mounts": mounts,
             "Config": {

@@ -216,6 +216,7 @@ impl Runtime {
         let user = opts.user.clone().unwrap_or_else(|| c.config.user.clone());
         let user = if user.is_empty() { "root".into() } else { user };
         let cgroups = c.state.cgroup_dirs.clone();
+        let seccomp = crate::options::seccomp_of(&c.config.security_opt);
         let argv = opts.argv.clone();
         let interactive = opts.interactive;
         let tty_size = crate::pty::caller_size();
@@ -250,6 +251,9 @@ impl Runtime {
                     crate::sys::last_cap(),
                 )
                 .map_err(io_err("drop capabilities for exec"))?;
+                // And the container's seccomp filter, on this throwaway thread (still root with
+                // CAP_SYS_ADMIN, so without no_new_privs): the command inherits it.
+                seccomp.apply_to_current_thread(kiln_executor::sandbox::DOCKER_DEFAULT_CAPS)?;
                 let resolved =
                     kiln_engine::fileop::owner::resolve_user(Some(&PathBuf::from("/")), &user)?;
                 let mut cmd = Command::new(&argv[0]);

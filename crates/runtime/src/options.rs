@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--health-*` and `--no-healthcheck`.
     pub health: crate::health::HealthOverrides,
+    /// `--security-opt` entries, e.g. `seccomp=unconfined`.
+    pub security_opt: Vec<String>,
 }
 
 /// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their
@@ -272,6 +274,35 @@ pub fn published_ports<'a>(
         }
     }
     Ok(out)
+}
+
+/// Checks `--security-opt` values and returns them as Docker records them in
+/// `HostConfig.SecurityOpt`. Only `seccomp=unconfined` (and the built-in profile, `seccomp=
+/// builtin`) are known; Docker also accepts `:` as the separator.
+pub fn parse_security_opts(opts: &[String]) -> Result<Vec<String>, RuntimeError> {
+    opts.iter()
+        .map(|o| match o.split_once(['=', ':']) {
+            Some(("seccomp", value)) => {
+                kiln_executor::sandbox::Seccomp::from_security_opt(value).map_err(|_| {
+                    RuntimeError::NotSupported(format!(
+                        "--security-opt {o} (only seccomp=unconfined and the built-in profile)"
+                    ))
+                })?;
+                Ok(format!("seccomp={value}"))
+            }
+            _ => Err(RuntimeError::NotSupported(format!("--security-opt {o}"))),
+        })
+        .collect()
+}
+
+/// The seccomp filter recorded `--security-opt` entries ask for (the last one wins).
+pub fn seccomp_of(security_opt: &[String]) -> kiln_executor::sandbox::Seccomp {
+    security_opt
+        .iter()
+        .rev()
+        .filter_map(|o| o.strip_prefix("seccomp="))
+        .find_map(|v| kiln_executor::sandbox::Seccomp::from_security_opt(v).ok())
+        .unwrap_or_default()
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
@@ -666,5 +697,31 @@ mod tests {
         assert_eq!(published_ports(&[], false, &exposed).unwrap(), vec![]);
         let bad = vec!["http".to_string()];
         assert!(published_ports(&[], true, &bad).is_err());
+    }
+
+    #[test]
+    fn security_opt_seccomp_values() {
+        use kiln_executor::sandbox::Seccomp;
+        let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = parse_security_opts(&opts(&["seccomp:unconfined"])).unwrap();
+        assert_eq!(parsed, ["seccomp=unconfined"]);
+        assert_eq!(seccomp_of(&parsed), Seccomp::Unconfined);
+        assert_eq!(seccomp_of(&[]), Seccomp::DockerDefault);
+        let parsed =
+            parse_security_opts(&opts(&["seccomp=unconfined", "seccomp=builtin"])).unwrap();
+        assert_eq!(seccomp_of(&parsed), Seccomp::DockerDefault);
+        for bad in [
+            "seccomp=/etc/profile.json",
+            "apparmor=unconfined",
+            "no-new-privileges",
+        ] {
+            assert!(
+                matches!(
+                    parse_security_opts(&opts(&[bad])),
+                    Err(RuntimeError::NotSupported(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -136,6 +136,9 @@ pub struct ContainerConfig {
     /// `-t`: the command gets a pseudo-terminal (its output is all stdout).
     #[serde(default)]
     pub tty: bool,
+    /// `--security-opt` entries as Docker shows them (`seccomp=unconfined`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
 }
 
 impl ContainerConfig {

@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// Disable any HEALTHCHECK the image specifies.
     #[arg(long)]
     no_healthcheck: bool,
+    /// Security options; `seccomp=unconfined` runs without the seccomp filter.
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
     image: String,
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -137,6 +140,7 @@ impl RunArgs {
                 retries: self.health_retries,
                 disable: self.no_healthcheck,
             },
+            security_opt: self.security_opt.clone(),
         }
     }
 }

@@ -55,6 +55,22 @@ impl Seccomp {
         }
     }
 
+    /// Puts the calling thread (and every process it starts from now on) under this filter,
+    /// for a sandbox capability set `caps`; nothing for `Unconfined`. For `kiln exec`: a
+    /// dedicated thread that joined a container's namespaces calls this before spawning the
+    /// command. The thread must hold CAP_SYS_ADMIN (kiln runs as root) and may only make
+    /// allowed syscalls afterwards (spawning a process is fine: glibc's clone3 gets ENOSYS
+    /// and falls back to clone without namespace flags). Irreversible for the thread.
+    pub fn apply_to_current_thread(self, caps: u64) -> Result<(), SandboxError> {
+        let Some(p) = program(self, caps)? else {
+            return Ok(());
+        };
+        crate::sys::install_seccomp(&p.filters).map_err(|source| SandboxError::Setup {
+            what: "failed to install the seccomp filter".into(),
+            source,
+        })
+    }
+
     /// What Docker shows in `HostConfig.SecurityOpt` for this choice (nothing for the default).
     pub fn security_opt(self) -> Option<&'static str> {
         match self {

@@ -53,16 +53,16 @@ fn cvt(ret: libc::c_long) -> io::Result<()> {
 
 /// Installs seccomp programs on the calling thread only (in order). Needs CAP_SYS_ADMIN in
 /// the thread's effective set or no_new_privs; irreversible for the thread and its children.
-pub(crate) fn install_seccomp(filters: &[seccompiler::BpfProgram]) -> io::Result<()> {
+pub(crate) fn install_seccomp(filters: &[Vec<libc::sock_filter>]) -> io::Result<()> {
     for f in filters {
         let len =
             u16::try_from(f.len()).map_err(|_| io::Error::other("seccomp filter too long"))?;
         let prog = libc::sock_fprog {
             len,
-            filter: f.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+            filter: f.as_ptr().cast_mut(),
         };
-        // SAFETY: prog points to `len` instructions (seccompiler's sock_filter has the
-        // kernel's layout) that outlive the call; the kernel copies them.
+        // SAFETY: prog points to `len` instructions that outlive the call; the kernel copies
+        // them.
         cvt(unsafe {
             libc::syscall(
                 libc::SYS_seccomp,

@@ -82,10 +82,10 @@ fn default_profile_is_installed_and_refuses_user_namespaces() {
     let script = format!("{STATUS}; unshare -U true; echo unshare=$?");
     let (info, out, err) = run(&f.spec(Seccomp::DockerDefault, &script));
     assert_eq!(info.status, ExitStatus::Code(0), "{out}\n{err}");
-    // Mode 2 is "filter"; two programs: the allowlist and clone3's ENOSYS.
+    // Mode 2 is "filter", one program.
     assert_eq!(
         seccomp_status(&out),
-        ("2".into(), "2".into()),
+        ("2".into(), "1".into()),
         "{out}\n{err}"
     );
     assert!(out.contains("unshare=1"), "{out}\n{err}");

@@ -167,9 +167,8 @@ pub(crate) struct Plan {
     pub caps: u64,
     pub last_cap: u32,
     pub no_new_privs: bool,
-    /// BPF programs to install with seccomp(2), in order; empty for no filter. Each is a
-    /// slice of `struct sock_filter` (seccompiler's type has the kernel's layout).
-    pub seccomp: Vec<(*const seccompiler::sock_filter, u16)>,
+    /// BPF programs to install with seccomp(2), in order; empty for no filter.
+    pub seccomp: Vec<(*const libc::sock_filter, u16)>,
     /// Descriptors to become 0, 1 and 2.
     pub stdio: [RawFd; 3],
     /// Make stdin (a pty slave) the controlling terminal of the new session.
@@ -624,7 +623,7 @@ unsafe fn install_seccomp(plan: &Plan) -> Result<(), Fail> {
     for (i, &(filter, len)) in plan.seccomp.iter().enumerate() {
         let prog = libc::sock_fprog {
             len,
-            filter: filter.cast_mut().cast::<libc::sock_filter>(),
+            filter: filter.cast_mut(),
         };
         // SAFETY: prog points to `len` instructions kept alive by the suspended parent.
         let ret = unsafe {

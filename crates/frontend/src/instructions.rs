@@ -109,6 +109,9 @@ pub struct Run {
     /// variable expansion.
     pub mounts: Vec<Word>,
     pub network: NetworkMode,
+    /// `--network` was written, even as `default`: lowering then uses that mode instead of the
+    /// build's `--network`.
+    pub network_explicit: bool,
     pub security: SecurityMode,
     /// Raw `--device` values.
     pub devices: Vec<Word>,
@@ -337,6 +340,19 @@ impl Dockerfile {
     /// Types every instruction and groups them into stages. Only ARG may come before the
     /// first FROM.
     pub fn from_ast(ast: &Ast) -> Result<Dockerfile, Diagnostic> {
+        let dockerfile = Dockerfile::from_ast_allow_no_stage(ast)?;
+        if dockerfile.stages.is_empty() {
+            return Err(
+                Diagnostic::error("the Dockerfile has no FROM instruction", ast.span)
+                    .with_help("add a FROM line, e.g. `FROM alpine`"),
+            );
+        }
+        Ok(dockerfile)
+    }
+
+    /// [`Dockerfile::from_ast`] without requiring a FROM: lowering reports a file of only
+    /// global ARGs itself, in BuildKit's words, after every instruction was checked.
+    pub(crate) fn from_ast_allow_no_stage(ast: &Ast) -> Result<Dockerfile, Diagnostic> {
         let mut meta_args = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
         for node in &ast.children {
@@ -365,12 +381,6 @@ impl Dockerfile {
                     .with_help("start the Dockerfile with a FROM instruction (only ARG may come before it)"));
                 }
             }
-        }
-        if stages.is_empty() {
-            return Err(
-                Diagnostic::error("the Dockerfile has no FROM instruction", ast.span)
-                    .with_help("add a FROM line, e.g. `FROM alpine`"),
-            );
         }
         let directive = |n: &str| ast.directive(n).map(|d| d.value.clone());
         Ok(Dockerfile {
@@ -561,7 +571,8 @@ impl Parser<'_> {
             ("security", Kind::String),
             ("device", Kind::Strings),
         ])?;
-        let network = match flags.string("network") {
+        let network_flag = flags.string("network");
+        let network = match &network_flag {
             None => NetworkMode::Default,
             Some(w) => match w.value.as_str() {
                 "default" => NetworkMode::Default,
@@ -596,6 +607,7 @@ impl Parser<'_> {
             heredocs: self.heredocs.to_vec(),
             mounts: flags.strings("mount"),
             network,
+            network_explicit: network_flag.is_some(),
             security,
             devices: flags.strings("device"),
         })

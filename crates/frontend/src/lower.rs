@@ -4,9 +4,7 @@
 //! The entry point is [`lower`]. Base-image configs come from an [`ImageResolver`] that the
 //! caller provides; the frontend does no I/O of its own.
 
-mod adapt;
 mod convert;
-mod model;
 mod mounts;
 mod util;
 
@@ -16,6 +14,8 @@ use kiln_llb::image::ImageConfig;
 use kiln_llb::{Definition, Digest, NetworkMode, Platform};
 
 use crate::diagnostic::Diagnostic;
+use crate::instructions::Dockerfile;
+use crate::syntax;
 
 pub use util::{default_path_env, normalize_image_ref};
 
@@ -155,15 +155,86 @@ pub fn lower(
     opts: &BuildOptions,
     resolver: &dyn ImageResolver,
 ) -> Result<Lowered, Diagnostic> {
-    let program =
-        adapt::parse_program(dockerfile).map_err(|d| d.with_file(opts.dockerfile_name.clone()))?;
-    convert::lower_program(&program, dockerfile, opts, resolver)
-        .map_err(|d| d.with_file(opts.dockerfile_name.clone()))
+    let with_file = |d: Diagnostic| d.with_file(opts.dockerfile_name.clone());
+    let parsed = parse(dockerfile).map_err(with_file)?;
+    convert::lower_program(&parsed, dockerfile, opts, resolver).map_err(with_file)
 }
 
 /// The stages of a Dockerfile with their descriptions, without lowering anything (for
 /// `--print=targets`).
 pub fn stages(dockerfile: &[u8]) -> Result<Vec<StageInfo>, Diagnostic> {
-    let program = adapt::parse_program(dockerfile)?;
-    Ok(convert::stage_infos(&program))
+    Ok(convert::stage_infos(&parse(dockerfile)?))
+}
+
+/// Syntax, then typed instructions: lowering reads the same [`Dockerfile`] as every other
+/// consumer, so flags, argument counts and names are checked in one place.
+fn parse(source: &[u8]) -> Result<Dockerfile, Diagnostic> {
+    let ast = syntax::parse(source)?;
+    Dockerfile::from_ast_allow_no_stage(&ast).map_err(flag_help_without_dashes)
+}
+
+/// `kiln build` has always suggested a misspelled flag's name without its dashes (`did you
+/// mean mount?`) where the typed layer writes `did you mean --mount?`; this keeps the build's
+/// output as it was. Drop it once the build's wording is allowed to follow the typed layer.
+fn flag_help_without_dashes(mut d: Diagnostic) -> Diagnostic {
+    if d.message.starts_with("unknown flag: ")
+        && let Some(help) = &d.help
+        && let Some(name) = help
+            .strip_prefix("did you mean --")
+            .and_then(|h| h.strip_suffix('?'))
+    {
+        d.help = Some(format!("did you mean {name}?"));
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `FROM scratch` needs no image, so no resolver call may happen.
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Err(format!("no images in this test: {reference}"))
+        }
+    }
+
+    fn lower_text(text: &str, network: NetworkMode) -> Result<Lowered, Diagnostic> {
+        let opts = BuildOptions {
+            network,
+            ..BuildOptions::default()
+        };
+        lower(text.as_bytes(), &opts, &NoImages)
+    }
+
+    #[test]
+    fn run_device_is_refused_not_ignored() {
+        let err = lower_text(
+            "FROM scratch\nRUN --device=/dev/fuse true\n",
+            NetworkMode::Default,
+        )
+        .unwrap_err();
+        assert_eq!(err.message, "not supported yet: RUN --device");
+        assert_eq!(
+            err.span.map(|s| (s.start.line, s.start.column)),
+            Some((2, 5))
+        );
+    }
+
+    #[test]
+    fn explicit_network_default_overrides_the_build_network() {
+        let text = "FROM scratch\nRUN true\nRUN --network=default true\n";
+        let dump = crate::print::llb_text(&lower_text(text, NetworkMode::None).unwrap().definition);
+        assert_eq!(dump.matches("network: none").count(), 1, "{dump}");
+    }
+
+    #[test]
+    fn unknown_flag_help_names_the_flag_without_dashes() {
+        let err =
+            lower_text("FROM scratch\nCOPY --chwon=1 a /b\n", NetworkMode::Default).unwrap_err();
+        assert_eq!(err.message, "unknown flag: --chwon");
+        assert_eq!(err.help.as_deref(), Some("did you mean chown?"));
+    }
 }

@@ -12,18 +12,21 @@ use kiln_llb::{
 };
 
 use crate::diagnostic::{Diagnostic, Severity, Span};
-use crate::lower::adapt;
-use crate::lower::model::{CmdLine, CopyArgs, HealthArgs, Heredoc, Instr, Kind, Program};
+use crate::instructions::{
+    self, Add, Copy, Dockerfile, Healthcheck as HealthInstr, Instruction as Instr,
+    InstructionKind as Kind, Run, ShellOrExec, Source, Word,
+};
 use crate::lower::mounts::{self, MountError, ParsedMount};
 use crate::lower::util::{
     clean, default_path_env, dest_path, format_go_duration, git_ref, go_list, go_quote_list,
-    is_http, join, normalize_image_ref, parse_go_duration, parse_ports, valid_signal,
+    is_http, join, normalize_image_ref, parse_ports, valid_signal,
 };
 use crate::lower::{
     BuildOptions, ImageResolver, Lowered, Outline, OutlineArg, OutlineMount, ResolvedImage,
     StageInfo,
 };
 use crate::shell::Lexer;
+use crate::syntax;
 
 /// The comment BuildKit puts on every history entry it writes.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
@@ -100,7 +103,7 @@ struct State {
 
 #[derive(Debug)]
 struct Stage {
-    /// Index into `Program::stages`, `None` for an image named only by `--from`.
+    /// Index into `Dockerfile::stages`, `None` for an image named only by `--from`.
     def: Option<usize>,
     base_name: String,
     /// Name used for lookups (`AS` name, lowercase).
@@ -140,24 +143,139 @@ struct Lowering<'a> {
 }
 
 /// The stage list for `--print=targets`.
-pub(crate) fn stage_infos(program: &Program) -> Vec<StageInfo> {
+pub(crate) fn stage_infos(program: &Dockerfile) -> Vec<StageInfo> {
     program
         .stages
         .iter()
         .enumerate()
         .map(|(i, s)| StageInfo {
-            name: s.name.clone().unwrap_or_else(|| format!("stage-{i}")),
-            named: s.name.is_some(),
-            base: s.base.clone(),
-            platform: s.platform.clone(),
-            description: s.comment.clone(),
+            name: stage_name(s).unwrap_or_else(|| format!("stage-{i}")),
+            named: s.from.name.is_some(),
+            base: s.from.image.value.clone(),
+            platform: s.from.platform.as_ref().map(|p| p.value.clone()),
+            description: (!s.comments.is_empty()).then(|| {
+                s.comments
+                    .iter()
+                    .map(|c| c.trim())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
             line: s.span.start.line,
         })
         .collect()
 }
 
+/// The `AS` name of a stage (already lowercased by `instructions`).
+fn stage_name(stage: &instructions::Stage) -> Option<String> {
+    stage.from.name.as_ref().map(|n| n.value.clone())
+}
+
+/// ARG's names with their unexpanded defaults.
+fn arg_pairs(arg: &instructions::Arg) -> Vec<(String, Option<String>)> {
+    arg.args
+        .iter()
+        .map(|a| {
+            (
+                a.name.value.clone(),
+                a.value.as_ref().map(|v| v.value.clone()),
+            )
+        })
+        .collect()
+}
+
+fn values(words: &[Word]) -> Vec<String> {
+    words.iter().map(|w| w.value.clone()).collect()
+}
+
+/// Whether the step is counted in progress names (`[stage 2/4]`), as BuildKit counts.
+fn counted(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)
+    )
+}
+
+/// A command's arguments and whether it is in shell form (to be wrapped with SHELL).
+fn command_args(cmd: &ShellOrExec) -> (Vec<String>, bool) {
+    match cmd {
+        ShellOrExec::Shell(w) => (vec![w.value.clone()], true),
+        ShellOrExec::Exec(words) => (values(words), false),
+    }
+}
+
+/// Parses an ONBUILD trigger's text (from a base image or stage) as one instruction located
+/// at `span`, the FROM that runs it.
+fn parse_trigger(text: &str, span: Span) -> Result<Instr> {
+    let relocate = |d: Diagnostic| Diagnostic {
+        span: Some(span),
+        ..super::flag_help_without_dashes(d)
+    };
+    let ast = syntax::parse(text.as_bytes()).map_err(relocate)?;
+    let [node] = ast.children.as_slice() else {
+        return Err(error("onbuild trigger should be a single expression", span));
+    };
+    let mut instr = instructions::parse_instruction(node).map_err(relocate)?;
+    if matches!(instr.kind, Kind::From(_)) {
+        return Err(error("FROM isn't allowed as an ONBUILD trigger", span));
+    }
+    instr.span = span;
+    Ok(instr)
+}
+
+/// ADD and COPY through one shape: lowering treats them alike except where `is_add` says.
+struct CopySpec<'a> {
+    is_add: bool,
+    sources: &'a [Source],
+    dest: &'a Word,
+    from: Option<&'a Word>,
+    chown: Option<&'a Word>,
+    chmod: Option<&'a Word>,
+    link: bool,
+    parents: bool,
+    exclude: &'a [Word],
+    checksum: Option<&'a Word>,
+    keep_git_dir: Option<bool>,
+    unpack: Option<bool>,
+}
+
+impl<'a> CopySpec<'a> {
+    fn add(a: &'a Add) -> CopySpec<'a> {
+        CopySpec {
+            is_add: true,
+            sources: &a.sources,
+            dest: &a.dest,
+            from: None,
+            chown: a.chown.as_ref(),
+            chmod: a.chmod.as_ref(),
+            link: a.link,
+            parents: false,
+            exclude: &a.exclude,
+            checksum: a.checksum.as_ref(),
+            keep_git_dir: a.keep_git_dir,
+            unpack: a.unpack,
+        }
+    }
+
+    fn copy(c: &'a Copy) -> CopySpec<'a> {
+        CopySpec {
+            is_add: false,
+            sources: &c.sources,
+            dest: &c.dest,
+            from: c.from.as_ref(),
+            chown: c.chown.as_ref(),
+            chmod: c.chmod.as_ref(),
+            link: c.link,
+            parents: c.parents,
+            exclude: &c.exclude,
+            checksum: None,
+            keep_git_dir: None,
+            unpack: None,
+        }
+    }
+}
+
 pub(crate) fn lower_program(
-    program: &Program,
+    program: &Dockerfile,
     source: &[u8],
     opts: &BuildOptions,
     resolver: &dyn ImageResolver,
@@ -203,8 +321,8 @@ pub(crate) fn lower_program(
 }
 
 impl Lowering<'_> {
-    fn run(&mut self, program: &Program) -> Result<Lowered> {
-        let last_name = program.stages.last().and_then(|s| s.name.clone());
+    fn run(&mut self, program: &Dockerfile) -> Result<Lowered> {
+        let last_name = program.stages.last().and_then(stage_name);
         let target_name = self
             .opts
             .target
@@ -234,7 +352,7 @@ impl Lowering<'_> {
                     + stage
                         .commands
                         .iter()
-                        .filter(|c| c.onbuild || c.instr.kind.counted())
+                        .filter(|c| c.onbuild || counted(&c.instr.kind))
                         .count()
             };
             stage.ignore_cache = self.opts.no_cache
@@ -300,12 +418,12 @@ impl Lowering<'_> {
 
     /// Global ARGs (before the first FROM): defaults expand against earlier globals; a build
     /// arg replaces the default without evaluating it.
-    fn meta_args(&mut self, program: &Program) -> Result<()> {
+    fn meta_args(&mut self, program: &Dockerfile) -> Result<()> {
         for instr in &program.meta_args {
-            let Kind::Arg(args) = &instr.kind else {
+            let Kind::Arg(arg) = &instr.kind else {
                 continue;
             };
-            for (key, default) in args {
+            for (key, default) in &arg_pairs(arg) {
                 let value = match (self.build_args.get(key), default) {
                     (Some(v), _) => Some(v.clone()),
                     (None, Some(d)) => {
@@ -321,7 +439,7 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn source_date_epoch(&self, _program: &Program) -> Result<Option<i64>> {
+    fn source_date_epoch(&self, _program: &Dockerfile) -> Result<Option<i64>> {
         if let Some(e) = self.opts.source_date_epoch {
             return Ok(Some(e));
         }
@@ -344,17 +462,18 @@ impl Lowering<'_> {
         }
     }
 
-    fn build_stages(&mut self, program: &Program) -> Result<()> {
+    fn build_stages(&mut self, program: &Dockerfile) -> Result<()> {
         for (i, def) in program.stages.iter().enumerate() {
             let globals = self.global_args.clone();
-            let base_name = self.expand_with(&def.base, &globals, def.span)?;
+            let base = &def.from.image.value;
+            let base_name = self.expand_with(base, &globals, def.span)?;
             if base_name.is_empty() {
                 return Err(error(
-                    format!("base name ({}) should not be blank", def.base),
+                    format!("base name ({base}) should not be blank"),
                     def.span,
                 ));
             }
-            let platform = match &def.platform {
+            let platform = match def.from.platform.as_ref().map(|p| &p.value) {
                 None => None,
                 Some(p) => {
                     let v = self.expand_with(p, &globals, def.span)?;
@@ -375,7 +494,7 @@ impl Lowering<'_> {
                 .iter()
                 .position(|s| s.lookup.as_deref() == Some(base_lower.as_str()));
             let commands = def
-                .instrs
+                .instructions
                 .iter()
                 .map(|instr| Command {
                     instr: instr.clone(),
@@ -383,17 +502,17 @@ impl Lowering<'_> {
                 })
                 .collect();
             let onbuild = def
-                .instrs
+                .instructions
                 .iter()
                 .filter_map(|instr| match &instr.kind {
-                    Kind::Onbuild(expr) => Some(expr.clone()),
+                    Kind::Onbuild(o) => Some(o.expression.clone()),
                     _ => None,
                 })
                 .collect();
             self.stages.push(Stage {
                 def: Some(i),
                 base_name,
-                lookup: def.name.clone(),
+                lookup: stage_name(def),
                 progress_name: String::new(),
                 platform,
                 span: def.span,
@@ -488,12 +607,12 @@ impl Lowering<'_> {
     fn command_sources(&mut self, instr: &Instr) -> Result<Vec<usize>> {
         let mut out = Vec::new();
         match &instr.kind {
-            Kind::Copy(args) | Kind::Add(args) => {
-                if let Some(from) = &args.from {
+            Kind::Copy(copy) => {
+                if let Some(from) = copy.from.as_ref().map(|w| &w.value) {
                     let expanded = Lexer::new(self.lexer.escape())
                         .process_word(from, &Vec::<(String, String)>::new())
                         .map_err(|e| error(e.to_string(), instr.span))?;
-                    if &expanded != from {
+                    if expanded != *from {
                         return Err(error(
                             "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
                             instr.span,
@@ -502,9 +621,10 @@ impl Lowering<'_> {
                     out.push(self.stage_ref(from, instr.span)?);
                 }
             }
-            Kind::Run { mounts, .. } => {
-                for m in mounts {
-                    let from = mounts::mount_from(m).map_err(|e| mount_diag(e, instr.span))?;
+            Kind::Run(run) => {
+                for m in &run.mounts {
+                    let from =
+                        mounts::mount_from(&m.value).map_err(|e| mount_diag(e, instr.span))?;
                     if let Some(from) = from {
                         out.push(self.stage_ref(&from, instr.span)?);
                     }
@@ -573,7 +693,7 @@ impl Lowering<'_> {
                 let span = self.stages[i].span;
                 let mut commands = Vec::new();
                 for trigger in &triggers {
-                    let instr = adapt::parse_trigger(trigger, span, self.lexer.escape())?;
+                    let instr = parse_trigger(trigger, span)?;
                     let sources = self.command_sources(&instr)?;
                     for s in sources {
                         new_deps |= self.stages[i].deps.insert(s);
@@ -636,7 +756,7 @@ impl Lowering<'_> {
         }
     }
 
-    fn collect_outline_args(&mut self, program: &Program, reachable: &BTreeSet<usize>) {
+    fn collect_outline_args(&mut self, program: &Dockerfile, reachable: &BTreeSet<usize>) {
         let mut seen = BTreeSet::new();
         let mut args = Vec::new();
         let mut push =
@@ -652,8 +772,8 @@ impl Lowering<'_> {
                 }
             };
         for instr in &program.meta_args {
-            if let Kind::Arg(pairs) = &instr.kind {
-                for (k, d) in pairs {
+            if let Kind::Arg(arg) = &instr.kind {
+                for (k, d) in &arg_pairs(arg) {
                     push(
                         instr,
                         k,
@@ -667,9 +787,9 @@ impl Lowering<'_> {
             let Some(d) = self.stages[i].def else {
                 continue;
             };
-            for instr in &program.stages[d].instrs {
-                if let Kind::Arg(pairs) = &instr.kind {
-                    for (k, default) in pairs {
+            for instr in &program.stages[d].instructions {
+                if let Kind::Arg(arg) = &instr.kind {
+                    for (k, default) in &arg_pairs(arg) {
                         push(
                             instr,
                             k,
@@ -884,11 +1004,14 @@ impl Lowering<'_> {
         let instr = &command.instr;
         let span = instr.span;
         match &instr.kind {
-            Kind::Arg(args) => self.dispatch_arg(i, args, span),
-            Kind::Env(pairs) => {
+            Kind::Arg(arg) => self.dispatch_arg(i, &arg_pairs(arg), span),
+            Kind::Env(env) => {
                 let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((self.expand(i, k, span)?, self.expand(i, v, span)?));
+                for kv in &env.pairs {
+                    expanded.push((
+                        self.expand(i, &kv.key.value, span)?,
+                        self.expand(i, &kv.value.value, span)?,
+                    ));
                 }
                 let mut msg = String::from("ENV");
                 let st = self.state_mut(i);
@@ -900,10 +1023,11 @@ impl Lowering<'_> {
                 self.history(i, msg, false);
                 Ok(())
             }
-            Kind::Label(pairs) => {
+            Kind::Label(label) => {
                 let mut msg = String::from("LABEL");
-                for (k, v) in pairs {
-                    let (k, v) = (self.expand(i, k, span)?, self.expand(i, v, span)?);
+                for kv in &label.pairs {
+                    let k = self.expand(i, &kv.key.value, span)?;
+                    let v = self.expand(i, &kv.value.value, span)?;
                     msg.push_str(&format!(" {k}={v}"));
                     self.state_mut(i).image.config.labels.insert(k, v);
                 }
@@ -911,26 +1035,27 @@ impl Lowering<'_> {
                 Ok(())
             }
             Kind::Maintainer(m) => {
+                let m = &m.name.value;
                 self.state_mut(i).image.author = Some(m.clone());
                 self.history(i, format!("MAINTAINER {m}"), false);
                 Ok(())
             }
-            Kind::Workdir(p) => {
-                let p = self.expand(i, p, span)?;
+            Kind::Workdir(w) => {
+                let p = self.expand(i, &w.path.value, span)?;
                 self.dispatch_workdir(i, &p, instr, command.onbuild)
             }
             Kind::User(u) => {
-                let u = self.expand(i, u, span)?;
+                let u = self.expand(i, &u.user.value, span)?;
                 let st = self.state_mut(i);
                 st.user = u.clone();
                 st.image.config.user = u.clone();
                 self.history(i, format!("USER {u}"), false);
                 Ok(())
             }
-            Kind::Volume(vols) => {
+            Kind::Volume(volume) => {
                 let mut expanded = Vec::new();
-                for v in vols {
-                    let v = self.expand(i, v, span)?;
+                for v in &volume.paths {
+                    let v = self.expand(i, &v.value, span)?;
                     if v.is_empty() {
                         return Err(error("VOLUME specified can not be an empty string", span));
                     }
@@ -944,13 +1069,13 @@ impl Lowering<'_> {
                 self.history(i, format!("VOLUME {}", go_list(&expanded)), false);
                 Ok(())
             }
-            Kind::Expose(ports) => {
+            Kind::Expose(expose) => {
                 let mut words = Vec::new();
-                for p in ports {
+                for p in &expose.ports {
                     let env = self.state(i).env.clone();
                     words.extend(
                         self.lexer
-                            .process_words(p, &env)
+                            .process_words(&p.value, &env)
                             .map_err(|e| error(e.to_string(), span))?,
                     );
                 }
@@ -966,8 +1091,8 @@ impl Lowering<'_> {
                 self.history(i, format!("EXPOSE {}", go_list(&parsed)), false);
                 Ok(())
             }
-            Kind::StopSignal(s) => {
-                let s = self.expand(i, s, span)?;
+            Kind::Stopsignal(s) => {
+                let s = self.expand(i, &s.signal.value, span)?;
                 if !valid_signal(&s) {
                     return Err(error(format!("invalid signal: {s}"), span));
                 }
@@ -976,12 +1101,14 @@ impl Lowering<'_> {
                 Ok(())
             }
             Kind::Shell(shell) => {
-                self.state_mut(i).image.config.shell = shell.clone();
-                self.history(i, format!("SHELL {}", go_list(shell)), false);
+                let shell = values(&shell.shell);
+                self.history(i, format!("SHELL {}", go_list(&shell)), false);
+                self.state_mut(i).image.config.shell = shell;
                 Ok(())
             }
             Kind::Cmd(cmd) => {
-                let args = self.with_shell(i, cmd);
+                let (args, shell_form) = command_args(&cmd.cmd);
+                let args = self.with_shell(i, args, shell_form);
                 let st = self.state_mut(i);
                 st.image.config.cmd = Some(args.clone());
                 st.image.config.args_escaped = true;
@@ -990,7 +1117,8 @@ impl Lowering<'_> {
                 Ok(())
             }
             Kind::Entrypoint(cmd) => {
-                let args = self.with_shell(i, cmd);
+                let (args, shell_form) = command_args(&cmd.cmd);
+                let args = self.with_shell(i, args, shell_form);
                 let st = self.state_mut(i);
                 st.image.config.entrypoint = Some(args.clone());
                 if !st.cmd_set {
@@ -999,34 +1127,24 @@ impl Lowering<'_> {
                 self.history(i, format!("ENTRYPOINT {}", go_quote_list(&args)), false);
                 Ok(())
             }
-            Kind::Healthcheck(h) => self.dispatch_healthcheck(i, h.as_ref(), span),
-            Kind::Onbuild(expr) => {
-                self.state_mut(i).image.config.on_build.push(expr.clone());
+            Kind::Healthcheck(h) => self.dispatch_healthcheck(i, h),
+            Kind::Onbuild(o) => {
+                let expression = o.expression.clone();
+                self.state_mut(i).image.config.on_build.push(expression);
                 Ok(())
             }
-            Kind::Run {
-                cmd,
-                heredocs,
-                mounts,
-                network,
-                security,
-            } => self.dispatch_run(
-                i,
-                command,
-                cmd,
-                heredocs,
-                mounts,
-                network.as_deref(),
-                security.as_deref(),
-            ),
-            Kind::Copy(args) => self.dispatch_copy(i, command, args, false),
-            Kind::Add(args) => self.dispatch_copy(i, command, args, true),
+            Kind::Run(run) => self.dispatch_run(i, command, run),
+            Kind::Copy(copy) => self.dispatch_copy(i, command, &CopySpec::copy(copy)),
+            Kind::Add(add) => self.dispatch_copy(i, command, &CopySpec::add(add)),
+            // `instructions` starts a new stage at every FROM and triggers reject it.
+            Kind::From(_) => Err(bug("FROM dispatched as a stage command", span)),
         }
     }
 
-    fn with_shell(&self, i: usize, cmd: &CmdLine) -> Vec<String> {
-        if !cmd.prepend_shell {
-            return cmd.args.clone();
+    /// A command's final argv: shell form is wrapped with the stage's SHELL.
+    fn with_shell(&self, i: usize, args: Vec<String>, shell_form: bool) -> Vec<String> {
+        if !shell_form {
+            return args;
         }
         let st = self.state(i);
         let mut shell = if st.image.config.shell.is_empty() {
@@ -1034,7 +1152,7 @@ impl Lowering<'_> {
         } else {
             st.image.config.shell.clone()
         };
-        shell.push(cmd.args.join(" "));
+        shell.push(args.join(" "));
         shell
     }
 
@@ -1129,60 +1247,30 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn dispatch_healthcheck(&mut self, i: usize, h: Option<&HealthArgs>, span: Span) -> Result<()> {
+    fn dispatch_healthcheck(&mut self, i: usize, h: &HealthInstr) -> Result<()> {
+        // `instructions` checked the durations (zero or at least 1ms) and retries.
+        let nanos = |d: Option<std::time::Duration>| {
+            d.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        };
         let hc = match h {
-            None => Healthcheck {
+            HealthInstr::None => Healthcheck {
                 test: vec!["NONE".to_owned()],
                 ..Healthcheck::default()
             },
-            Some(h) => {
-                let duration = |name: &str, v: &Option<String>| -> Result<i64> {
-                    let Some(v) = v else { return Ok(0) };
-                    let d = parse_go_duration(v).ok_or_else(|| {
-                        error(
-                            format!("time: invalid duration {}", super::util::go_quote(v)),
-                            span,
-                        )
-                    })?;
-                    if d != 0 && d < 1_000_000 {
-                        return Err(error(
-                            format!("Interval {name:?} cannot be less than 1ms"),
-                            span,
-                        ));
-                    }
-                    if d < 0 {
-                        return Err(error(format!("Interval {name:?} cannot be negative"), span));
-                    }
-                    Ok(d)
-                };
-                let retries = match &h.retries {
-                    None => 0,
-                    Some(r) => {
-                        let n: i64 = r
-                            .parse()
-                            .map_err(|_| error(format!("invalid --retries value: {r}"), span))?;
-                        if n < 0 {
-                            return Err(error("--retries cannot be negative", span));
-                        }
-                        n
-                    }
-                };
+            HealthInstr::Cmd(h) => {
                 let test = match &h.cmd {
-                    Some(cmd) if cmd.prepend_shell => {
-                        vec!["CMD-SHELL".to_owned(), cmd.args.join(" ")]
-                    }
-                    Some(cmd) => std::iter::once("CMD".to_owned())
-                        .chain(cmd.args.iter().cloned())
+                    ShellOrExec::Shell(w) => vec!["CMD-SHELL".to_owned(), w.value.clone()],
+                    ShellOrExec::Exec(words) => std::iter::once("CMD".to_owned())
+                        .chain(words.iter().map(|w| w.value.clone()))
                         .collect(),
-                    None => vec!["NONE".to_owned()],
                 };
                 Healthcheck {
                     test,
-                    interval: duration("--interval", &h.interval)?,
-                    timeout: duration("--timeout", &h.timeout)?,
-                    start_period: duration("--start-period", &h.start_period)?,
-                    start_interval: duration("--start-interval", &h.start_interval)?,
-                    retries,
+                    interval: nanos(h.interval),
+                    timeout: nanos(h.timeout),
+                    start_period: nanos(h.start_period),
+                    start_interval: nanos(h.start_interval),
+                    retries: h.retries.map_or(0, i64::from),
                 }
             }
         };
@@ -1200,23 +1288,17 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch_run(
-        &mut self,
-        i: usize,
-        command: &Command,
-        cmd: &CmdLine,
-        heredocs: &[Heredoc],
-        mount_flags: &[String],
-        network: Option<&str>,
-        security: Option<&str>,
-    ) -> Result<()> {
+    fn dispatch_run(&mut self, i: usize, command: &Command, run: &Run) -> Result<()> {
         let span = command.instr.span;
-        let mut args = cmd.args.clone();
+        if let Some(device) = run.devices.first() {
+            return Err(error("not supported yet: RUN --device", device.span));
+        }
+        let heredocs = &run.heredocs;
+        let (mut args, shell_form) = command_args(&run.cmd);
         let mut extra_mounts = Vec::new();
         let mut name_suffix = String::new();
         if !heredocs.is_empty() {
-            if args.len() != 1 || !cmd.prepend_shell {
+            if args.len() != 1 || !shell_form {
                 return Err(error(
                     format!(
                         "parsing produced an invalid run command: {}",
@@ -1227,7 +1309,8 @@ impl Lowering<'_> {
             }
             if is_single_heredoc(&args[0]) {
                 let doc = &heredocs[0];
-                if doc.content.starts_with("#!") {
+                let content = doc.body();
+                if content.starts_with("#!") {
                     // A script with a shebang: write it to a file and run that file.
                     let scratch = self.scratch()?;
                     let file = self.add(
@@ -1236,7 +1319,7 @@ impl Lowering<'_> {
                             actions: vec![FileAction::Mkfile(MkfileAction {
                                 path: format!("/{}", doc.name),
                                 mode: 0o755,
-                                data: doc.content.as_bytes().to_vec(),
+                                data: content.as_bytes().to_vec(),
                                 owner: None,
                                 timestamp: None,
                             })],
@@ -1256,46 +1339,33 @@ impl Lowering<'_> {
                     });
                     args = vec![format!("/dev/pipes/{}", doc.name)];
                 } else {
-                    args = vec![doc.content.clone()];
+                    args = vec![content.clone()];
                 }
-                name_suffix = format!(" ({})", summarize_heredoc(&doc.content));
+                name_suffix = format!(" ({})", summarize_heredoc(&content));
             } else {
                 let mut script = args[0].clone();
                 for doc in heredocs {
                     script.push('\n');
-                    script.push_str(&doc.content);
+                    script.push_str(&doc.body());
                     script.push_str(&doc.name);
                 }
                 args = vec![script];
             }
         }
-        let args = self.with_shell(
-            i,
-            &CmdLine {
-                args,
-                prepend_shell: cmd.prepend_shell,
-            },
-        );
+        let args = self.with_shell(i, args, shell_form);
 
-        let network = match network {
-            None => self.opts.network,
-            Some(n) => match self.expand(i, n, span)?.as_str() {
-                "default" => NetworkMode::Default,
-                "none" => NetworkMode::None,
-                "host" => NetworkMode::Host,
-                other => return Err(error(format!("unsupported network mode {other:?}"), span)),
-            },
+        let network = match run.network {
+            _ if !run.network_explicit => self.opts.network,
+            instructions::NetworkMode::Default => NetworkMode::Default,
+            instructions::NetworkMode::None => NetworkMode::None,
+            instructions::NetworkMode::Host => NetworkMode::Host,
         };
-        let security = match security {
-            None => SecurityMode::Sandbox,
-            Some(s) => match self.expand(i, s, span)?.as_str() {
-                "sandbox" => SecurityMode::Sandbox,
-                "insecure" => SecurityMode::Insecure,
-                other => return Err(error(format!("security {other:?} is not valid"), span)),
-            },
+        let security = match run.security {
+            instructions::SecurityMode::Sandbox => SecurityMode::Sandbox,
+            instructions::SecurityMode::Insecure => SecurityMode::Insecure,
         };
 
-        let (mut mounts, secret_env) = self.run_mounts(i, mount_flags, span)?;
+        let (mut mounts, secret_env) = self.run_mounts(i, &run.mounts, span)?;
         mounts.extend(extra_mounts);
 
         let st = self.state(i).clone();
@@ -1364,7 +1434,7 @@ impl Lowering<'_> {
     fn run_mounts(
         &mut self,
         i: usize,
-        flags: &[String],
+        flags: &[Word],
         span: Span,
     ) -> Result<(Vec<Mount>, Vec<SecretEnv>)> {
         let mut out = Vec::new();
@@ -1378,7 +1448,8 @@ impl Lowering<'_> {
                     help: None,
                 })
             };
-            let m = mounts::parse_mount(flag, &mut expand).map_err(|e| mount_diag(e, span))?;
+            let m =
+                mounts::parse_mount(&flag.value, &mut expand).map_err(|e| mount_diag(e, span))?;
             self.lower_mount(i, m, span, &mut out, &mut secret_env)?;
         }
         Ok((out, secret_env))
@@ -1586,21 +1657,16 @@ impl Lowering<'_> {
             .ok_or_else(|| bug("implicit stage was not dispatched", span))
     }
 
-    fn dispatch_copy(
-        &mut self,
-        i: usize,
-        command: &Command,
-        args: &CopyArgs,
-        is_add: bool,
-    ) -> Result<()> {
+    fn dispatch_copy(&mut self, i: usize, command: &Command, args: &CopySpec<'_>) -> Result<()> {
+        let is_add = args.is_add;
         let span = command.instr.span;
         let instr = &command.instr;
         let st = self.state(i).clone();
-        let dest_raw = self.expand(i, &args.dest, span)?;
+        let dest_raw = self.expand(i, &args.dest.value, span)?;
         let dest = dest_path(&st.cwd, &dest_raw);
-        let chown = match &args.chown {
+        let chown = match args.chown {
             Some(c) => {
-                let c = self.expand(i, c, span)?;
+                let c = self.expand(i, &c.value, span)?;
                 Some(
                     Owner::parse(&c)
                         .ok_or_else(|| error(format!("invalid chown parameter: '{c}'"), span))?,
@@ -1609,9 +1675,9 @@ impl Lowering<'_> {
             }
             None => None,
         };
-        let chmod = match &args.chmod {
+        let chmod = match args.chmod {
             Some(c) => {
-                let c = self.expand(i, c, span)?;
+                let c = self.expand(i, &c.value, span)?;
                 Some((
                     FileMode::parse(&c).map_err(|e| error(e.to_string(), span))?,
                     c,
@@ -1620,15 +1686,20 @@ impl Lowering<'_> {
             None => None,
         };
         let mut excludes = Vec::new();
-        for e in &args.excludes {
-            excludes.push(self.expand(i, e, span)?);
+        for e in args.exclude {
+            excludes.push(self.expand(i, &e.value, span)?);
         }
+        // Paths first, then heredoc files (written after them, in the history too).
         let mut sources = Vec::new();
-        for s in &args.sources {
-            sources.push(self.expand(i, s, span)?);
+        let mut heredocs = Vec::new();
+        for s in args.sources {
+            match s {
+                Source::Path(p) => sources.push(self.expand(i, &p.value, span)?),
+                Source::Heredoc { heredoc, .. } => heredocs.push(heredoc),
+            }
         }
-        let checksum = match &args.checksum {
-            Some(c) => Some(self.expand(i, c, span)?),
+        let checksum = match args.checksum {
+            Some(c) => Some(self.expand(i, &c.value, span)?),
             None => None,
         };
         if let Some(_c) = &checksum {
@@ -1647,7 +1718,7 @@ impl Lowering<'_> {
         }
 
         // Where files come from: another stage or image, or the context.
-        let from_source = match &args.from {
+        let from_source = match args.from.map(|w| &w.value) {
             Some(from) => {
                 let s = self.stage_ref(from, span)?;
                 // Stages are listed in file order: a defined stage at or after this one is a
@@ -1802,15 +1873,15 @@ impl Lowering<'_> {
                 a.source = local_input.ok_or_else(|| bug("copy without a source", span))?;
             }
         }
-        for doc in &args.heredocs {
+        for doc in heredocs {
             msg.push_str(&format!(" <<{}", doc.name));
             let data = if doc.expand {
                 let env = self.state(i).env.clone();
                 self.lexer
-                    .process_heredoc(&doc.content, &env)
+                    .process_heredoc(&doc.body(), &env)
                     .map_err(|e| error(e.to_string(), span))?
             } else {
-                doc.content.clone()
+                doc.body()
             };
             let scratch = self.scratch()?;
             let file = self.add(

@@ -170,22 +170,7 @@ pub fn stages(dockerfile: &[u8]) -> Result<Vec<StageInfo>, Diagnostic> {
 /// consumer, so flags, argument counts and names are checked in one place.
 fn parse(source: &[u8]) -> Result<Dockerfile, Diagnostic> {
     let ast = syntax::parse(source)?;
-    Dockerfile::from_ast_allow_no_stage(&ast).map_err(flag_help_without_dashes)
-}
-
-/// `kiln build` has always suggested a misspelled flag's name without its dashes (`did you
-/// mean mount?`) where the typed layer writes `did you mean --mount?`; this keeps the build's
-/// output as it was. Drop it once the build's wording is allowed to follow the typed layer.
-fn flag_help_without_dashes(mut d: Diagnostic) -> Diagnostic {
-    if d.message.starts_with("unknown flag: ")
-        && let Some(help) = &d.help
-        && let Some(name) = help
-            .strip_prefix("did you mean --")
-            .and_then(|h| h.strip_suffix('?'))
-    {
-        d.help = Some(format!("did you mean {name}?"));
-    }
-    d
+    Dockerfile::from_ast_allow_no_stage(&ast)
 }
 
 #[cfg(test)]
@@ -231,10 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flag_help_names_the_flag_without_dashes() {
+    fn unknown_flag_help_names_the_flag_with_its_dashes() {
         let err =
             lower_text("FROM scratch\nCOPY --chwon=1 a /b\n", NetworkMode::Default).unwrap_err();
         assert_eq!(err.message, "unknown flag: --chwon");
-        assert_eq!(err.help.as_deref(), Some("did you mean chown?"));
+        assert_eq!(err.help.as_deref(), Some("did you mean --chown?"));
     }
 }

@@ -208,7 +208,7 @@ fn command_args(cmd: &ShellOrExec) -> (Vec<String>, bool) {
 fn parse_trigger(text: &str, span: Span) -> Result<Instr> {
     let relocate = |d: Diagnostic| Diagnostic {
         span: Some(span),
-        ..super::flag_help_without_dashes(d)
+        ..d
     };
     let ast = syntax::parse(text.as_bytes()).map_err(relocate)?;
     let [node] = ast.children.as_slice() else {

@@ -25,10 +25,14 @@ pub struct SolverConfig {
 }
 
 impl Default for SolverConfig {
-    /// One execution slot per core.
+    /// Four execution slots per core, at least eight. Build steps wait on the network, the
+    /// disk and `sleep` as often as they compute: one slot per core left independent stages
+    /// queued behind each other on small machines (BuildKit sets no limit at all), while the
+    /// kernel shares the cores fairly among the steps that do compute.
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            max_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_parallelism: (cores * 4).max(8),
         }
     }
 }

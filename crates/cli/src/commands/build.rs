@@ -68,7 +68,7 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
-    /// How many steps may run at once (default: the number of cores).
+    /// How many steps may run at once (default: four per core, at least eight).
     #[arg(long)]
     max_parallelism: Option<usize>,
     /// Print only the image ID.

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+mod age;
 mod commands;
 mod progress;
 

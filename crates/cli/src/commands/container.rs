@@ -151,12 +151,23 @@ fn status_text(c: &Container) -> String {
             let health = kiln_runtime::health::read(c)
                 .map(|h| format!(" ({})", h.status))
                 .unwrap_or_default();
-            format!(
-                "Up since {}{health}",
-                c.state.started_at.as_deref().unwrap_or("?")
-            )
+            let up = c
+                .state
+                .started_at
+                .as_deref()
+                .and_then(crate::age::since)
+                .unwrap_or_else(|| "?".into());
+            format!("Up {up}{health}")
         }
-        Status::Exited => format!("Exited ({})", c.state.exit_code.unwrap_or(-1)),
+        Status::Exited => {
+            let when = c
+                .state
+                .finished_at
+                .as_deref()
+                .map(|t| format!(" {}", crate::age::ago(t)))
+                .unwrap_or_default();
+            format!("Exited ({}){when}", c.state.exit_code.unwrap_or(-1))
+        }
         Status::Restarting => format!("Restarting ({})", c.state.exit_code.unwrap_or(-1)),
         Status::Created => "Created".into(),
         Status::Dead => "Dead".into(),
@@ -195,7 +206,7 @@ pub fn ps(args: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
             if args.no_trunc { c.id() } else { &c.id()[..12] },
             c.config.image,
             command,
-            &c.config.created[..19.min(c.config.created.len())],
+            crate::age::ago(&c.config.created),
             status_text(c),
             ports.join(", "),
             c.name()

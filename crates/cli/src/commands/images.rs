@@ -110,16 +110,21 @@ pub fn images(args: ImagesArgs, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<40} {:<15} {:<15} {:<32} SIZE",
+        "{:<40} {:<15} {:<15} {:<20} SIZE",
         "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
     );
     for (repo, tag, image) in &rows {
         println!(
-            "{:<40} {:<15} {:<15} {:<32} {}",
+            "{:<40} {:<15} {:<15} {:<20} {}",
             repo,
             tag,
             short_id(image, args.no_trunc),
-            image.config.created.clone().unwrap_or_default(),
+            image
+                .config
+                .created
+                .as_deref()
+                .map(crate::age::ago)
+                .unwrap_or_default(),
             human_size(image.size())
         );
     }
@@ -229,7 +234,7 @@ pub fn history(args: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let sizes: Vec<u64> = image.manifest.layers.iter().map(|l| l.size).collect();
     let mut layer = sizes.len();
     println!(
-        "{:<32} {:<60} {:>10}  COMMENT",
+        "{:<20} {:<60} {:>10}  COMMENT",
         "CREATED", "CREATED BY", "SIZE"
     );
     for h in image.config.history.iter().rev() {
@@ -244,8 +249,8 @@ pub fn history(args: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
             created_by = created_by.chars().take(57).collect::<String>() + "...";
         }
         println!(
-            "{:<32} {:<60} {:>10}  {}",
-            h.created.clone().unwrap_or_default(),
+            "{:<20} {:<60} {:>10}  {}",
+            h.created.as_deref().map(crate::age::ago).unwrap_or_default(),
             created_by,
             human_size(size),
             h.comment

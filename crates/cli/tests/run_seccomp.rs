@@ -2,76 +2,19 @@
 //! for run and exec, off with `--security-opt seccomp=unconfined`, which `inspect` shows as
 //! Docker does; unknown security options are refused.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::containers::RunEnv as Env;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Env {
-    fn new() -> Option<Env> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping: kiln run needs root");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        let tar = dir.path().join("busybox.tar");
-        kiln_testutil::write_busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-        let env = Env { _dir: dir, root };
-        env.ok(&[
-            "import",
-            tar.to_str().expect("utf-8"),
-            "busybox",
-            "-c",
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ]);
-        Some(env)
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .output()
-            .expect("run kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn security_opt(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect prints JSON");
-        v[0]["HostConfig"]["SecurityOpt"].clone()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let ids = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.kiln(&["rm", "-f", id]);
-        }
-    }
+/// The container's `HostConfig.SecurityOpt` as `inspect` shows it.
+fn security_opt(env: &Env, name: &str) -> serde_json::Value {
+    env.inspect(name)["HostConfig"]["SecurityOpt"].clone()
 }
 
 const PROBE: &str = "grep '^Seccomp:' /proc/self/status; unshare -U true";
 
 #[test]
 fn run_and_exec_are_filtered_unless_unconfined() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Env::new(&[]) else { return };
 
     let out = env.kiln(&[
         "run",
@@ -113,9 +56,9 @@ fn run_and_exec_are_filtered_unless_unconfined() {
         &["--name", "open", "busybox", "sleep", "60"],
     ]
     .concat());
-    assert_eq!(env.security_opt("filtered"), serde_json::Value::Null);
+    assert_eq!(security_opt(&env, "filtered"), serde_json::Value::Null);
     assert_eq!(
-        env.security_opt("open"),
+        security_opt(&env, "open"),
         serde_json::json!(["seccomp=unconfined"])
     );
     let out = env.kiln(&["exec", "filtered", "sh", "-c", PROBE]);
@@ -129,7 +72,7 @@ fn run_and_exec_are_filtered_unless_unconfined() {
 
 #[test]
 fn unknown_security_options_are_refused() {
-    let Some(env) = Env::new() else { return };
+    let Some(env) = Env::new(&[]) else { return };
     for opt in ["seccomp=/etc/profile.json", "apparmor=unconfined"] {
         let out = env.kiln(&["run", "--rm", "--security-opt", opt, "busybox", "true"]);
         assert!(!out.status.success(), "{opt}: {out:?}");

@@ -10,6 +10,7 @@ use kiln_engine::Image;
 use kiln_engine::reference::familiar;
 use kiln_frontend::syntax::{self, Args as NodeArgs};
 use kiln_llb::image::{ImageConfig, RunConfig};
+use kiln_runtime::system::human_size;
 use serde_json::json;
 
 use super::open_worker;
@@ -71,23 +72,6 @@ fn short_id(image: &Image, full: bool) -> String {
         format!("sha256:{hex}")
     } else {
         hex[..12].to_string()
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        let number = format!("{value:.2}");
-        let number = number.trim_end_matches('0').trim_end_matches('.');
-        format!("{number}{}", UNITS[unit])
     }
 }
 
@@ -250,7 +234,10 @@ pub fn history(args: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
         println!(
             "{:<20} {:<60} {:>10}  {}",
-            h.created.as_deref().map(crate::age::ago).unwrap_or_default(),
+            h.created
+                .as_deref()
+                .map(crate::age::ago)
+                .unwrap_or_default(),
             created_by,
             human_size(size),
             h.comment

@@ -554,7 +554,20 @@ fn interactive_stdin_cp_and_stats() {
     );
     let stats = env.ok(&["stats", "--no-stream", "box"]);
     let line = stats.lines().nth(1).expect("a row");
-    assert!(line.contains("box") && line.contains("67108864"), "{stats}");
+    assert!(line.contains("box") && line.contains("/ 64MiB"), "{stats}");
+    assert!(line.contains('%'), "CPU and memory percentages: {stats}");
+    // Without --no-stream the table comes again every second until interrupted.
+    let mut streaming = env
+        .command()
+        .args(["stats", "box"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kiln stats");
+    std::thread::sleep(std::time::Duration::from_millis(2600));
+    let _ = streaming.kill();
+    let out = streaming.wait_with_output().expect("wait");
+    let tables = stdout(&out).matches("CONTAINER ID").count();
+    assert!(tables >= 2, "{}", stdout(&out));
     // A stopped container: its rootfs is mounted for the copy.
     env.ok(&["stop", "-t", "0", "box"]);
     let back = dir.path().join("back.txt");

@@ -168,11 +168,19 @@ pub fn dir_size(path: &Path) -> u64 {
 /// Docker's human-readable sizes (decimal units, up to 4 significant digits): `0B`, `212B`,
 /// `16.43MB`.
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"])
+}
+
+/// Docker's binary sizes, as `docker stats` shows memory: `1.465MiB`, `64MiB`.
+pub fn human_size_binary(bytes: u64) -> String {
+    scaled(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+}
+
+fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= base && unit + 1 < units.len() {
+        value /= base;
         unit += 1;
     }
     if unit == 0 {
@@ -191,7 +199,7 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         number
     };
-    format!("{number}{}", UNITS[unit])
+    format!("{number}{}", units[unit])
 }
 
 fn mounted_volumes(c: &Container) -> impl Iterator<Item = &str> {
@@ -392,6 +400,9 @@ mod tests {
         assert_eq!(human_size(1_000_000), "1MB");
         assert_eq!(human_size(123_456_789), "123.5MB");
         assert_eq!(human_size(4_096), "4.096kB");
+        assert_eq!(human_size_binary(64 << 20), "64MiB");
+        assert_eq!(human_size_binary(1_536_000), "1.465MiB");
+        assert_eq!(human_size_binary(512), "512B");
     }
 
     #[test]

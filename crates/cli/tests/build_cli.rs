@@ -355,3 +355,40 @@ fn sigkill_twenty_times_then_the_next_build_succeeds_and_the_store_checks() {
     assert!(!report.contains("problem"), "{report}");
     assert!(report.contains("consistent"), "{report}");
 }
+
+#[test]
+fn run_security_insecure_needs_the_entitlement_and_then_runs_unconfined() {
+    let Some(k) = Kiln::new("security insecure") else {
+        return;
+    };
+    let dockerfile = "FROM busybox\n\
+                      RUN grep -E '^(Seccomp|CapEff):' /proc/self/status\n\
+                      RUN --security=insecure grep -E '^(Seccomp|CapEff):' /proc/self/status\n";
+    let refused = k.build_stdin(dockerfile, &[]);
+    assert!(!refused.ok());
+    assert!(
+        refused.stderr().contains("--allow security.insecure"),
+        "{}",
+        refused.stderr()
+    );
+    let b = k.build_stdin(dockerfile, &["--no-cache", "--allow", "security.insecure"]);
+    b.assert_ok();
+    let steps = b.steps();
+    let normal = steps
+        .iter()
+        .find(|s| s.ends_with("/proc/self/status") && !s.contains("insecure"));
+    let insecure = steps.iter().find(|s| s.contains("--security=insecure"));
+    let normal = b.stdout_of(normal.expect("the plain RUN"));
+    let insecure = b.stdout_of(insecure.expect("the insecure RUN"));
+    // The default step is filtered with Docker's capabilities; the insecure one has neither.
+    assert!(normal.contains("Seccomp:\t2"), "{normal}");
+    assert!(normal.contains("CapEff:\t00000000a80425fb"), "{normal}");
+    assert!(insecure.contains("Seccomp:\t0"), "{insecure}");
+    assert!(!insecure.contains("a80425fb"), "{insecure}");
+    let bad = k.build_stdin(dockerfile, &["--allow", "everything"]);
+    assert!(
+        bad.stderr().contains("unknown entitlement"),
+        "{}",
+        bad.stderr()
+    );
+}

@@ -45,6 +45,8 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheImport>,
     /// `--cache-to`: where to write the build's cache after the image is stored.
     pub cache_to: Vec<CacheExport>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
+    pub allow_insecure: bool,
 }
 
 /// A finished build.
@@ -221,6 +223,7 @@ pub async fn build_lowered(
             .filter(|(_, op)| matches!(op, kiln_llb::Op::Source(kiln_llb::SourceOp::Local(_))))
             .map(|(digest, _)| digest)
             .collect(),
+        allow_insecure: request.allow_insecure,
     });
 
     let mut graph = Graph::new();
@@ -462,6 +465,7 @@ impl BuildRequest {
             secrets: crate::mounts::Secrets::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            allow_insecure: false,
         }
     }
 }

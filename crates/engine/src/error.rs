@@ -32,6 +32,9 @@ pub enum EngineError {
     OutOfMemory { command: String },
     #[error("not supported yet: {0}")]
     NotSupported(String),
+    /// Something the build was not given the right to do (an entitlement).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("build cancelled")]
     Cancelled,
     #[error("{0}")]

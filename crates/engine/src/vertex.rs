@@ -38,6 +38,8 @@ pub struct BuildEnv {
     pub secrets: Arc<Secrets>,
     /// The graph's local-source vertices: only copies from these get a content key.
     pub local_sources: Vec<Digest>,
+    /// `kiln build --allow security.insecure`: `RUN --security=insecure` may run privileged.
+    pub allow_insecure: bool,
 }
 
 /// One LLB op of a build, ready for the solver.
@@ -228,8 +230,12 @@ impl Vertex {
         inputs: &[Value],
         ctx: &ExecCtx,
     ) -> Result<Value, EngineError> {
-        if exec.security == SecurityMode::Insecure {
-            return Err(EngineError::NotSupported("RUN --security=insecure".into()));
+        if exec.security == SecurityMode::Insecure && !self.env.allow_insecure {
+            return Err(EngineError::NotAllowed(
+                "RUN --security=insecure needs the security.insecure entitlement: build with \
+                 --allow security.insecure"
+                    .into(),
+            ));
         }
         let index = input_indexes(&self.op);
         let parent = match value_of(&index, inputs, &exec.root.vertex)? {
@@ -432,6 +438,14 @@ fn run_exec(
             .unwrap_or_else(|| "buildkitsandbox".to_string());
         spec.network = network;
         spec.state_dir = worker.root().join("run");
+        if exec.security == SecurityMode::Insecure {
+            // BuildKit's insecure mode: every capability, no seccomp filter, /proc and /sys
+            // unmasked (the entitlement was checked before the step started).
+            spec.capabilities = all_capabilities();
+            spec.seccomp = kiln_executor::sandbox::Seccomp::Unconfined;
+            spec.masked_paths.clear();
+            spec.readonly_paths.clear();
+        }
         ensure_cwd(&upperdir, &layers, &exec.cwd, spec.user.uid, spec.user.gid)?;
         let info = run_sandbox(worker, exec, &spec, digest, extra, ctx, cancel)?;
         let command = exec.args.join(" ");
@@ -755,4 +769,18 @@ fn run_copy(
     }
     copy::copy(&src_root, dest_root, &opts)?;
     Ok(())
+}
+
+/// Every capability this kernel has (bits 0 to `cap_last_cap`).
+fn all_capabilities() -> u64 {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+        .min(63);
+    if last == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    }
 }

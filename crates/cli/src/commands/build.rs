@@ -109,6 +109,10 @@ pub struct BuildArgs {
         value_name = "type=TYPE,ref=REF|dest=DIR,mode=min|max"
     )]
     cache_to: Vec<String>,
+    /// Grant an entitlement: `security.insecure` lets `RUN --security=insecure` run
+    /// privileged; `network.host` is accepted (host networking needs no grant here).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
 }
 
 /// The `--output`s of a build (`type=image` when none is given). They share one committed
@@ -271,6 +275,15 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         let parsed =
             kiln_engine::mounts::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
         request.secrets.0.push(parsed);
+    }
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "security.insecure" => request.allow_insecure = true,
+            "network.host" => {}
+            other => {
+                bail!("unknown entitlement {other:?}: expected security.insecure or network.host")
+            }
+        }
     }
     for spec in &args.cache_from {
         request.cache_from.push(

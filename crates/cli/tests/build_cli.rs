@@ -385,6 +385,14 @@ fn run_security_insecure_needs_the_entitlement_and_then_runs_unconfined() {
     assert!(normal.contains("CapEff:\t00000000a80425fb"), "{normal}");
     assert!(insecure.contains("Seccomp:\t0"), "{insecure}");
     assert!(!insecure.contains("a80425fb"), "{insecure}");
+    // Now cached, the step is still refused to a build without the grant.
+    let again = k.build_stdin(dockerfile, &[]);
+    assert!(!again.ok(), "a cached insecure step slipped through");
+    assert!(
+        again.stderr().contains("--allow security.insecure"),
+        "{}",
+        again.stderr()
+    );
     let bad = k.build_stdin(dockerfile, &["--allow", "everything"]);
     assert!(
         bad.stderr().contains("unknown entitlement"),

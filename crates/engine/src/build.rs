@@ -176,6 +176,27 @@ pub async fn build_lowered(
     let Some(root) = definition.root() else {
         return Err(EngineError::Bug("the frontend produced a graph without a root".into()).into());
     };
+    // Entitlements are checked before anything runs or is found in the cache, as BuildKit
+    // does: a cached insecure step must not slip through a build that was not granted it.
+    if !request.allow_insecure
+        && let Some((digest, _)) = definition.topological().find(|(_, op)| {
+            matches!(op, kiln_llb::Op::Exec(e) if e.security == kiln_llb::SecurityMode::Insecure)
+        })
+    {
+        let e = EngineError::NotAllowed(
+            "RUN --security=insecure needs the security.insecure entitlement: build with \
+             --allow security.insecure"
+                .into(),
+        );
+        return Err(step_error(
+            &definition,
+            SolveError::VertexFailed {
+                vertex: digest,
+                source: Arc::new(e),
+                cancelled: Vec::new(),
+            },
+        ));
+    }
 
     let ignore = match read_dockerignore(&request)? {
         Some(text) => Some(

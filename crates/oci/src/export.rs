@@ -458,20 +458,7 @@ fn single_manifest(
         match manifest::parse(&bytes, &desc.media_type, &desc.digest.to_string())? {
             Parsed::Manifest(m) => return Ok((desc, m)),
             Parsed::Index(i) => {
-                let images: Vec<&Descriptor> = i
-                    .manifests
-                    .iter()
-                    .filter(|d| {
-                        !d.annotations
-                            .contains_key(manifest::ANNOTATION_DOCKER_REFERENCE_TYPE)
-                    })
-                    .filter(|d| {
-                        matches!(
-                            media_type::kind(&d.media_type),
-                            Kind::Manifest | Kind::Index
-                        )
-                    })
-                    .collect();
+                let images: Vec<&Descriptor> = i.images().collect();
                 match images.as_slice() {
                     [one] => desc = (*one).clone(),
                     _ => return Err(ExportError::MultiPlatform(desc.digest, images.len())),

@@ -252,20 +252,7 @@ pub fn resolve(
         let bytes = source.read_verified(&desc.digest, MAX_JSON_SIZE)?;
         match manifest::parse(&bytes, &desc.media_type, &desc.digest.to_string())? {
             manifest::Parsed::Index(index) => {
-                let images: Vec<&Descriptor> = index
-                    .manifests
-                    .iter()
-                    .filter(|d| {
-                        !d.annotations
-                            .contains_key(manifest::ANNOTATION_DOCKER_REFERENCE_TYPE)
-                    })
-                    .filter(|d| {
-                        matches!(
-                            media_type::kind(&d.media_type),
-                            Kind::Manifest | Kind::Index
-                        )
-                    })
-                    .collect();
+                let images: Vec<&Descriptor> = index.images().collect();
                 let chosen = match platform {
                     Some(want) => images.iter().find(|d| {
                         d.platform

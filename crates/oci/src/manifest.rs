@@ -128,6 +128,18 @@ impl Index {
             annotations: BTreeMap::new(),
         }
     }
+
+    /// The entries that are images (manifests or nested indexes), leaving out the attestation
+    /// manifests BuildKit attaches (`vnd.docker.reference.type`).
+    pub fn images(&self) -> impl Iterator<Item = &Descriptor> {
+        self.manifests.iter().filter(|d| {
+            !d.annotations.contains_key(ANNOTATION_DOCKER_REFERENCE_TYPE)
+                && matches!(
+                    media_type::kind(&d.media_type),
+                    media_type::Kind::Manifest | media_type::Kind::Index
+                )
+        })
+    }
 }
 
 /// Compact, deterministic JSON, as Docker and BuildKit hash it.

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Fixture;
+
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,28 +15,9 @@ use kiln_executor::sandbox::{
     SandboxSpec, Stdin, Stream,
 };
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        common::busybox_rootfs(&root).unwrap();
-        let state = dir.path().join("state");
-        Fixture { dir, root, state }
-    }
-
     fn spec(&self, script: &str) -> SandboxSpec {
-        let mut spec = SandboxSpec::new(
-            RootFs::Path(self.root.clone()),
-            vec!["sh".into(), "-c".into(), script.into()],
-        );
-        spec.state_dir = self.state.clone();
-        spec
+        self.shell(script)
     }
 }
 

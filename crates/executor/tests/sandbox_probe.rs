@@ -3,40 +3,20 @@
 
 mod common;
 
+use common::Fixture;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_executor::sandbox::{
-    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, Mount, Network, RootFs, SandboxError,
+    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, Mount, Network, SandboxError,
     SandboxSpec, Stdin, User,
 };
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        common::busybox_rootfs(&root).unwrap();
-        let state = dir.path().join("state");
-        Fixture {
-            _dir: dir,
-            root,
-            state,
-        }
-    }
-
     fn spec(&self, script: &str) -> SandboxSpec {
-        let mut spec = SandboxSpec::new(
-            RootFs::Path(self.root.clone()),
-            vec!["sh".into(), "-c".into(), script.into()],
-        );
+        let mut spec = self.shell(script);
         spec.hostname = "probe-host".into();
-        spec.state_dir = self.state.clone();
         spec
     }
 }

@@ -5,39 +5,19 @@
 
 mod common;
 
+use common::Fixture;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln_executor::sandbox::{
-    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, RootFs, SandboxSpec, Seccomp, User,
+    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, SandboxSpec, Seccomp, User,
 };
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        common::busybox_rootfs(&root).unwrap();
-        let state = dir.path().join("state");
-        Fixture {
-            _dir: dir,
-            root,
-            state,
-        }
-    }
-
     fn spec(&self, seccomp: Seccomp, script: &str) -> SandboxSpec {
-        let mut spec = SandboxSpec::new(
-            RootFs::Path(self.root.clone()),
-            vec!["sh".into(), "-c".into(), script.into()],
-        );
-        spec.state_dir = self.state.clone();
+        let mut spec = self.shell(script);
         spec.seccomp = seccomp;
         spec
     }

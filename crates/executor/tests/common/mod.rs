@@ -98,3 +98,30 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         }
     }
 }
+
+/// A busybox rootfs and a sandbox state dir in a tempdir of their own.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        busybox_rootfs(&root).unwrap();
+        let state = dir.path().join("state");
+        Fixture { dir, root, state }
+    }
+
+    /// `sh -c script` on the rootfs, its state under the fixture's state dir.
+    pub fn shell(&self, script: &str) -> kiln_executor::sandbox::SandboxSpec {
+        let mut spec = kiln_executor::sandbox::SandboxSpec::new(
+            kiln_executor::sandbox::RootFs::Path(self.root.clone()),
+            vec!["sh".into(), "-c".into(), script.into()],
+        );
+        spec.state_dir = self.state.clone();
+        spec
+    }
+}

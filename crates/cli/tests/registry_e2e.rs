@@ -88,6 +88,13 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// A fresh environment whose store has `busybox` imported.
+    fn with_busybox() -> Env {
+        let env = Env::new();
+        env.import_busybox();
+        env
+    }
+
     fn import_busybox(&self) {
         let tar = self.dir.path().join("busybox.tar");
         kiln_testutil::write_busybox_rootfs_tar(&tar).unwrap();
@@ -118,23 +125,11 @@ impl Env {
 }
 
 fn is_root() -> bool {
-    if nix_is_root() {
+    if common::nix_is_root() {
         return true;
     }
     eprintln!("skipping: needs root (builds run sandboxes)");
     false
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY-free: read the effective uid from /proc instead of calling libc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 fn skopeo() -> bool {
@@ -168,8 +163,7 @@ fn push_inspect_with_skopeo_pull_back_and_build_from() {
     let Some(reg) = Registry::start(None) else {
         return;
     };
-    let a = Env::new();
-    a.import_busybox();
+    let a = Env::with_busybox();
     let name = format!("{}/test/busybox:v1", reg.host());
     a.ok(&["tag", "busybox", &name]);
     let out = a.kiln(&["push", &name]);
@@ -274,7 +268,7 @@ fn htpasswd_auth_needs_login() {
         return;
     };
     let a = Env::new();
-    if !nix_is_root() {
+    if !common::nix_is_root() {
         eprintln!("skipping: needs root (import unpacks as root)");
         return;
     }
@@ -345,15 +339,14 @@ fn htpasswd_auth_needs_login() {
 
 #[test]
 fn a_corrupted_blob_fails_the_pull_and_stores_nothing() {
-    if !nix_is_root() {
+    if !common::nix_is_root() {
         eprintln!("skipping: needs root");
         return;
     }
     let Some(reg) = Registry::start(None) else {
         return;
     };
-    let a = Env::new();
-    a.import_busybox();
+    let a = Env::with_busybox();
     let name = format!("{}/corrupt/bb:1", reg.host());
     a.ok(&["tag", "busybox", &name]);
     a.ok(&["push", &name]);
@@ -413,8 +406,7 @@ fn docker_hub_mirror_serves_from_busybox() {
     let Some(reg) = Registry::start(None) else {
         return;
     };
-    let a = Env::new();
-    a.import_busybox();
+    let a = Env::with_busybox();
     let mirrored = format!("{}/library/busybox:latest", reg.host());
     a.ok(&["push", "busybox", &mirrored]);
 
@@ -570,8 +562,7 @@ fn build_pull_rechecks_the_registry_for_a_moved_tag() {
     let Some(reg) = Registry::start(None) else {
         return;
     };
-    let a = Env::new();
-    a.import_busybox();
+    let a = Env::with_busybox();
     let base = format!("{}/base/bb:latest", reg.host());
     let first = a.ok(&["push", "busybox", &base]).trim().to_owned();
 
@@ -700,8 +691,7 @@ fn dockerd_pulls_and_runs_a_kiln_pushed_image() {
     let Some(reg) = Registry::start(None) else {
         return;
     };
-    let a = Env::new();
-    a.import_busybox();
+    let a = Env::with_busybox();
     let name = format!("{}/dockerd/app:1", reg.host());
     let ctx = a.dir.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();

@@ -20,13 +20,6 @@ fn tool(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn build(k: &Kiln, ctx: &Path, extra: &[&str]) {
-    let mut args = vec!["build", "--progress", "plain"];
-    args.extend_from_slice(extra);
-    args.push(ctx.to_str().unwrap());
-    k.ok(&args);
-}
-
 #[test]
 fn skopeo_reads_kiln_archives_and_kiln_loads_skopeo_output() {
     if !have("skopeo") {
@@ -35,8 +28,7 @@ fn skopeo_reads_kiln_archives_and_kiln_loads_skopeo_output() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
     let archive = k.path("app.oci.tar");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-o",
@@ -52,8 +44,7 @@ fn skopeo_reads_kiln_archives_and_kiln_loads_skopeo_output() {
     assert_eq!(inspect["Os"], "linux");
 
     let layout = k.path("layout");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-t",
@@ -153,8 +144,7 @@ fn umoci_unpack_of_the_layout_equals_type_local() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
     let layout = k.path("layout");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-o",
@@ -162,8 +152,7 @@ fn umoci_unpack_of_the_layout_equals_type_local() {
         ],
     );
     let local = k.path("local");
-    build(
-        &k,
+    k.build(
         &ctx,
         &["-o", &format!("type=local,dest={}", local.display())],
     );
@@ -280,8 +269,7 @@ fn docker_loads_and_runs_kiln_archive_and_kiln_loads_docker_save() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
     let archive = k.path("app-docker.tar");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-t",
@@ -324,5 +312,5 @@ fn docker_loads_and_runs_kiln_archive_and_kiln_loads_docker_save() {
     assert_eq!(other.digests("app:1").0, id);
     // What docker saved is a usable base.
     let ctx2 = other.context("ctx2", "FROM app:1\nRUN test -f /app/built.txt\n");
-    build(&other, &ctx2, &["-t", "next"]);
+    other.build(&ctx2, &["-t", "next"]);
 }

@@ -6,20 +6,12 @@ mod export_support;
 
 use export_support::{APP, EPOCH, Kiln, entry, read_json, setup, tar_entries};
 
-fn build(k: &Kiln, ctx: &std::path::Path, extra: &[&str]) -> String {
-    let mut args = vec!["build", "--progress", "plain"];
-    args.extend_from_slice(extra);
-    args.push(ctx.to_str().unwrap());
-    k.ok(&args)
-}
-
 #[test]
 fn oci_archive_and_layout() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
     let archive = k.path("app.oci.tar");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-t",
@@ -64,8 +56,7 @@ fn oci_archive_and_layout() {
     assert!(!k.ok(&["images"]).contains("app"));
 
     let layout = k.path("layout");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-o",
@@ -112,8 +103,7 @@ fn zstd_uncompressed_and_docker_media_types() {
         ),
     ] {
         let dir = k.path(&format!("layout-{}", opts.len()));
-        build(
-            &k,
+        k.build(
             &ctx,
             &[
                 "-o",
@@ -195,11 +185,7 @@ fn local_and_tar_give_the_final_filesystem() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
     let dir = k.path("rootfs");
-    build(
-        &k,
-        &ctx,
-        &["-o", &format!("type=local,dest={}", dir.display())],
-    );
+    k.build(&ctx, &["-o", &format!("type=local,dest={}", dir.display())]);
     assert_eq!(
         std::fs::read_to_string(dir.join("app/greeting.txt")).unwrap(),
         "hello from the context\n"
@@ -252,8 +238,7 @@ fn several_outputs_in_one_build_each_get_the_image() {
     let ctx = k.context("ctx", APP);
     let dir = k.path("several-rootfs");
     let archive = k.path("several.tar");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-t",
@@ -299,8 +284,7 @@ fn reproducible_build(base: &std::path::Path, compression: &str) -> (String, ser
     k.ok(&["load", "-i", base.to_str().unwrap()]);
     let ctx = k.context("ctx", APP);
     let meta = k.path("meta.json");
-    build(
-        &k,
+    k.build(
         &ctx,
         &[
             "-t",

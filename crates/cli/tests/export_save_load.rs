@@ -11,14 +11,7 @@ use export_support::{APP, Kiln, setup, tar_entries};
 fn oci_round_trip_keeps_digests_and_loaded_image_builds() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
-    k.ok(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "app:1",
-        ctx.to_str().unwrap(),
-    ]);
+    k.build(&ctx, &["-t", "app:1"]);
     let before = k.digests("app:1");
     let base = k.digests("busybox");
 
@@ -44,14 +37,7 @@ fn oci_round_trip_keeps_digests_and_loaded_image_builds() {
         "ctx2",
         "FROM app:1\nRUN cat /app/greeting.txt > /copy.txt\n",
     );
-    other.ok(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "next",
-        ctx2.to_str().unwrap(),
-    ]);
+    other.build(&ctx2, &["-t", "next"]);
     let dir = other.path("fs");
     other.ok(&[
         "build",
@@ -71,14 +57,7 @@ fn oci_round_trip_keeps_digests_and_loaded_image_builds() {
 fn docker_round_trip_keeps_image_id_and_layers() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
-    k.ok(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "app:1",
-        ctx.to_str().unwrap(),
-    ]);
+    k.build(&ctx, &["-t", "app:1"]);
     let id = k.digests("app:1").0;
     let layers = k.inspect("app:1")["RootFS"].clone();
     // To stdout, compressed on the way: load detects gzip.
@@ -182,14 +161,7 @@ fn rewrite(
 fn corrupt_archives_are_rejected_and_store_unchanged() {
     let Some(k) = setup() else { return };
     let ctx = k.context("ctx", APP);
-    k.ok(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "app:1",
-        ctx.to_str().unwrap(),
-    ]);
+    k.build(&ctx, &["-t", "app:1"]);
     let good = k.path("good.tar");
     k.ok(&[
         "save",

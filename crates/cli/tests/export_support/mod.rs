@@ -93,6 +93,14 @@ impl Kiln {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `kiln build --progress plain EXTRA... CONTEXT`, asserting success; returns stdout.
+    pub fn build(&self, ctx: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8 context path"));
+        self.ok(&args)
+    }
+
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -183,11 +183,7 @@ pub async fn build_lowered(
             matches!(op, kiln_llb::Op::Exec(e) if e.security == kiln_llb::SecurityMode::Insecure)
         })
     {
-        let e = EngineError::NotAllowed(
-            "RUN --security=insecure needs the security.insecure entitlement: build with \
-             --allow security.insecure"
-                .into(),
-        );
+        let e = crate::vertex::insecure_not_allowed();
         return Err(step_error(
             &definition,
             SolveError::VertexFailed {

@@ -231,11 +231,7 @@ impl Vertex {
         ctx: &ExecCtx,
     ) -> Result<Value, EngineError> {
         if exec.security == SecurityMode::Insecure && !self.env.allow_insecure {
-            return Err(EngineError::NotAllowed(
-                "RUN --security=insecure needs the security.insecure entitlement: build with \
-                 --allow security.insecure"
-                    .into(),
-            ));
+            return Err(insecure_not_allowed());
         }
         let index = input_indexes(&self.op);
         let parent = match value_of(&index, inputs, &exec.root.vertex)? {
@@ -769,6 +765,15 @@ fn run_copy(
     }
     copy::copy(&src_root, dest_root, &opts)?;
     Ok(())
+}
+
+/// Why a `RUN --security=insecure` step may not run: the build was not granted it.
+pub(crate) fn insecure_not_allowed() -> EngineError {
+    EngineError::NotAllowed(
+        "RUN --security=insecure needs the security.insecure entitlement: build with \
+         --allow security.insecure"
+            .into(),
+    )
 }
 
 /// Every capability this kernel has (bits 0 to `cap_last_cap`).

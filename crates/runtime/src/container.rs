@@ -1273,7 +1273,7 @@ impl Runtime {
         let cp = |root: &Path| -> Result<(), RuntimeError> {
             match direction {
                 CopyDirection::FromContainer => {
-                    let source = crate::cp::Source::parse(container_path)?;
+                    let source = crate::cp::Source::parse(container_path);
                     let mut child = self
                         .cp_helper(kiln_exe, root)
                         .arg("pack")
@@ -1295,7 +1295,7 @@ impl Runtime {
                     unpacked
                 }
                 CopyDirection::ToContainer => {
-                    let source = crate::cp::Source::parse(host_path)?;
+                    let source = crate::cp::Source::parse(host_path);
                     let mut cmd = self.cp_helper(kiln_exe, root);
                     cmd.arg("unpack").arg(container_path).arg(&source.name);
                     if source.contents_only {

@@ -165,6 +165,13 @@ impl Store {
 
     /// Points `name` at `target`; returns the previous target.
     pub fn set_image_ref(&self, name: &str, target: &ImageRef) -> Result<Option<ImageRef>> {
+        // Pointing a name at the manifest it already names changes nothing: skip the durable
+        // write (a metadata commit is an fsync), as every rebuild and re-pull would pay it.
+        if let Some(old) = self.image_ref(name)?
+            && old.target == target.target
+        {
+            return Ok(Some(old));
+        }
         self.write(|tx| tx.set_image_ref(name, target))
     }
 

@@ -413,17 +413,8 @@ impl Worker {
             created: Timestamp::now(),
         };
         for name in names {
-            let name = reference::normalize(name);
-            // A rebuild that names the same manifest again changes nothing: skip the durable
-            // write (a metadata commit is an fsync).
-            if self
-                .store()
-                .image_ref(&name)?
-                .is_some_and(|old| old.target == target.target)
-            {
-                continue;
-            }
-            self.store().set_image_ref(&name, &target)?;
+            self.store()
+                .set_image_ref(&reference::normalize(name), &target)?;
         }
         let manifest = match manifest::parse(
             &assembled.manifest,

@@ -1,6 +1,7 @@
 //! Build progress for people and machines: BuildKit-style plain lines (CI), a live view on a
 //! terminal, or one JSON event per line. Every mode keeps the last lines of each step's output
-//! so a failure can show them, and the tty mode keeps the full log in a file.
+//! so a failure can show them, and the tty mode keeps the full log in a file. The engine's
+//! warnings and notices are shown in every mode (`WARNING: ...` lines, JSON records).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -8,8 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use kiln_engine::{EventKind, Progress, Stream, VertexEvent};
 use kiln_llb::Digest;
-use kiln_solver::{Event, EventKind, Stream};
 
 /// How many output lines of each step are kept for the failure report.
 pub const TAIL_LINES: usize = 20;
@@ -62,7 +63,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(mode: Mode, names: HashMap<Digest, String>, log_dir: Option<PathBuf>) -> Renderer {
+    pub fn new(mode: Mode, log_dir: Option<PathBuf>) -> Renderer {
         let log_file = match (mode, log_dir) {
             (Mode::Tty, Some(dir)) => {
                 let _ = std::fs::create_dir_all(&dir);
@@ -77,7 +78,7 @@ impl Renderer {
         };
         Renderer {
             mode,
-            names,
+            names: HashMap::new(),
             steps: HashMap::new(),
             order: Vec::new(),
             start: Instant::now(),
@@ -111,7 +112,54 @@ impl Renderer {
             .map(|(p, _)| p)
     }
 
-    pub fn handle(&mut self, event: Event<Digest>) {
+    /// Takes one thing the build reported.
+    pub fn handle(&mut self, progress: Progress) {
+        match progress {
+            Progress::Steps(steps) => self.names.extend(steps),
+            Progress::Vertex(event) => self.vertex(event),
+            Progress::Warning(message) => self.message("warning", &message),
+            Progress::Info(message) => self.message("info", &message),
+        }
+    }
+
+    /// A warning or notice: a line of its own (above the live view on a terminal), a JSON
+    /// record in rawjson; `--quiet` keeps only warnings.
+    fn message(&mut self, kind: &str, message: &str) {
+        let line = if kind == "warning" {
+            format!("WARNING: {message}")
+        } else {
+            message.to_owned()
+        };
+        match self.mode {
+            Mode::Rawjson => {
+                let time = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": kind, "message": message, "time": time})
+                );
+            }
+            Mode::Quiet if kind != "warning" => {}
+            Mode::Tty => {
+                let mut err = std::io::stderr().lock();
+                if self.live_height > 0 {
+                    let _ = write!(err, "\x1b[{}F\x1b[J", self.live_height);
+                    self.live_height = 0;
+                }
+                let _ = writeln!(err, "{line}");
+                drop(err);
+                if let Some((_, file)) = &mut self.log_file {
+                    let _ = writeln!(file, "{line}");
+                }
+                self.draw(true);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    fn vertex(&mut self, event: VertexEvent<Digest>) {
         if self.mode == Mode::Rawjson {
             self.raw(&event);
         }
@@ -196,7 +244,7 @@ impl Renderer {
         }
     }
 
-    fn raw(&self, event: &Event<Digest>) {
+    fn raw(&self, event: &VertexEvent<Digest>) {
         let time = event
             .time
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -81,10 +81,11 @@ fn registry_cache_max_rebuilds_nothing_on_a_wiped_root_with_the_same_digest() {
     assert_eq!(first.runs_executed().len(), 3, "{:?}", first.steps());
     assert!(
         first
-            .stderr()
-            .contains(&format!("exporting cache to {cache}")),
-        "{}",
-        first.stderr()
+            .messages("info")
+            .iter()
+            .any(|m| m.starts_with(&format!("exporting cache to {cache}"))),
+        "{:?}",
+        first.messages("info")
     );
 
     wipe(&k);
@@ -199,12 +200,33 @@ fn a_missing_or_broken_cache_is_a_warning_and_the_steps_run() {
     let missing = k.dir.path().join("no-such-cache");
     let from = format!("type=local,src={}", missing.display());
     let (b, _, _) = build(&k, &ctx, &["--cache-from", &from]);
+    // The engine's warning is a record in rawjson...
+    let warnings = b.messages("warning");
     assert!(
-        b.stderr().contains("warning: failed to import cache"),
-        "{}",
+        warnings
+            .iter()
+            .any(|w| w.starts_with("failed to import cache")),
+        "{warnings:?}\n{}",
         b.stderr()
     );
     assert_eq!(b.runs_executed().len(), 3);
+    // ...and a `WARNING:` line in the modes people read.
+    for mode in ["plain", "tty"] {
+        let out = k.run(&[
+            "build",
+            "--progress",
+            mode,
+            "--cache-from",
+            &from,
+            ctx.to_str().unwrap(),
+        ]);
+        common::assert_success(&out, mode);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("WARNING: failed to import cache"),
+            "{mode}: {stderr}"
+        );
+    }
 
     // A cache whose document is corrupt: the digest check refuses it.
     let dir = k.mkdir("cache");
@@ -220,9 +242,11 @@ fn a_missing_or_broken_cache_is_a_warning_and_the_steps_run() {
     let from = format!("type=local,src={}", dir.display());
     let (b, _, _) = build(&k, &ctx, &["--cache-from", &from, "--no-cache"]);
     assert!(
-        b.stderr().contains("warning: failed to import cache"),
-        "{}",
-        b.stderr()
+        b.messages("warning")
+            .iter()
+            .any(|w| w.starts_with("failed to import cache")),
+        "{:?}",
+        b.messages("warning")
     );
 
     // Bad syntax is an error before anything runs.

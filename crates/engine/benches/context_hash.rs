@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kiln_engine::context::{copy_content_key, load_stat_cache};
-use kiln_engine::value::{LocalDir, Value};
+use kiln_engine::bench::{LocalDir, Value};
+use kiln_engine::bench::{copy_content_key, load_stat_cache};
 use kiln_llb::{CopyAction, Digest, FileAction, FileOp, Input};
 
 const FILES: usize = 5_000;

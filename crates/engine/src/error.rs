@@ -1,35 +1,31 @@
-//! The engine's error type: what failed, in which step, and why.
+//! The engine's error type: what failed, in which step, and why. Errors of the image store (and
+//! the store and snapshots below it) arrive as [`EngineError::Image`], so each cause has one
+//! variant in the workspace.
 
+use kiln_image::ImageError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Store(#[from] kiln_cache::Error),
-    #[error(transparent)]
-    Snapshot(#[from] kiln_executor::snapshot::SnapshotError),
+    Image(#[from] ImageError),
     #[error(transparent)]
     Sandbox(#[from] kiln_executor::sandbox::SandboxError),
     #[error(transparent)]
     Copy(#[from] crate::fileop::copy::CopyError),
-    #[error(transparent)]
-    Owner(#[from] crate::fileop::owner::OwnerError),
     #[error("failed to {what}: {source}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "image {0:?} not found in the local store (`kiln pull`, `kiln load` or `kiln import` it)"
-    )]
-    ImageNotFound(String),
-    #[error("invalid image {name}: {reason}")]
-    InvalidImage { name: String, reason: String },
     #[error("process {command:?} did not complete successfully: exit code: {code}")]
     ProcessFailed { command: String, code: i32 },
     #[error("process {command:?} was killed by the memory limit (OOM)")]
     OutOfMemory { command: String },
+    /// A cache document or blob that is not what it claims to be.
+    #[error("cache {label}: {reason}")]
+    InvalidCache { label: String, reason: String },
     #[error("not supported yet: {0}")]
     NotSupported(String),
     /// Something the build was not given the right to do (an entitlement).
@@ -37,8 +33,45 @@ pub enum EngineError {
     NotAllowed(String),
     #[error("build cancelled")]
     Cancelled,
-    #[error("{0}")]
-    Oci(String),
     #[error("this is a bug in kiln: {0}")]
     Bug(String),
+}
+
+impl From<kiln_cache::Error> for EngineError {
+    fn from(e: kiln_cache::Error) -> Self {
+        EngineError::Image(ImageError::Store(e))
+    }
+}
+
+impl From<kiln_executor::snapshot::SnapshotError> for EngineError {
+    fn from(e: kiln_executor::snapshot::SnapshotError) -> Self {
+        EngineError::Image(ImageError::Snapshot(e))
+    }
+}
+
+impl From<kiln_image::rootfs::UserError> for EngineError {
+    fn from(e: kiln_image::rootfs::UserError) -> Self {
+        EngineError::Image(ImageError::User(e))
+    }
+}
+
+/// A registry failure, naming what was being done and to which reference.
+pub(crate) fn registry_error(
+    action: &'static str,
+    name: &str,
+    source: kiln_registry::RegistryError,
+) -> EngineError {
+    EngineError::Image(ImageError::Registry {
+        action,
+        name: name.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// A format-level failure (an `oci` error), with what was being done.
+pub(crate) fn format_error(
+    what: impl Into<String>,
+    source: impl Into<kiln_image::Cause>,
+) -> EngineError {
+    EngineError::Image(ImageError::format(what, source))
 }

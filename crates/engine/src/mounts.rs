@@ -13,9 +13,9 @@ use kiln_executor::snapshot::ActiveSnapshot;
 use kiln_llb::{CacheSharing, Digest, ExecOp, MountKind, MountSource};
 
 use crate::error::EngineError;
-use crate::fileop::resolve::resolve_in_root;
 use crate::value::Value;
-use crate::worker::Worker;
+use kiln_image::ImageStore;
+use kiln_image::rootfs::resolve_in_root;
 
 /// Where a secret's bytes come from (`kiln build --secret id=X,src=FILE` or `env=VAR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,14 +98,14 @@ pub struct Prepared {
 
 impl Prepared {
     /// Unmounts what `prepare` mounted and drops the throwaway layers of read-write binds.
-    pub fn release(self, worker: &Worker) {
+    pub fn release(self, images: &ImageStore) {
         // Unmount before the temp dirs go: removing a directory tree through a live mount
         // would write into the mounted layers.
         for path in self.mounted.iter().rev() {
             let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
         }
         for active in self.scratch {
-            let _ = worker.snapshots().discard(active);
+            let _ = images.snapshots().discard(active);
         }
     }
 }
@@ -153,7 +153,7 @@ fn cache_dir_name(id: &str) -> String {
 /// [`needs_namespace`] is true.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
-    worker: &Worker,
+    images: &ImageStore,
     exec: &ExecOp,
     digest: &Digest,
     index: &[Digest],
@@ -168,11 +168,11 @@ pub fn prepare(
         _temps: Vec::new(),
         _locks: Vec::new(),
     };
-    let result = prepare_into(&mut out, worker, exec, digest, index, inputs, secrets);
+    let result = prepare_into(&mut out, images, exec, digest, index, inputs, secrets);
     match result {
         Ok(()) => Ok(out),
         Err(e) => {
-            out.release(worker);
+            out.release(images);
             Err(e)
         }
     }
@@ -180,7 +180,7 @@ pub fn prepare(
 
 fn prepare_into(
     out: &mut Prepared,
-    worker: &Worker,
+    images: &ImageStore,
     exec: &ExecOp,
     digest: &Digest,
     index: &[Digest],
@@ -191,7 +191,7 @@ fn prepare_into(
         let target = PathBuf::from(&mount.target);
         match &mount.kind {
             MountKind::Bind { source, readonly } => {
-                let dir = bind_source(out, worker, source, *readonly, digest, n, index, inputs)?;
+                let dir = bind_source(out, images, source, *readonly, digest, n, index, inputs)?;
                 out.mounts.push(sandbox::Mount::Bind {
                     source: dir,
                     target,
@@ -212,7 +212,7 @@ fn prepare_into(
                         "cache mount {id} with from= (initial contents from another stage)"
                     )));
                 }
-                let base = worker.root().join("cache-mounts");
+                let base = images.root().join("cache-mounts");
                 fs::create_dir_all(&base).map_err(io("create the cache mount directory"))?;
                 let dir = base.join(cache_dir_name(id));
                 if !dir.is_dir() {
@@ -265,7 +265,7 @@ fn prepare_into(
                     }
                     continue;
                 };
-                let dir = worker.tempdir("secret-")?;
+                let dir = images.tempdir("secret-")?;
                 fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
                     .map_err(io("protect the secret directory"))?;
                 let file = dir.path().join("secret");
@@ -321,7 +321,7 @@ fn lock_exclusive(file: &File) -> std::io::Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn bind_source(
     out: &mut Prepared,
-    worker: &Worker,
+    images: &ImageStore,
     source: &MountSource,
     readonly: bool,
     digest: &Digest,
@@ -339,11 +339,11 @@ fn bind_source(
                 source.input.vertex
             ))
         })?;
-    let mountpoint = worker.tempdir("bind-")?;
+    let mountpoint = images.tempdir("bind-")?;
     let root: PathBuf = match value {
         Value::Scratch => mountpoint.path().to_path_buf(),
         Value::Snapshot(id) if readonly => {
-            worker
+            images
                 .snapshots()
                 .view(id)?
                 .mount(mountpoint.path())
@@ -353,7 +353,7 @@ fn bind_source(
         }
         Value::Snapshot(id) => {
             // Writes go to a throwaway layer that is discarded after the run.
-            let active = worker
+            let active = images
                 .snapshots()
                 .prepare(&format!("bind-{}-{n}", digest.hex()), Some(id))?;
             active
@@ -368,7 +368,7 @@ fn bind_source(
             // `.dockerignore`d files are not part of the context for mounts either.
             let visible = match &local.ignore {
                 Some(_) => {
-                    let filtered = worker.tempdir("ctxview-")?;
+                    let filtered = images.tempdir("ctxview-")?;
                     filtered_context(local, filtered.path())?;
                     let path = filtered.path().to_path_buf();
                     out._temps.push(filtered);
@@ -379,7 +379,7 @@ fn bind_source(
             if readonly {
                 visible
             } else {
-                overlay_over(out, worker, &visible, mountpoint.path())?;
+                overlay_over(out, images, &visible, mountpoint.path())?;
                 mountpoint.path().to_path_buf()
             }
         }
@@ -430,11 +430,11 @@ fn filtered_context(local: &crate::value::LocalDir, dest: &Path) -> Result<(), E
 /// context whose writes vanish with the temp dir.
 fn overlay_over(
     out: &mut Prepared,
-    worker: &Worker,
+    images: &ImageStore,
     lower: &Path,
     at: &Path,
 ) -> Result<(), EngineError> {
-    let scratch = worker.tempdir("bindrw-")?;
+    let scratch = images.tempdir("bindrw-")?;
     let upper = scratch.path().join("upper");
     let work = scratch.path().join("work");
     fs::create_dir_all(&upper).map_err(io("create an overlay upper dir"))?;

@@ -10,6 +10,7 @@ use kiln_executor::snapshot::SnapshotId;
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_solver::{CacheKey, CacheRecord, CacheStore};
 
+use crate::progress::Reporter;
 use crate::remote_cache::RemoteCache;
 use crate::remote_cache::export::{UsedRecord, UsedRecords};
 
@@ -43,30 +44,38 @@ impl LocalDir {
 #[derive(Clone)]
 pub struct RecordStore {
     store: Arc<Store>,
-    worker: Arc<crate::worker::Worker>,
+    images: Arc<kiln_image::ImageStore>,
     snapshots_dir: PathBuf,
     /// Imported caches (`--cache-from`), asked after a local miss.
     remotes: Arc<Vec<RemoteCache>>,
     /// Every record this build found or saved, for `--cache-to`.
     used: UsedRecords,
+    /// Where a failed import is reported.
+    reporter: Reporter,
 }
 
 impl RecordStore {
-    pub fn new(worker: Arc<crate::worker::Worker>) -> RecordStore {
-        let store = worker.store_arc();
+    pub fn new(images: Arc<kiln_image::ImageStore>) -> RecordStore {
+        let store = images.store_arc();
         let snapshots_dir = store.snapshots_dir();
         RecordStore {
             store,
-            worker,
+            images,
             snapshots_dir,
             remotes: Arc::new(Vec::new()),
             used: UsedRecords::default(),
+            reporter: Reporter::default(),
         }
     }
 
-    /// Also answers lookups from imported caches.
-    pub fn with_remotes(mut self, remotes: Arc<Vec<RemoteCache>>) -> RecordStore {
+    /// Also answers lookups from imported caches, reporting failed imports to `reporter`.
+    pub fn with_remotes(
+        mut self,
+        remotes: Arc<Vec<RemoteCache>>,
+        reporter: Reporter,
+    ) -> RecordStore {
         self.remotes = remotes;
+        self.reporter = reporter;
         self
     }
 
@@ -116,10 +125,11 @@ impl RecordStore {
             return Ok(None);
         };
         let remotes = self.remotes.clone();
-        let worker = self.worker.clone();
+        let images = self.images.clone();
+        let reporter = self.reporter.clone();
         let materialized = tokio::task::spawn_blocking(move || {
             remotes[index]
-                .materialize(&worker, &hit)
+                .materialize(&images, &hit, &reporter)
                 .map(|top| (top, hit.output_key))
         })
         .await
@@ -133,7 +143,7 @@ impl RecordStore {
             Err(e) => {
                 // An unreachable or broken cache costs a rebuild of the step, never the build.
                 tracing::warn!(error = %e, "cache import failed; running the step");
-                eprintln!("warning: {e}; running the step instead");
+                self.reporter.warn(format!("{e}; running the step instead"));
                 return Ok(None);
             }
         };
@@ -202,9 +212,9 @@ impl CacheStore<Value> for RecordStore {
         self.note_used(keys, record);
         let snapshot_record = match &record.value {
             Value::Snapshot(id) => {
-                let parent = self.worker.snapshots().parent(id).ok().flatten();
+                let parent = self.images.snapshots().parent(id).ok().flatten();
                 let size = self
-                    .worker
+                    .images
                     .snapshots()
                     .usage(id)
                     .map(|u| u.bytes)

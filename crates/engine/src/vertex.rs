@@ -16,19 +16,21 @@ use kiln_solver::{ContentKey, ExecCtx, Operation, Stream};
 use crate::context;
 use crate::error::EngineError;
 use crate::fileop::copy::{self, CopyOptions, Ownership, SourceFilter};
-use crate::fileop::owner::{self, ResolvedUser};
-use crate::fileop::resolve::{clean_abs, resolve_in_root};
 use crate::fileop::{archive, http};
 use crate::mounts::{self, Secrets};
 use crate::value::{LocalDir, Value};
-use crate::worker::{Worker, with_private_mounts};
+use kiln_image::rootfs::user::{self as owner, ResolvedUser};
+use kiln_image::rootfs::{clean_abs, resolve_in_root};
+use kiln_image::{ImageStore, with_private_mounts};
 
 /// Settings shared by every vertex of one build.
 #[derive(Debug)]
 pub struct BuildEnv {
-    pub worker: Arc<Worker>,
+    pub images: Arc<ImageStore>,
     /// Local sources by name (`context`, `dockerfile`...).
     pub locals: Vec<(String, Arc<LocalDir>)>,
+    /// The empty directory standing in for a missing context, removed with the build.
+    pub _empty_context: Option<tempfile::TempDir>,
     /// Unique per build: local sources are keyed by it, so what is read from them is keyed by
     /// content instead.
     pub session: String,
@@ -66,13 +68,13 @@ impl Operation for Vertex {
                 // BuildKit's keys do. A name without a digest is looked up now, so a re-tag of
                 // the base is never hidden by the cache.
                 let found = match &image.digest {
-                    Some(digest) => self.env.worker.image(&digest.to_string()),
-                    None => self.env.worker.image(&image.reference),
+                    Some(digest) => self.env.images.image(&digest.to_string()),
+                    None => self.env.images.image(&image.reference),
                 };
                 match found {
                     Ok(found) => {
                         key.extend_from_slice(b"image-layers\0");
-                        match crate::images::chain_ids(&found.config.rootfs.diff_ids).last() {
+                        match kiln_image::chain_ids(&found.config.rootfs.diff_ids).last() {
                             Some(chain) => key.extend_from_slice(chain.hex().as_bytes()),
                             None => key.extend_from_slice(b"none"),
                         }
@@ -122,10 +124,10 @@ impl Operation for Vertex {
     async fn execute(&self, inputs: &[Value], ctx: &ExecCtx) -> Result<Value, EngineError> {
         match &self.op {
             Op::Source(SourceOp::Http(http)) => {
-                let worker = self.env.worker.clone();
+                let images = self.env.images.clone();
                 let http = http.clone();
                 let digest = self.digest;
-                tokio::task::spawn_blocking(move || download_source(&worker, &http, &digest))
+                tokio::task::spawn_blocking(move || download_source(&images, &http, &digest))
                     .await
                     .map_err(|e| EngineError::Bug(format!("download task failed: {e}")))?
             }
@@ -144,7 +146,7 @@ impl Operation for Vertex {
                 .map_err(|e| EngineError::Bug(format!("file op task failed: {e}")))?
             }
             Op::Merge(merge) => {
-                let worker = self.env.worker.clone();
+                let images = self.env.images.clone();
                 let index = input_indexes(&self.op);
                 let order: Vec<Digest> = merge.inputs.iter().map(|i| i.vertex).collect();
                 let inputs = inputs.to_vec();
@@ -154,7 +156,7 @@ impl Operation for Vertex {
                         .iter()
                         .map(|d| value_of(&index, &inputs, d).cloned())
                         .collect::<Result<Vec<_>, _>>()?;
-                    crate::fileop::merge::merge(&worker, &values, &digest)
+                    crate::fileop::merge::merge(&images, &values, &digest)
                 })
                 .await
                 .map_err(|e| EngineError::Bug(format!("merge task failed: {e}")))?
@@ -197,10 +199,10 @@ impl Vertex {
             SourceOp::Image(image) => {
                 // The frontend pinned the manifest it resolved; build exactly that one.
                 let found = match &image.digest {
-                    Some(digest) => self.env.worker.image(&digest.to_string()),
-                    None => self.env.worker.image(&image.reference),
+                    Some(digest) => self.env.images.image(&digest.to_string()),
+                    None => self.env.images.image(&image.reference),
                 }?;
-                Ok(match self.env.worker.unpack(&found)? {
+                Ok(match self.env.images.unpack(&found)? {
                     Some(id) => Value::Snapshot(id),
                     None => Value::Scratch,
                 })
@@ -243,7 +245,7 @@ impl Vertex {
                 ));
             }
         };
-        let worker = self.env.worker.clone();
+        let images = self.env.images.clone();
         let network = match (exec.network, self.env.default_network) {
             (NetworkMode::None, _) | (NetworkMode::Default, NetworkMode::None) => Network::None,
             _ => Network::Host,
@@ -270,7 +272,7 @@ impl Vertex {
                 secrets: &secrets,
             };
             run_exec(
-                &worker,
+                &images,
                 &exec,
                 parent.as_ref(),
                 network,
@@ -290,11 +292,11 @@ impl Vertex {
 /// ADD from a URL: the download becomes a one-file snapshot. The cache key is the op (URL
 /// and checksum), so a URL is fetched once per store until `--no-cache`.
 fn download_source(
-    worker: &Worker,
+    images: &ImageStore,
     http: &kiln_llb::HttpSource,
     digest: &Digest,
 ) -> Result<Value, EngineError> {
-    let active = worker
+    let active = images
         .snapshots()
         .prepare(&format!("http-{}", digest.hex()), None)?;
     let result = (|| {
@@ -320,9 +322,9 @@ fn download_source(
         Ok(())
     })();
     match result {
-        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Ok(()) => Ok(Value::Snapshot(images.snapshots().commit(active)?)),
         Err(e) => {
-            let _ = worker.snapshots().discard(active);
+            let _ = images.snapshots().discard(active);
             Err(e)
         }
     }
@@ -338,7 +340,7 @@ struct ExecMounts<'a> {
 /// Runs the sandbox, with the op's `--mount`s prepared around it (in a private mount namespace
 /// when some of them are mounted here).
 fn run_sandbox(
-    worker: &Worker,
+    images: &ImageStore,
     exec: &ExecOp,
     spec: &SandboxSpec,
     digest: &Digest,
@@ -364,7 +366,7 @@ fn run_sandbox(
     }
     let with_mounts = || {
         let prepared = mounts::prepare(
-            worker,
+            images,
             exec,
             digest,
             extra.index,
@@ -376,7 +378,7 @@ fn run_sandbox(
         spec.env
             .extend(prepared.env.iter().map(|(k, v)| format!("{k}={v}")));
         let result = start(&spec);
-        prepared.release(worker);
+        prepared.release(images);
         result
     };
     if mounts::needs_namespace(exec) {
@@ -388,7 +390,7 @@ fn run_sandbox(
 
 #[allow(clippy::too_many_arguments)]
 fn run_exec(
-    worker: &Worker,
+    images: &ImageStore,
     exec: &ExecOp,
     parent: Option<&SnapshotId>,
     network: Network,
@@ -397,7 +399,7 @@ fn run_exec(
     cancel: &CancelToken,
     extra: &ExecMounts<'_>,
 ) -> Result<Value, EngineError> {
-    let active = worker
+    let active = images
         .snapshots()
         .prepare(&format!("exec-{}", digest.hex()), parent)?;
     let result = (|| {
@@ -433,7 +435,7 @@ fn run_exec(
             .clone()
             .unwrap_or_else(|| "buildkitsandbox".to_string());
         spec.network = network;
-        spec.state_dir = worker.root().join("run");
+        spec.state_dir = images.root().join("run");
         if exec.security == SecurityMode::Insecure {
             // BuildKit's insecure mode: every capability, no seccomp filter, /proc and /sys
             // unmasked (the entitlement was checked before the step started).
@@ -443,7 +445,7 @@ fn run_exec(
             spec.readonly_paths.clear();
         }
         ensure_cwd(&upperdir, &layers, &exec.cwd, spec.user.uid, spec.user.gid)?;
-        let info = run_sandbox(worker, exec, &spec, digest, extra, ctx, cancel)?;
+        let info = run_sandbox(images, exec, &spec, digest, extra, ctx, cancel)?;
         let command = exec.args.join(" ");
         if info.oom_killed {
             return Err(EngineError::OutOfMemory { command });
@@ -457,9 +459,9 @@ fn run_exec(
         Ok(())
     })();
     match result {
-        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Ok(()) => Ok(Value::Snapshot(images.snapshots().commit(active)?)),
         Err(e) => {
-            let _ = worker.snapshots().discard(active);
+            let _ = images.snapshots().discard(active);
             Err(e)
         }
     }
@@ -549,7 +551,7 @@ fn run_file_op(
     index: &[Digest],
     inputs: &[Value],
 ) -> Result<Value, EngineError> {
-    let worker = &env.worker;
+    let images = &env.images;
     let parent = match value_of(index, inputs, &file.base.vertex)? {
         Value::Snapshot(id) => Some(id.clone()),
         Value::Scratch => None,
@@ -559,11 +561,11 @@ fn run_file_op(
             ));
         }
     };
-    let active = worker
+    let active = images
         .snapshots()
         .prepare(&format!("file-{}", digest.hex()), parent.as_ref())?;
-    let target = worker.tempdir("mnt-")?;
-    let sources = worker.tempdir("src-")?;
+    let target = images.tempdir("mnt-")?;
+    let sources = images.tempdir("src-")?;
     let result = with_private_mounts(|| {
         active
             .mounts()
@@ -582,7 +584,7 @@ fn run_file_op(
                         what: "create a source mount point".into(),
                         source,
                     })?;
-                    run_copy(worker, copy, source_value, &mount_dir, dest_root)?;
+                    run_copy(images, copy, source_value, &mount_dir, dest_root)?;
                 }
                 FileAction::Mkdir(mkdir) => {
                     let path = resolve_dest(dest_root, &mkdir.path, true)?;
@@ -658,9 +660,9 @@ fn run_file_op(
         Ok(())
     });
     match result {
-        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Ok(()) => Ok(Value::Snapshot(images.snapshots().commit(active)?)),
         Err(e) => {
-            let _ = worker.snapshots().discard(active);
+            let _ = images.snapshots().discard(active);
             Err(e)
         }
     }
@@ -711,7 +713,7 @@ fn create_dirs(
 }
 
 fn run_copy(
-    worker: &Worker,
+    images: &ImageStore,
     action: &CopyAction,
     source: &Value,
     mount_dir: &Path,
@@ -731,7 +733,7 @@ fn run_copy(
         }
         Value::Scratch => (mount_dir.to_path_buf(), Ownership::Keep, None),
         Value::Snapshot(id) => {
-            worker
+            images
                 .snapshots()
                 .view(id)?
                 .mount(mount_dir)

@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod change;
 pub mod diagnostic;
 pub mod dockerignore;
 pub mod instructions;

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod encode;
 pub mod image;
 pub mod op;
+pub mod reference;
 
 pub use definition::{
     Definition, DefinitionError, OpMetadata, Position, Range, SourceFile, SourceLocation, SourceMap,
@@ -25,3 +26,4 @@ pub use op::{
     Mount, MountKind, MountSource, NetworkMode, Op, Owner, Platform, PlatformParseError, RmAction,
     SecretEnv, SecurityMode, SourceOp, SymlinkAction,
 };
+pub use reference::{Reference, ReferenceError};

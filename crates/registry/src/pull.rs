@@ -89,7 +89,7 @@ pub fn pull(
     sink: &(dyn BlobSink + Sync),
     opts: &PullOptions<'_>,
 ) -> Result<Pulled, RegistryError> {
-    let endpoints = client.config().pull_endpoints(&reference.registry);
+    let endpoints = client.config().pull_endpoints(reference.registry());
     let last = endpoints.len() - 1;
     for (i, ep) in endpoints.iter().enumerate() {
         match pull_from(client, ep, reference, sink, opts) {
@@ -114,7 +114,7 @@ fn pull_from(
     sink: &(dyn BlobSink + Sync),
     opts: &PullOptions<'_>,
 ) -> Result<Pulled, RegistryError> {
-    let scope = Scope::pull(&reference.repository);
+    let scope = Scope::pull(reference.repository());
     let (bytes, mt, digest) = fetch_manifest(client, ep, &scope, reference, &reference.target())?;
     (opts.progress)(PullEvent::Resolved {
         endpoint: ep.base.clone(),
@@ -201,8 +201,8 @@ pub fn get_manifest(
     client: &Client,
     reference: &Reference,
 ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
-    let ep = client.config().endpoint(&reference.registry);
-    let scope = Scope::pull(&reference.repository);
+    let ep = client.config().endpoint(reference.registry());
+    let scope = Scope::pull(reference.repository());
     fetch_manifest(client, &ep, &scope, reference, &reference.target())
 }
 
@@ -215,8 +215,8 @@ pub fn pull_blobs(
     sink: &(dyn BlobSink + Sync),
     opts: &PullOptions<'_>,
 ) -> Result<(), RegistryError> {
-    let ep = client.config().endpoint(&reference.registry);
-    let scope = Scope::pull(&reference.repository);
+    let ep = client.config().endpoint(reference.registry());
+    let scope = Scope::pull(reference.repository());
     fetch_blobs(client, &ep, &scope, reference, blobs, sink, opts)
 }
 
@@ -287,7 +287,11 @@ pub(crate) fn fetch_manifest(
     reference: &Reference,
     target: &str,
 ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
-    let url = format!("{}/v2/{}/manifests/{target}", ep.base, reference.repository);
+    let url = format!(
+        "{}/v2/{}/manifests/{target}",
+        ep.base,
+        reference.repository()
+    );
     let resp = client.send(
         ep,
         scope,
@@ -296,7 +300,7 @@ pub(crate) fn fetch_manifest(
         &[("Accept", MANIFEST_ACCEPT)],
         &Body::Empty,
     )?;
-    let what = format!("manifest {}:{target}", reference.repository);
+    let what = format!("manifest {}:{target}", reference.repository());
     let resp = check(ep, "GET", &url, &what, resp)?;
     let mt = resp
         .header("content-type")
@@ -442,7 +446,12 @@ fn fetch_blob(
         digest: d.digest,
         size: d.size,
     });
-    let url = format!("{}/v2/{}/blobs/{}", ep.base, reference.repository, d.digest);
+    let url = format!(
+        "{}/v2/{}/blobs/{}",
+        ep.base,
+        reference.repository(),
+        d.digest
+    );
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -82,8 +82,8 @@ pub fn push(
     reference: &Reference,
     opts: &PushOptions<'_>,
 ) -> Result<Pushed, RegistryError> {
-    let ep = client.config().endpoint(&reference.registry);
-    let scope = Scope::push_mounting(&reference.repository, &opts.mount_from);
+    let ep = client.config().endpoint(reference.registry());
+    let scope = Scope::push_mounting(reference.repository(), &opts.mount_from);
     let ctx = Ctx {
         client,
         ep: &ep,
@@ -144,7 +144,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn repo_url(&self, rest: &str) -> String {
-        format!("{}/v2/{}/{rest}", self.ep.base, self.reference.repository)
+        format!("{}/v2/{}/{rest}", self.ep.base, self.reference.repository())
     }
 
     fn push_image_blobs(&self, m: &kiln_oci::Manifest) -> Result<(), RegistryError> {
@@ -240,7 +240,7 @@ impl Ctx<'_> {
             .opts
             .mount_from
             .iter()
-            .filter(|f| **f != self.reference.repository)
+            .filter(|f| **f != self.reference.repository())
         {
             let url = format!("{uploads}?mount={}&from={from}", d.digest);
             let resp = self
@@ -253,7 +253,7 @@ impl Ctx<'_> {
                     break;
                 }
                 _ => {
-                    check(self.ep, "POST", &url, &self.reference.repository, resp)?;
+                    check(self.ep, "POST", &url, self.reference.repository(), resp)?;
                 }
             }
         }
@@ -288,7 +288,7 @@ impl Ctx<'_> {
                     self.ep,
                     "PATCH",
                     &location,
-                    &self.reference.repository,
+                    self.reference.repository(),
                     resp,
                 )?;
                 location = resolve_location(
@@ -341,7 +341,7 @@ impl Ctx<'_> {
         let resp = self
             .client
             .send(self.ep, self.scope, "POST", uploads, &[], &Body::Empty)?;
-        let resp = check(self.ep, "POST", uploads, &self.reference.repository, resp)?;
+        let resp = check(self.ep, "POST", uploads, self.reference.repository(), resp)?;
         if resp.status() != 202 {
             return Err(self.protocol("POST", &format!("status {}", resp.status())));
         }
@@ -356,7 +356,7 @@ impl Ctx<'_> {
         method: &str,
         url: &str,
     ) -> Result<(), RegistryError> {
-        let resp = check(self.ep, method, url, &self.reference.repository, resp)?;
+        let resp = check(self.ep, method, url, self.reference.repository(), resp)?;
         if resp.status() != 201 {
             return Err(self.protocol(method, &format!("status {}", resp.status())));
         }

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_cache::LeaseOptions;
-use kiln_engine::Worker;
 use kiln_executor::sandbox::{
     self, CancelToken, CgroupLimits, CpuQuota, ExitInfo, Mount, Network, OutputSink, RootFs,
     Sandbox, SandboxSpec, Stdin, Stream, User,
 };
 use kiln_executor::snapshot::{Driver, SnapshotId};
+use kiln_image::ImageStore;
 
 use crate::error::{RuntimeError, io_err};
 use crate::logs::{LogOptions, LogWriter};
@@ -36,7 +36,7 @@ pub enum StartMode {
 /// The run engine over one store root.
 #[derive(Debug, Clone)]
 pub struct Runtime {
-    worker: Arc<Worker>,
+    images: Arc<ImageStore>,
 }
 
 /// The name of the marker file `stop` leaves so the monitor does not restart the container.
@@ -77,16 +77,16 @@ fn send_signal(pid: i32, signal: i32) -> Result<(), RuntimeError> {
 }
 
 impl Runtime {
-    pub fn new(worker: Arc<Worker>) -> Runtime {
-        Runtime { worker }
+    pub fn new(images: Arc<ImageStore>) -> Runtime {
+        Runtime { images }
     }
 
     pub fn root(&self) -> &Path {
-        self.worker.root()
+        self.images.root()
     }
 
-    pub fn worker(&self) -> &Arc<Worker> {
-        &self.worker
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
     }
 
     /// All containers (only running ones unless `all`), oldest first.
@@ -105,15 +105,15 @@ impl Runtime {
     /// Creates a container from `opts`: resolves the image and command, prepares its
     /// directories, volumes and lease, and records it as `created`.
     pub fn create(&self, opts: &RunOptions) -> Result<Container, RuntimeError> {
-        if self.worker.snapshots().driver() == Driver::Copy {
+        if self.images.snapshots().driver() == Driver::Copy {
             return Err(RuntimeError::NotSupported(
                 "containers on the copy snapshot driver (the store needs overlayfs)".into(),
             ));
         }
         let (network, network_name, ip) =
             crate::network::resolve(self.root(), opts.network.as_deref())?;
-        let image = self.worker.image(&opts.image)?;
-        let top = self.worker.unpack(&image)?;
+        let image = self.images.image(&opts.image)?;
+        let top = self.images.unpack(&image)?;
         let rc = &image.config.config;
         let (entrypoint, cmd) =
             options::resolve_command(rc, opts.entrypoint.as_deref(), &opts.command)?;
@@ -202,12 +202,12 @@ impl Runtime {
         )))?;
         let result = (|| {
             if let Some(top) = &top {
-                let lease = self.worker.store().create_lease(&LeaseOptions {
+                let lease = self.images.store().create_lease(&LeaseOptions {
                     id: Some(lease_id(&id)),
                     ttl: None,
                     bind_to_process: false,
                 })?;
-                self.worker
+                self.images
                     .store()
                     .lease_snapshot(&lease.id, top.as_str())?;
             }
@@ -307,7 +307,7 @@ impl Runtime {
             })
         })();
         if result.is_err() {
-            let _ = self.worker.store().delete_lease(&lease_id(&id));
+            let _ = self.images.store().delete_lease(&lease_id(&id));
             let _ = fs::remove_dir_all(&dir);
         }
         result
@@ -317,8 +317,8 @@ impl Runtime {
     fn layers(&self, top: Option<&SnapshotId>, dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
         let mut layers = vec![dir.join("upper")];
         if let Some(top) = top {
-            for s in self.worker.snapshots().chain(top)? {
-                layers.push(self.worker.snapshots().fs_dir(&s));
+            for s in self.images.snapshots().chain(top)? {
+                layers.push(self.images.snapshots().fs_dir(&s));
             }
         }
         Ok(layers)
@@ -339,16 +339,16 @@ impl Runtime {
         if !is_empty {
             return Ok(());
         }
-        let mnt = self.worker.tempdir("volume-seed-")?;
-        let worker = self.worker.clone();
+        let mnt = self.images.tempdir("volume-seed-")?;
+        let images = self.images.clone();
         let top = top.clone();
         let (mnt_path, target, data) = (
             mnt.path().to_path_buf(),
             target.trim_start_matches('/').to_string(),
             data.to_path_buf(),
         );
-        kiln_engine::worker::with_private_mounts(move || {
-            worker.snapshots().mount(&top, &mnt_path)?;
+        kiln_image::with_private_mounts(move || {
+            images.snapshots().mount(&top, &mnt_path)?;
             let src = mnt_path.join(&target);
             // A symlink in the image could point anywhere on the host through the mount: only
             // copy a real directory.
@@ -359,12 +359,12 @@ impl Runtime {
                     .arg(format!("{}/.", src.display()))
                     .arg(&data)
                     .status()
-                    .map_err(|source| kiln_engine::EngineError::Io {
+                    .map_err(|source| kiln_image::ImageError::Io {
                         what: "run cp to fill a volume".into(),
                         source,
                     })?;
                 if !status.success() {
-                    return Err(kiln_engine::EngineError::Io {
+                    return Err(kiln_image::ImageError::Io {
                         what: format!("fill a volume from the image's /{target}"),
                         source: std::io::Error::other(format!("cp exited with {status}")),
                     });
@@ -409,10 +409,8 @@ impl Runtime {
         } else {
             &cfg.user
         };
-        let resolved = kiln_engine::fileop::owner::resolve_user_with(
-            &|p| read_from_layers(&layers, p),
-            user_spec,
-        )?;
+        let resolved =
+            kiln_image::rootfs::resolve_user_with(&|p| read_from_layers(&layers, p), user_spec)?;
         let mut spec = SandboxSpec::new(rootfs, cfg.argv());
         spec.env = cfg.env.clone();
         spec.cwd = PathBuf::from(&cfg.working_dir);
@@ -876,7 +874,7 @@ impl Runtime {
     }
 
     fn remove_record(&self, c: &Container, volumes: bool) -> Result<(), RuntimeError> {
-        let _ = self.worker.store().delete_lease(&lease_id(c.id()));
+        let _ = self.images.store().delete_lease(&lease_id(c.id()));
         // Rename first: a half-removed container must not show up in `ps`.
         let trash = store::containers_dir(self.root()).join(format!(".trash-{}", c.id()));
         match fs::rename(&c.dir, &trash) {
@@ -1335,7 +1333,7 @@ impl Runtime {
             // No image layers: the upper dir is the whole rootfs.
             return cp(&c.dir.join("upper"));
         }
-        let mnt = self.worker.tempdir("cp-")?;
+        let mnt = self.images.tempdir("cp-")?;
         let mounts = kiln_executor::snapshot::Mounts::Overlay {
             lowerdirs: layers[1..].to_vec(),
             upperdir: c.dir.join("upper"),
@@ -1343,16 +1341,16 @@ impl Runtime {
         };
         let target = mnt.path().to_path_buf();
         let mut failure = None;
-        kiln_engine::worker::with_private_mounts(|| {
+        kiln_image::with_private_mounts(|| {
             mounts
                 .mount(&target)
-                .map_err(|source| kiln_engine::EngineError::Io {
+                .map_err(|source| kiln_image::ImageError::Io {
                     what: format!("mount the rootfs of container {}", c.name()),
                     source,
                 })?;
             // cp runs as a child of this thread and so inside its mount namespace.
             failure = cp(&target).err();
-            Ok(())
+            Ok::<_, RuntimeError>(())
         })?;
         match failure {
             Some(e) => Err(e),

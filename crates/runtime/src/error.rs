@@ -1,19 +1,15 @@
-//! The runtime's error type: which container step failed, and why.
+//! The runtime's error type: which container step failed, and why. Errors of the image store
+//! (and the store and snapshots below it) arrive as [`RuntimeError::Image`].
 
+use kiln_image::ImageError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error(transparent)]
-    Engine(#[from] kiln_engine::EngineError),
-    #[error(transparent)]
-    Store(#[from] kiln_cache::Error),
-    #[error(transparent)]
-    Snapshot(#[from] kiln_executor::snapshot::SnapshotError),
+    Image(#[from] ImageError),
     #[error(transparent)]
     Sandbox(#[from] kiln_executor::sandbox::SandboxError),
-    #[error(transparent)]
-    Owner(#[from] kiln_engine::fileop::owner::OwnerError),
     #[error("failed to {what}: {source}")]
     Io {
         what: String,
@@ -45,6 +41,24 @@ pub enum RuntimeError {
     Monitor(String),
     #[error("this is a bug in kiln: {0}")]
     Bug(String),
+}
+
+impl From<kiln_cache::Error> for RuntimeError {
+    fn from(e: kiln_cache::Error) -> Self {
+        RuntimeError::Image(ImageError::Store(e))
+    }
+}
+
+impl From<kiln_executor::snapshot::SnapshotError> for RuntimeError {
+    fn from(e: kiln_executor::snapshot::SnapshotError) -> Self {
+        RuntimeError::Image(ImageError::Snapshot(e))
+    }
+}
+
+impl From<kiln_image::rootfs::UserError> for RuntimeError {
+    fn from(e: kiln_image::rootfs::UserError) -> Self {
+        RuntimeError::Image(ImageError::User(e))
+    }
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {

@@ -254,8 +254,7 @@ impl Runtime {
                 // And the container's seccomp filter, on this throwaway thread (still root with
                 // CAP_SYS_ADMIN, so without no_new_privs): the command inherits it.
                 seccomp.apply_to_current_thread(kiln_executor::sandbox::DOCKER_DEFAULT_CAPS)?;
-                let resolved =
-                    kiln_engine::fileop::owner::resolve_user(Some(&PathBuf::from("/")), &user)?;
+                let resolved = kiln_image::rootfs::resolve_user(Some(&PathBuf::from("/")), &user)?;
                 let mut cmd = Command::new(&argv[0]);
                 cmd.args(&argv[1..])
                     .env_clear()

@@ -7,8 +7,8 @@
 //! the exit status, applies the restart policy and serves published ports. Every other command
 //! (`ps`, `logs`, `stop`, `exec`, …) reads the records and acts on the processes directly.
 //!
-//! Uses `kiln_engine::Worker` for image lookup and unpacking (the design table lists only
-//! executor, cache and oci; the engine is where images live today).
+//! Images come from `kiln_image::ImageStore` (lookup, unpacking, users and groups); containers
+//! run in `kiln_executor`'s sandbox.
 
 #![deny(unsafe_code)]
 
@@ -38,3 +38,6 @@ pub use store::{
     RestartPolicy, Status,
 };
 pub use volume::Volume;
+
+/// The sandbox types the run engine's API speaks (process I/O and start failures).
+pub use kiln_executor::sandbox::{SandboxError, Stdin, Stream};

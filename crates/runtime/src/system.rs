@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use kiln_cache::{PruneOptions, UsageLine};
-use kiln_engine::gc::Snapshots;
+use kiln_image::Snapshots;
 
 use crate::container::Runtime;
 use crate::error::RuntimeError;
@@ -213,8 +213,8 @@ impl Runtime {
     /// Disk usage of images, containers, volumes and build cache.
     pub fn disk_usage(&self) -> Result<SystemUsage, RuntimeError> {
         let containers = self.list(true)?;
-        let mut by_id: BTreeMap<String, (Vec<String>, kiln_engine::Image)> = BTreeMap::new();
-        for (name, image) in self.worker().images()? {
+        let mut by_id: BTreeMap<String, (Vec<String>, kiln_image::Image)> = BTreeMap::new();
+        for (name, image) in self.images().images()? {
             by_id
                 .entry(image.id().to_string())
                 .or_insert_with(|| (Vec::new(), image))
@@ -266,7 +266,7 @@ impl Runtime {
                 containers: users,
             });
         }
-        let store_usage = self.worker().store().df()?;
+        let store_usage = self.images().store().df()?;
         let containers_usage = containers
             .iter()
             .map(|c| ContainerUsage {
@@ -342,12 +342,12 @@ impl Runtime {
             }
         }
         if opts.all {
-            for (name, image) in self.worker().images()? {
+            for (name, image) in self.images().images()? {
                 let id = image.id().to_string();
                 if containers.iter().any(|c| c.config.image_id == id) {
                     continue;
                 }
-                match self.worker().untag(&name) {
+                match self.images().untag(&name) {
                     Ok(()) => report.images.push(name),
                     Err(e) => report.errors.push(format!("image {name}: {e}")),
                 }
@@ -372,14 +372,14 @@ impl Runtime {
                 }
             }
         }
-        let worker = self.worker();
-        let pruned = worker.store().prune(
+        let images = self.images();
+        let pruned = images.store().prune(
             &PruneOptions {
                 all: opts.all,
                 keep_storage: None,
                 until: None,
             },
-            &Snapshots(worker),
+            &Snapshots(images),
         )?;
         report.build_cache_records = pruned.records_removed.len();
         report.reclaimed += pruned.reclaimed;

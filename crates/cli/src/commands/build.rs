@@ -1,18 +1,18 @@
 //! `kiln build`: options in, a Dockerfile lowered and solved, progress shown, an image stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use kiln_engine::export::Output;
-use kiln_engine::{BuildError, BuildRequest, CommitOptions};
+use kiln_engine::{BuildError, BuildRequest, CancellationToken};
 use kiln_frontend::diagnostic::{Diagnostic, Position, Severity, Span};
-use kiln_llb::{Digest, NetworkMode, Platform};
-use kiln_solver::CancellationToken;
+use kiln_image::{CommitOptions, Output};
+use kiln_llb::{NetworkMode, Platform};
 
+use crate::backend::{Backend, Context};
 use crate::progress::{Mode, Renderer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,12 +115,8 @@ pub struct BuildArgs {
     allow: Vec<String>,
 }
 
-/// The `--output`s of a build (`type=image` when none is given). They share one committed
-/// image, so they must agree on its compression; at most one may write to stdout.
+/// The `--output`s of a build, parsed and checked to fit one committed image.
 fn outputs_of(args: &BuildArgs) -> anyhow::Result<Vec<Output>> {
-    if args.output.is_empty() {
-        return Ok(vec![Output::image()]);
-    }
     let mut outputs: Vec<Output> = Vec::new();
     for one in &args.output {
         let parsed: Output = one
@@ -128,41 +124,8 @@ fn outputs_of(args: &BuildArgs) -> anyhow::Result<Vec<Output>> {
             .map_err(|e| anyhow::anyhow!("invalid --output {one:?}: {e}"))?;
         outputs.push(parsed);
     }
-    if outputs
-        .iter()
-        .filter(|o| o.dest.as_deref() == Some(Path::new("-")))
-        .count()
-        > 1
-    {
-        bail!("only one --output can write to stdout (dest=-)");
-    }
-    let mut compressions = outputs.iter().filter_map(|o| o.compression);
-    if let Some(first) = compressions.next()
-        && compressions.any(|c| c != first)
-    {
-        bail!("not supported yet: outputs with different compression in one build");
-    }
+    kiln_image::output::validate_outputs(&outputs).map_err(anyhow::Error::msg)?;
     Ok(outputs)
-}
-
-/// Every name the store gives the image, over all outputs.
-fn store_names(outputs: &[Output], tags: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for name in outputs.iter().flat_map(|o| o.store_names(tags)) {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
-}
-
-/// The output whose options decide how the image is committed: the first that sets a
-/// compression, else the first.
-fn primary(outputs: &[Output]) -> &Output {
-    outputs
-        .iter()
-        .find(|o| o.compression.is_some())
-        .unwrap_or(&outputs[0])
 }
 
 fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -267,13 +230,13 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         NetworkArg::None => NetworkMode::None,
     };
     request.options.source_date_epoch = source_date_epoch;
-    let outputs = outputs_of(args)?;
-    request.tags = store_names(&outputs, &args.tags);
+    request.outputs = outputs_of(args)?;
+    request.tags = args.tags.clone();
+    request.push = args.push;
     request.max_parallelism = args.max_parallelism;
     request.pull = args.pull;
     for secret in &args.secrets {
-        let parsed =
-            kiln_engine::mounts::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
+        let parsed = kiln_engine::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
         request.secrets.0.push(parsed);
     }
     for entitlement in &args.allow {
@@ -297,180 +260,160 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
                 .map_err(|e| anyhow::anyhow!("invalid --cache-to {spec:?}: {e}"))?,
         );
     }
-    request.commit = primary(&outputs).commit_options(&CommitOptions {
+    request.commit = CommitOptions {
         compression: match &args.compression {
             Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             None => CommitOptions::default().compression,
         },
         ..CommitOptions::default()
-    });
+    };
     Ok(request)
 }
 
-pub fn run(args: BuildArgs, root: &Path) -> ExitCode {
-    match build(args, root) {
+pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
+    match build(args, ctx) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::error::chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn build(args: BuildArgs, root: &Path) -> anyhow::Result<ExitCode> {
+fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let request = request(&args)?;
-    let outputs = outputs_of(&args)?;
-    let source_date_epoch = request.options.source_date_epoch.map(|t| t.max(0) as u64);
-    let to_stdout = outputs
+    let backend = ctx.backend()?;
+    if let Some(print) = args.print {
+        return print_only(backend, &request, print);
+    }
+    let to_stdout = request
+        .outputs
         .iter()
         .any(|o| o.dest.as_deref() == Some(Path::new("-")));
-    let worker = super::open_worker(root)?;
-    let lowered = match kiln_engine::lower_only(&worker, &request) {
-        Ok(l) => l,
-        Err(e) => return Ok(report(&e, None)),
-    };
-    if let Some(print) = args.print {
-        let text = match print {
-            Print::Llb => kiln_frontend::print::llb_text(&lowered.definition),
-            Print::Dot => kiln_frontend::print::dot(&lowered.definition),
-            Print::Outline => kiln_frontend::print::outline(&lowered.outline),
-            Print::Targets => match kiln_frontend::lower::stages(&request.dockerfile) {
-                Ok(stages) => kiln_frontend::print::targets(&stages),
-                Err(d) => {
-                    let e = BuildError::Frontend {
-                        diagnostic: Box::new(d),
-                        source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
-                    };
-                    return Ok(report(&e, None));
-                }
-            },
-            Print::Config => kiln_frontend::print::config(&lowered.config),
-        };
-        print!("{text}");
-        if !text.ends_with('\n') {
-            println!();
-        }
-        return Ok(ExitCode::SUCCESS);
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("refusing to write the output to a terminal: redirect stdout or give dest=FILE");
     }
-    let names: HashMap<Digest, String> = lowered
-        .definition
-        .topological()
-        .filter_map(|(d, _)| Some((d, lowered.definition.metadata(&d).name?)))
-        .collect();
     let mode = if args.quiet {
         Mode::Quiet
     } else {
         args.progress.resolve()
     };
-    let mut renderer = Renderer::new(mode, names, Some(root.join("logs")));
+    let mut renderer = Renderer::new(mode, Some(ctx.root().join("logs")));
+    let names = request.store_names();
+    let result = run_with_progress(backend, request, &mut renderer)?;
+    if let Some(log) = renderer.log_path() {
+        eprintln!("full build log: {}", log.display());
+    }
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => return Ok(report(&e, Some(&renderer))),
+    };
+    let id = result.image.id().to_string();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.config.digest": id,
+            "containerimage.digest": result.image.manifest_digest.to_string(),
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if args.quiet {
+        // stdout may carry the exported archive.
+        if to_stdout {
+            eprintln!("{id}");
+        } else {
+            println!("{id}");
+        }
+    } else {
+        eprintln!("writing image {id} done");
+        for name in &names {
+            eprintln!("naming to {} done", kiln_image::store_name(name)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// `--print`: the graph, outline, targets or config, without building.
+fn print_only(
+    backend: &dyn Backend,
+    request: &BuildRequest,
+    print: Print,
+) -> anyhow::Result<ExitCode> {
+    let text = if print == Print::Targets {
+        match kiln_frontend::lower::stages(&request.dockerfile) {
+            Ok(stages) => kiln_frontend::print::targets(&stages),
+            Err(d) => {
+                let e = BuildError::Frontend {
+                    diagnostic: Box::new(d),
+                    source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
+                };
+                return Ok(report(&e, None));
+            }
+        }
+    } else {
+        let lowered = match backend.lower(request) {
+            Ok(l) => l,
+            Err(e) => return Ok(report(&e, None)),
+        };
+        match print {
+            Print::Llb => kiln_frontend::print::llb_text(&lowered.definition),
+            Print::Dot => kiln_frontend::print::dot(&lowered.definition),
+            Print::Outline => kiln_frontend::print::outline(&lowered.outline),
+            Print::Config => kiln_frontend::print::config(&lowered.config),
+            Print::Targets => unreachable!("handled above"),
+        }
+    };
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the build on a thread of its own while this one draws its progress; Ctrl-C cancels it.
+fn run_with_progress(
+    backend: &dyn Backend,
+    request: BuildRequest,
+    renderer: &mut Renderer,
+) -> anyhow::Result<Result<kiln_engine::BuildResult, BuildError>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let drawing = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let outcome = runtime.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        let ctrl_c = {
+    std::thread::scope(|scope| {
+        let job = {
             let cancel = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\ncancelling the build (Ctrl-C)...");
-                    cancel.cancel();
-                }
-            })
+            scope.spawn(move || backend.build(request, Some(tx), cancel))
         };
-        let job = tokio::spawn(kiln_engine::build_lowered(
-            worker.clone(),
-            request,
-            lowered,
-            Some(tx),
-            cancel,
-        ));
-        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                event = rx.recv() => match event {
-                    Some(event) => renderer.handle(event),
-                    None => break,
-                },
-                _ = ticker.tick() => renderer.draw(false),
+        drawing.block_on(async {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+            let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+            let mut cancelled = false;
+            loop {
+                tokio::select! {
+                    event = rx.recv() => match event {
+                        Some(event) => renderer.handle(event),
+                        None => break,
+                    },
+                    _ = ticker.tick() => renderer.draw(false),
+                    _ = &mut ctrl_c, if !cancelled => {
+                        eprintln!("\ncancelling the build (Ctrl-C)...");
+                        cancel.cancel();
+                        cancelled = true;
+                    }
+                }
             }
-        }
+        });
         renderer.draw(true);
-        ctrl_c.abort();
-        job.await
-    });
-    let result = outcome.context("the build task failed")?;
-    match result {
-        Ok(result) => {
-            if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                bail!(
-                    "refusing to write the output to a terminal: redirect stdout or give dest=FILE"
-                );
-            }
-            for output in &outputs {
-                kiln_engine::export::export(
-                    &worker,
-                    &result.image,
-                    output,
-                    &args.tags,
-                    source_date_epoch,
-                )
-                .context("failed to export the result")?;
-            }
-            let id = format!("sha256:{}", result.image.id().hex());
-            if args.push || outputs.iter().any(|o| o.push) {
-                super::registry::push_tags(&worker, &store_names(&outputs, &args.tags))?;
-            }
-            for exported in &result.cache_exports {
-                let digest = exported.digest.map(|d| format!(" {d}")).unwrap_or_default();
-                eprintln!(
-                    "exporting cache to {}: {} records, {} layers{digest} done",
-                    exported.destination, exported.records, exported.layers
-                );
-            }
-            if let Some(path) = &args.iidfile {
-                std::fs::write(path, &id)
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-            }
-            if let Some(path) = &args.metadata_file {
-                let meta = serde_json::json!({
-                    "containerimage.config.digest": id,
-                    "containerimage.digest": result.image.manifest_digest.to_string(),
-                    "image.name": args.tags.join(","),
-                });
-                std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-            }
-            if let Some(log) = renderer.log_path() {
-                eprintln!("full build log: {}", log.display());
-            }
-            if args.quiet {
-                // stdout may carry the exported archive.
-                if to_stdout {
-                    eprintln!("{id}");
-                } else {
-                    println!("{id}");
-                }
-            } else {
-                eprintln!("writing image {id} done");
-                for tag in &store_names(&outputs, &args.tags) {
-                    eprintln!("naming to {} done", kiln_engine::reference::normalize(tag));
-                }
-                for dest in outputs.iter().filter_map(|o| o.dest.as_ref()) {
-                    eprintln!("exporting to {} done", dest.display());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            if let Some(log) = renderer.log_path() {
-                eprintln!("full build log: {}", log.display());
-            }
-            Ok(report(&e, Some(&renderer)))
-        }
-    }
+        job.join()
+            .map_err(|_| anyhow::anyhow!("this is a bug in kiln: the build thread panicked"))
+    })
 }
 
 /// Prints a build failure: the step, the Dockerfile lines with a caret, the step's last output.
@@ -522,7 +465,8 @@ fn report(error: &BuildError, renderer: Option<&Renderer>) -> ExitCode {
             }
         }
         BuildError::Cancelled => eprintln!("error: build cancelled"),
-        BuildError::Engine(e) => eprintln!("error: {e}"),
+        BuildError::Invalid(message) => eprintln!("error: {message}"),
+        BuildError::Engine(e) => eprintln!("error: {}", crate::error::chain_of(e)),
     }
     ExitCode::FAILURE
 }

@@ -1,7 +1,7 @@
 //! Container commands: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `restart`, `exec`, `cp`,
 //! `stats`, and `inspect` for containers (images otherwise).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use kiln_runtime::system::{human_size, human_size_binary};
 use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
 use super::images;
-use super::run::{failure, kiln_exe, runtime, terminal_sink};
+use super::run::{failure, kiln_exe, terminal_sink};
+use crate::backend::Context;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -175,8 +176,8 @@ fn status_text(c: &Container) -> String {
     }
 }
 
-pub fn ps(args: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn ps(args: PsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let list = rt.list(args.all)?;
     if args.quiet {
         for c in list.iter().rev() {
@@ -216,8 +217,8 @@ pub fn ps(args: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logs(args: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn logs(args: LogsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let c = rt.get(&args.container)?;
     let tail = match args.tail.as_deref() {
         None | Some("all") => None,
@@ -237,10 +238,10 @@ pub fn logs(args: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// Runs `f` on each named container, printing the name on success (as Docker does).
 fn each(
     names: &[String],
-    root: &Path,
+    ctx: &Context,
     f: impl Fn(&kiln_runtime::Runtime, &Container) -> Result<(), kiln_runtime::RuntimeError>,
 ) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+    let rt = ctx.runtime()?;
     let mut code = ExitCode::SUCCESS;
     for name in names {
         match rt.get(name).and_then(|c| f(&rt, &c)) {
@@ -254,15 +255,15 @@ fn each(
     Ok(code)
 }
 
-pub fn stop(args: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn stop(args: StopArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let t = Duration::from_secs(args.time);
-    each(&args.containers, root, |rt, c| rt.stop(c, t))
+    each(&args.containers, ctx, |rt, c| rt.stop(c, t))
 }
 
-pub fn restart(args: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn restart(args: StopArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let t = Duration::from_secs(args.time);
     let exe = kiln_exe()?;
-    each(&args.containers, root, |rt, c| {
+    each(&args.containers, ctx, |rt, c| {
         rt.stop(c, t)?;
         let c = rt.get(c.id())?;
         rt.start(
@@ -274,19 +275,19 @@ pub fn restart(args: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn kill(args: KillArgs, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn kill(args: KillArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let sig = kiln_runtime::parse_signal(&args.signal)?;
-    each(&args.containers, root, |rt, c| rt.kill(c, sig))
+    each(&args.containers, ctx, |rt, c| rt.kill(c, sig))
 }
 
-pub fn rm(args: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    each(&args.containers, root, |rt, c| {
+pub fn rm(args: RmArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    each(&args.containers, ctx, |rt, c| {
         rt.remove(c, args.force, args.volumes)
     })
 }
 
-pub fn wait(args: WaitArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn wait(args: WaitArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let mut code = ExitCode::SUCCESS;
     for name in &args.containers {
         match rt.get(name).and_then(|c| rt.wait(&c)) {
@@ -300,8 +301,8 @@ pub fn wait(args: WaitArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-pub fn exec(args: ExecArgs, root: &Path) -> ExitCode {
-    let rt = match runtime(root) {
+pub fn exec(args: ExecArgs, ctx: &Context) -> ExitCode {
+    let rt = match ctx.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -328,8 +329,8 @@ fn container_path(s: &str) -> Option<(&str, &str)> {
     (!c.is_empty() && !c.contains('/')).then_some((c, p))
 }
 
-pub fn cp(args: CpArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn cp(args: CpArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let (name, inner, host, direction) =
         match (container_path(&args.source), container_path(&args.dest)) {
             (Some((c, p)), None) => (c, p, &args.dest, CopyDirection::FromContainer),
@@ -364,8 +365,8 @@ pub fn cp_helper(args: CpHelperArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Containers first; names that are not containers are looked up as images.
-pub fn inspect(args: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn inspect(args: InspectArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let mut found = Vec::new();
     let mut images_wanted = Vec::new();
     for name in &args.names {
@@ -385,11 +386,11 @@ pub fn inspect(args: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let cmd = images::InspectArgs::augment_args(clap::Command::new("inspect"));
     let matches =
         cmd.try_get_matches_from(std::iter::once("inspect".to_string()).chain(images_wanted))?;
-    images::inspect(images::InspectArgs::from_arg_matches(&matches)?, root)
+    images::inspect(images::InspectArgs::from_arg_matches(&matches)?, ctx)
 }
 
-pub fn stats(args: StatsArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let containers = || -> anyhow::Result<Vec<Container>> {
         Ok(if args.containers.is_empty() {
             rt.list(false)?

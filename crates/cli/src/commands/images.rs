@@ -1,19 +1,17 @@
 //! Image commands: `images`, `rmi`, `tag`, `inspect`, `history`, `import`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
-use kiln_engine::Image;
-use kiln_engine::reference::familiar;
-use kiln_frontend::syntax::{self, Args as NodeArgs};
-use kiln_llb::image::{ImageConfig, RunConfig};
+use kiln_image::{Image, familiar};
+use kiln_llb::image::ImageConfig;
 use kiln_runtime::system::human_size;
 use serde_json::json;
 
-use super::open_worker;
+use crate::backend::Context;
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
@@ -75,10 +73,9 @@ fn short_id(image: &Image, full: bool) -> String {
     }
 }
 
-pub fn images(args: ImagesArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
+pub fn images(args: ImagesArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
-    for (name, image) in worker.images()? {
+    for (name, image) in ctx.backend()?.images()? {
         let short = familiar(&name);
         let (repo, tag) = match short.rsplit_once(':') {
             Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
@@ -115,45 +112,21 @@ pub fn images(args: ImagesArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rmi(args: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
+pub fn rmi(args: RmiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let backend = ctx.backend()?;
     let mut failed = false;
     for name in &args.images {
-        let canonical = kiln_engine::reference::normalize(name);
-        if worker.store().image_ref(&canonical)?.is_some() {
-            worker.untag(name)?;
-            println!("Untagged: {}", familiar(name));
-            continue;
-        }
-        // An image ID: remove every name pointing at it when forced or when there is one.
-        match worker.image(name) {
-            Ok(image) => {
-                let names: Vec<String> = worker
-                    .images()?
-                    .into_iter()
-                    .filter(|(_, i)| i.id() == image.id())
-                    .map(|(n, _)| n)
-                    .collect();
-                if names.len() > 1 && !args.force {
-                    eprintln!(
-                        "error: image {name} is referenced by several names ({}); use -f or remove them by name",
-                        names
-                            .iter()
-                            .map(|n| familiar(n))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    failed = true;
-                    continue;
+        match backend.remove(name, args.force) {
+            Ok(removed) => {
+                for n in &removed.untagged {
+                    println!("Untagged: {}", familiar(n));
                 }
-                for n in names {
-                    worker.untag(&n)?;
-                    println!("Untagged: {}", familiar(&n));
+                if let Some(id) = removed.deleted {
+                    println!("Deleted: {id}");
                 }
-                println!("Deleted: sha256:{}", image.id().hex());
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::error::chain(&e));
                 failed = true;
             }
         }
@@ -165,9 +138,8 @@ pub fn rmi(args: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn tag(args: TagArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
-    worker.tag(&args.source, &args.target)?;
+pub fn tag(args: TagArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    ctx.backend()?.tag(&args.source, &args.target)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,12 +167,12 @@ pub fn inspect_json(name: &str, image: &Image, repo_tags: Vec<String>) -> serde_
     })
 }
 
-pub fn inspect(args: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
-    let all = worker.images()?;
+pub fn inspect(args: InspectArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let backend = ctx.backend()?;
+    let all = backend.images()?;
     let mut out = Vec::new();
     for name in &args.images {
-        let image = worker.image(name)?;
+        let image = backend.image(name)?;
         let tags = all
             .iter()
             .filter(|(_, i)| i.id() == image.id())
@@ -212,9 +184,8 @@ pub fn inspect(args: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(args: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
-    let image = worker.image(&args.image)?;
+pub fn history(args: HistoryArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let image = ctx.backend()?.image(&args.image)?;
     let sizes: Vec<u64> = image.manifest.layers.iter().map(|l| l.size).collect();
     let mut layer = sizes.len();
     println!(
@@ -246,14 +217,13 @@ pub fn history(args: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn import(args: ImportArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
+pub fn import(args: ImportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut config = ImageConfig::default();
     for change in &args.changes {
-        apply_change(&mut config.config, change)
+        kiln_frontend::change::apply_change(&mut config.config, change)
             .with_context(|| format!("invalid --change {change:?}"))?;
     }
-    let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
+    let mut input: Box<dyn Read> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(
@@ -261,89 +231,12 @@ pub fn import(args: ImportArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("failed to open {}", args.file.display()))?,
         )
     };
-    let image = worker.import_rootfs(
-        input,
+    let image = ctx.backend()?.import(
+        &mut input,
         args.name.as_deref(),
         config,
         &args.file.display().to_string(),
     )?;
     println!("sha256:{}", image.id().hex());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Applies one `-c` Dockerfile instruction to a config, as `docker import --change` does.
-fn apply_change(config: &mut RunConfig, change: &str) -> anyhow::Result<()> {
-    let ast = syntax::parse(change.as_bytes()).map_err(|d| anyhow::anyhow!("{}", d.message))?;
-    let [node] = ast.children.as_slice() else {
-        bail!("expected exactly one instruction");
-    };
-    let keyword = node.keyword.as_str().to_ascii_uppercase();
-    let words = |args: &NodeArgs| -> Vec<String> {
-        match args {
-            NodeArgs::Words(w) | NodeArgs::Json(w) => w.iter().map(|w| w.value.clone()).collect(),
-            _ => Vec::new(),
-        }
-    };
-    let command = |args: &NodeArgs| -> Vec<String> {
-        match args {
-            NodeArgs::Json(w) => w.iter().map(|w| w.value.clone()).collect(),
-            NodeArgs::Words(w) => vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                w.iter()
-                    .map(|w| w.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ],
-            _ => Vec::new(),
-        }
-    };
-    match keyword.as_str() {
-        "CMD" => config.cmd = Some(command(&node.args)),
-        "ENTRYPOINT" => config.entrypoint = Some(command(&node.args)),
-        "WORKDIR" => config.working_dir = words(&node.args).join(" "),
-        "USER" => config.user = words(&node.args).join(" "),
-        "STOPSIGNAL" => config.stop_signal = words(&node.args).join(" "),
-        "ENV" | "LABEL" => {
-            let NodeArgs::Pairs(pairs) = &node.args else {
-                bail!("{keyword} needs key=value pairs");
-            };
-            for pair in pairs {
-                let value = unquote(&pair.value.value);
-                if keyword == "ENV" {
-                    config.set_env(&pair.key.value, &value);
-                } else {
-                    config.labels.insert(unquote(&pair.key.value), value);
-                }
-            }
-        }
-        "EXPOSE" => {
-            for port in words(&node.args) {
-                let port = if port.contains('/') {
-                    port
-                } else {
-                    format!("{port}/tcp")
-                };
-                config.exposed_ports.insert(port);
-            }
-        }
-        "VOLUME" => {
-            for v in words(&node.args) {
-                config.volumes.insert(v);
-            }
-        }
-        other => bail!("not supported yet: {other} in --change"),
-    }
-    Ok(())
-}
-
-fn unquote(s: &str) -> String {
-    let t = s.trim();
-    if t.len() >= 2
-        && ((t.starts_with('"') && t.ends_with('"')) || (t.starts_with('\'') && t.ends_with('\'')))
-    {
-        t[1..t.len() - 1].to_string()
-    } else {
-        t.to_string()
-    }
 }

@@ -2,11 +2,13 @@
 //! directory into the store, verified in full first.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+
+use crate::backend::Context;
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -18,16 +20,16 @@ pub struct LoadArgs {
     quiet: bool,
 }
 
-pub fn load(args: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = super::open_worker(root)?;
+pub fn load(args: LoadArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let backend = ctx.backend()?;
     let loaded = match &args.input {
         Some(path) if path.as_os_str() != "-" => {
             if path.is_dir() {
-                worker.load_dir(path)?
+                backend.load_dir(path)?
             } else {
-                let file = std::fs::File::open(path)
+                let mut file = std::fs::File::open(path)
                     .with_context(|| format!("failed to open {}", path.display()))?;
-                worker.load_archive(file)?
+                backend.load_archive(&mut file)?
             }
         }
         _ => {
@@ -35,7 +37,7 @@ pub fn load(args: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
             if stdin.is_terminal() {
                 bail!("no archive to load: give -i FILE or pipe one to stdin");
             }
-            worker.load_archive(stdin.lock())?
+            backend.load_archive(&mut stdin.lock())?
         }
     };
     for l in &loaded {
@@ -53,7 +55,7 @@ pub fn load(args: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
             println!("Loaded image ID: {id}");
         }
         for name in named {
-            println!("Loaded image: {}", kiln_engine::reference::familiar(name));
+            println!("Loaded image: {}", kiln_image::familiar(name));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,10 +13,11 @@ pub mod save;
 pub mod system;
 pub mod volume;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+
+use crate::backend::Context;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -98,56 +99,48 @@ pub enum Command {
 }
 
 /// Runs one command and turns its outcome into the process exit code.
-pub fn run(command: Command, root: &Path) -> ExitCode {
+pub fn run(command: Command, ctx: &Context) -> ExitCode {
     let result = match command {
         Command::Debug(c) => return debug::run(c),
-        Command::Build(args) => return build::run(*args, root),
-        Command::Images(args) => images::images(args, root),
-        Command::Rmi(args) => images::rmi(args, root),
-        Command::Tag(args) => images::tag(args, root),
-        Command::Inspect(args) => container::inspect(args, root),
-        Command::Run(args) => return run::run(*args, root),
-        Command::Create(args) => return run::create(*args, root),
-        Command::ContainerMonitor(args) => return run::monitor(args, root),
+        Command::Build(args) => return build::run(*args, ctx),
+        Command::Images(args) => images::images(args, ctx),
+        Command::Rmi(args) => images::rmi(args, ctx),
+        Command::Tag(args) => images::tag(args, ctx),
+        Command::Inspect(args) => container::inspect(args, ctx),
+        Command::Run(args) => return run::run(*args, ctx),
+        Command::Create(args) => return run::create(*args, ctx),
+        Command::ContainerMonitor(args) => return run::monitor(args, ctx),
         Command::ContainerCp(args) => container::cp_helper(args),
-        Command::Exec(args) => return container::exec(args, root),
-        Command::Start(args) => run::start(args, root),
-        Command::Ps(args) => container::ps(args, root),
-        Command::Port(args) => port::run(args, root),
-        Command::Logs(args) => container::logs(args, root),
-        Command::Stop(args) => container::stop(args, root),
-        Command::Restart(args) => container::restart(args, root),
-        Command::Kill(args) => container::kill(args, root),
-        Command::Rm(args) => container::rm(args, root),
-        Command::Wait(args) => container::wait(args, root),
-        Command::Cp(args) => container::cp(args, root),
-        Command::Stats(args) => container::stats(args, root),
-        Command::Volume(c) => volume::run(c, root),
-        Command::Network(c) => network::run(c, root),
-        Command::History(args) => images::history(args, root),
-        Command::Import(args) => images::import(args, root),
-        Command::Pull(args) => registry::pull(args, root),
-        Command::Push(args) => registry::push(args, root),
+        Command::Exec(args) => return container::exec(args, ctx),
+        Command::Start(args) => run::start(args, ctx),
+        Command::Ps(args) => container::ps(args, ctx),
+        Command::Port(args) => port::run(args, ctx),
+        Command::Logs(args) => container::logs(args, ctx),
+        Command::Stop(args) => container::stop(args, ctx),
+        Command::Restart(args) => container::restart(args, ctx),
+        Command::Kill(args) => container::kill(args, ctx),
+        Command::Rm(args) => container::rm(args, ctx),
+        Command::Wait(args) => container::wait(args, ctx),
+        Command::Cp(args) => container::cp(args, ctx),
+        Command::Stats(args) => container::stats(args, ctx),
+        Command::Volume(c) => volume::run(c, ctx),
+        Command::Network(c) => network::run(c, ctx),
+        Command::History(args) => images::history(args, ctx),
+        Command::Import(args) => images::import(args, ctx),
+        Command::Pull(args) => registry::pull(args, ctx),
+        Command::Push(args) => registry::push(args, ctx),
         Command::Login(args) => registry::login(args),
         Command::Logout(args) => registry::logout(args),
-        Command::Save(args) => save::save(args, root),
-        Command::Load(args) => load::load(args, root),
-        Command::Builder(c) => system::builder(c, root),
-        Command::System(c) => system::system(c, root),
+        Command::Save(args) => save::save(args, ctx),
+        Command::Load(args) => load::load(args, ctx),
+        Command::Builder(c) => system::builder(c, ctx),
+        Command::System(c) => system::system(c, ctx),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::error::chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// Opens the store, with an error that says which root it tried.
-pub fn open_worker(root: &Path) -> anyhow::Result<std::sync::Arc<kiln_engine::Worker>> {
-    use anyhow::Context as _;
-    let worker = kiln_engine::Worker::open(root)
-        .with_context(|| format!("failed to open the store at {}", root.display()))?;
-    Ok(std::sync::Arc::new(worker))
 }

@@ -2,9 +2,9 @@
 //! the built-in `none`, `host` and the default `bridge` (made by the first container that joins
 //! it, which is any `kiln run` without `--network`).
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use crate::backend::Context;
 use clap::Subcommand;
 use kiln_runtime::network;
 
@@ -39,13 +39,13 @@ const BUILTIN: [(&str, &str); 2] = [
     ("host", "the host's network namespace"),
 ];
 
-pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         NetworkCommand::Ls { quiet } => {
             if !quiet {
                 println!("{:<24}  {:<8}  SUBNET", "NAME", "DRIVER");
             }
-            let mut nets = network::list(root)?;
+            let mut nets = network::list(ctx.root())?;
             // The default bridge is always listed, as Docker's, even before its first use.
             let default = match nets.iter().position(|n| n.name == network::DEFAULT_BRIDGE) {
                 Some(i) => nets.remove(i).subnet(),
@@ -77,7 +77,7 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
                     out.push(serde_json::json!({"Name": n, "Driver": driver, "Scope": "local", "Description": what}));
                     continue;
                 }
-                if name == network::DEFAULT_BRIDGE && network::inspect(root, name).is_err() {
+                if name == network::DEFAULT_BRIDGE && network::inspect(ctx.root(), name).is_err() {
                     out.push(serde_json::json!({
                         "Name": name,
                         "Driver": "bridge",
@@ -86,10 +86,10 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
                     }));
                     continue;
                 }
-                let n = network::inspect(root, name)?;
+                let n = network::inspect(ctx.root(), name)?;
                 // Members, as Docker lists them: by ID, with their name and address.
                 let members: serde_json::Map<String, serde_json::Value> =
-                    super::run::runtime(root)?.list(true)?
+                    ctx.runtime()?.list(true)?
                         .into_iter()
                         .filter(|c| c.config.network_name.as_deref() == Some(n.name.as_str()))
                         .map(|c| {
@@ -114,12 +114,12 @@ pub fn run(command: NetworkCommand, root: &Path) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Create { name } => {
-            println!("{}", network::create(root, &name)?.id);
+            println!("{}", network::create(ctx.root(), &name)?.id);
         }
         NetworkCommand::Rm { names } => {
             let mut code = ExitCode::SUCCESS;
             for n in &names {
-                match network::remove(root, n) {
+                match network::remove(ctx.root(), n) {
                     Ok(()) => println!("{n}"),
                     Err(e) => {
                         eprintln!("error: {e}");

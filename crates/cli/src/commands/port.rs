@@ -1,9 +1,9 @@
 //! `kiln port CONTAINER [PORT[/PROTO]]`: the host addresses a container's ports are published
 //! on, as `docker port` prints them (random host ports included, once bound).
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use crate::backend::Context;
 use anyhow::bail;
 use clap::Args;
 use kiln_runtime::ports;
@@ -15,8 +15,8 @@ pub struct PortArgs {
     port: Option<String>,
 }
 
-pub fn run(args: PortArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = super::run::runtime(root)?;
+pub fn run(args: PortArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let c = rt.get(&args.container)?;
     let published = ports::published(&c);
     let Some(filter) = &args.port else {

@@ -2,12 +2,13 @@
 //! credentials in Docker's `config.json`.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln_registry::{Client, Credential, Reference};
+
+use crate::backend::Context;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -53,13 +54,11 @@ fn client() -> anyhow::Result<Client> {
     Ok(Client::from_env()?)
 }
 
-pub fn pull(args: PullArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = super::open_worker(root)?;
-    let client = client()?;
+pub fn pull(args: PullArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet;
-    let image = worker.pull(&client, &args.name, &|event| {
+    let image = ctx.backend()?.pull(&args.name, &|event| {
         if !quiet {
-            eprintln!("{}", kiln_engine::pull::describe(&event));
+            eprintln!("{}", kiln_image::describe_pull(&event));
         }
     })?;
     if quiet {
@@ -74,36 +73,16 @@ pub fn pull(args: PullArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn push(args: PushArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = super::open_worker(root)?;
-    let client = client()?;
+pub fn push(args: PushArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet;
-    let pushed = worker.push(&client, &args.name, args.destination.as_deref(), &|event| {
+    let backend = ctx.backend()?;
+    let pushed = backend.push(&args.name, args.destination.as_deref(), &|event| {
         if !quiet {
-            eprintln!("{}", kiln_engine::push::describe(&event));
+            eprintln!("{}", kiln_image::describe_push(&event));
         }
     })?;
     println!("{}", pushed.descriptor.digest);
     Ok(ExitCode::SUCCESS)
-}
-
-/// `kiln build --push`: every tag of the result, to its registry.
-pub fn push_tags(worker: &kiln_engine::Worker, tags: &[String]) -> anyhow::Result<()> {
-    if tags.is_empty() {
-        bail!("--push needs a name: give -t REGISTRY/REPOSITORY:TAG");
-    }
-    let client = client()?;
-    for tag in tags {
-        let pushed = worker.push(&client, tag, None, &|event| {
-            eprintln!("push {tag}: {}", kiln_engine::push::describe(&event));
-        })?;
-        eprintln!(
-            "pushed {} {}",
-            kiln_engine::reference::normalize(tag),
-            pushed.descriptor.digest
-        );
-    }
-    Ok(())
 }
 
 fn registry_host(arg: Option<&str>) -> anyhow::Result<String> {
@@ -120,7 +99,7 @@ fn registry_host(arg: Option<&str>) -> anyhow::Result<String> {
     }
     // `index.docker.io` and friends are Docker Hub.
     let parsed = Reference::parse(&format!("{host}/x"))?;
-    Ok(parsed.registry)
+    Ok(parsed.registry().to_owned())
 }
 
 pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {

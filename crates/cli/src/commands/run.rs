@@ -2,14 +2,13 @@
 //! detached container.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use kiln_executor::sandbox::{SandboxError, Stdin, Stream};
-use kiln_runtime::{RunOptions, Runtime, RuntimeError, StartMode};
+use kiln_runtime::{RunOptions, RuntimeError, SandboxError, StartMode, Stdin, Stream};
 
-use super::open_worker;
+use crate::backend::Context;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -156,10 +155,6 @@ pub struct MonitorArgs {
     id: String,
 }
 
-pub(crate) fn runtime(root: &Path) -> anyhow::Result<Runtime> {
-    Ok(Runtime::new(open_worker(root)?))
-}
-
 /// Docker's exit codes for a container that never ran: 125 for kiln's own errors, 126 when the
 /// command cannot be invoked, 127 when it is not found.
 pub(crate) fn failure(e: &RuntimeError) -> ExitCode {
@@ -194,8 +189,8 @@ pub(crate) fn terminal_sink(stream: Stream, data: &[u8]) {
     };
 }
 
-pub fn run(args: RunArgs, root: &Path) -> ExitCode {
-    let rt = match runtime(root) {
+pub fn run(args: RunArgs, ctx: &Context) -> ExitCode {
+    let rt = match ctx.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -255,8 +250,8 @@ impl AsFdOwned for std::io::StdinLock<'_> {
 }
 
 /// `kiln create`: like `run` without starting.
-pub fn create(args: RunArgs, root: &Path) -> ExitCode {
-    let rt = match runtime(root) {
+pub fn create(args: RunArgs, ctx: &Context) -> ExitCode {
+    let rt = match ctx.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -273,8 +268,8 @@ pub fn create(args: RunArgs, root: &Path) -> ExitCode {
 }
 
 /// `kiln start`: starts stopped containers under a monitor each.
-pub fn start(args: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = runtime(root)?;
+pub fn start(args: StartArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let exe = kiln_exe()?;
     let mut code = ExitCode::SUCCESS;
     for name in &args.containers {
@@ -299,7 +294,7 @@ pub fn start(args: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 /// The hidden `kiln container-monitor ID`: tells the starting CLI "ok" (or the error) on
 /// stdout, then lets go of it and keeps the container until it stops.
-pub fn monitor(args: MonitorArgs, root: &Path) -> ExitCode {
+pub fn monitor(args: MonitorArgs, ctx: &Context) -> ExitCode {
     let mut tell = |r: Result<(), String>| {
         let mut out = std::io::stdout();
         let _ = match r {
@@ -312,7 +307,7 @@ pub fn monitor(args: MonitorArgs, root: &Path) -> ExitCode {
             let _ = nix::unistd::dup2_stdout(&null);
         }
     };
-    let rt = match runtime(root) {
+    let rt = match ctx.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tell(Err(format!("{e:#}")));

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use kiln_engine::export::{self, SaveFormat};
+use kiln_image::SaveFormat;
+
+use crate::backend::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -30,9 +32,8 @@ pub struct SaveArgs {
     format: FormatArg,
 }
 
-pub fn save(args: SaveArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = super::open_worker(root)?;
-    let images = export::named_images(&worker, &args.images)?;
+pub fn save(args: SaveArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let backend = ctx.backend()?;
     let format = match args.format {
         FormatArg::Docker => SaveFormat::Docker,
         FormatArg::Oci => SaveFormat::Oci,
@@ -48,11 +49,10 @@ pub fn save(args: SaveArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 .prefix(".kiln-save-")
                 .tempfile_in(dir)
                 .with_context(|| format!("failed to create a file in {}", dir.display()))?;
-            export::save(
-                &worker,
-                &images,
+            backend.save(
+                &args.images,
                 format,
-                std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+                &mut std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
             )?;
             tmp.as_file()
                 .sync_all()
@@ -65,11 +65,10 @@ pub fn save(args: SaveArgs, root: &Path) -> anyhow::Result<ExitCode> {
             if stdout.is_terminal() {
                 bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
             }
-            export::save(
-                &worker,
-                &images,
+            backend.save(
+                &args.images,
                 format,
-                std::io::BufWriter::with_capacity(1 << 20, stdout.lock()),
+                &mut std::io::BufWriter::with_capacity(1 << 20, stdout.lock()),
             )?;
         }
     }

@@ -1,21 +1,21 @@
 //! Store maintenance: `builder prune`, `system df`, `system prune`, `system check`.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use kiln_cache::PruneOptions;
-use kiln_engine::gc::Snapshots;
+use kiln_image::PruneOptions;
 use kiln_runtime::system::{SystemPruneOptions, human_size};
 
-use super::open_worker;
+use crate::backend::Context;
 
 #[derive(Debug, Subcommand)]
 pub enum BuilderCommand {
     /// Remove build cache.
     Prune(PruneArgs),
+    /// Show disk usage of the build cache.
+    Du,
 }
 
 #[derive(Debug, Args)]
@@ -129,8 +129,11 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(total))
 }
 
-pub fn builder(command: BuilderCommand, root: &Path) -> anyhow::Result<ExitCode> {
-    let BuilderCommand::Prune(args) = command;
+pub fn builder(command: BuilderCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let args = match command {
+        BuilderCommand::Prune(args) => args,
+        BuilderCommand::Du => return builder_du(ctx),
+    };
     let _ = args.force;
     let mut opts = PruneOptions {
         all: args.all,
@@ -143,8 +146,7 @@ pub fn builder(command: BuilderCommand, root: &Path) -> anyhow::Result<ExitCode>
             _ => bail!("not supported yet: prune filter {filter:?} (only until=DURATION)"),
         }
     }
-    let worker = open_worker(root)?;
-    let report = worker.store().prune(&opts, &Snapshots(&worker))?;
+    let report = ctx.backend()?.prune_cache(&opts)?;
     for (_, record) in &report.records_removed {
         if !record.description.is_empty() {
             println!("deleted: {}", record.description);
@@ -163,11 +165,22 @@ pub fn builder(command: BuilderCommand, root: &Path) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn system(command: SystemCommand, root: &Path) -> anyhow::Result<ExitCode> {
+/// `kiln builder du`: the build cache's size and what a prune would free, as `buildx du`
+/// sums it up.
+fn builder_du(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let usage = ctx.backend()?.disk_usage()?;
+    let cache = usage.build_cache;
+    println!("{:<14}{}", "Records:", cache.count);
+    println!("{:<14}{}", "Reclaimable:", human_size(cache.reclaimable));
+    println!("{:<14}{}", "Total:", human_size(cache.bytes));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn system(command: SystemCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
-        SystemCommand::Df(args) => df(&args, root),
-        SystemCommand::Prune(args) => prune(&args, root),
-        SystemCommand::Check { repair } => check(repair, root),
+        SystemCommand::Df(args) => df(&args, ctx),
+        SystemCommand::Prune(args) => prune(&args, ctx),
+        SystemCommand::Check { repair } => check(repair, ctx),
     }
 }
 
@@ -179,8 +192,8 @@ fn with_percent(part: u64, whole: u64) -> String {
     format!("{} ({}%)", human_size(part), part * 100 / whole)
 }
 
-fn df(args: &DfArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rt = super::run::runtime(root)?;
+fn df(args: &DfArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let rt = ctx.runtime()?;
     let usage = rt.disk_usage()?;
     if args.verbose {
         println!("Images space usage:\n");
@@ -189,10 +202,10 @@ fn df(args: &DfArgs, root: &Path) -> anyhow::Result<ExitCode> {
             "REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
         );
         for i in &usage.images {
-            let name = i.names.first().map_or_else(
-                || "<none>".to_string(),
-                |n| kiln_engine::reference::familiar(n),
-            );
+            let name = i
+                .names
+                .first()
+                .map_or_else(|| "<none>".to_string(), |n| kiln_image::familiar(n));
             println!(
                 "{:<40} {:<15} {:<15} {:<12} {:<12} {:<12} {}",
                 name,
@@ -261,9 +274,9 @@ fn df(args: &DfArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prune(args: &SystemPruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+fn prune(args: &SystemPruneArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let _ = args.force;
-    let rt = super::run::runtime(root)?;
+    let rt = ctx.runtime()?;
     let report = rt.system_prune(&SystemPruneOptions {
         all: args.all,
         volumes: args.volumes,
@@ -282,7 +295,7 @@ fn prune(args: &SystemPruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let untagged: Vec<String> = report
         .images
         .iter()
-        .map(|n| format!("untagged: {}", kiln_engine::reference::familiar(n)))
+        .map(|n| format!("untagged: {}", kiln_image::familiar(n)))
         .collect();
     section("Deleted Images", &untagged);
     section("Deleted Volumes", &report.volumes);
@@ -299,14 +312,14 @@ fn prune(args: &SystemPruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(repair: bool, root: &Path) -> anyhow::Result<ExitCode> {
-    let worker = open_worker(root)?;
-    let report = worker.store().check(repair, &Snapshots(&worker))?;
+fn check(repair: bool, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let backend = ctx.backend()?;
+    let report = backend.check(repair)?;
     for problem in &report.problems {
         println!("problem: {problem}");
     }
     if report.is_clean() {
-        println!("store at {} is consistent", root.display());
+        println!("{} is consistent", backend.describe());
         Ok(ExitCode::SUCCESS)
     } else if repair {
         println!("repaired {} problems", report.problems.len());

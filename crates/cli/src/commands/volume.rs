@@ -1,8 +1,8 @@
 //! `kiln volume create|ls|inspect|rm|prune`: named volumes under the root.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use crate::backend::Context;
 use clap::{Args, Subcommand};
 use kiln_runtime::volume;
 
@@ -42,21 +42,21 @@ pub struct RmArgs {
     names: Vec<String>,
 }
 
-pub fn run(command: VolumeCommand, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(command: VolumeCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         VolumeCommand::Create { name } => {
             let name = match name {
                 Some(n) => n,
                 None => random_name()?,
             };
-            let v = volume::create(root, &name, false)?;
+            let v = volume::create(ctx.root(), &name, false)?;
             println!("{}", v.name);
         }
         VolumeCommand::Ls { quiet } => {
             if !quiet {
                 println!("{:<8}  VOLUME NAME", "DRIVER");
             }
-            for v in volume::list(root)? {
+            for v in volume::list(ctx.root())? {
                 if quiet {
                     println!("{}", v.name);
                 } else {
@@ -67,7 +67,7 @@ pub fn run(command: VolumeCommand, root: &Path) -> anyhow::Result<ExitCode> {
         VolumeCommand::Inspect { names } => {
             let vs = names
                 .iter()
-                .map(|n| volume::inspect(root, n))
+                .map(|n| volume::inspect(ctx.root(), n))
                 .collect::<Result<Vec<_>, _>>()?;
             println!("{}", serde_json::to_string_pretty(&vs)?);
         }
@@ -75,7 +75,7 @@ pub fn run(command: VolumeCommand, root: &Path) -> anyhow::Result<ExitCode> {
             let _ = args.force;
             let mut code = ExitCode::SUCCESS;
             for n in &args.names {
-                match volume::remove(root, n, false) {
+                match volume::remove(ctx.root(), n, false) {
                     Ok(()) => println!("{n}"),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -86,7 +86,7 @@ pub fn run(command: VolumeCommand, root: &Path) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
         VolumeCommand::Prune { all, force: _ } => {
-            let removed = volume::prune(root, all)?;
+            let removed = volume::prune(ctx.root(), all)?;
             if !removed.is_empty() {
                 println!("Deleted Volumes:");
                 for n in &removed {

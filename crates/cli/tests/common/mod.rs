@@ -189,6 +189,8 @@ pub struct Event {
     pub time: f64,
     pub data: String,
     pub stream: String,
+    /// The text of a `warning` or `info` record.
+    pub message: String,
 }
 
 /// The outcome of one `kiln build --progress rawjson`.
@@ -211,6 +213,7 @@ impl From<Output> for Build {
                     time: v.get("time").and_then(|t| t.as_f64()).unwrap_or(0.0),
                     data: s("data"),
                     stream: s("stream"),
+                    message: s("message"),
                 }
             })
             .collect();
@@ -229,6 +232,15 @@ impl Build {
 
     pub fn assert_ok(&self) {
         assert_success(&self.output, "kiln build");
+    }
+
+    /// The engine's `warning` or `info` records, in order.
+    pub fn messages(&self, kind: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.message.clone())
+            .collect()
     }
 
     /// Names of the Dockerfile steps (`[stage n/m] ...`; not `[internal]` context loads), in

@@ -13,7 +13,7 @@ use filetime::FileTime;
 use thiserror::Error;
 
 use super::copy::{self, CopyError, CopyOptions, Ownership};
-use super::resolve::{clean_abs, resolve_in_root};
+use kiln_image::rootfs::{clean_abs, resolve_in_root};
 
 #[derive(Debug, Error)]
 pub enum ArchiveError {

@@ -12,7 +12,7 @@ use filetime::FileTime;
 use thiserror::Error;
 
 use super::glob::{self, GlobError};
-use super::resolve::{clean_abs, resolve_in_root};
+use kiln_image::rootfs::{clean_abs, resolve_in_root};
 use kiln_llb::FileMode as Chmod;
 
 #[derive(Debug, Error)]

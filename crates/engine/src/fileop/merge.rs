@@ -8,10 +8,10 @@ use kiln_llb::Digest;
 use super::copy::{self, CopyOptions, Ownership};
 use crate::error::EngineError;
 use crate::value::Value;
-use crate::worker::{Worker, with_private_mounts};
+use kiln_image::{ImageStore, with_private_mounts};
 
 /// Stacks `inputs` (in merge order) into one committed snapshot.
-pub fn merge(worker: &Worker, inputs: &[Value], digest: &Digest) -> Result<Value, EngineError> {
+pub fn merge(images: &ImageStore, inputs: &[Value], digest: &Digest) -> Result<Value, EngineError> {
     let Some((first, rest)) = inputs.split_first() else {
         return Ok(Value::Scratch);
     };
@@ -31,10 +31,10 @@ pub fn merge(worker: &Worker, inputs: &[Value], digest: &Digest) -> Result<Value
     if layers.is_empty() {
         return Ok(first.clone());
     }
-    let active = worker
+    let active = images
         .snapshots()
         .prepare(&format!("merge-{}", digest.hex()), parent.as_ref())?;
-    let target = worker.tempdir("merge-")?;
+    let target = images.tempdir("merge-")?;
     let result = with_private_mounts(|| {
         active
             .mounts()
@@ -49,7 +49,7 @@ pub fn merge(worker: &Worker, inputs: &[Value], digest: &Digest) -> Result<Value
                 what: "create a merge source mount point".into(),
                 source: e,
             })?;
-            worker
+            images
                 .snapshots()
                 .view(id)?
                 .mount(&source)
@@ -76,9 +76,9 @@ pub fn merge(worker: &Worker, inputs: &[Value], digest: &Digest) -> Result<Value
         Ok(())
     });
     match result {
-        Ok(()) => Ok(Value::Snapshot(worker.snapshots().commit(active)?)),
+        Ok(()) => Ok(Value::Snapshot(images.snapshots().commit(active)?)),
         Err(e) => {
-            let _ = worker.snapshots().discard(active);
+            let _ = images.snapshots().discard(active);
             Err(e)
         }
     }

@@ -1,10 +1,12 @@
 //! File operations done directly on snapshots in Rust (no sandbox): COPY/ADD copies, mkdir,
-//! mkfile, rm, symlink, with BuildKit's semantics.
+//! mkfile, rm, symlink, with BuildKit's semantics. Paths resolve inside the destination root
+//! with `kiln_image::rootfs`, and `--chown` names with its passwd and group lookup.
 
-pub mod archive;
-pub mod copy;
-pub mod glob;
-pub mod http;
-pub mod merge;
-pub mod owner;
-pub mod resolve;
+pub(crate) mod archive;
+pub(crate) mod copy;
+pub(crate) mod glob;
+pub(crate) mod http;
+pub(crate) mod merge;
+
+#[cfg(test)]
+mod copy_tests;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use kiln_executor::snapshot::SnapshotId;
+use kiln_image::ImageStore;
 use kiln_oci::compress::Compression;
 use kiln_oci::manifest::{self, Manifest};
 use kiln_oci::{BlobSink, Descriptor, Digest, media_type};
@@ -13,7 +14,6 @@ use kiln_registry::{Client, PushOptions, Reference};
 use super::format::{CACHE_CONFIG_MEDIA_TYPE, CACHE_VERSION, CacheConfig, CacheEntry, CacheLayer};
 use super::spec::{CacheExport, CacheMode};
 use crate::error::EngineError;
-use crate::worker::Worker;
 
 /// One record a build used: found under `keys`, handing `output_key` to its dependents, with
 /// `snapshot` as its filesystem (`None`: empty).
@@ -55,12 +55,12 @@ pub struct ExportInput {
 /// Builds the document for `mode`, compressing any layer not yet compressed. Returns the document
 /// and, for each of its layers, the snapshot it is the diff of (bottom-up within each chain).
 pub fn document(
-    worker: &Worker,
+    images: &ImageStore,
     input: &ExportInput,
     mode: CacheMode,
 ) -> Result<(CacheConfig, Vec<SnapshotId>), EngineError> {
     let final_chain: HashSet<SnapshotId> = match &input.top {
-        Some(top) => worker.snapshots().chain(top)?.into_iter().collect(),
+        Some(top) => images.snapshots().chain(top)?.into_iter().collect(),
         None => HashSet::new(),
     };
     let mut layer_index: HashMap<SnapshotId, u32> = HashMap::new();
@@ -75,7 +75,7 @@ pub fn document(
                 if mode == CacheMode::Min && !final_chain.contains(id) {
                     continue;
                 }
-                let mut chain = worker.snapshots().chain(id)?;
+                let mut chain = images.snapshots().chain(id)?;
                 chain.reverse();
                 chain
             }
@@ -85,7 +85,7 @@ pub fn document(
             let index = match layer_index.get(&id) {
                 Some(&i) => i,
                 None => {
-                    let layer = worker.layer_of(&id, Compression::default(), None)?;
+                    let layer = images.layer_of(&id, Compression::default(), None)?;
                     let i = layers.len() as u32;
                     layers.push(CacheLayer {
                         media_type: layer.media_type.clone(),
@@ -127,9 +127,12 @@ pub fn document(
 
 /// The document of an inline cache (min mode): the final image's steps, their chains as
 /// positions in the image's own layers, which are not repeated in it.
-pub fn inline_document(worker: &Worker, input: &ExportInput) -> Result<CacheConfig, EngineError> {
+pub fn inline_document(
+    images: &ImageStore,
+    input: &ExportInput,
+) -> Result<CacheConfig, EngineError> {
     let mut bottom_first = match &input.top {
-        Some(top) => worker.snapshots().chain(top)?,
+        Some(top) => images.snapshots().chain(top)?,
         None => Vec::new(),
     };
     bottom_first.reverse();
@@ -180,7 +183,7 @@ pub struct Exported {
 /// Writes the cache to a registry or a directory. (An inline cache is written into the image
 /// config by the build.)
 pub fn export(
-    worker: &Worker,
+    images: &ImageStore,
     spec: &CacheExport,
     input: &ExportInput,
     client: Option<&Client>,
@@ -196,12 +199,12 @@ pub fn export(
             ));
         }
     };
-    let (doc, _) = document(worker, input, mode)?;
-    let lease = worker
+    let (doc, _) = document(images, input, mode)?;
+    let lease = images
         .store()
         .create_lease(&kiln_cache::LeaseOptions::default())?;
-    let result = write(worker, spec, &doc, &lease.id, client);
-    let released = worker.store().delete_lease(&lease.id);
+    let result = write(images, spec, &doc, &lease.id, client);
+    let released = images.store().delete_lease(&lease.id);
     let digest = result?;
     released?;
     Ok(Exported {
@@ -213,20 +216,20 @@ pub fn export(
 }
 
 fn write(
-    worker: &Worker,
+    images: &ImageStore,
     spec: &CacheExport,
     doc: &CacheConfig,
     lease: &str,
     client: Option<&Client>,
 ) -> Result<Digest, EngineError> {
     let sink = kiln_oci::store::LeasedStore {
-        store: worker.store(),
+        store: images.store(),
         lease,
     };
     let put = |bytes: &[u8]| -> Result<Digest, EngineError> {
         let digest = Digest::of(bytes);
         sink.put(&digest, bytes.len() as u64, &mut &bytes[..])
-            .map_err(|e| EngineError::Oci(format!("failed to store the cache document: {e}")))?;
+            .map_err(|e| crate::error::format_error("store the cache document", e))?;
         Ok(digest)
     };
     let config = doc.to_bytes();
@@ -234,7 +237,7 @@ fn write(
     // The layers must be leased too: the export holds them while the push or copy runs.
     for l in &doc.layers {
         sink.contains(&l.digest)
-            .map_err(|e| EngineError::Oci(e.to_string()))?;
+            .map_err(|e| crate::error::format_error("lease a cache layer", e))?;
     }
     let cache_manifest = Manifest {
         schema_version: 2,
@@ -253,14 +256,16 @@ fn write(
     let top = Descriptor::new(media_type::OCI_MANIFEST, put(&bytes)?, bytes.len() as u64);
     match spec {
         CacheExport::Registry { reference, .. } => {
-            let dest = Reference::parse(reference)
-                .map_err(|e| crate::pull::registry_error("export cache to", reference, e))?;
+            let dest = Reference::parse(reference).map_err(|e| EngineError::InvalidCache {
+                label: reference.clone(),
+                reason: e.to_string(),
+            })?;
             let owned;
             let client = match client {
                 Some(c) => c,
                 None => {
                     owned = Client::from_env().map_err(|e| {
-                        crate::pull::registry_error("export cache to", reference, e)
+                        crate::error::registry_error("export cache to", reference, e)
                     })?;
                     &owned
                 }
@@ -272,16 +277,16 @@ fn write(
                 mount_from: Vec::new(),
                 progress: &progress,
             };
-            kiln_registry::push(client, worker.blobs(), &top, &dest, &opts)
-                .map_err(|e| crate::pull::registry_error("export cache to", reference, e))?;
+            kiln_registry::push(client, images.blobs(), &top, &dest, &opts)
+                .map_err(|e| crate::error::registry_error("export cache to", reference, e))?;
         }
         CacheExport::Local { dir, tag, .. } => {
             let named = kiln_oci::export::NamedImage {
                 name: Some(format!("kiln-cache:{tag}")),
                 descriptor: top.clone(),
             };
-            kiln_oci::export::write_oci_layout(dir, worker.blobs(), &[named]).map_err(|e| {
-                EngineError::Oci(format!("failed to export cache to {}: {e}", dir.display()))
+            kiln_oci::export::write_oci_layout(dir, images.blobs(), &[named]).map_err(|e| {
+                crate::error::format_error(format!("export cache to {}", dir.display()), e)
             })?;
         }
         CacheExport::Inline => {

@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 
 /// Media type of the cache document when it is a manifest's config blob.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
-/// `artifactType` of a cache manifest, so registries and tools can tell it from an image.
-pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
 /// The document version this kiln writes and reads.
 pub const CACHE_VERSION: u32 = 1;
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_executor::snapshot::SnapshotId;
+use kiln_image::ImageStore;
 use kiln_oci::blob::DirBlobs;
 use kiln_oci::manifest::{self, Manifest, Parsed};
 use kiln_oci::{BlobSink, BlobSource, Descriptor, Digest, media_type};
@@ -15,7 +16,7 @@ use kiln_registry::{Client, PullOptions, Reference};
 use super::format::{CACHE_CONFIG_MEDIA_TYPE, CacheConfig, CacheEntry, CacheLayer, parse_key};
 use super::spec::CacheImport;
 use crate::error::EngineError;
-use crate::worker::Worker;
+use crate::progress::Reporter;
 
 /// Largest cache document or manifest read into memory.
 const MAX_DOCUMENT: u64 = 16 << 20;
@@ -66,14 +67,17 @@ pub struct Hit {
 static MATERIALIZE: Mutex<()> = Mutex::new(());
 
 fn invalid(label: &str, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::Oci(format!("cache {label}: {reason}"))
+    EngineError::InvalidCache {
+        label: label.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 impl RemoteCache {
     /// Reads the cache `spec` names. A registry cache needs the client (credentials, insecure
     /// registries) the rest of kiln uses.
     pub fn open(
-        worker: &Worker,
+        images: &ImageStore,
         spec: &CacheImport,
         client: Option<Arc<Client>>,
     ) -> Result<RemoteCache, EngineError> {
@@ -83,10 +87,10 @@ impl RemoteCache {
                     Some(c) => c,
                     None => Arc::new(
                         Client::from_env()
-                            .map_err(|e| crate::pull::registry_error("read", reference, e))?,
+                            .map_err(|e| crate::error::registry_error("read", reference, e))?,
                     ),
                 };
-                open_registry(worker, reference, client)
+                open_registry(images, reference, client)
             }
             CacheImport::Local { dir, tag } => open_local(dir, tag),
         }
@@ -98,12 +102,8 @@ impl RemoteCache {
     }
 
     /// How many step results it holds.
-    pub fn len(&self) -> usize {
+    pub fn record_count(&self) -> usize {
         self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 
     /// The record for a cache key, if the cache has one.
@@ -128,18 +128,19 @@ impl RemoteCache {
     /// (`None` for an empty filesystem).
     pub fn materialize(
         &self,
-        worker: &Worker,
+        images: &ImageStore,
         hit: &Hit,
+        reporter: &Reporter,
     ) -> Result<Option<SnapshotId>, EngineError> {
         if hit.layers.is_empty() {
             return Ok(None);
         }
         let _one_at_a_time = MATERIALIZE.lock().unwrap_or_else(|p| p.into_inner());
-        let lease = worker
+        let lease = images
             .store()
             .create_lease(&kiln_cache::LeaseOptions::default())?;
-        let result = self.fetch_and_unpack(worker, hit, &lease.id);
-        let released = worker.store().delete_lease(&lease.id);
+        let result = self.fetch_and_unpack(images, hit, &lease.id, reporter);
+        let released = images.store().delete_lease(&lease.id);
         let top = result?;
         released?;
         Ok(top)
@@ -147,12 +148,13 @@ impl RemoteCache {
 
     fn fetch_and_unpack(
         &self,
-        worker: &Worker,
+        images: &ImageStore,
         hit: &Hit,
         lease: &str,
+        reporter: &Reporter,
     ) -> Result<Option<SnapshotId>, EngineError> {
         let sink = kiln_oci::store::LeasedStore {
-            store: worker.store(),
+            store: images.store(),
             lease,
         };
         let descriptors: Vec<Descriptor> = hit
@@ -162,14 +164,17 @@ impl RemoteCache {
             .collect();
         // Layers already unpacked here (a base image this store has) need no download.
         let diff_ids: Vec<Digest> = hit.layers.iter().map(|l| l.diff_id).collect();
-        let skip = worker.unpacked_prefix(&diff_ids)?;
+        let skip = images.unpacked_prefix(&diff_ids)?;
         let missing = &descriptors[skip..];
         match &self.source {
             Source::Registry { client, reference } => {
                 let label = &self.label;
                 let progress = |event: kiln_registry::PullEvent| {
                     if matches!(event, kiln_registry::PullEvent::BlobStarted { .. }) {
-                        eprintln!("cache {label}: {}", crate::pull::describe(&event));
+                        reporter.info(format!(
+                            "cache {label}: {}",
+                            kiln_image::describe_pull(&event)
+                        ));
                     }
                 };
                 let opts = PullOptions {
@@ -178,7 +183,7 @@ impl RemoteCache {
                     progress: &progress,
                 };
                 kiln_registry::pull::pull_blobs(client, reference, missing, &sink, &opts)
-                    .map_err(|e| crate::pull::registry_error("fetch cache from", label, e))?;
+                    .map_err(|e| crate::error::registry_error("fetch cache from", label, e))?;
             }
             Source::Local { blobs } => {
                 for d in missing {
@@ -198,7 +203,7 @@ impl RemoteCache {
             .iter()
             .zip(hit.layers.iter().map(|l| &l.diff_id))
             .collect();
-        worker.unpack_layers(&self.label, &layers)
+        Ok(images.unpack_layers(&self.label, &layers)?)
     }
 }
 
@@ -222,15 +227,14 @@ fn build(label: String, source: Source, doc: CacheConfig, layers: Vec<CacheLayer
 }
 
 fn open_registry(
-    worker: &Worker,
+    images: &ImageStore,
     name: &str,
     client: Arc<Client>,
 ) -> Result<RemoteCache, EngineError> {
-    let reference =
-        Reference::parse(name).map_err(|e| crate::pull::registry_error("read cache", name, e))?;
+    let reference = Reference::parse(name).map_err(|e| invalid(name, e))?;
     let label = reference.to_string();
     let (bytes, mt, _) = kiln_registry::pull::get_manifest(&client, &reference)
-        .map_err(|e| crate::pull::registry_error("read cache", &label, e))?;
+        .map_err(|e| crate::error::registry_error("read cache", &label, e))?;
     let manifest = match manifest::parse(&bytes, &mt, &format!("cache manifest {label}")) {
         Ok(Parsed::Manifest(m)) => m,
         Ok(Parsed::Index(_)) => {
@@ -252,11 +256,11 @@ fn open_registry(
         &client,
         &reference,
         std::slice::from_ref(&manifest.config),
-        worker.blobs(),
+        images.blobs(),
         &opts,
     )
-    .map_err(|e| crate::pull::registry_error("read cache", &label, e))?;
-    let config = worker
+    .map_err(|e| crate::error::registry_error("read cache", &label, e))?;
+    let config = images
         .blobs()
         .read_verified(&manifest.config.digest, MAX_DOCUMENT)
         .map_err(|e| invalid(&label, e))?;

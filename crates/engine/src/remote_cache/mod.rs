@@ -8,11 +8,10 @@
 //! - [`export`]: which records a build used, and writing them out.
 //! - [`import`]: reading a document, and turning a hit into a snapshot.
 
-pub mod export;
-pub mod format;
-pub mod import;
-pub mod spec;
+pub(crate) mod export;
+pub(crate) mod format;
+pub(crate) mod import;
+pub(crate) mod spec;
 
-pub use export::UsedRecords;
 pub use import::RemoteCache;
 pub use spec::{CacheExport, CacheImport, CacheMode, CacheSpecError};

@@ -3,29 +3,41 @@
 //! is pointed at the manifest.
 
 use kiln_cache::{ImageRef, Timestamp};
-use kiln_registry::{Client, PullEvent, PullOptions, Reference, RegistryError};
+use kiln_llb::Reference;
+use kiln_registry::{Client, PullEvent, PullOptions, RegistryError};
 
-use crate::error::EngineError;
-use crate::images::Image;
-use crate::worker::Worker;
+use crate::error::ImageError;
+use crate::image::Image;
+use crate::store::ImageStore;
 
 /// Blobs downloaded at once.
 const PULL_CONCURRENCY: usize = 4;
 
-/// A registry failure as the engine reports it, naming the image.
-pub fn registry_error(action: &str, name: &str, e: RegistryError) -> EngineError {
-    EngineError::Oci(format!("failed to {action} {name}: {e}"))
+/// A registry failure, naming the image.
+pub(crate) fn registry_error(
+    action: &'static str,
+    name: &str,
+    source: RegistryError,
+) -> ImageError {
+    ImageError::Registry {
+        action,
+        name: name.to_owned(),
+        source: Box::new(source),
+    }
 }
 
-impl Worker {
+impl ImageStore {
     /// Pulls `name` for this host's platform and names it in the store.
     pub fn pull(
         &self,
         client: &Client,
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
-    ) -> Result<Image, EngineError> {
-        let reference = Reference::parse(name).map_err(|e| registry_error("pull", name, e))?;
+    ) -> Result<Image, ImageError> {
+        let reference = Reference::parse(name).map_err(|source| ImageError::InvalidReference {
+            name: name.to_owned(),
+            source,
+        })?;
         let opts = PullOptions {
             platform: kiln_llb::Platform::host(),
             concurrency: PULL_CONCURRENCY,
@@ -54,7 +66,7 @@ impl Worker {
         &self,
         reference: &Reference,
         pulled: &kiln_registry::Pulled,
-    ) -> Result<Image, EngineError> {
+    ) -> Result<Image, ImageError> {
         let target = ImageRef {
             target: pulled.manifest.digest,
             media_type: pulled.manifest.media_type.clone(),
@@ -71,7 +83,7 @@ impl Worker {
         &self,
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
-    ) -> Result<Image, EngineError> {
+    ) -> Result<Image, ImageError> {
         let client = Client::from_env().map_err(|e| registry_error("pull", name, e))?;
         self.pull(&client, name, progress)
     }
@@ -98,27 +110,33 @@ pub fn describe(event: &PullEvent) -> String {
     }
 }
 
-/// The frontend's view of `FROM`: the stored image, or (when it is missing, or `always` asks
-/// to re-check as `--pull` does) a pull from its registry. Image IDs are never pulled.
-pub fn resolve_or_pull(worker: &Worker, name: &str, always: bool) -> Result<Image, EngineError> {
-    if !always {
-        match worker.image(name) {
-            Err(EngineError::ImageNotFound(_)) => {}
-            other => return other,
+impl ImageStore {
+    /// The stored image `name`, or (when it is missing, or `always` asks to re-check as
+    /// `--pull` does) a pull from its registry, reporting to `progress`. IDs are never pulled.
+    pub fn resolve_or_pull(
+        &self,
+        name: &str,
+        always: bool,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
+        if !always {
+            match self.image(name) {
+                Err(ImageError::NotFound(_)) => {}
+                other => return other,
+            }
         }
+        let hex = name.trim_start_matches("sha256:");
+        let is_id = name.starts_with("sha256:")
+            || (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_id {
+            return self.image(name);
+        }
+        if let Err(source) = Reference::parse(name) {
+            return Err(ImageError::InvalidReference {
+                name: name.to_owned(),
+                source,
+            });
+        }
+        self.pull_default(name, progress)
     }
-    let hex = name.trim_start_matches("sha256:");
-    let is_id = name.starts_with("sha256:")
-        || (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if is_id || Reference::parse(name).is_err() {
-        return worker.image(name);
-    }
-    let label = reference_label(name);
-    worker.pull_default(name, &|event| {
-        eprintln!("pull {label}: {}", describe(&event));
-    })
-}
-
-fn reference_label(name: &str) -> String {
-    crate::reference::familiar(name)
 }

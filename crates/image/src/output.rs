@@ -1,25 +1,13 @@
-//! Exporters over the local store: `kiln build -o` (BuildKit's `--output` syntax) and
-//! `kiln save` write an image as an OCI archive or layout, a docker archive, its final
-//! filesystem as a directory, or that filesystem as one tar.
-//!
-//! The image is always committed to the store first (with the compression and media types the
-//! output asks for), so every exporter reads verified blobs from one place and a later `kiln
-//! save` of the same image gives the same bytes.
+//! `kiln build -o` values in BuildKit's `--output` syntax: where a build's image goes (the
+//! store, an OCI or docker archive, a directory, a tar) and with which compression.
 
-use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use kiln_executor::snapshot::{ApplyOptions, DiffOptions, DiffSource, WhiteoutMode};
-use kiln_oci::compress::{self, Compression};
-use kiln_oci::export::{DockerArchiveOptions, DockerLayers, NamedImage};
+use kiln_oci::compress::Compression;
 use kiln_oci::media_type::Flavor;
-use kiln_oci::{BlobSource, Descriptor};
 
-use crate::error::EngineError;
-use crate::images::{CommitOptions, Image};
-use crate::reference;
-use crate::worker::Worker;
+use crate::commit::CommitOptions;
 
 /// What an `--output` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,225 +278,47 @@ impl Output {
     }
 }
 
-/// The descriptor of `image`'s manifest, as an index or archive lists it.
-pub fn image_descriptor(worker: &Worker, image: &Image) -> Result<Descriptor, EngineError> {
-    let size = worker
-        .blobs()
-        .size(&image.manifest_digest)
-        .map_err(|e| EngineError::Oci(e.to_string()))?
-        .ok_or_else(|| EngineError::InvalidImage {
-            name: image.name.clone().unwrap_or_default(),
-            reason: format!(
-                "manifest {} is missing from the store",
-                image.manifest_digest
-            ),
-        })?;
-    let media_type = if image.manifest.media_type.is_empty() {
-        Flavor::Oci.manifest().to_string()
-    } else {
-        image.manifest.media_type.clone()
-    };
-    let mut d = Descriptor::new(media_type, image.manifest_digest, size);
-    d.platform = Some(kiln_oci::image::platform_of(&image.config));
-    Ok(d)
-}
-
-/// The images `names` refer to, each with the descriptor its name points at (an index stays an
-/// index) and its full name; an image given by ID gets no name.
-pub fn named_images(worker: &Worker, names: &[String]) -> Result<Vec<NamedImage>, EngineError> {
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let canonical = reference::normalize(name);
-        if let Some(r) = worker.store().image_ref(&canonical)? {
-            out.push(NamedImage {
-                name: Some(canonical).filter(|n| !n.starts_with("sha256:")),
-                descriptor: Descriptor::new(r.media_type.clone(), r.target, r.size),
-            });
-            continue;
-        }
-        let image = worker.image(name)?;
-        out.push(NamedImage {
-            name: None,
-            descriptor: image_descriptor(worker, &image)?,
-        });
+/// Checks that a build's outputs can share one committed image: at most one writes to stdout,
+/// and they agree on the compression.
+pub fn validate_outputs(outputs: &[Output]) -> Result<(), String> {
+    let to_stdout = outputs
+        .iter()
+        .filter(|o| o.dest.as_deref() == Some(Path::new("-")))
+        .count();
+    if to_stdout > 1 {
+        return Err("only one --output can write to stdout (dest=-)".into());
     }
-    Ok(out)
-}
-
-/// Archive formats of `kiln save`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveFormat {
-    /// `docker save`'s format (docker 25+ layout, uncompressed layers).
-    Docker,
-    /// An OCI archive with the layers as stored.
-    Oci,
-}
-
-/// Writes `images` as one archive to `out`.
-pub fn save(
-    worker: &Worker,
-    images: &[NamedImage],
-    format: SaveFormat,
-    out: impl Write,
-) -> Result<(), EngineError> {
-    let blobs = worker.blobs();
-    let oci_err = |e: kiln_oci::ExportError| EngineError::Oci(format_chain(&e));
-    let mut out = match format {
-        SaveFormat::Oci => kiln_oci::write_oci_archive(out, blobs, images).map_err(oci_err)?,
-        SaveFormat::Docker => {
-            let tmp = worker.tempdir("save-")?;
-            kiln_oci::write_docker_archive(
-                out,
-                blobs,
-                images,
-                &DockerArchiveOptions {
-                    layers: DockerLayers::Uncompressed,
-                    temp_dir: Some(tmp.path().to_path_buf()),
-                },
-            )
-            .map_err(oci_err)?
-        }
-    };
-    out.flush().map_err(|source| EngineError::Io {
-        what: "flush the archive".into(),
-        source,
-    })
-}
-
-/// An error and its causes on one line, for errors that cross into [`EngineError::Oci`].
-pub(crate) fn format_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
-    let what = what.into();
-    move |source| EngineError::Io { what, source }
-}
-
-/// Writes a built (already committed) image where `output` says. `tags` are the `-t` names;
-/// `source_date_epoch` clamps mtimes in `type=tar` output.
-pub fn export(
-    worker: &Worker,
-    image: &Image,
-    output: &Output,
-    tags: &[String],
-    source_date_epoch: Option<u64>,
-) -> Result<(), EngineError> {
-    let dest = || {
-        output
-            .dest
-            .clone()
-            .ok_or_else(|| EngineError::Bug("an output without dest passed parsing".into()))
-    };
-    let named = || -> Result<Vec<NamedImage>, EngineError> {
-        let descriptor = image_descriptor(worker, image)?;
-        let names = output.archive_names(tags);
-        if names.is_empty() {
-            return Ok(vec![NamedImage {
-                name: None,
-                descriptor,
-            }]);
-        }
-        Ok(names
-            .iter()
-            .map(|n| NamedImage {
-                name: Some(reference::normalize(n)),
-                descriptor: descriptor.clone(),
-            })
-            .collect())
-    };
-    match output.kind {
-        // The build named it when committing.
-        OutputKind::Image => Ok(()),
-        OutputKind::Oci if !output.tar => {
-            let dir = dest()?;
-            kiln_oci::write_oci_layout(&dir, worker.blobs(), &named()?)
-                .map_err(|e| EngineError::Oci(format_chain(&e)))?;
-            Ok(())
-        }
-        OutputKind::Oci => {
-            let dest = dest()?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            save(worker, &named()?, SaveFormat::Oci, out)
-        }
-        OutputKind::Docker => {
-            let dest = dest()?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            save(worker, &named()?, SaveFormat::Docker, out)
-        }
-        OutputKind::Local => {
-            let dir = dest()?;
-            std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-            apply_layers(worker, image, &dir)
-        }
-        OutputKind::Tar => {
-            let dest = dest()?;
-            let tree = worker.tempdir("export-tar-")?;
-            apply_layers(worker, image, tree.path())?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            write_tree_tar(tree.path(), out, source_date_epoch)
-        }
-    }
-}
-
-/// Applies every layer of `image`, bottom first, onto `dir`: whiteouts delete, so `dir` ends up
-/// holding the image's final filesystem.
-pub fn apply_layers(worker: &Worker, image: &Image, dir: &Path) -> Result<(), EngineError> {
-    let options = ApplyOptions {
-        whiteouts: WhiteoutMode::Delete,
-        // What a build made (or a base image held) is what the user asked to export.
-        allow_devices: true,
-        ..ApplyOptions::default()
-    };
-    for desc in &image.manifest.layers {
-        let blob = worker.store().content().open_verified(&desc.digest)?;
-        let mut reader = BufReader::with_capacity(1 << 20, blob);
-        let kind =
-            compress::detect(&mut reader).map_err(io_err(format!("read layer {}", desc.digest)))?;
-        let tar = compress::decompress(reader, kind)
-            .map_err(io_err(format!("decompress layer {}", desc.digest)))?;
-        kiln_executor::snapshot::apply_layer(tar, dir, &options).map_err(|e| {
-            EngineError::Oci(format!(
-                "failed to apply layer {} to {}: {}",
-                desc.digest,
-                dir.display(),
-                format_chain(&e)
-            ))
-        })?;
+    let mut compressions = outputs.iter().filter_map(|o| o.compression);
+    if let Some(first) = compressions.next()
+        && compressions.any(|c| c != first)
+    {
+        return Err("not supported yet: outputs with different compression in one build".into());
     }
     Ok(())
 }
 
-/// Writes the tree at `dir` as one tar (sorted entries, numeric owners; mtimes clamped to
-/// `source_date_epoch` when set).
-pub fn write_tree_tar(
-    dir: &Path,
-    mut out: impl Write,
-    source_date_epoch: Option<u64>,
-) -> Result<(), EngineError> {
-    kiln_executor::snapshot::write_layer(
-        DiffSource::Trees {
-            lower: None,
-            upper: dir,
-        },
-        &mut out,
-        &DiffOptions { source_date_epoch },
-    )
-    .map_err(|e| EngineError::Oci(format!("failed to write the filesystem tar: {e}")))?;
-    out.flush().map_err(io_err("flush the filesystem tar"))
+/// Every name the store gives a build's image, over all its outputs, without repeats.
+pub fn store_names(outputs: &[Output], tags: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in outputs.iter().flat_map(|o| o.store_names(tags)) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// How a build with these outputs commits its image: with the options of the first output that
+/// sets a compression, else of the first output (`type=image` when there is none).
+pub fn commit_options(outputs: &[Output], base: &CommitOptions) -> CommitOptions {
+    match outputs
+        .iter()
+        .find(|o| o.compression.is_some())
+        .or(outputs.first())
+    {
+        Some(o) => o.commit_options(base),
+        None => Output::image().commit_options(base),
+    }
 }
 
 #[cfg(test)]

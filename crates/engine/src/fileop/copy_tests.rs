@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use kiln_engine::fileop::copy::{CopyError, CopyOptions, Ownership, copy};
+use super::copy::{CopyError, CopyOptions, Ownership, copy};
 use kiln_llb::FileMode as Chmod;
 
 fn opts(sources: &[&str], dest: &str) -> CopyOptions {

@@ -1,17 +1,17 @@
 //! `kiln push`: an image from the store (its manifest or index and every blob) to a registry,
 //! mounting blobs from other repositories of the same registry that the store knows hold them.
 
-use kiln_registry::{Client, PushEvent, PushOptions, Pushed, Reference};
+use kiln_llb::Reference;
+use kiln_registry::{Client, PushEvent, PushOptions, Pushed};
 
-use crate::error::EngineError;
+use crate::error::ImageError;
 use crate::pull::registry_error;
-use crate::reference;
-use crate::worker::Worker;
+use crate::store::ImageStore;
 
 /// Blobs uploaded at once.
 const PUSH_CONCURRENCY: usize = 4;
 
-impl Worker {
+impl ImageStore {
     /// Pushes the image named `name` (or found by ID) to `dest`, or to `name` itself.
     pub fn push(
         &self,
@@ -19,12 +19,18 @@ impl Worker {
         name: &str,
         dest: Option<&str>,
         progress: &(dyn Fn(PushEvent) + Sync),
-    ) -> Result<Pushed, EngineError> {
+    ) -> Result<Pushed, ImageError> {
         let dest_name = dest.unwrap_or(name);
         let dest_ref =
-            Reference::parse(dest_name).map_err(|e| registry_error("push", dest_name, e))?;
-        let canonical = reference::normalize(name);
-        let top = match self.store().image_ref(&canonical)? {
+            Reference::parse(dest_name).map_err(|source| ImageError::InvalidReference {
+                name: dest_name.to_owned(),
+                source,
+            })?;
+        let stored = match crate::name::store_name(name) {
+            Ok(canonical) => self.store().image_ref(&canonical)?,
+            Err(_) => None,
+        };
+        let top = match stored {
             Some(r) => kiln_oci::Descriptor::new(r.media_type, r.target, r.size),
             None => {
                 let image = self.image(name)?;
@@ -34,7 +40,7 @@ impl Worker {
                     image.manifest.media_type.clone()
                 };
                 let size = kiln_oci::BlobSource::size(self.blobs(), &image.manifest_digest)
-                    .map_err(|e| EngineError::Oci(e.to_string()))?
+                    .map_err(|e| ImageError::format("read the manifest", e))?
                     .unwrap_or(0);
                 kiln_oci::Descriptor::new(media_type, image.manifest_digest, size)
             }
@@ -47,11 +53,11 @@ impl Worker {
                 continue;
             }
             if let Ok(o) = Reference::parse(&other)
-                && o.registry == dest_ref.registry
-                && o.repository != dest_ref.repository
-                && !mount_from.contains(&o.repository)
+                && o.registry() == dest_ref.registry()
+                && o.repository() != dest_ref.repository()
+                && !mount_from.iter().any(|m| m == o.repository())
             {
-                mount_from.push(o.repository);
+                mount_from.push(o.repository().to_owned());
             }
         }
         let opts = PushOptions {

@@ -7,10 +7,10 @@ use kiln_executor::snapshot::{Kind, SnapshotId};
 /// How long an unrecorded snapshot is safe from collection.
 const GRACE_SECS: u64 = 60;
 
-use crate::worker::Worker;
+use crate::store::ImageStore;
 
 /// Adapts the snapshotter to `kiln_cache::SnapshotRemover`.
-pub struct Snapshots<'a>(pub &'a Worker);
+pub struct Snapshots<'a>(pub &'a ImageStore);
 
 fn parse(id: &str) -> Result<SnapshotId, SnapshotError> {
     SnapshotId::parse(id).map_err(|e| Box::new(e) as SnapshotError)
@@ -59,5 +59,27 @@ impl SnapshotRemover for Snapshots<'_> {
             .parent(&id)
             .map_err(|e| Box::new(e) as SnapshotError)?
             .map(|p| p.as_str().to_string()))
+    }
+}
+
+impl ImageStore {
+    /// `kiln builder prune`: build cache no image needs (all of it with `all`), with the
+    /// snapshots and blobs only it reached.
+    pub fn prune_cache(
+        &self,
+        options: &kiln_cache::PruneOptions,
+    ) -> Result<kiln_cache::PruneReport, crate::ImageError> {
+        Ok(self.store().prune(options, &Snapshots(self))?)
+    }
+
+    /// What the store holds: images, build cache, blobs.
+    pub fn disk_usage(&self) -> Result<kiln_cache::DiskUsage, crate::ImageError> {
+        Ok(self.store().df()?)
+    }
+
+    /// `kiln system check`: every blob against its digest, every record against what it names;
+    /// `repair` drops what is broken.
+    pub fn check(&self, repair: bool) -> Result<kiln_cache::CheckReport, crate::ImageError> {
+        Ok(self.store().check(repair, &Snapshots(self))?)
     }
 }

@@ -4,10 +4,10 @@
 use std::path::Path;
 use thiserror::Error;
 
-use super::resolve::resolve_in_root;
+use super::path::resolve_in_root;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum OwnerError {
+pub enum UserError {
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UnknownUser(String),
     #[error("unable to find group {0}: no matching entries in group file")]
@@ -27,7 +27,7 @@ pub struct ResolvedUser {
 /// Resolves `user[:group]` (names or numbers) against `root`'s passwd and group files.
 /// A numeric user without a group gets gid 0 unless passwd names it (Docker's rule); a
 /// `user:group` spec gets exactly that group and no supplementary groups.
-pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, OwnerError> {
+pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, UserError> {
     resolve_user_with(&|path| read_file(root, path), spec)
 }
 
@@ -36,13 +36,13 @@ pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, Own
 pub fn resolve_user_with(
     read: &dyn Fn(&str) -> Option<String>,
     spec: &str,
-) -> Result<ResolvedUser, OwnerError> {
+) -> Result<ResolvedUser, UserError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(OwnerError::Invalid(spec.to_string()));
+        return Err(UserError::Invalid(spec.to_string()));
     }
     let passwd = parse_db(read("/etc/passwd"));
     let groups = parse_db(read("/etc/group"));
@@ -56,7 +56,7 @@ pub fn resolve_user_with(
             Some(f[0].as_str()),
         ),
         (Ok(uid), None) => (uid, 0, None),
-        (Err(_), None) => return Err(OwnerError::UnknownUser(user.to_string())),
+        (Err(_), None) => return Err(UserError::UnknownUser(user.to_string())),
     };
     if let Some(group) = group {
         let gid = match group.parse::<u32>() {
@@ -65,7 +65,7 @@ pub fn resolve_user_with(
                 .iter()
                 .find(|f| field(f, 0) == Some(group))
                 .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| OwnerError::UnknownGroup(group.to_string()))?,
+                .ok_or_else(|| UserError::UnknownGroup(group.to_string()))?,
         };
         return Ok(ResolvedUser {
             uid,
@@ -148,11 +148,11 @@ mod tests {
         assert_eq!(r("1000:nogroup").unwrap().gid, 65534);
         assert_eq!(
             r("nosuch").unwrap_err(),
-            OwnerError::UnknownUser("nosuch".into())
+            UserError::UnknownUser("nosuch".into())
         );
         assert_eq!(
             r("0:nosuch").unwrap_err(),
-            OwnerError::UnknownGroup("nosuch".into())
+            UserError::UnknownGroup("nosuch".into())
         );
         assert_eq!(resolve_user(None, "5:6").unwrap().uid, 5);
     }

@@ -9,11 +9,9 @@ use kiln_cache::{ImageRef, Timestamp};
 use kiln_oci::manifest::{self, Parsed};
 use kiln_oci::{Import, LoadOptions, LoadedImage};
 
-use crate::error::EngineError;
-use crate::export::format_chain;
-use crate::images::Image;
-use crate::reference;
-use crate::worker::Worker;
+use crate::error::ImageError;
+use crate::image::Image;
+use crate::store::ImageStore;
 
 /// One image that was loaded: the store names it got and the image as the store now sees it.
 #[derive(Debug, Clone)]
@@ -23,32 +21,32 @@ pub struct Loaded {
     pub image: Image,
 }
 
-fn options(worker: &Worker) -> LoadOptions {
+fn options(store: &ImageStore) -> LoadOptions {
     LoadOptions {
         // Stage on the store's file system: layers can be larger than /tmp.
-        staging_dir: Some(worker.root().join("tmp")),
+        staging_dir: Some(store.root().join("tmp")),
         ..LoadOptions::default()
     }
 }
 
-fn load_err(e: kiln_oci::LoadError) -> EngineError {
-    EngineError::Oci(format!("failed to load: {}", format_chain(&e)))
+fn load_err(e: kiln_oci::LoadError) -> ImageError {
+    ImageError::format("load", e)
 }
 
-impl Worker {
+impl ImageStore {
     /// Loads an archive (OCI or docker, plain, gzip or zstd) from `reader`.
-    pub fn load_archive(&self, reader: impl Read) -> Result<Vec<Loaded>, EngineError> {
+    pub fn load_archive(&self, reader: impl Read) -> Result<Vec<Loaded>, ImageError> {
         let import = Import::from_archive(reader, &options(self)).map_err(load_err)?;
         self.finish_load(&import)
     }
 
     /// Loads an OCI layout directory (or an unpacked docker archive).
-    pub fn load_dir(&self, dir: &Path) -> Result<Vec<Loaded>, EngineError> {
+    pub fn load_dir(&self, dir: &Path) -> Result<Vec<Loaded>, ImageError> {
         let import = Import::from_dir(dir, &options(self)).map_err(load_err)?;
         self.finish_load(&import)
     }
 
-    fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, EngineError> {
+    fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, ImageError> {
         // A lease keeps a concurrent prune from collecting the blobs between their commit and
         // the names that make them reachable; it ends with this call (or with the process).
         let lease = self
@@ -68,7 +66,7 @@ impl Worker {
         Ok(named)
     }
 
-    fn name_loaded(&self, loaded: &LoadedImage) -> Result<Loaded, EngineError> {
+    fn name_loaded(&self, loaded: &LoadedImage) -> Result<Loaded, ImageError> {
         let d = &loaded.descriptor;
         let target = ImageRef {
             target: d.digest,
@@ -80,7 +78,7 @@ impl Worker {
             .names
             .iter()
             .filter(|n| is_image_name(n, loaded.ref_name.as_deref()))
-            .map(|n| reference::normalize(n))
+            .filter_map(|n| crate::name::store_name(n).ok())
             .collect();
         names.dedup();
         if names.is_empty() {
@@ -97,15 +95,15 @@ impl Worker {
     }
 
     /// The config digest of a manifest, or the index's own digest for an index.
-    fn config_digest_of(&self, d: &kiln_oci::Descriptor) -> Result<kiln_oci::Digest, EngineError> {
+    fn config_digest_of(&self, d: &kiln_oci::Descriptor) -> Result<kiln_oci::Digest, ImageError> {
         let bytes = kiln_oci::BlobSource::read_verified(
             self.blobs(),
             &d.digest,
             kiln_oci::export::MAX_JSON_SIZE,
         )
-        .map_err(|e| EngineError::Oci(e.to_string()))?;
+        .map_err(|e| ImageError::format("read the loaded manifest", e))?;
         match manifest::parse(&bytes, &d.media_type, "loaded manifest")
-            .map_err(|e| EngineError::Oci(e.to_string()))?
+            .map_err(|e| ImageError::format("parse the loaded manifest", e))?
         {
             Parsed::Manifest(m) => Ok(m.config.digest),
             Parsed::Index(_) => Ok(d.digest),
@@ -119,5 +117,5 @@ fn is_image_name(name: &str, ref_name: Option<&str>) -> bool {
     if ref_name == Some(name) && !name.contains([':', '/', '@']) {
         return false;
     }
-    reference::is_valid(name)
+    kiln_llb::Reference::parse(name).is_ok()
 }

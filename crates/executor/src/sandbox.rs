@@ -15,10 +15,17 @@
 mod cgroup;
 mod etc;
 mod io;
+mod mounts;
+mod plan;
 mod process;
 pub mod runc;
 mod seccomp;
 mod spec;
+mod status;
+mod stdio;
+mod teardown;
+mod validate;
+mod wait;
 
 pub use io::{
     CancelToken, CollectOutput, ExitInfo, ExitStatus, OutputSink, PtyMaster, Stdin, Stream,

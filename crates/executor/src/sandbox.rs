@@ -4,21 +4,28 @@
 //! mount, pid, uts, ipc, cgroup and (unless host networking) net namespaces over a rootfs
 //! mounted inside the sandbox's own mount namespace, with Docker's default capabilities,
 //! seccomp profile, masked and read-only paths. The user's command is pid 1 of its pid
-//! namespace, so when it exits the kernel kills whatever it left running. [`runc`] hands the
-//! same spec to an external OCI runtime instead. The API is blocking; async callers use `spawn_blocking`.
+//! namespace, so when it exits the kernel kills whatever it left running. The API is blocking;
+//! async callers use `spawn_blocking`. `runc` (the dev feature of the same name: the
+//! `sandbox_start` bench's peer) hands the same spec to an external OCI runtime instead.
 //!
 //! Not implemented yet (each fails with "not supported yet: …" or is documented as missing in
 //! docs/dev/sandbox.md): rootless mode (user namespaces), a pty with an external runtime.
 
-#![deny(unsafe_code)]
-
 mod cgroup;
 mod etc;
 mod io;
+mod mounts;
+mod plan;
 mod process;
+#[cfg(feature = "runc")]
 pub mod runc;
 mod seccomp;
 mod spec;
+mod status;
+mod stdio;
+mod teardown;
+mod validate;
+mod wait;
 
 pub use io::{
     CancelToken, CollectOutput, ExitInfo, ExitStatus, OutputSink, PtyMaster, Stdin, Stream,

@@ -1,10 +1,9 @@
 //! Raw syscalls for the sandbox: clone3 into fresh namespaces, the child's setup program that
 //! runs between clone and exec, the new mount API (detached mounts), pidfds and eventfds.
 //!
-//! This is the one module of the crate allowed to use `unsafe`. Everything exported from here
-//! is a safe function; the unsafe parts are the syscalls themselves and the child program.
-
-#![allow(unsafe_code)]
+//! This is the one module of the crate allowed to use `unsafe` (see `lib.rs`). Everything
+//! exported from here is a safe function; the unsafe parts are the syscalls themselves and the
+//! child program.
 
 pub(crate) mod child;
 
@@ -423,6 +422,7 @@ pub(crate) fn is_root() -> bool {
 
 /// Attaches a detached mount (from [`open_tree_clone`] or [`overlay_mount_fd`]) at `target`
 /// in the caller's mount namespace.
+#[cfg(feature = "runc")]
 pub(crate) fn attach_mount(fd: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
     // SAFETY: valid fd, empty and NUL-terminated path strings.
     cvt(unsafe {
@@ -438,12 +438,14 @@ pub(crate) fn attach_mount(fd: BorrowedFd<'_>, target: &CStr) -> io::Result<()> 
 }
 
 /// Lazily unmounts `target` (MNT_DETACH), so a lingering open file cannot keep it mounted.
+#[cfg(feature = "runc")]
 pub(crate) fn unmount_detach(target: &CStr) -> io::Result<()> {
     // SAFETY: NUL-terminated path.
     cvt(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } as libc::c_long)
 }
 
 /// A pidfd for an existing child process.
+#[cfg(feature = "runc")]
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the kernel returns a new close-on-exec descriptor.
     cvt_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })

@@ -53,7 +53,6 @@ pub struct ParentMatches {
 pub struct Pattern {
     text: String,
     exception: bool,
-    line: usize,
     kind: Kind,
 }
 
@@ -79,11 +78,6 @@ impl Pattern {
     /// Whether this is a `!` exception (re-includes what it matches).
     pub fn is_exception(&self) -> bool {
         self.exception
-    }
-
-    /// The 1-based line (or list position) the pattern came from.
-    pub fn line(&self) -> usize {
-        self.line
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -199,7 +193,6 @@ impl PatternMatcher {
             patterns.push(Pattern {
                 text,
                 exception,
-                line,
                 kind,
             });
         }

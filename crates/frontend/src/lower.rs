@@ -4,8 +4,13 @@
 //! The entry point is [`lower`]. Base-image configs come from an [`ImageResolver`] that the
 //! caller provides; the frontend does no I/O of its own.
 
-mod convert;
+mod copy;
+mod metadata;
 mod mounts;
+mod program;
+mod run;
+mod stage;
+mod step;
 mod util;
 
 use std::collections::BTreeMap;
@@ -157,13 +162,13 @@ pub fn lower(
 ) -> Result<Lowered, Diagnostic> {
     let with_file = |d: Diagnostic| d.with_file(opts.dockerfile_name.clone());
     let parsed = parse(dockerfile).map_err(with_file)?;
-    convert::lower_program(&parsed, dockerfile, opts, resolver).map_err(with_file)
+    program::lower_program(&parsed, dockerfile, opts, resolver).map_err(with_file)
 }
 
 /// The stages of a Dockerfile with their descriptions, without lowering anything (for
 /// `--print=targets`).
 pub fn stages(dockerfile: &[u8]) -> Result<Vec<StageInfo>, Diagnostic> {
-    Ok(convert::stage_infos(&parse(dockerfile)?))
+    Ok(stage::stage_infos(&parse(dockerfile)?))
 }
 
 /// Syntax, then typed instructions: lowering reads the same [`Dockerfile`] as every other

@@ -196,11 +196,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// The keyword lowercased, e.g. `run`.
-    pub fn command(&self) -> String {
-        go_lower(&self.keyword.value)
-    }
-
     /// Whether the keyword is `name` (lowercase) ignoring case, as BuildKit compares them.
     pub fn is(&self, name: &str) -> bool {
         keyword_is(&self.keyword.value, name)
@@ -213,13 +208,6 @@ impl Node {
             Args::Healthcheck { args, .. } => matches!(**args, Args::Json(_)),
             _ => false,
         }
-    }
-
-    /// This node's part of BuildKit's dump, without the surrounding parentheses.
-    pub fn dump(&self) -> String {
-        let mut out = String::new();
-        self.dump_into(&mut out);
-        out
     }
 
     fn dump_into(&self, out: &mut String) {

@@ -211,14 +211,6 @@ impl Definition {
         self.metadata.get(digest).cloned().unwrap_or_default()
     }
 
-    /// Mutable metadata of a vertex in the graph (`None` if it is not in the graph).
-    pub fn metadata_mut(&mut self, digest: &Digest) -> Option<&mut OpMetadata> {
-        if !self.vertices.contains_key(digest) {
-            return None;
-        }
-        Some(self.metadata.entry(*digest).or_default())
-    }
-
     pub fn source_map(&self) -> &SourceMap {
         &self.source_map
     }

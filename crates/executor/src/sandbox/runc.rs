@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::io::{CancelToken, ExitInfo, ExitStatus, OutputSink, Stream};
 use super::spec::{CAPABILITY_NAMES, Mount, Network, RootFs, SandboxSpec};
+use super::validate::validate;
 use super::{SandboxError, etc, process};
 use crate::sys;
 
@@ -185,7 +186,7 @@ pub fn run(
     io: &mut dyn OutputSink,
     cancel: &CancelToken,
 ) -> Result<ExitInfo, SandboxError> {
-    process::validate(spec)?;
+    validate(spec)?;
     if spec.tty {
         return Err(SandboxError::NotSupported(
             "a pseudo-terminal with an external OCI runtime".into(),

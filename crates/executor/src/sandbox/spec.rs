@@ -119,7 +119,7 @@ pub struct SandboxSpec {
     pub rootless: bool,
     /// Give the process a pseudo-terminal: a fresh devpts instance at `/dev/pts`, whose first
     /// pty becomes its stdin, stdout and stderr and its controlling terminal; its output
-    /// arrives as [`Stream::Stdout`](super::Stream::Stdout) only. Not with [`runc`](super::runc).
+    /// arrives as [`Stream::Stdout`](super::Stream::Stdout) only. Not with `sandbox::runc`.
     pub tty: bool,
     /// The pty's initial size (0x0, as a terminal nobody sized, when `None`).
     pub tty_size: Option<super::WindowSize>,

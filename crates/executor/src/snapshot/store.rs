@@ -205,8 +205,6 @@ impl Mounts {
 #[derive(Debug)]
 pub struct ActiveSnapshot {
     id: SnapshotId,
-    key: String,
-    parent: Option<SnapshotId>,
     mounts: Mounts,
     dir: PathBuf,
 }
@@ -214,14 +212,6 @@ pub struct ActiveSnapshot {
 impl ActiveSnapshot {
     pub fn id(&self) -> &SnapshotId {
         &self.id
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    pub fn parent(&self) -> Option<&SnapshotId> {
-        self.parent.as_ref()
     }
 
     /// How to mount this snapshot read-write.
@@ -427,13 +417,7 @@ impl Snapshotter {
                 }
             }
         };
-        Ok(ActiveSnapshot {
-            id,
-            key: key.to_string(),
-            parent: parent.cloned(),
-            mounts,
-            dir,
-        })
+        Ok(ActiveSnapshot { id, mounts, dir })
     }
 
     /// Makes an active snapshot immutable and returns its id (the same id it had while

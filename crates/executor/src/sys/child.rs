@@ -239,12 +239,29 @@ pub(crate) unsafe fn run(plan: &Plan) -> ! {
 
 enum Never {}
 
+/// The child's steps in the order of docs/dev/sandbox.md (7 to 15), each phase returning at
+/// its first failure.
 unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
-    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    // SAFETY (whole function): the contract of `run`; each phase issues raw syscalls on
+    // descriptors and strings owned by the plan.
     unsafe {
         // Explicit modes everywhere during setup; the command gets Docker's 022 later.
         libc::umask(0);
+        join(plan)?;
+        enter_rootfs(plan)?;
+        for (i, op) in plan.ops.iter().enumerate() {
+            run_op(plan, i as u32, op)?;
+        }
+        finish_rootfs(plan)?;
+        drop_privileges(plan)?;
+        exec(plan)
+    }
+}
 
+/// Step 7: the cgroups, a cgroup namespace, the network, the hostname.
+unsafe fn join(plan: &Plan) -> Result<(), Fail> {
+    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    unsafe {
         // Cgroups first, before the cgroup namespace, so the namespace's root is the
         // sandbox's own cgroup and /proc/self/cgroup inside reads "/".
         for &fd in &plan.cgroup_procs {
@@ -267,7 +284,14 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
                 0,
             )?;
         }
+        Ok(())
+    }
+}
 
+/// Step 8: the rootfs becomes `/` and every host mount leaves the namespace.
+unsafe fn enter_rootfs(plan: &Plan) -> Result<(), Fail> {
+    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    unsafe {
         // Our copy of the host's mounts must not propagate anything back to the host.
         check(
             libc::mount(
@@ -311,11 +335,14 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
             0,
         )?;
         check(libc::chdir(c"/".as_ptr()) as _, Step::DetachOldRoot, 0)?;
+        Ok(())
+    }
+}
 
-        for (i, op) in plan.ops.iter().enumerate() {
-            run_op(plan, i as u32, op)?;
-        }
-
+/// Steps 12 and 13: a read-only rootfs if asked, rlimits, the working directory.
+unsafe fn finish_rootfs(plan: &Plan) -> Result<(), Fail> {
+    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    unsafe {
         if plan.readonly_rootfs {
             let attr = super::MountAttr {
                 attr_set: super::MOUNT_ATTR_RDONLY,
@@ -356,7 +383,15 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
             }
         }
         check(libc::chdir(plan.cwd.as_ptr()) as _, Step::Cwd, 0)?;
+        Ok(())
+    }
+}
 
+/// Step 14: the bounding set, a new session, groups, gid, uid, capabilities, no_new_privs;
+/// the seccomp filter goes in before setresuid (or, with no_new_privs, last thing in `exec`).
+unsafe fn drop_privileges(plan: &Plan) -> Result<(), Fail> {
+    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    unsafe {
         // The bounding set caps what any later execve can gain; dropping needs CAP_SETPCAP,
         // which we still have as root.
         for cap in 0..=plan.last_cap {
@@ -408,7 +443,15 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
                 0,
             )?;
         }
+        Ok(())
+    }
+}
 
+/// Step 15: stdio, the controlling terminal, no leaked descriptors, umask and signals as a
+/// fresh process has them, then execve along PATH. Returns only with the failure.
+unsafe fn exec(plan: &Plan) -> Result<Never, Fail> {
+    // SAFETY (whole function): raw syscalls on descriptors and strings owned by the plan.
+    unsafe {
         for (target, &fd) in plan.stdio.iter().enumerate() {
             // dup3 clears close-on-exec on the copy, which is what we want for 0, 1 and 2.
             check(

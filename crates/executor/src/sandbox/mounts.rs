@@ -1,0 +1,395 @@
+//! Steps 3 and 9–11 of the setup, as the parent prepares them: the detached mounts (the
+//! rootfs, each bind source, each /etc file) and the child's list of mount ops: /proc, /dev,
+//! /sys, the spec's mounts, the /etc files, masked and read-only paths.
+//!
+//! Detached mounts are attached nowhere in the host: if anything fails, closing their fds
+//! frees them, and the host mount table is never touched.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::SandboxError;
+use super::etc;
+use super::process::io_err;
+use super::spec::{Mount, RootFs, SandboxSpec};
+use super::teardown::Cleanup;
+use super::validate::{cpath, cstr, inner_path};
+use crate::sys::{self, child};
+
+/// Builds the child's op list, with a description per op for error messages and the path of
+/// each op that may report a created stub.
+#[derive(Default)]
+pub(super) struct Ops {
+    pub(super) ops: Vec<child::Op>,
+    pub(super) what: Vec<String>,
+    pub(super) tracked: Vec<Option<PathBuf>>,
+    /// Targets mounted so far: stubs below them live in that mount, not the rootfs.
+    mounted: Vec<PathBuf>,
+}
+
+impl Ops {
+    fn push(&mut self, op: child::Op, what: String, tracked: Option<PathBuf>) {
+        self.ops.push(op);
+        self.what.push(what);
+        self.tracked.push(tracked);
+    }
+
+    fn in_rootfs(&self, p: &Path) -> bool {
+        !self.mounted.iter().any(|m| p.starts_with(m) && p != m)
+    }
+
+    fn mkdir(&mut self, p: &Path, mode: u32) -> Result<(), SandboxError> {
+        let tracked = self.in_rootfs(p).then(|| p.to_path_buf());
+        self.push(
+            child::Op::Mkdir {
+                path: cpath(p)?,
+                mode,
+            },
+            format!("failed to create directory {}", p.display()),
+            tracked,
+        );
+        Ok(())
+    }
+
+    /// mkdir -p for the parents of `p`.
+    fn parents(&mut self, p: &Path) -> Result<(), SandboxError> {
+        let mut prefixes: Vec<&Path> = p.ancestors().skip(1).collect();
+        prefixes.reverse();
+        for a in prefixes {
+            if a != Path::new("/") {
+                self.mkdir(a, 0o755)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn touch(&mut self, p: &Path) -> Result<(), SandboxError> {
+        let tracked = self.in_rootfs(p).then(|| p.to_path_buf());
+        self.push(
+            child::Op::Touch {
+                path: cpath(p)?,
+                mode: 0o644,
+            },
+            format!("failed to create mount point {}", p.display()),
+            tracked,
+        );
+        Ok(())
+    }
+
+    fn mount(
+        &mut self,
+        fstype: &str,
+        target: &str,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), SandboxError> {
+        self.push(
+            child::Op::Mount {
+                source: cstr(fstype.as_bytes(), "fstype")?,
+                target: cstr(target.as_bytes(), "target")?,
+                fstype: cstr(fstype.as_bytes(), "fstype")?,
+                flags,
+                data: data.map(|d| cstr(d.as_bytes(), "mount data")).transpose()?,
+            },
+            format!("failed to mount {fstype} at {target}"),
+            None,
+        );
+        self.mounted.push(PathBuf::from(target));
+        Ok(())
+    }
+
+    fn attach(&mut self, fd: &OwnedFd, target: &Path, what: String) -> Result<(), SandboxError> {
+        self.push(
+            child::Op::Attach {
+                fd: fd.as_raw_fd(),
+                target: cpath(target)?,
+            },
+            what,
+            None,
+        );
+        self.mounted.push(target.to_path_buf());
+        Ok(())
+    }
+}
+
+/// What the parent prepared for the child's filesystem.
+pub(super) struct Mounts {
+    /// The rootfs as a detached mount.
+    pub(super) rootfs: OwnedFd,
+    pub(super) ops: Ops,
+    /// Detached mounts the ops attach (binds, /etc files, devpts); closed right after clone.
+    pub(super) keep: Vec<OwnedFd>,
+}
+
+const NOSUID: libc::c_ulong = libc::MS_NOSUID;
+const NODEV: libc::c_ulong = libc::MS_NODEV;
+const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
+
+impl Mounts {
+    /// The rootfs, the ops in the child's order and the detached mounts they attach. The /etc
+    /// files are written into `state`; `devpts` is the pty's devpts instance, if any. Records
+    /// in `cleanup` where stubs go and which of their parents were there before.
+    pub(super) fn prepare(
+        spec: &SandboxSpec,
+        state: &Path,
+        devpts: Option<OwnedFd>,
+        cleanup: &mut Cleanup,
+    ) -> Result<Mounts, SandboxError> {
+        let rootfs = rootfs(spec, cleanup)?;
+        let mut mounts = Mounts {
+            rootfs,
+            ops: Ops::default(),
+            keep: Vec::new(),
+        };
+        mounts.system(devpts)?;
+        mounts.spec_mounts(spec)?;
+        mounts.etc_files(spec, state)?;
+        let ops = &mut mounts.ops;
+        for p in &spec.masked_paths {
+            let p = inner_path(p, "masked path")?;
+            ops.push(
+                child::Op::Mask { path: cpath(&p)? },
+                format!("failed to mask {}", p.display()),
+                None,
+            );
+        }
+        for p in &spec.readonly_paths {
+            let p = inner_path(p, "read-only path")?;
+            ops.push(
+                child::Op::ReadOnly { path: cpath(&p)? },
+                format!("failed to make {} read-only", p.display()),
+                None,
+            );
+        }
+
+        // For an overlay, creating a stub copies its parent directories up into the upper
+        // dir; remember which were there already so cleanup removes only the copied-up ones.
+        let tracked: Vec<PathBuf> = ops.tracked.iter().flatten().cloned().collect();
+        cleanup.upper_had = etc::existing_ancestors(&cleanup.stub_root, &tracked);
+        Ok(mounts)
+    }
+
+    /// /proc, /dev with its devices and links, /dev/pts (the pty's instance when there is
+    /// one), /dev/shm, /dev/mqueue and a read-only /sys.
+    fn system(&mut self, devpts: Option<OwnedFd>) -> Result<(), SandboxError> {
+        let ops = &mut self.ops;
+        ops.mkdir(Path::new("/proc"), 0o555)?;
+        ops.mount("proc", "/proc", NOSUID | NODEV | NOEXEC, None)?;
+        ops.mkdir(Path::new("/dev"), 0o755)?;
+        ops.mount(
+            "tmpfs",
+            "/dev",
+            NOSUID | libc::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        )?;
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            let path = format!("/dev/{name}");
+            ops.push(
+                child::Op::Mknod {
+                    path: cstr(path.as_bytes(), "device")?,
+                    mode: libc::S_IFCHR | 0o666,
+                    dev: libc::makedev(major, minor),
+                },
+                format!("failed to create device {path}"),
+                None,
+            );
+        }
+        for (link, target) in [
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+            ("/dev/ptmx", "pts/ptmx"),
+            ("/dev/core", "/proc/kcore"),
+        ] {
+            ops.push(
+                child::Op::Symlink {
+                    target: cstr(target.as_bytes(), "symlink")?,
+                    link: cstr(link.as_bytes(), "symlink")?,
+                },
+                format!("failed to create symlink {link}"),
+                None,
+            );
+        }
+        ops.mkdir(Path::new("/dev/pts"), 0o755)?;
+        match devpts {
+            // With a pty, the devpts instance its slave lives in goes here, so the command's
+            // terminal is /dev/pts/0 of its own /dev/pts.
+            Some(devpts) => {
+                ops.attach(
+                    &devpts,
+                    Path::new("/dev/pts"),
+                    "failed to mount devpts at /dev/pts".into(),
+                )?;
+                self.keep.push(devpts);
+            }
+            None => ops.mount(
+                "devpts",
+                "/dev/pts",
+                NOSUID | NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            )?,
+        }
+        let ops = &mut self.ops;
+        ops.mkdir(Path::new("/dev/shm"), 0o1777)?;
+        ops.mount(
+            "tmpfs",
+            "/dev/shm",
+            NOSUID | NODEV | NOEXEC,
+            Some("mode=1777,size=65536k"),
+        )?;
+        ops.mkdir(Path::new("/dev/mqueue"), 0o755)?;
+        ops.mount("mqueue", "/dev/mqueue", NOSUID | NODEV | NOEXEC, None)?;
+        ops.mkdir(Path::new("/sys"), 0o555)?;
+        ops.mount(
+            "sysfs",
+            "/sys",
+            libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The spec's mounts in order: binds as detached mounts (made read-only while still
+    /// detached), tmpfs by the child; missing targets are created as stubs.
+    fn spec_mounts(&mut self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        let ops = &mut self.ops;
+        for m in &spec.mounts {
+            let target = inner_path(m.target(), "mount target")?;
+            ops.parents(&target)?;
+            match m {
+                Mount::Bind {
+                    source, readonly, ..
+                } => {
+                    let meta = fs::metadata(source).map_err(io_err(format!(
+                        "failed to stat bind mount source {}",
+                        source.display()
+                    )))?;
+                    if meta.is_dir() {
+                        ops.mkdir(&target, 0o755)?;
+                    } else {
+                        ops.touch(&target)?;
+                    }
+                    let fd = sys::open_tree_clone(&cpath(source)?, true)
+                        .map_err(io_err(format!("failed to bind {}", source.display())))?;
+                    if *readonly {
+                        sys::set_detached_readonly(fd.as_fd(), true).map_err(io_err(format!(
+                            "failed to make bind of {} read-only",
+                            source.display()
+                        )))?;
+                    }
+                    ops.attach(
+                        &fd,
+                        &target,
+                        format!(
+                            "failed to bind-mount {} at {}",
+                            source.display(),
+                            target.display()
+                        ),
+                    )?;
+                    self.keep.push(fd);
+                }
+                Mount::Tmpfs {
+                    size,
+                    mode,
+                    readonly,
+                    ..
+                } => {
+                    ops.mkdir(&target, 0o755)?;
+                    let mut data = Vec::new();
+                    if let Some(mode) = mode {
+                        data.push(format!("mode={mode:o}"));
+                    }
+                    if let Some(size) = size {
+                        data.push(format!("size={size}"));
+                    }
+                    let mut flags = NOSUID | NODEV;
+                    if *readonly {
+                        flags |= libc::MS_RDONLY;
+                    }
+                    let t = target.to_string_lossy().into_owned();
+                    let data = data.join(",");
+                    ops.mount(
+                        "tmpfs",
+                        &t,
+                        flags,
+                        (!data.is_empty()).then_some(data.as_str()),
+                    )?;
+                    // ops.mount recorded the lossy string; record the real path as well.
+                    ops.mounted.push(target.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The generated /etc files (written into `state`, bound in read-write), unless the caller
+    /// mounts something there itself.
+    fn etc_files(&mut self, spec: &SandboxSpec, state: &Path) -> Result<(), SandboxError> {
+        for (inner, name, content) in etc::files(spec) {
+            let target = PathBuf::from(inner);
+            if spec.mounts.iter().any(|m| m.target() == target) {
+                continue;
+            }
+            let file = state.join(name);
+            fs::write(&file, content)
+                .map_err(io_err(format!("failed to write {}", file.display())))?;
+            self.ops.parents(&target)?;
+            self.ops.touch(&target)?;
+            let fd = sys::open_tree_clone(&cpath(&file)?, false)
+                .map_err(io_err(format!("failed to bind {}", file.display())))?;
+            self.ops
+                .attach(&fd, &target, format!("failed to bind-mount {inner}"))?;
+            self.keep.push(fd);
+        }
+        Ok(())
+    }
+}
+
+/// The rootfs as a detached mount: a recursive bind of a directory, or an overlay built with
+/// fsopen (one `lowerdir+` per layer, so hundreds of layers fit). Stubs go to the directory
+/// or the upper dir.
+fn rootfs(spec: &SandboxSpec, cleanup: &mut Cleanup) -> Result<OwnedFd, SandboxError> {
+    Ok(match &spec.rootfs {
+        RootFs::Path(p) => {
+            cleanup.stub_root = p.clone();
+            sys::open_tree_clone(&cpath(p)?, true)
+                .map_err(io_err(format!("failed to bind rootfs {}", p.display())))?
+        }
+        RootFs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        } => {
+            cleanup.stub_root = upperdir.clone();
+            if lowerdirs.is_empty() {
+                sys::open_tree_clone(&cpath(upperdir)?, true).map_err(io_err(format!(
+                    "failed to bind rootfs {}",
+                    upperdir.display()
+                )))?
+            } else {
+                let lowers = lowerdirs
+                    .iter()
+                    .map(|l| cpath(l))
+                    .collect::<Result<Vec<_>, _>>()?;
+                sys::overlay_mount_fd(&lowers, &cpath(upperdir)?, &cpath(workdir)?).map_err(
+                    |(step, source)| SandboxError::Setup {
+                        what: format!(
+                            "failed to mount overlay rootfs ({step}) for {}",
+                            upperdir.display()
+                        ),
+                        source,
+                    },
+                )?
+            }
+        }
+    })
+}

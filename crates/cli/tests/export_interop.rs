@@ -14,7 +14,11 @@ use common::dockerd::Dockerd;
 use export_support::{APP, Kiln, have, setup};
 
 fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("run tool");
+    let mut cmd = match program {
+        "skopeo" => kiln_testutil::skopeo(),
+        _ => Command::new(program),
+    };
+    let out = cmd.args(args).output().expect("run tool");
     assert!(
         out.status.success(),
         "{program} {args:?} failed:\n{}",

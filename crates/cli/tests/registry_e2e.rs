@@ -141,7 +141,7 @@ fn skopeo() -> bool {
 }
 
 fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
-    let mut cmd = Command::new("skopeo");
+    let mut cmd = kiln_testutil::skopeo();
     cmd.args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"]);
     if let Some(c) = creds {
         cmd.args(["--creds", c]);
@@ -233,7 +233,7 @@ fn push_inspect_with_skopeo_pull_back_and_build_from() {
     if skopeo() {
         // skopeo re-pushes it as Docker schema 2: kiln pulls that format too.
         let docker = format!("{}/skopeo/bb:v2s2", reg.host());
-        let out = Command::new("skopeo")
+        let out = kiln_testutil::skopeo()
             .args([
                 "copy",
                 "--src-tls-verify=false",

@@ -2,7 +2,7 @@
 //! default bridge when started with `--bridge=none` in the host's network namespace). Here a
 //! thread plays the host in a network namespace of its own, set up as a machine running Docker
 //! looks (`docker0` with its address, Docker's firewall chains and rules), starts the private
-//! dockerd of `tests/common/dockerd.rs` from there and runs a container, and checks that the
+//! dockerd of `tests/common/dockerd.rs` from there, runs containers and a build, and checks the
 //! "host" is unchanged. No real interface or rule is touched, so the test runs on any machine,
 //! with or without a Docker of its own.
 
@@ -113,6 +113,26 @@ fn issue_23_a_test_dockerd_leaves_the_hosts_docker0_and_firewall_alone() {
         assert_eq!(out, "ran\n");
         let out = docker.ok(&["run", "--rm", "busybox", "cat", "/proc/net/dev"]);
         assert!(out.contains("lo:"), "{out}");
+        // And a BuildKit RUN step, which makes cgroups of its own under the daemon's parent.
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).expect("mkdir ctx");
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM busybox\nRUN echo built > /b\n",
+        )
+        .expect("write Dockerfile");
+        let build = docker
+            .command()
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "-q", "--network", "none"])
+            .arg(&ctx)
+            .output()
+            .expect("docker build");
+        assert!(
+            build.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
         // The helper compares the host before and after as it drops; so does this test, so
         // that it fails even if that check is taken out of the helper.
         drop(docker);

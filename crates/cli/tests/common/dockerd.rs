@@ -236,7 +236,7 @@ impl Dockerd {
             let _ = self.child.wait();
         }
         for mount in hostnet::cgroup_mounts() {
-            let _ = std::fs::remove_dir(mount.join(&self.cgroup_parent));
+            remove_cgroup(&mount.join(&self.cgroup_parent));
         }
         for (masked, created) in CREATED_WHEN_UNMASKED {
             if self.unmasked.contains(masked) {
@@ -283,6 +283,17 @@ impl Drop for Dockerd {
             panic!("{report}");
         }
     }
+}
+
+/// Removes an empty cgroup and its empty children (BuildKit makes `buildkit` in the parent),
+/// deepest first; a cgroup with processes stays (and the host check reports it).
+fn remove_cgroup(dir: &Path) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&child.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// dockerd: Debian's docker.io puts it in /usr/sbin, Docker's own packages in /usr/bin.

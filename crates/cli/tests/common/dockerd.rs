@@ -212,9 +212,7 @@ impl Dockerd {
             relay.stop();
         }
         let me = self.child.id();
-        let daemon = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse::<i32>().ok());
+        let daemon = child_of(me);
         let signal = |pid: i32, sig| {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         };
@@ -283,6 +281,29 @@ impl Drop for Dockerd {
             panic!("{report}");
         }
     }
+}
+
+/// The child of `parent` (unshare has one: dockerd), from the kernel's children list or, where
+/// that is not built in, from every process's parent.
+fn child_of(parent: u32) -> Option<i32> {
+    let listed = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok());
+    listed.or_else(|| {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+    })
 }
 
 /// Removes an empty cgroup and its empty children (BuildKit makes `buildkit` in the parent),

@@ -38,7 +38,9 @@ stop_registry() {
     REG_PID=
   fi
 }
-trap stop_registry EXIT
+note_system_cache
+# skopeo's blob-info cache goes again with the registry, if this script made it.
+trap 'stop_registry; remove_system_cache' EXIT
 
 # A registry with empty storage on $REG.
 fresh_registry() {

@@ -136,8 +136,10 @@ tpl() {
     echo "skopeo copy -q --dest-compress-format zstd --src-daemon-host $DOCKER_HOST docker-daemon:{tag} oci-archive:{out}" ;;
   buildkit:push | legacy:push) echo "$DOCKER tag {tag} {ref} && $DOCKER push -q {ref}" ;;
   buildkit:run | legacy:run) echo "$DOCKER run --rm {image} true" ;;
-  # --jobs 4: buildah's stages run in parallel only when asked
-  buildah:build) echo "$BUILDAH bud -q --pull=never --layers --jobs 4 -t {tag} -f {dockerfile} {context}" ;;
+  # --jobs 4: buildah's stages run in parallel only when asked. --network host, as kiln's RUN
+  # steps: buildah's default network sets up a CNI bridge (cni-podman0, 10.88.0.0/16) with
+  # firewall rules on the host and leaves them there.
+  buildah:build) echo "$BUILDAH bud -q --pull=never --layers --jobs 4 --network host -t {tag} -f {dockerfile} {context}" ;;
   buildah:reset) echo "buildah_reset" ;;
   buildah:export-tar) echo "$BUILDAH push -q {tag} docker-archive:{out}" ;;
   buildah:export-gz) echo "$BUILDAH push -q {tag} oci-archive:{out}" ;;

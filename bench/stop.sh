@@ -25,7 +25,17 @@ stop_pid() { # NAME PIDFILE
 $BUILDAH rm -a >/dev/null 2>&1 || true
 stop_pid registry "$REGISTRY_DIR/pid"
 stop_pid dockerd "$DOCKERD_DIR/pid"
-ip link show "$BENCH_BRIDGE" >/dev/null 2>&1 && ip link delete "$BENCH_BRIDGE"
+# Only the bridge peers.sh made (an interface of that name it did not make is someone else's).
+if [[ -f $BENCH_BRIDGE_MARK ]]; then
+  ip link show "$BENCH_BRIDGE" >/dev/null 2>&1 && ip link delete "$BENCH_BRIDGE"
+  rm -f "$BENCH_BRIDGE_MARK"
+fi
+# dockerd's cgroup parent with what is left in it (BuildKit's `buildkit` child), deepest
+# first, once its containers are gone (rmdir refuses a cgroup that still has processes).
+for m in $(cgroup_mounts); do
+  [[ -d $m/$BENCH_CGROUP ]] && find "$m/$BENCH_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null
+done
+remove_system_cache
 if [[ ${1:-} == --purge ]]; then
   # overlay mounts under the state dir must go before its files can
   grep -F " $STATE/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null

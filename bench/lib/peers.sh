@@ -5,8 +5,9 @@
 #
 # 1. apt-get installs what is missing: docker.io (dockerd with its embedded BuildKit), buildah,
 #    skopeo, docker-registry, hyperfine, jq, time, busybox-static.
-# 2. starts a private dockerd: own data-root, exec-root, socket and bridge, no iptables rules,
-#    so it cannot disturb another dockerd on the host. Its PID is in $STATE/dockerd/pid.
+# 2. starts a private dockerd that leaves the host as it found it (see that step): its own
+#    data-root, exec-root, socket, config, bridge and cgroup parent, a mount namespace of its
+#    own, no iptables rules and no forwarding switch. Its PID is in $STATE/dockerd/pid.
 # 3. starts docker-registry on $REGISTRY (loopback, plain HTTP), PID in $STATE/registry/pid.
 # 4. builds one busybox rootfs tar from /usr/bin/busybox and imports that same tar as
 #    `busybox` into kiln, docker and buildah (CMD ["sh"], the usual PATH), so every tool
@@ -16,7 +17,8 @@ set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 [[ $(id -u) == 0 ]] || die "the benchmark needs root (namespaces, overlayfs, dockerd)"
-mkdir -p "$STATE/base" "$DOCKERD_DIR" "$REGISTRY_DIR/data" "$BUILDAH_DIR/tmp"
+mkdir -p "$STATE/base" "$DOCKERD_DIR" "$REGISTRY_DIR/data" "$BUILDAH_DIR/tmp" "$DOCKER_CONFIG"
+note_system_cache
 
 # ------------------------------------------------------------------ 1. packages
 missing=()
@@ -41,22 +43,52 @@ if ((${#missing[@]})); then
 fi
 
 # ------------------------------------------------------------------ 2. private dockerd
+# It stays in the host's network namespace: docker build's RUN steps and docker run use its
+# bridge, and docker push must reach the registry on the host's loopback. So everything it
+# could change there is its own or turned off:
+# - its bridge: $BENCH_BRIDGE, made here with a subnet no route covers and marked as ours;
+#   stop.sh deletes it only when marked. Never --bridge=none, which makes dockerd delete the
+#   host's docker0 (issue 23).
+# - no iptables rules, no masquerading, and --ip-forward=false: by default dockerd sets the
+#   host's net.ipv4.ip_forward to 1 and leaves it so.
+# - a private mount namespace with tmpfs over /run, /etc/docker and /opt: a host containerd's
+#   socket in /run would be used instead of dockerd starting its own, containerd puts its shim
+#   sockets in /run/containerd and makes /opt/containerd, dockerd writes /etc/docker/key.json
+#   and reads the host's daemon.json; its overlay mounts stay in the namespace. No pid
+#   namespace: the pidfile must hold the PID stop.sh and the memory probe use.
+# - its own config file, data root, exec root, socket and cgroup parent (stop.sh removes it).
 if pid_alive "$DOCKERD_DIR/pid" && docker_ok; then
   log "dockerd already running (pid $(cat "$DOCKERD_DIR/pid"))"
 else
-  if ! ip link show "$BENCH_BRIDGE" >/dev/null 2>&1; then
+  if ip link show "$BENCH_BRIDGE" >/dev/null 2>&1; then
+    [[ -f $BENCH_BRIDGE_MARK ]] ||
+      die "interface $BENCH_BRIDGE exists and the benchmark did not make it; set BENCH_BRIDGE to an unused name"
+  else
+    if ip -4 -o route show match "${BENCH_BRIDGE_CIDR%/*}" | grep -qv '^default '; then
+      die "a route already covers $BENCH_BRIDGE_CIDR; set BENCH_BRIDGE_CIDR to a free subnet"
+    fi
     ip link add "$BENCH_BRIDGE" type bridge
+    : >"$BENCH_BRIDGE_MARK"
     ip addr add "$BENCH_BRIDGE_CIDR" dev "$BENCH_BRIDGE"
   fi
   ip link set "$BENCH_BRIDGE" up
   echo '{}' >"$DOCKERD_DIR/daemon.json"
   log "starting a private dockerd (log: $DOCKERD_DIR/log)"
-  # setsid: the daemon must outlive this script (run.sh stops it by PID at the end)
-  setsid "$DOCKERD" --config-file "$DOCKERD_DIR/daemon.json" \
+  # setsid: the daemon must outlive this script (run.sh stops it by PID at the end); unshare
+  # and sh exec, so the PID in the pidfile is dockerd's.
+  # shellcheck disable=SC2016 # $dir and $@ are the inner shell's
+  setsid unshare --mount --propagation private -- sh -c '
+    set -e
+    for dir in /run /etc/docker /opt; do
+      if [ -d "$dir" ]; then mount -n -t tmpfs -o mode=0755 kiln-bench-dockerd "$dir"; fi
+    done
+    exec "$@"' sh \
+    "$DOCKERD" --config-file "$DOCKERD_DIR/daemon.json" \
     --data-root "$DOCKERD_DIR/root" --exec-root "$DOCKERD_DIR/exec" \
     -H "$DOCKER_HOST" --pidfile "$DOCKERD_DIR/pid" \
     --bridge "$BENCH_BRIDGE" --iptables=false --ip6tables=false --ip-masq=false \
-    --cgroup-parent /kiln-bench-docker --storage-driver overlay2 \
+    --ip-forward=false --exec-opt native.cgroupdriver=cgroupfs \
+    --cgroup-parent "/$BENCH_CGROUP" --storage-driver overlay2 \
     </dev/null >>"$DOCKERD_DIR/log" 2>&1 &
   for _ in $(seq 60); do
     docker_ok && break
@@ -132,10 +164,14 @@ if ! "$DOCKER" image inspect busybox:latest >/dev/null 2>&1; then
   log "docker import busybox"
   "$DOCKER" import -c 'CMD ["sh"]' -c "ENV $BASE_PATH_ENV" "$BASE_TAR" busybox:latest >/dev/null
 fi
+cat >"$BUILDAH_DIR/containers.conf" <<EOF
+[network]
+network_config_dir = "$BUILDAH_DIR/cni"
+EOF
 if [[ ! -f $BUILDAH_DIR/driver ]]; then
   # overlay unless this kernel/filesystem refuses it; vfs copies whole layers (much slower)
   BUILDAH_DRIVER=overlay
-  BUILDAH="env TMPDIR=$BUILDAH_DIR/tmp buildah --root $BUILDAH_DIR/root --runroot $BUILDAH_DIR/run --storage-driver overlay"
+  BUILDAH="env TMPDIR=$BUILDAH_DIR/tmp CONTAINERS_CONF=$BUILDAH_DIR/containers.conf buildah --root $BUILDAH_DIR/root --runroot $BUILDAH_DIR/run --storage-driver overlay"
   if c=$($BUILDAH from --pull=never scratch 2>"$BUILDAH_DIR/probe.log") &&
     $BUILDAH mount "$c" >/dev/null 2>>"$BUILDAH_DIR/probe.log" && $BUILDAH rm "$c" >/dev/null; then
     echo overlay >"$BUILDAH_DIR/driver"

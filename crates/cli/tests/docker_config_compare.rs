@@ -1,15 +1,13 @@
 //! `kiln build --print=config` against the config `docker build` (BuildKit) writes for the same
 //! Dockerfile and the same base image, field for field. Runs when Debian's docker.io (dockerd
 //! and the 20.10 client with embedded BuildKit) is installed and we are root; otherwise it says
-//! it was skipped. It starts a private dockerd (own data root, exec root and socket, no bridge,
-//! no iptables) and stops it by PID.
+//! it was skipped. Its dockerd is the private one of `tests/common/dockerd.rs` (namespaces of
+//! its own; the test fails if it changed the host).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const DOCKERD: &str = "/usr/sbin/dockerd";
-const DOCKER: &str = "/usr/bin/docker";
+mod common;
+use common::dockerd::Dockerd;
 
 const BASE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -51,113 +49,15 @@ const FIELDS: &[&str] = &[
     "OnBuild",
 ];
 
-struct Dockerd {
-    child: Child,
-    host: String,
-    dirs: Vec<PathBuf>,
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // End only what we started, by PID; give it time to stop its containerd.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for dir in &self.dirs {
-            // overlay2 may leave mounts under the data root when killed.
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "grep -o ' {0}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l",
-                    dir.display()
-                ))
-                .status();
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 fn skip(why: &str) {
     eprintln!("skipped: docker config comparison: {why}");
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
+/// The Docker client for `d`, with BuildKit (the 20.10 client embeds it).
 fn docker(d: &Dockerd) -> Command {
-    let mut c = Command::new(DOCKER);
-    c.env("DOCKER_HOST", &d.host).env("DOCKER_BUILDKIT", "1");
+    let mut c = d.command();
+    c.env("DOCKER_BUILDKIT", "1");
     c
-}
-
-fn start_dockerd() -> Option<Dockerd> {
-    let id = std::process::id();
-    let data = PathBuf::from(format!("/var/tmp/kiln-test-dockerd-{id}"));
-    let exec = PathBuf::from(format!("/run/kiln-td-{id}"));
-    std::fs::create_dir_all(&data).ok()?;
-    std::fs::create_dir_all(&exec).ok()?;
-    let host = format!("unix://{}/docker.sock", exec.display());
-    let log = std::fs::File::create(data.join("dockerd.log")).ok()?;
-    let child = Command::new(DOCKERD)
-        .arg("--data-root")
-        .arg(data.join("root"))
-        .arg("--exec-root")
-        .arg(&exec)
-        .arg("--pidfile")
-        .arg(exec.join("docker.pid"))
-        .args([
-            "-H",
-            &host,
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-        ])
-        .args(["--ip-masq=false", "--storage-driver", "overlay2"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().ok()?)
-        .stderr(log)
-        .spawn()
-        .ok()?;
-    let d = Dockerd {
-        child,
-        host,
-        dirs: vec![data.clone(), exec],
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if docker(&d)
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            return Some(d);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    eprintln!(
-        "dockerd log:\n{}",
-        std::fs::read_to_string(data.join("dockerd.log")).unwrap_or_default()
-    );
-    None
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
@@ -184,17 +84,11 @@ fn normalized(v: Option<&serde_json::Value>) -> serde_json::Value {
 
 #[test]
 fn print_config_matches_docker_buildkit() {
-    if !is_root() {
-        return skip("needs root to start dockerd");
-    }
-    if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
-        return skip("Debian's docker.io is not installed (apt-get install docker.io)");
-    }
     if kiln_testutil::busybox_binary().is_err() {
         return skip("busybox-static is not installed");
     }
-    let Some(dockerd) = start_dockerd() else {
-        return skip("dockerd did not start (see its log above)");
+    let Some(dockerd) = Dockerd::start("docker config comparison") else {
+        return;
     };
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("busybox.tar");

@@ -1,17 +1,24 @@
-//! kiln's archives in other tools and theirs in kiln: skopeo, umoci and (with a private
-//! dockerd) docker. Each test skips with a printed message when its tool is missing.
+//! kiln's archives in other tools and theirs in kiln: skopeo, umoci and (with the private
+//! dockerd of `tests/common/dockerd.rs`) docker. Each test skips with a printed message when
+//! its tool is missing.
 
+mod common;
 mod export_support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::dockerd::Dockerd;
 use export_support::{APP, Kiln, have, setup};
 
 fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("run tool");
+    let mut cmd = match program {
+        "skopeo" => kiln_testutil::skopeo(),
+        _ => Command::new(program),
+    };
+    let out = cmd.args(args).output().expect("run tool");
     assert!(
         out.status.success(),
         "{program} {args:?} failed:\n{}",
@@ -179,91 +186,13 @@ fn umoci_unpack_of_the_layout_equals_type_local() {
     );
 }
 
-/// A dockerd of our own: its own data root, exec root and socket, no bridge, no iptables.
-struct Dockerd {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Dockerd {
-    fn start() -> Option<Dockerd> {
-        if !have("dockerd") || !have("docker") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("docker.sock");
-        let host = format!("unix://{}", sock.display());
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.path().join("root"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("pid"))
-            .args(["-H", &host])
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .ok()?;
-        let d = Dockerd {
-            child,
-            host,
-            _dir: dir,
-        };
-        for _ in 0..120 {
-            if d.docker(&["version"]).status.success() {
-                return Some(d);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        eprintln!("skipping: the private dockerd did not come up");
-        None
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .args(["-H", &self.host])
-            .args(args)
-            .output()
-            .expect("run docker")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // Stop our dockerd (and with it its containerd) by its PID, and wait for it.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn docker_loads_and_runs_kiln_archive_and_kiln_loads_docker_save() {
     if !export_support::is_root() {
         eprintln!("skipping: needs root");
         return;
     }
-    let Some(docker) = Dockerd::start() else {
+    let Some(docker) = Dockerd::start("docker interop") else {
         return;
     };
     let Some(k) = setup() else { return };

@@ -4,10 +4,10 @@
 //! at a free port with storage in a tempdir and kills it by PID at the end.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 mod common;
+use common::dockerd::Dockerd;
 use common::registry::Registry;
 
 /// A kiln environment: a store root, a HOME (for docker credentials) and a kiln config file.
@@ -141,7 +141,7 @@ fn skopeo() -> bool {
 }
 
 fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
-    let mut cmd = Command::new("skopeo");
+    let mut cmd = kiln_testutil::skopeo();
     cmd.args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"]);
     if let Some(c) = creds {
         cmd.args(["--creds", c]);
@@ -233,7 +233,7 @@ fn push_inspect_with_skopeo_pull_back_and_build_from() {
     if skopeo() {
         // skopeo re-pushes it as Docker schema 2: kiln pulls that format too.
         let docker = format!("{}/skopeo/bb:v2s2", reg.host());
-        let out = Command::new("skopeo")
+        let out = kiln_testutil::skopeo()
             .args([
                 "copy",
                 "--src-tls-verify=false",
@@ -606,83 +606,6 @@ fn build_pull_rechecks_the_registry_for_a_moved_tag() {
     assert!(log.contains("v2"), "the RUN step saw the new base: {log}");
 }
 
-/// A private dockerd (own data root, socket, no bridge or iptables), stopped with SIGTERM so it
-/// takes its containerd and mounts down with it.
-struct Dockerd {
-    child: Child,
-    sock: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dockerd {
-    fn start() -> Option<Dockerd> {
-        let docker_ok = Command::new("docker").arg("--version").output().is_ok();
-        let dockerd_ok = Command::new("dockerd").arg("--version").output().is_ok();
-        if !docker_ok || !dockerd_ok {
-            eprintln!("skipping the dockerd part: docker/dockerd are not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("docker.sock");
-        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.path().join("data"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("dockerd.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", sock.display()))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Dockerd {
-            child,
-            sock,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if d.docker(&["version"]).status.success() {
-                return Some(d);
-            }
-            if Instant::now() > deadline {
-                eprintln!("skipping the dockerd part: the private dockerd did not start");
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
 #[test]
 fn dockerd_pulls_and_runs_a_kiln_pushed_image() {
     if !is_root() {
@@ -709,17 +632,19 @@ fn dockerd_pulls_and_runs_a_kiln_pushed_image() {
         &name,
         ctx.to_str().unwrap(),
     ]);
-    let Some(dockerd) = Dockerd::start() else {
+    let Some(mut dockerd) = Dockerd::start("dockerd pulls a kiln-pushed image") else {
         return;
     };
-    // Loopback registries are insecure to dockerd by default (127.0.0.0/8).
-    let pulled = dockerd.docker(&["pull", &name]);
+    // dockerd has a network namespace of its own; the relay gives it the registry at the same
+    // loopback address, which it treats as insecure (plain HTTP) by default.
+    dockerd.forward_port(reg.port());
+    let pulled = dockerd.run(&["pull", &name]);
     assert!(
         pulled.status.success(),
         "docker pull: {}",
         String::from_utf8_lossy(&pulled.stderr)
     );
-    let run = dockerd.docker(&["run", "--rm", "--network", "none", &name]);
+    let run = dockerd.run(&["run", "--rm", "--network", "none", &name]);
     assert!(
         run.status.success(),
         "docker run: {}",

@@ -37,7 +37,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn skopeo_inspect(transport: &str) -> serde_json::Value {
-    let out = run(Command::new("skopeo").args(["inspect", "--raw", transport]));
+    let out = run(kiln_testutil::skopeo().args(["inspect", "--raw", transport]));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -46,6 +46,7 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
     if !tool("skopeo") {
         return;
     }
+    let cache_before = system_blob_cache();
     let store = MemoryBlobs::new();
     let gzip = build_image(
         &store,
@@ -74,7 +75,7 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
     .unwrap();
 
     // --raw returns the manifest bytes: the very ones kiln wrote.
-    let raw = run(Command::new("skopeo").args([
+    let raw = run(kiln_testutil::skopeo().args([
         "inspect",
         "--raw",
         &format!("oci:{}:1", layout.display()),
@@ -85,9 +86,9 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
         z["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
-    let parsed = run(
-        Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())])
-    );
+    let parsed =
+        run(kiln_testutil::skopeo()
+            .args(["inspect", &format!("oci-archive:{}", archive.display())]));
     let parsed: serde_json::Value = serde_json::from_str(&parsed).unwrap();
     assert_eq!(parsed["Architecture"], "amd64");
     assert_eq!(parsed["Layers"].as_array().unwrap().len(), 2);
@@ -95,7 +96,7 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
     // skopeo copies kiln's layout into its own docker archive and OCI archive; kiln loads both
     // and finds the same config.
     let docker_tar = tmp.path().join("docker.tar");
-    run(Command::new("skopeo").args([
+    run(kiln_testutil::skopeo().args([
         "copy",
         &format!("oci:{}:1", layout.display()),
         &format!("docker-archive:{}:app:1", docker_tar.display()),
@@ -120,7 +121,7 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
     );
 
     let oci_tar = tmp.path().join("skopeo-oci.tar");
-    run(Command::new("skopeo").args([
+    run(kiln_testutil::skopeo().args([
         "copy",
         &format!("oci:{}:z", layout.display()),
         &format!("oci-archive:{}:z", oci_tar.display()),
@@ -148,13 +149,22 @@ fn skopeo_accepts_layouts_and_archives_and_kiln_loads_skopeo_output() {
     )
     .unwrap();
     let back = tmp.path().join("back");
-    run(Command::new("skopeo").args([
+    run(kiln_testutil::skopeo().args([
         "copy",
         &format!("docker-archive:{}", kiln_docker.display()),
         &format!("oci:{}:x", back.display()),
     ]));
     let loaded = load_dir(&back, &MemoryBlobs::new(), &LoadOptions::default()).unwrap();
     assert_eq!(loaded[0].ref_name.as_deref(), Some("x"));
+    // Issue 23's rule: the copies above left no cache on the host.
+    assert_eq!(system_blob_cache(), cache_before);
+}
+
+/// The modification time of the blob-info cache skopeo keeps for root, if there is one.
+fn system_blob_cache() -> Option<std::time::SystemTime> {
+    std::fs::metadata("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Fixtures for kiln's tests and quickstart: a busybox root filesystem built from the host's
-//! statically linked busybox (Debian's `busybox-static`), since this machine reaches no image registry.
+//! statically linked busybox (Debian's `busybox-static`), since this machine reaches no image
+//! registry; and a `skopeo` command that leaves no cache on the host.
 
 #![deny(unsafe_code)]
 
@@ -159,4 +160,37 @@ fn append_tree_sorted<W: Write>(
         }
     }
     Ok(())
+}
+
+/// Runs in a private mount namespace before skopeo: a tmpfs over `/var/lib/containers` (or over
+/// `/var/lib` where that does not exist yet), so skopeo's blob-info cache, which it keeps in
+/// `/var/lib/containers/cache` when run as root, is never written on the host.
+const SKOPEO_SETUP: &str = r#"set -e
+dir=/var/lib/containers
+[ -d "$dir" ] || dir=/var/lib
+mount -n -t tmpfs -o mode=0700 kiln-test-skopeo "$dir"
+exec skopeo "$@""#;
+
+/// A `skopeo` command for tests that leaves nothing on the host: as root it runs in a private
+/// mount namespace that hides the system cache directory (see [`SKOPEO_SETUP`]); as another
+/// user it caches under that user's own data directory, as skopeo always does.
+pub fn skopeo() -> Command {
+    if !is_root() {
+        return Command::new("skopeo");
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", SKOPEO_SETUP, "sh"]);
+    cmd
+}
+
+/// Whether this process runs as root (the effective uid, read from /proc to stay free of
+/// unsafe code).
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
 }

@@ -81,6 +81,10 @@ impl Registry {
         Some(registry)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

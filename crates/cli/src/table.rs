@@ -42,13 +42,20 @@ pub fn align(text: &str) -> String {
             .iter()
             .map(|cells| cells.iter().map(|c| display_width(c)).collect())
             .collect();
-        let mut layout = Layout {
-            lines: &lines,
-            widths: &widths,
-            column_widths: Vec::new(),
-            out: &mut out,
-        };
-        layout.format(0, lines.len());
+        let columns = column_widths(&lines, &widths);
+        for (i, cells) in lines.iter().enumerate() {
+            for (j, cell) in cells.iter().enumerate() {
+                out.push_str(cell);
+                // The last cell of a line is not in a column and gets no padding.
+                if j + 1 < cells.len() {
+                    out.extend(std::iter::repeat_n(' ', columns[i][j] - widths[i][j]));
+                }
+            }
+            // Every line but the section's last was ended by a line break.
+            if i + 1 < lines.len() {
+                out.push('\n');
+            }
+        }
         if sections.peek().is_some() {
             out.push('\n');
         }
@@ -56,65 +63,36 @@ pub fn align(text: &str) -> String {
     out
 }
 
-/// One pass of the elastic-tabstop layout over a section's lines.
-struct Layout<'a, 'o> {
-    /// Each line's cells; the last cell of a line is its unterminated trailing text.
-    lines: &'a [Vec<&'a str>],
-    /// The display width of each cell, parallel to `lines`.
-    widths: &'a [Vec<usize>],
-    /// The widths of the columns to the left of the one being sized.
-    column_widths: Vec<usize>,
-    out: &'o mut String,
-}
-
-impl Layout<'_, '_> {
-    /// Lays out lines `first..end`: finds each run of lines that has a terminated cell in the
-    /// next column, sizes that column over the run, and recurses for the columns to its right.
-    /// Lines without a cell in this column are written with the widths known so far.
-    fn format(&mut self, first: usize, end: usize) {
-        let column = self.column_widths.len();
-        let mut written = first;
-        let mut this = first;
-        while this < end {
-            if !self.has_column(this, column) {
-                this += 1;
+/// The width of every terminated cell's column. Go's tabwriter finds, column by column and
+/// recursively, each run of contiguous lines that has a cell in the column; because a line
+/// with a cell in column `j` has one in every column before it, that run is simply the
+/// longest run of adjacent lines with more than `j + 1` cells, and it is sized here without
+/// recursion (a line of many tabs cannot exhaust the stack).
+fn column_widths(lines: &[Vec<&str>], widths: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut columns: Vec<Vec<usize>> = lines
+        .iter()
+        .map(|cells| vec![0; cells.len().saturating_sub(1)])
+        .collect();
+    let max_columns = columns.iter().map(Vec::len).max().unwrap_or(0);
+    for j in 0..max_columns {
+        let mut i = 0;
+        while i < lines.len() {
+            if columns[i].len() <= j {
+                i += 1;
                 continue;
             }
-            self.write_lines(written, this);
-            let run_start = this;
+            let start = i;
             let mut width = MIN_WIDTH;
-            while this < end && self.has_column(this, column) {
-                width = width.max(self.widths[this][column] + PADDING);
-                this += 1;
+            while i < lines.len() && columns[i].len() > j {
+                width = width.max(widths[i][j] + PADDING);
+                i += 1;
             }
-            self.column_widths.push(width);
-            self.format(run_start, this);
-            self.column_widths.pop();
-            written = this;
-        }
-        self.write_lines(written, end);
-    }
-
-    /// Whether `line` has a tab-terminated cell at `column` (the trailing cell does not count).
-    fn has_column(&self, line: usize, column: usize) -> bool {
-        column + 1 < self.lines[line].len()
-    }
-
-    fn write_lines(&mut self, first: usize, end: usize) {
-        for line in first..end {
-            for (j, cell) in self.lines[line].iter().enumerate() {
-                self.out.push_str(cell);
-                if let Some(&column_width) = self.column_widths.get(j) {
-                    let pad = column_width.saturating_sub(self.widths[line][j]);
-                    self.out.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            // Every line but the section's last was ended by a line break.
-            if line + 1 < self.lines.len() {
-                self.out.push('\n');
+            for column in &mut columns[start..i] {
+                column[j] = width;
             }
         }
     }
+    columns
 }
 
 /// The display width of `text` as `go-runewidth`'s `StringWidth` computes it (see the
@@ -210,6 +188,14 @@ mod tests {
         assert_eq!(display_width("🐳 whale"), 8);
         assert_eq!(display_width("ünïcödé-ñame"), 12);
         assert_eq!(display_width("tab\u{7}bell"), 7);
+    }
+
+    #[test]
+    fn a_line_of_many_tabs_is_laid_out_without_recursion() {
+        let text = "x\t".repeat(100_000);
+        let out = align(&text);
+        assert_eq!(out.len(), 100_000 * 10);
+        assert!(out.starts_with("x         x         "));
     }
 
     #[test]

@@ -157,8 +157,10 @@ impl State<'_> {
                     }
                 }
                 Node::Range(control) => {
-                    if let Flow::Break | Flow::Continue = self.range(dot, control)? {
-                        unreachable!("range consumes break and continue");
+                    // Only a `{{break}}` in the `{{else}}` of a range reaches the loop around it.
+                    let flow = self.range(dot, control)?;
+                    if !matches!(flow, Flow::Normal) {
+                        return Ok(flow);
                     }
                 }
                 Node::Break(_) => return Ok(Flow::Break),
@@ -207,9 +209,10 @@ impl State<'_> {
                         self.range_error(pipe, "range can't iterate over a negative number".into())
                     );
                 }
-                (0..count)
-                    .map(|i| (Val::Json(Value::from(i)), Val::Json(Value::from(i))))
-                    .collect()
+                // Go counts lazily; so do we, rather than listing the numbers first.
+                let items =
+                    (0..count).map(|i| (Val::Json(Value::from(i)), Val::Json(Value::from(i))));
+                return self.iterate(dot, control, mark, items);
             }
             other => {
                 let message = format!(
@@ -219,16 +222,26 @@ impl State<'_> {
                 return Err(self.range_error(pipe, message));
             }
         };
-        if items.is_empty() {
+        self.iterate(dot, control, mark, items.into_iter())
+    }
+
+    /// Runs a range's body once per `(key, element)`, or its `{{else}}` when there are none.
+    fn iterate(
+        &mut self,
+        dot: &Val,
+        control: &Control,
+        mark: usize,
+        items: impl Iterator<Item = (Val, Val)>,
+    ) -> Result<Flow> {
+        let pipe = &control.pipe;
+        let mut items = items.peekable();
+        if items.peek().is_none() {
             let flow = match &control.else_list {
                 Some(else_list) => self.walk(dot, else_list)?,
                 None => Flow::Normal,
             };
             self.vars.truncate(mark);
-            return Ok(match flow {
-                Flow::Break | Flow::Continue => Flow::Normal,
-                normal => normal,
-            });
+            return Ok(flow);
         }
         for (key, elem) in items {
             match pipe.decl.as_slice() {

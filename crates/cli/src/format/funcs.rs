@@ -108,8 +108,17 @@ pub(super) fn call(name: &str, header: bool, args: &[Val]) -> Result<Val, FnErro
             if s.is_empty() {
                 return text(String::new());
             }
-            let spaces = |n: i64| " ".repeat(usize::try_from(n).unwrap_or(0));
-            text(format!("{}{s}{}", spaces(prefix), spaces(suffix)))
+            // Go's strings.Repeat panics on a negative count; keep a huge one from taking
+            // the memory.
+            let count = |n: i64| match usize::try_from(n) {
+                Ok(n) if n <= 1_000_000 => Ok(n),
+                Ok(_) => Err(FnError::Call(
+                    "strings: Repeat output length overflow".into(),
+                )),
+                Err(_) => Err(FnError::Call("strings: negative Repeat count".into())),
+            };
+            let (prefix, suffix) = (count(prefix)?, count(suffix)?);
+            text(format!("{}{s}{}", " ".repeat(prefix), " ".repeat(suffix)))
         }
         "truncate" => {
             let s = string(args, 0)?;

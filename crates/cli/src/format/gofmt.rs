@@ -322,9 +322,17 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
             chars.next();
         }
         spec.width = digits(&mut chars);
+        if spec.width.is_some_and(|w| w > MAX_WIDTH) {
+            spec.width = None;
+            out.push_str("%!(BADWIDTH)");
+        }
         if chars.peek() == Some(&'.') {
             chars.next();
             spec.precision = Some(digits(&mut chars).unwrap_or(0));
+            if spec.precision.is_some_and(|p| p > MAX_WIDTH) {
+                spec.precision = None;
+                out.push_str("%!(BADPREC)");
+            }
         }
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
@@ -406,14 +414,22 @@ impl Spec {
     }
 }
 
+/// A width or precision; fmt refuses those above a million.
 fn digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<usize> {
     let mut value: Option<usize> = None;
     while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-        value = Some(value.unwrap_or(0) * 10 + d as usize);
+        value = Some(
+            value
+                .unwrap_or(0)
+                .saturating_mul(10)
+                .saturating_add(d as usize),
+        );
         chars.next();
     }
     value
 }
+
+const MAX_WIDTH: usize = 1_000_000;
 
 /// One verb applied to one operand; `None` for a verb that does not fit the operand.
 fn format_one(verb: char, spec: &Spec, arg: &Value) -> Option<String> {
@@ -575,6 +591,10 @@ mod tests {
         assert_eq!(sprintf("%s %s", &[json!("a")]), "a %!s(MISSING)");
         assert_eq!(sprintf("%s", &[json!("a"), json!(1)]), "a%!(EXTRA int=1)");
         assert_eq!(sprintf("100%%", &[]), "100%");
+        assert_eq!(
+            sprintf("%99999999999999999999999d", &[json!(1)]),
+            "%!(BADWIDTH)1"
+        );
     }
 
     #[test]

@@ -158,6 +158,9 @@ impl fmt::Display for Pipe {
     }
 }
 
+/// The deepest nesting of pipelines (parentheses, `if`, `range`, `with`) we accept.
+const MAX_DEPTH: usize = 200;
+
 /// A parse error: the message and the line Go reports it on.
 #[derive(Debug)]
 pub(super) struct ParseError {
@@ -175,6 +178,7 @@ pub(super) fn parse(src: &str, is_function: &dyn Fn(&str) -> bool) -> Result<Vec
         vars: vec!["$".to_string()],
         range_depth: 0,
         action_line: 0,
+        depth: 0,
         is_function,
     };
     let mut nodes = Vec::new();
@@ -209,6 +213,8 @@ struct Parser<'f> {
     range_depth: usize,
     /// The line of the `{{` of the action being parsed.
     action_line: usize,
+    /// How deeply pipelines and control structures nest here.
+    depth: usize,
     is_function: &'f dyn Fn(&str) -> bool,
 }
 
@@ -352,6 +358,10 @@ impl Parser<'_> {
 
     /// `if`, `range` or `with` after its keyword, through its `{{end}}`.
     fn control(&mut self, keyword: Keyword) -> Result<Control> {
+        self.nested(|p| p.control_inner(keyword))
+    }
+
+    fn control_inner(&mut self, keyword: Keyword) -> Result<Control> {
         let context = match keyword {
             Keyword::If => "if",
             Keyword::Range => "range",
@@ -400,7 +410,23 @@ impl Parser<'_> {
         })
     }
 
+    /// Runs `f` one nesting level deeper. Parsing and executing recurse per level; Go stops
+    /// at 10,000 levels, we stop well before the stack would.
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error("max expression depth exceeded"));
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
     fn pipeline(&mut self, context: &str, end: &Kind) -> Result<Pipe> {
+        self.nested(|p| p.pipeline_inner(context, end))
+    }
+
+    fn pipeline_inner(&mut self, context: &str, end: &Kind) -> Result<Pipe> {
         let pos = self.peek_non_space().pos;
         let mut pipe = Pipe {
             pos,
@@ -680,6 +706,10 @@ mod tests {
             "2: unterminated quoted string in action started at :1"
         );
         assert_eq!(error("{{break}}"), "1: {{break}} outside {{range}}");
+        let deep = format!("{{{{{}.X{}}}}}", "(".repeat(500), ")".repeat(500));
+        assert_eq!(error(&deep), "1: max expression depth exceeded");
+        let deep = "{{if .X}}".repeat(500) + &"{{end}}".repeat(500);
+        assert_eq!(error(&deep), "1: max expression depth exceeded");
     }
 
     #[test]

@@ -368,6 +368,12 @@ fn inspect_templates_run_over_the_json() {
     // `json` does not escape HTML; the whole-object forms do, as the daemon's JSON does.
     assert_eq!(inspect("{{json .Config.Shell}}"), "\"a<b\"\n");
     assert_eq!(inspect("{{.Size}} {{len .RepoTags}}"), "3 2\n");
+    assert_eq!(
+        inspect(
+            "{{range 3}}{{.}}{{end}} {{range $i, $t := .RepoTags}}{{if $i}}{{break}}{{end}}{{$i}}={{$t}}{{end}} {{range .Config.Env}}x{{else}}none{{end}}"
+        ),
+        "012 0=busybox:latest none\n"
+    );
 }
 
 #[test]
@@ -448,4 +454,84 @@ fn ps_prechecks_its_format_and_reports_the_fields_used() {
             .unwrap()
             .contains(&"Size".to_string())
     );
+}
+
+#[test]
+fn no_format_makes_the_renderer_panic() {
+    // Formats built from the characters templates are made of, by a fixed pseudo-random
+    // sequence: every one must give output or an error.
+    const PIECES: &[&str] = &[
+        "{{",
+        "}}",
+        "{{- ",
+        " -}}",
+        ".",
+        ".ID",
+        ".Label",
+        "$",
+        "$x",
+        ":=",
+        "=",
+        "|",
+        "(",
+        ")",
+        "\"a\"",
+        "`b`",
+        "'c'",
+        "1",
+        "-2",
+        "0x1f",
+        "1.5",
+        "if",
+        "else",
+        "end",
+        "range",
+        "with",
+        "break",
+        "continue",
+        "index",
+        "slice",
+        "printf",
+        "\"%d %s %v %5.2f %q %x\"",
+        "json",
+        "join",
+        "len",
+        "eq",
+        "lt",
+        "and",
+        "or",
+        "not",
+        "print",
+        "nil",
+        "true",
+        ",",
+        " ",
+        "\\t",
+        "\\n",
+        "table ",
+        "/*",
+        "*/",
+        "é",
+        "名",
+        "{",
+        "}",
+        "\t",
+        "\n",
+        "pad",
+        "truncate",
+        "split",
+    ];
+    let row = image("busybox", "latest", "1 second ago");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        let mut format = String::new();
+        for _ in 0..1 + state % 12 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
+        }
+        let _ = render_rows(Some(&format), &IMAGES, std::slice::from_ref(&row));
+        let _ = render_inspect(Some(&format), &[inspected()]);
+    }
 }

@@ -37,6 +37,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-engine",
             ][..],
         ),
+        // The compose model is pure (parse, merge, interpolate, validate); the design lets the
+        // planner run through `runtime` and build through `engine`, which it does not need yet.
+        ("kiln-compose", &["kiln-runtime", "kiln-engine"][..]),
         ("kiln-proto", &[][..]),
         (
             "kiln-daemon",
@@ -54,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-registry",
                 "kiln-engine",
                 "kiln-runtime",
+                "kiln-compose",
                 "kiln-daemon",
                 "kiln-proto",
             ][..],

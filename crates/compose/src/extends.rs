@@ -114,13 +114,18 @@ fn resolve(
     };
     let key = (base_file.clone(), base_name.clone());
     stack.push((file.to_path_buf(), name.to_string()));
-    if stack.contains(&key) {
-        let cycle: Vec<&str> = stack.iter().map(|(_, s)| s.as_str()).collect();
-        loader.problems.push(Problem::new(
-            at,
-            &path,
-            format!("extends cycle: {} -> {base_name}", cycle.join(" -> ")),
-        ));
+    if let Some(start) = stack.iter().position(|k| *k == key) {
+        let mut members: Vec<(PathBuf, String)> = stack[start..].to_vec();
+        members.sort();
+        // Each service of a cycle meets it; report it once.
+        if loader.reported_cycles.insert(members) {
+            let cycle: Vec<&str> = stack[start..].iter().map(|(_, s)| s.as_str()).collect();
+            loader.problems.push(Problem::new(
+                at,
+                &path,
+                format!("extends cycle: {} -> {base_name}", cycle.join(" -> ")),
+            ));
+        }
         stack.pop();
         return None;
     }

@@ -34,6 +34,8 @@ pub(crate) struct Loader {
     stdin: Option<String>,
     /// Files being included, to refuse include cycles.
     including: Vec<PathBuf>,
+    /// `extends` cycles already reported (by their members), so each is named once.
+    pub reported_cycles: std::collections::BTreeSet<Vec<(PathBuf, String)>>,
     pub cwd: PathBuf,
 }
 
@@ -49,6 +51,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
         shell: shell.clone(),
         stdin: opts.stdin.clone(),
         including: Vec::new(),
+        reported_cycles: Default::default(),
         cwd: opts.working_dir.clone(),
     };
     let mut warnings = Vec::new();
@@ -201,22 +204,22 @@ fn project_name(
         check_project_name(n, "COMPOSE_PROJECT_NAME")?;
         return Ok(n.clone());
     }
-    if let Some(e) = root.entry("name") {
-        if let Some(n) = e.value.as_str() {
-            let normalized = normalize_project_name(n);
-            if normalized.is_empty() {
-                loader.problems.push(Problem::new(
-                    e.value.loc,
-                    "name",
-                    format!("{n:?} is not a usable project name"),
-                ));
-                return Err(invalid(
-                    std::mem::take(&mut loader.problems),
-                    &loader.sources,
-                ));
-            }
-            return Ok(normalized);
+    if let Some(e) = root.entry("name")
+        && let Some(n) = e.value.as_str()
+    {
+        let normalized = normalize_project_name(n);
+        if normalized.is_empty() {
+            loader.problems.push(Problem::new(
+                e.value.loc,
+                "name",
+                format!("{n:?} is not a usable project name"),
+            ));
+            return Err(invalid(
+                std::mem::take(&mut loader.problems),
+                &loader.sources,
+            ));
         }
+        return Ok(normalized);
     }
     let base = project_dir
         .file_name()
@@ -336,11 +339,11 @@ impl Loader {
         }
         let lookup = |n: &str| env.get(n).cloned();
         interpolate_node(&mut root, "", &lookup, &mut self.problems);
-        if let Some(services) = root.as_map_mut().and_then(|m| m.get_mut("services")) {
-            if let Value::Map(m) = &mut services.value {
-                for s in &mut m.entries {
-                    normalize_service(&mut s.value);
-                }
+        if let Some(services) = root.as_map_mut().and_then(|m| m.get_mut("services"))
+            && let Value::Map(m) = &mut services.value
+        {
+            for s in &mut m.entries {
+                normalize_service(&mut s.value);
             }
         }
         paths::resolve_file(&mut root, base, self.home.as_deref());

@@ -232,18 +232,18 @@ pub(crate) fn normalize_service(service: &mut Node) {
             "networks" => list_to_map(&mut e.value, false),
             "env_file" => scalar_to_list(&mut e.value),
             "build" => {
-                if let Value::Scalar(s) = &e.value.value {
-                    if s.kind != Kind::Null {
-                        let loc = e.value.loc;
-                        let context = Node::string(s.text.clone(), loc);
-                        let mut m = Map::default();
-                        m.entries.push(Entry {
-                            key: "context".into(),
-                            key_loc: loc,
-                            value: context,
-                        });
-                        e.value = Node::map(m, loc);
-                    }
+                if let Value::Scalar(s) = &e.value.value
+                    && s.kind != Kind::Null
+                {
+                    let loc = e.value.loc;
+                    let context = Node::string(s.text.clone(), loc);
+                    let mut m = Map::default();
+                    m.entries.push(Entry {
+                        key: "context".into(),
+                        key_loc: loc,
+                        value: context,
+                    });
+                    e.value = Node::map(m, loc);
                 }
                 if let Some(build) = e.value.as_map_mut() {
                     for b in &mut build.entries {

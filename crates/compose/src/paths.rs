@@ -41,10 +41,10 @@ pub(crate) fn resolve_service(service: &mut Node, base: &Path, home: Option<&str
     for e in &mut map.entries {
         match e.key.as_str() {
             "build" => {
-                if let Some(ctx) = e.value.as_map_mut().and_then(|m| m.get_mut("context")) {
-                    if ctx.as_str().is_some_and(|c| !is_remote(c)) {
-                        absolute(ctx, base, home);
-                    }
+                if let Some(ctx) = e.value.as_map_mut().and_then(|m| m.get_mut("context"))
+                    && ctx.as_str().is_some_and(|c| !is_remote(c))
+                {
+                    absolute(ctx, base, home);
                 }
             }
             "env_file" => {
@@ -93,10 +93,8 @@ fn volume(item: &mut Node, base: &Path, home: Option<&str>) {
         }
         Value::Map(m) => {
             let is_bind = m.get("type").and_then(Node::as_str) == Some("bind");
-            if is_bind {
-                if let Some(src) = m.get_mut("source") {
-                    absolute(src, base, home);
-                }
+            if is_bind && let Some(src) = m.get_mut("source") {
+                absolute(src, base, home);
             }
         }
         Value::Seq(_) => {}
@@ -104,10 +102,11 @@ fn volume(item: &mut Node, base: &Path, home: Option<&str>) {
 }
 
 fn absolute(node: &mut Node, base: &Path, home: Option<&str>) {
-    if let Value::Scalar(s) = &mut node.value {
-        if node.tag.is_none() && !s.text.is_empty() {
-            s.text = join(base, &s.text, home);
-        }
+    if let Value::Scalar(s) = &mut node.value
+        && node.tag.is_none()
+        && !s.text.is_empty()
+    {
+        s.text = join(base, &s.text, home);
     }
 }
 

@@ -17,10 +17,8 @@ pub(crate) fn apply(project: &mut Project, mut active: Vec<String>) {
             let s = &project.services[&name];
             s.profiles.is_empty() || all || s.profiles.iter().any(|p| active.contains(p))
         };
-        if !enabled {
-            if let Some(s) = project.services.remove(&name) {
-                project.disabled.insert(name, s);
-            }
+        if !enabled && let Some(s) = project.services.remove(&name) {
+            project.disabled.insert(name, s);
         }
     }
     project.profiles = active;

@@ -106,17 +106,17 @@ pub(crate) fn validate(p: &Project) -> Vec<Problem> {
             if v.kind != VolumeKind::Volume {
                 continue;
             }
-            if let Some(src) = &v.source {
-                if !p.volumes.contains_key(src) {
-                    let path = format!("{base}.volumes[{i}]");
-                    missing(
-                        &mut out,
-                        &path,
-                        "volume",
-                        src,
-                        p.volumes.keys().map(String::as_str).collect(),
-                    );
-                }
+            if let Some(src) = &v.source
+                && !p.volumes.contains_key(src)
+            {
+                let path = format!("{base}.volumes[{i}]");
+                missing(
+                    &mut out,
+                    &path,
+                    "volume",
+                    src,
+                    p.volumes.keys().map(String::as_str).collect(),
+                );
             }
         }
         for (section, refs, defined) in [

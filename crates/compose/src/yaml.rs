@@ -13,7 +13,6 @@
 //! scalars are strings. Every scalar keeps its text, so a key like `80:` or `3.10` reads back as
 //! written.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
@@ -212,26 +211,27 @@ pub fn resolve_plain(text: &str) -> Kind {
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(n) = i64::from_str_radix(hex, 16) {
-            return Kind::Int(n);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(n) = i64::from_str_radix(hex, 16)
+    {
+        return Kind::Int(n);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(n) = i64::from_str_radix(oct, 8) {
-            return Kind::Int(n);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(n) = i64::from_str_radix(oct, 8)
+    {
+        return Kind::Int(n);
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = text.parse::<i64>() {
-            return Kind::Int(n);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = text.parse::<i64>()
+    {
+        return Kind::Int(n);
     }
-    if is_float(digits) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Kind::Float(f);
-        }
+    if is_float(digits)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Kind::Float(f);
     }
     Kind::Str
 }
@@ -509,7 +509,7 @@ fn merge_into(map: &mut Map, source: Node) -> Result<(), Problem> {
     }
 }
 
-fn tag_text(tag: &Cow<'_, saphyr_parser::Tag>) -> String {
+fn tag_text(tag: &saphyr_parser::Tag) -> String {
     if tag.handle == "tag:yaml.org,2002:" {
         format!("!!{}", tag.suffix)
     } else {

@@ -3,6 +3,7 @@
 //! each reported at its location. This module has the primitives; `service.rs`, `syntax.rs` and
 //! `resources.rs` the shapes.
 
+mod mounts;
 mod resources;
 mod service;
 mod syntax;
@@ -185,6 +186,19 @@ impl Cx<'_> {
     }
 
     pub fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+        if let Value::Scalar(s) = &node.value
+            && matches!(s.kind, Kind::Int(_) | Kind::Float(_))
+        {
+            self.problems.push(
+                Problem::new(
+                    node.loc,
+                    path,
+                    format!("expected a duration, found {}", node.describe()),
+                )
+                .with_help(format!("give a unit: \"{}s\"", s.text)),
+            );
+            return None;
+        }
         let text = self.string(node, path)?;
         Duration::parse(&text).or_else(|| {
             self.error(
@@ -261,8 +275,21 @@ impl Cx<'_> {
                 }
             }
             Value::Seq(items) => {
+                // Normalization turned lists of scalars into maps already; this list has other
+                // items, which are the errors. Its scalars are still taken.
                 for (i, item) in items.iter().enumerate() {
-                    self.wrong_type(item, &format!("{path}[{i}]"), "a \"KEY=VALUE\" string");
+                    match &item.value {
+                        Value::Scalar(s) if s.kind != Kind::Null => {
+                            let (k, v) = match s.text.split_once('=') {
+                                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                                None => (s.text.clone(), None),
+                            };
+                            out.insert(k, v);
+                        }
+                        _ => {
+                            self.wrong_type(item, &format!("{path}[{i}]"), "a \"KEY=VALUE\" string")
+                        }
+                    }
                 }
             }
             _ => self.wrong_type(node, path, "a mapping or a list of \"KEY=VALUE\" strings"),
@@ -288,11 +315,11 @@ impl Cx<'_> {
         unsupported: &[&str],
         extensions: Option<&mut BTreeMap<String, serde_json::Value>>,
     ) {
-        if e.key.starts_with("x-") {
-            if let Some(ext) = extensions {
-                ext.insert(e.key.clone(), to_json(&e.value));
-                return;
-            }
+        if e.key.starts_with("x-")
+            && let Some(ext) = extensions
+        {
+            ext.insert(e.key.clone(), to_json(&e.value));
+            return;
         }
         if unsupported.contains(&e.key.as_str()) {
             self.error(

@@ -33,10 +33,10 @@ pub fn parse_port(spec: &str) -> Result<Vec<Port>, String> {
         (Some(ip), [p, c]) => (Some(ip), Some(*p), *c),
         _ => return Err("too many `:`".to_string()),
     };
-    if let Some(ip) = &host_ip {
-        if ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("invalid host IP {ip:?}"));
-        }
+    if let Some(ip) = &host_ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(format!("invalid host IP {ip:?}"));
     }
     let published = published.filter(|p| !p.is_empty());
     let (c_start, c_end) = port_range(container)?;

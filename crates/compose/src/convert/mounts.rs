@@ -157,16 +157,15 @@ fn long_volume(cx: &mut Cx<'_>, m: &Map, p: &str) -> Result<ServiceVolume, Strin
             "read_only" => vol.read_only = cx.bool(n, &ep).unwrap_or_default(),
             "bind" => {
                 let Some(b) = cx.map(n, &ep) else { continue };
-                let mut o = BindOptions {
-                    create_host_path: true,
-                    ..BindOptions::default()
-                };
+                // Only the short syntax implies `create_host_path` (the spec keeps it for
+                // compatibility); in the long syntax it is off unless asked for.
+                let mut o = BindOptions::default();
                 for f in &b.entries {
                     let fp = join(&ep, &f.key);
                     match f.key.as_str() {
                         "propagation" => o.propagation = cx.string(&f.value, &fp),
                         "create_host_path" => {
-                            o.create_host_path = cx.bool(&f.value, &fp).unwrap_or(true)
+                            o.create_host_path = cx.bool(&f.value, &fp).unwrap_or_default()
                         }
                         "selinux" => o.selinux = cx.string(&f.value, &fp),
                         _ => cx.other_key(
@@ -236,10 +235,6 @@ fn long_volume(cx: &mut Cx<'_>, m: &Map, p: &str) -> Result<ServiceVolume, Strin
             if !Path::new(src).is_absolute() {
                 return Err(format!("bind source {src:?} must be a path"));
             }
-            vol.bind.get_or_insert(BindOptions {
-                create_host_path: true,
-                ..BindOptions::default()
-            });
         }
         VolumeKind::Tmpfs => {
             if vol.source.is_some() {

@@ -4,26 +4,14 @@
 //! together with `networks`.
 
 use crate::convert::{did_you_mean, join};
-use crate::diagnostic::Loc;
+use crate::diagnostic::{Diagnostic, Loc, Severity};
 use crate::error::Problem;
 use crate::model::{Project, VolumeKind};
 use crate::order::find_cycle;
 
 pub(crate) fn validate(p: &Project) -> Vec<Problem> {
     let mut out = Vec::new();
-    let loc = |path: &str| -> Loc {
-        // Fall back to the service, then to nothing better than the file's start.
-        let mut key = path.to_string();
-        loop {
-            if let Some(l) = p.locations.get(&key) {
-                return *l;
-            }
-            match key.rfind(['.', '[']) {
-                Some(i) => key.truncate(i),
-                None => return Loc::default(),
-            }
-        }
-    };
+    let loc = |path: &str| p.location(path).unwrap_or_default();
     let missing = |out: &mut Vec<Problem>, path: &str, what: &str, name: &str, known: Vec<&str>| {
         let mut problem = Problem::new(loc(path), path, format!("undefined {what} {name:?}"));
         if let Some(best) = did_you_mean(name, known.iter()) {
@@ -163,4 +151,38 @@ pub(crate) fn validate(p: &Project) -> Vec<Problem> {
         ));
     }
     out
+}
+
+impl Project {
+    /// Where a model path (`services.web.depends_on.db`, `services.web.volumes[0]`) was
+    /// defined, or the nearest enclosing path that has a location.
+    pub(crate) fn location(&self, path: &str) -> Option<Loc> {
+        let mut key = path.to_string();
+        loop {
+            if let Some(l) = self.locations.get(&key) {
+                return Some(*l);
+            }
+            let i = key.rfind(['.', '['])?;
+            key.truncate(i);
+        }
+    }
+
+    /// A diagnostic about `path` for checks made after loading (the planner's, e.g. a
+    /// `service_healthy` dependency without a healthcheck), located and rendered like the
+    /// loader's own. Unlocated if nothing along the path has a location.
+    pub fn diagnostic(
+        &self,
+        severity: Severity,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        match self.location(path) {
+            Some(loc) => self.sources.diagnostic(severity, loc, path, message),
+            None => {
+                let mut d = Diagnostic::unlocated(severity, message);
+                d.path = Some(path.to_string());
+                d
+            }
+        }
+    }
 }

@@ -169,3 +169,30 @@ fn naming_a_disabled_service_enables_it_and_its_dependencies() {
     assert_eq!(p.with_dependencies(&["dbg"]), ["helper", "dbg"]);
     assert_eq!(p.enable_services(&["nope"]), ["nope"]);
 }
+
+#[test]
+fn later_checks_get_located_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: busybox\n",
+    );
+    let p = Project::load(&opts(d, &[])).unwrap().project;
+    let diag = p.diagnostic(
+        kiln_compose::Severity::Error,
+        "services.web.depends_on.db",
+        "db has no healthcheck",
+    );
+    assert_eq!(
+        diag.to_string(),
+        "compose.yaml:5:7: services.web.depends_on.db: db has no healthcheck"
+    );
+    assert!(
+        diag.render()
+            .contains("5 |       db: {condition: service_healthy}\n  |       ^^\n"),
+        "{}",
+        diag.render()
+    );
+}

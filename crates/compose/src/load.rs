@@ -43,6 +43,22 @@ pub(crate) struct Loader {
 pub(crate) type Env = BTreeMap<String, String>;
 
 pub(crate) fn load(opts: &LoadOptions) -> Result<Loaded, ComposeError> {
+    // Everything below works on absolute paths; a relative (or empty) working directory is
+    // taken from the process's.
+    let owned;
+    let opts = if opts.working_dir.is_absolute() {
+        opts
+    } else {
+        let cwd = std::env::current_dir().map_err(|source| ComposeError::Read {
+            path: PathBuf::from("."),
+            source,
+        })?;
+        owned = LoadOptions {
+            working_dir: paths::clean(&cwd.join(&opts.working_dir)),
+            ..opts.clone()
+        };
+        &owned
+    };
     let shell = &opts.environment;
     let mut loader = Loader {
         sources: SourceMap::default(),

@@ -115,25 +115,28 @@ fn braced(
             }
         });
     }
-    let (symbol, operand) = op.split_at(1);
+    // The operator is one character; a multi-byte one is simply not an operator.
+    let mut rest = op.chars();
+    let symbol = rest.next().unwrap_or_default();
+    let operand = rest.as_str();
     // With a colon, an empty value counts as unset.
     let present = match &value {
         Some(v) => !colon || !v.is_empty(),
         None => false,
     };
     match symbol {
-        "-" => match value {
+        '-' => match value {
             Some(v) if present => Ok(v),
             _ => substitute(operand, lookup, unset),
         },
-        "?" => match value {
+        '?' => match value {
             Some(v) if present => Ok(v),
             _ => Err(TemplateError::Required {
                 name: name.to_string(),
                 message: substitute(operand, lookup, unset)?,
             }),
         },
-        "+" => {
+        '+' => {
             if present {
                 substitute(operand, lookup, unset)
             } else {

@@ -82,7 +82,8 @@ impl SourceMap {
             message: message.into(),
             path: (!path.is_empty()).then(|| path.to_string()),
             file: Some(self.name(loc.file).to_string()),
-            span: Some(loc.span),
+            // Line 0 marks "the file as a whole" (e.g. it could not be read).
+            span: (loc.span.start.line > 0).then_some(loc.span),
             source: self.text(loc.file),
             help: None,
             notes: Vec::new(),

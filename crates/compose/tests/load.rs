@@ -196,3 +196,15 @@ fn later_checks_get_located_diagnostics() {
         diag.render()
     );
 }
+
+#[test]
+fn unreadable_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), &[]);
+    o.files = vec!["missing.yaml".into()];
+    let e = Project::load(&o).unwrap_err();
+    assert!(
+        e.to_string().starts_with("missing.yaml: cannot read "),
+        "{e}"
+    );
+}

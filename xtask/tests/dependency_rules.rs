@@ -50,6 +50,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "kiln-runtime",
             &["kiln-llb", "kiln-cache", "kiln-executor", "kiln-image"][..],
         ),
+        // The compose model is pure (parse, merge, interpolate, validate); the planner that
+        // runs it will use `runtime` and `engine`, as the design says.
+        ("kiln-compose", &[][..]),
         // The binary: the backend seam (engine and image store), the run engine, and the
         // crates whose types it renders (frontend diagnostics and `--print`, llb configs,
         // registry credentials for `login`). Never the executor or the solver directly.

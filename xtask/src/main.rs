@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod proto;
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   fixtures   make the busybox base image rootfs tar (target/fixtures/busybox-rootfs.tar)
   ci         the whole test suite: cargo fmt --check, clippy -D warnings, every test
-  demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it";
+  demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it
+  proto      regenerate crates/proto/src/gen from the kiln.v1 .proto (--check: fail if stale)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +19,10 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures().map(|path| println!("{}", path.display())),
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("proto") => proto::run(
+            args.get(1).map(String::as_str) == Some("--check"),
+            &workspace_root(),
+        ),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

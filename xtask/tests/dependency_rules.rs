@@ -37,7 +37,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-engine",
             ][..],
         ),
-        ("kiln-proto", &[][..]),
+        // `llb` for `Digest`: the context tree's node and file digests are the content store's
+        // blob digests, one type for both (llb has no I/O and no async).
+        ("kiln-proto", &["kiln-llb"][..]),
         (
             "kiln-daemon",
             &["kiln-engine", "kiln-runtime", "kiln-proto", "kiln-llb"][..],

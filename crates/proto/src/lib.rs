@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod client;
 pub mod negotiate;
 pub mod tls;
 pub mod tree;

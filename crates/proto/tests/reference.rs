@@ -29,6 +29,32 @@ async fn info_negotiates_the_protocol_over_loopback() {
 }
 
 #[tokio::test]
+async fn a_unix_socket_works_like_a_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let address: kiln_proto::tls::Address =
+        format!("unix://{}", dir.path().join("kiln.sock").display())
+            .parse()
+            .unwrap();
+    let server = common::start_on(&address, None).await;
+    assert_eq!(server.address, address);
+    let worker = client::connect(&address, &ConnectOptions::default(), "test")
+        .await
+        .unwrap();
+    assert_eq!(worker.protocol, kiln_proto::negotiate::MAX_PROTOCOL);
+    // A socket nobody listens on is named with its address.
+    drop(server);
+    std::fs::remove_file(dir.path().join("kiln.sock")).unwrap();
+    let err = client::connect(&address, &ConnectOptions::default(), "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cannot connect to {address}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn upload_verifies_on_write_and_download_resumes() {
     let server = common::start(None).await;
     let mut worker = client::connect(&server.address, &ConnectOptions::default(), "test")

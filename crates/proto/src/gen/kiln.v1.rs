@@ -342,6 +342,11 @@ pub struct Output {
     /// client downloads those it lacks.
     #[prost(bool, tag = "6")]
     pub load: bool,
+    /// `compression=` (with `compression-level=`), when given.
+    #[prost(enumeration = "Compression", tag = "7")]
+    pub compression: i32,
+    #[prost(int32, optional, tag = "8")]
+    pub compression_level: ::core::option::Option<i32>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CommitOptions {

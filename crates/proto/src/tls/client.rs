@@ -369,3 +369,43 @@ fn from_transport(address: &Address, error: &(dyn std::error::Error + 'static)) 
         message: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        for text in [
+            "tcp://127.0.0.1:1234",
+            "tcp://build.example.com:443",
+            "tcp://[::1]:9",
+            "unix:///run/kiln.sock",
+        ] {
+            let a: Address = text.parse().unwrap();
+            assert_eq!(a.to_string(), text);
+        }
+        let a: Address = "tcp://[::1]:9".parse().unwrap();
+        assert!(a.is_local());
+        assert_eq!(a.tls_name(), "::1");
+        assert!(!"tcp://10.0.0.1:1".parse::<Address>().unwrap().is_local());
+        assert!("tcp://localhost:1".parse::<Address>().unwrap().is_local());
+        assert!("unix:///x".parse::<Address>().unwrap().is_local());
+    }
+
+    #[test]
+    fn bad_addresses_say_what_is_wrong() {
+        for (text, needle) in [
+            ("127.0.0.1:1", "unknown scheme"),
+            ("tcp://host", "no port"),
+            ("tcp://host:http", "not a number"),
+            ("tcp://:1", "no host"),
+            ("tcp://::1:9", "brackets"),
+            ("unix://relative.sock", "absolute"),
+        ] {
+            let err = text.parse::<Address>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(err.contains("expected tcp://HOST:PORT or unix:///PATH"));
+        }
+    }
+}

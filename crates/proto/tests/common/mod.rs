@@ -219,9 +219,12 @@ impl Drop for Running {
 
 /// Starts the reference worker with the Kiln and health services on 127.0.0.1:0.
 pub async fn start(tls: Option<ServerTls>) -> Running {
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind loopback");
+    start_on(&"tcp://127.0.0.1:0".parse().unwrap(), tls).await
+}
+
+/// Starts the reference worker on `address` (a loopback port or a unix socket of the test's).
+pub async fn start_on(address: &Address, tls: Option<ServerTls>) -> Running {
+    let listener = Listener::bind(address).await.expect("bind");
     let address = listener.local_address().unwrap();
     let failures = Arc::new(Mutex::new(Vec::new()));
     let sink = failures.clone();

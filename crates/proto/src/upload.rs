@@ -216,14 +216,31 @@ impl<W: Write> Verifier<W> {
     }
 }
 
-/// The messages of one uncompressed upload of `data` (the client side; `kind` says what it is).
-pub fn chunks(data: &[u8], kind: BlobKind) -> Vec<UploadChunk> {
-    let header = UploadHeader {
-        digest: Digest::of(data).to_string(),
-        size: data.len() as u64,
+/// The header of an upload: `digest` and `size` of the uncompressed bytes, and how the chunks
+/// that follow are compressed. A client streaming a large file builds its messages from this
+/// and chunks of at most [`CHUNK_BYTES`].
+pub fn header(
+    digest: &Digest,
+    size: u64,
+    kind: BlobKind,
+    compression: Compression,
+) -> UploadHeader {
+    UploadHeader {
+        digest: digest.to_string(),
+        size,
         kind: kind as i32,
-        compression: Compression::None as i32,
-    };
+        compression: compression as i32,
+    }
+}
+
+/// The messages of one uncompressed upload of `data` held in memory (tree nodes, small files).
+pub fn chunks(data: &[u8], kind: BlobKind) -> Vec<UploadChunk> {
+    let header = header(
+        &Digest::of(data),
+        data.len() as u64,
+        kind,
+        Compression::None,
+    );
     let mut out: Vec<UploadChunk> = data
         .chunks(CHUNK_BYTES)
         .map(|c| UploadChunk {

@@ -20,8 +20,10 @@ pub use diff::{Diff, Plan, missing_under};
 pub use encode::{MAGIC, MAX_NAME, MAX_TARGET, decode, encode};
 pub use materialize::{MaterializeOptions, Source, materialize};
 
-/// The deepest tree kiln accepts: a path of 2048 one-byte names already fills Linux's PATH_MAX.
-pub const MAX_DEPTH: usize = 2048;
+/// The deepest tree kiln accepts. Far beyond real contexts, and low enough that the recursive
+/// build and write (one open directory per level) fit a 2 MiB thread stack and the default
+/// 1024 open files.
+pub const MAX_DEPTH: usize = 512;
 
 /// The metadata of an entry that a build can observe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -529,3 +529,33 @@ fn materialize_fails_on_missing_or_wrong_content() {
     .unwrap_err();
     assert!(matches!(err, TreeError::MissingNode(_)));
 }
+
+#[test]
+fn the_deepest_allowed_tree_fits_a_small_stack_and_one_more_level_is_refused() {
+    // tokio's worker threads have 2 MiB stacks; run there-sized.
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let deep = vec!["d"; MAX_DEPTH - 1].join("/") + "/f";
+            let tree = Tree::build([file(&deep, b"x")]).unwrap();
+            assert_eq!(tree.walk().len(), MAX_DEPTH);
+            let mut worker = Store::default();
+            worker.sync(&tree, &contents(&[b"x"]));
+            let tmp = tempfile::tempdir().unwrap();
+            let opts = MaterializeOptions {
+                chown: false,
+                times: true,
+            };
+            materialize(&tree.root(), &worker, &tmp.path().join("ctx"), &opts).unwrap();
+            assert!(tmp.path().join("ctx").join(&deep).exists());
+
+            let too_deep = vec!["d"; MAX_DEPTH].join("/") + "/f";
+            assert!(matches!(
+                Tree::build([file(&too_deep, b"x")]),
+                Err(TreeError::TooDeep)
+            ));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

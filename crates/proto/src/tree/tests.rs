@@ -559,3 +559,105 @@ fn the_deepest_allowed_tree_fits_a_small_stack_and_one_more_level_is_refused() {
         .join()
         .unwrap();
 }
+
+/// Reads a materialized directory back as (path, mode, uid, gid, mtime, kind) rows.
+fn read_back(root: &std::path::Path) -> BTreeMap<String, (u32, u32, u32, i64, u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(root.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let m = std::fs::symlink_metadata(root.join(&path)).unwrap();
+            let kind = if m.file_type().is_symlink() {
+                format!(
+                    "-> {}",
+                    std::fs::read_link(root.join(&path)).unwrap().display()
+                )
+            } else if m.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("{:?}", std::fs::read(root.join(&path)).unwrap())
+            };
+            // Symlink modes are always 0777 on Linux and cannot be set.
+            let mode = if m.file_type().is_symlink() {
+                0o777
+            } else {
+                m.mode() & 0o7777
+            };
+            out.insert(
+                path,
+                (
+                    mode,
+                    m.uid(),
+                    m.gid(),
+                    m.mtime(),
+                    m.mtime_nsec() as u32,
+                    kind,
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Makes every directory under `root` writable again so the temp dir can be removed.
+fn unlock(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the tree, materializing it gives back exactly its entries, content, modes,
+    /// owners (as root) and times.
+    #[test]
+    fn materialize_reproduces_the_tree(mut inputs in arb_inputs()) {
+        let root_user = rustix::process::geteuid().is_root();
+        if !root_user {
+            // Without root, reading the result back needs owner read (and search) bits.
+            for i in &mut inputs {
+                i.meta.mode |= if i.kind == InputKind::Dir { 0o700 } else { 0o400 };
+            }
+        }
+        let tree = Tree::build(inputs).unwrap();
+        let mut worker = Store::default();
+        let all: HashMap<Digest, Vec<u8>> = (0..=255u8).map(|b| (Digest::of(&[b]), vec![b])).collect();
+        worker.sync(&tree, &all);
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("ctx");
+        let opts = MaterializeOptions { chown: root_user, times: true };
+        materialize(&tree.root(), &worker, &dest, &opts).unwrap();
+        let got = read_back(&dest);
+        unlock(&dest);
+        let mut want = BTreeMap::new();
+        for (path, e) in tree.walk() {
+            let kind = match &e.kind {
+                EntryKind::File { digest, .. } => format!("{:?}", all[digest]),
+                EntryKind::Dir { .. } => "dir".to_string(),
+                EntryKind::Symlink { target } => format!("-> {target}"),
+            };
+            let mode = if matches!(e.kind, EntryKind::Symlink { .. }) { 0o777 } else { e.meta.mode };
+            let (uid, gid) = if root_user { (e.meta.uid, e.meta.gid) } else { (got[&path].1, got[&path].2) };
+            want.insert(path, (mode, uid, gid, e.meta.mtime_secs, e.meta.mtime_nanos, kind));
+        }
+        prop_assert_eq!(got, want);
+    }
+}

@@ -238,3 +238,41 @@ async fn a_context_tree_syncs_through_find_missing_and_upload() {
         vec![2; 10]
     );
 }
+
+#[tokio::test]
+async fn a_worker_that_stops_answering_fails_the_call_instead_of_hanging() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A "worker" that speaks the first HTTP/2 words, then goes silent with the socket open, as
+    // a frozen or partitioned machine does: only keepalive pings can notice it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // SETTINGS
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let address: kiln_proto::tls::Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let options = ConnectOptions {
+        keepalive_interval: std::time::Duration::from_secs(1),
+        keepalive_timeout: std::time::Duration::from_secs(1),
+        ..ConnectOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client::connect(&address, &options, "test"),
+    )
+    .await
+    .expect("the call must fail, not hang");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(&address.to_string()), "{err}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    silent.abort();
+}

@@ -16,10 +16,10 @@ use kiln_llb::{Definition, Digest, Platform};
 use kiln_solver::{CancellationToken, Graph, SolveError, SolveOptions, Solver, SolverConfig};
 
 use crate::error::EngineError;
+use crate::ops::{BuildEnv, Vertex, input_indexes};
 use crate::progress::{Progress, ProgressSender, Reporter};
 use crate::remote_cache::{CacheImport, RemoteCache};
 use crate::value::{LocalDir, RecordStore, Value};
-use crate::vertex::{BuildEnv, Vertex, input_indexes};
 use finish::Solved;
 
 /// The frontend's image resolver over the local store: `FROM` of a missing image (or any image
@@ -217,7 +217,7 @@ fn check_entitlements(definition: &Definition, request: &BuildRequest) -> Result
             definition,
             SolveError::VertexFailed {
                 vertex: digest,
-                source: Arc::new(crate::vertex::insecure_not_allowed()),
+                source: Arc::new(crate::ops::insecure_not_allowed()),
                 cancelled: Vec::new(),
             },
         )),

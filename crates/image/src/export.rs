@@ -84,7 +84,7 @@ pub fn save(
     out: impl Write,
 ) -> Result<(), ImageError> {
     let blobs = store.blobs();
-    let oci_err = |e: kiln_oci::ExportError| ImageError::format("write the archive", e);
+    let oci_err = |e: kiln_oci::Error| ImageError::format("write the archive", e);
     let mut out = match format {
         SaveFormat::Oci => kiln_oci::write_oci_archive(out, blobs, images).map_err(oci_err)?,
         SaveFormat::Docker => {

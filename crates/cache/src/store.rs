@@ -286,9 +286,10 @@ impl Store {
         for id in plan.snapshots {
             match remover.remove(&id) {
                 Ok(()) => report.snapshots_removed.push(id),
-                Err(e) => report
-                    .errors
-                    .push(format!("failed to remove snapshot {id:?}: {e}")),
+                Err(e) => report.errors.push(format!(
+                    "failed to remove snapshot {id:?}: {}",
+                    crate::check::error_chain(&*e)
+                )),
             }
         }
         Ok(report)

@@ -23,8 +23,13 @@ pub enum ImageError {
         "image {0:?} not found in the local store (`kiln pull`, `kiln load` or `kiln import` it)"
     )]
     NotFound(String),
-    #[error("invalid image {name}: {reason}")]
-    InvalidImage { name: String, reason: String },
+    /// An image in the store whose manifests, config or layers are not what they should be.
+    #[error("invalid image {name}: {source}")]
+    InvalidImage {
+        name: String,
+        #[source]
+        source: Box<kiln_oci::Error>,
+    },
     /// A name the user gave that is not a Docker reference.
     #[error("{name:?} is not a valid repository/tag: {source}")]
     InvalidReference {

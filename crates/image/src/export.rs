@@ -28,10 +28,7 @@ pub fn image_descriptor(store: &ImageStore, image: &Image) -> Result<Descriptor,
         .map_err(|e| ImageError::format("read the manifest", e))?
         .ok_or_else(|| ImageError::InvalidImage {
             name: image.name.clone().unwrap_or_default(),
-            reason: format!(
-                "manifest {} is missing from the store",
-                image.manifest_digest
-            ),
+            source: Box::new(kiln_oci::BlobError::NotFound(image.manifest_digest).into()),
         })?;
     let media_type = if image.manifest.media_type.is_empty() {
         Flavor::Oci.manifest().to_string()

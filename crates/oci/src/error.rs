@@ -30,11 +30,12 @@ pub enum Error {
         diff_ids: usize,
         layers: usize,
     },
-    /// `layer` is the layer's digest, or its path in a docker archive.
-    #[error("layer {layer} decompresses to {actual}, but image config {config} says {expected}")]
+    /// `layer` is the layer's digest, or its path in a docker archive; `listed_by` what gives
+    /// its diff ID (`image config sha256:…`).
+    #[error("layer {layer} decompresses to {actual}, but {listed_by} says {expected}")]
     DiffId {
         layer: String,
-        config: Digest,
+        listed_by: String,
         expected: Digest,
         actual: Digest,
     },

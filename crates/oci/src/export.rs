@@ -458,7 +458,7 @@ fn uncompressed_layer<W: Write>(
         if layer.digest != diff_id {
             return Err(Error::DiffId {
                 layer: layer.digest.to_string(),
-                config,
+                listed_by: format!("image config {config}"),
                 expected: diff_id,
                 actual: layer.digest,
             });
@@ -484,7 +484,7 @@ fn uncompressed_layer<W: Write>(
     if actual != diff_id {
         return Err(Error::DiffId {
             layer: layer.digest.to_string(),
-            config,
+            listed_by: format!("image config {config}"),
             expected: diff_id,
             actual,
         });

@@ -75,7 +75,7 @@ impl Vertex {
             )
         })
         .await
-        .map_err(|e| EngineError::Bug(format!("exec task failed: {e}")));
+        .map_err(EngineError::task("exec"));
         watcher.abort();
         result?
     }

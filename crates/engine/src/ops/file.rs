@@ -31,7 +31,7 @@ pub(super) async fn content_key(
     let inputs = inputs.to_vec();
     tokio::task::spawn_blocking(move || context::copy_content_key(&file, &input_index, &inputs))
         .await
-        .map_err(|e| EngineError::Bug(format!("content key task failed: {e}")))?
+        .map_err(EngineError::task("content key"))?
 }
 
 /// Runs a file op's actions on the blocking pool.
@@ -47,7 +47,7 @@ pub(super) async fn execute(
     let digest = vertex.digest;
     tokio::task::spawn_blocking(move || run_file_op(&env, &file, &digest, &index, &inputs))
         .await
-        .map_err(|e| EngineError::Bug(format!("file op task failed: {e}")))?
+        .map_err(EngineError::task("file op"))?
 }
 
 /// Resolves `--chown` against the destination root's passwd and group files.

@@ -26,5 +26,5 @@ pub(super) async fn execute(
         crate::fileop::merge::merge(&images, &values, &digest)
     })
     .await
-    .map_err(|e| EngineError::Bug(format!("merge task failed: {e}")))?
+    .map_err(EngineError::task("merge"))?
 }

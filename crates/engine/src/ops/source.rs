@@ -88,7 +88,7 @@ pub(super) async fn download(
     let http = http.clone();
     tokio::task::spawn_blocking(move || download_source(&images, &http, &digest))
         .await
-        .map_err(|e| EngineError::Bug(format!("download task failed: {e}")))?
+        .map_err(EngineError::task("download"))?
 }
 
 /// ADD from a URL: the download becomes a one-file snapshot. The cache key is the op (URL

@@ -193,7 +193,7 @@ impl Import {
         if actual != expected {
             return Err(Error::DiffId {
                 layer: path.to_owned(),
-                config,
+                listed_by: format!("image config {config}"),
                 expected,
                 actual,
             }

@@ -177,7 +177,7 @@ impl Import {
                 if actual != *expected {
                     return Err(Error::DiffId {
                         layer: digest.to_string(),
-                        config: *config,
+                        listed_by: format!("image config {config}"),
                         expected: *expected,
                         actual,
                     }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -563,13 +563,6 @@ macro_rules! read_methods {
         /// Every cache record; fails on an undecodable one (`check` finds and drops those).
         pub fn records(&self) -> Result<Vec<(CacheKey, CacheRecord)>> {
             decode_records(raw_bytes_entries(&self.table_bytes(RECORDS)?)?)
-        }
-
-        /// The number of cache records.
-        pub fn record_count(&self) -> Result<u64> {
-            self.table_bytes(RECORDS)?
-                .len()
-                .map_err(|e| Error::db("count cache records", e))
         }
 
         /// What image name `name` points at.

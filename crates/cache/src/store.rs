@@ -97,11 +97,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
     /// Where the executor's snapshotter keeps snapshots (`<root>/snapshots`); the store does
     /// not look inside.
     pub fn snapshots_dir(&self) -> PathBuf {

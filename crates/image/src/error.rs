@@ -55,8 +55,6 @@ pub enum ImageError {
     /// The operation would break something the user did not ask to remove.
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("not supported yet: {0}")]
-    NotSupported(String),
     #[error("this is a bug in kiln: {0}")]
     Bug(String),
 }
@@ -68,11 +66,5 @@ impl ImageError {
             what: what.into(),
             source: source.into(),
         }
-    }
-
-    /// An I/O error with what was being done, for `map_err`.
-    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
-        let what = what.into();
-        move |source| ImageError::Io { what, source }
     }
 }

@@ -194,7 +194,7 @@ pub(crate) fn check(
             Err(e) => {
                 problems.push(Problem::SnapshotUnknown {
                     id: id.to_owned(),
-                    error: e.to_string(),
+                    error: error_chain(&*e),
                 });
                 None
             }
@@ -334,7 +334,8 @@ pub(crate) fn check(
     Ok(report)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for a report that keeps problems as text.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -96,13 +96,6 @@ impl ContentStore {
         w.commit()
     }
 
-    /// Copies `reader` into a blob, checking it against `expected` if given.
-    pub fn put_reader(&self, reader: &mut dyn Read, expected: Option<Digest>) -> Result<BlobInfo> {
-        let mut w = self.writer(expected)?;
-        io::copy(reader, &mut w).map_err(|e| Error::io("write ingest file", &w.temp, e))?;
-        w.commit()
-    }
-
     /// Opens blob `digest` for reading (unverified: see [`ContentStore::open_verified`]).
     pub fn read(&self, digest: &Digest) -> Result<File> {
         let path = self.path(digest);
@@ -293,11 +286,6 @@ impl BlobWriter {
     pub fn expect_size(mut self, size: u64) -> BlobWriter {
         self.expected_size = Some(size);
         self
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 
     /// Verifies and stores the blob. On a digest or size mismatch nothing is stored.

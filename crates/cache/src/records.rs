@@ -27,11 +27,6 @@ impl Timestamp {
         Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
-    /// The same instant as a `SystemTime`.
-    pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.0)
-    }
-
     /// This time moved `d` earlier, saturating at the epoch.
     pub fn saturating_sub(self, d: Duration) -> Timestamp {
         Timestamp(

@@ -97,11 +97,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
     /// Where the executor's snapshotter keeps snapshots (`<root>/snapshots`); the store does
     /// not look inside.
     pub fn snapshots_dir(&self) -> PathBuf {
@@ -286,9 +281,10 @@ impl Store {
         for id in plan.snapshots {
             match remover.remove(&id) {
                 Ok(()) => report.snapshots_removed.push(id),
-                Err(e) => report
-                    .errors
-                    .push(format!("failed to remove snapshot {id:?}: {e}")),
+                Err(e) => report.errors.push(format!(
+                    "failed to remove snapshot {id:?}: {}",
+                    crate::check::error_chain(&*e)
+                )),
             }
         }
         Ok(report)

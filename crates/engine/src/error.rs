@@ -13,6 +13,8 @@ pub enum EngineError {
     Sandbox(#[from] kiln_executor::sandbox::SandboxError),
     #[error(transparent)]
     Copy(#[from] crate::fileop::copy::CopyError),
+    #[error(transparent)]
+    Http(#[from] crate::fileop::http::HttpError),
     #[error("failed to {what}: {source}")]
     Io {
         what: String,
@@ -24,8 +26,12 @@ pub enum EngineError {
     #[error("process {command:?} was killed by the memory limit (OOM)")]
     OutOfMemory { command: String },
     /// A cache document or blob that is not what it claims to be.
-    #[error("cache {label}: {reason}")]
-    InvalidCache { label: String, reason: String },
+    #[error("cache {label}: {source}")]
+    InvalidCache {
+        label: String,
+        #[source]
+        source: kiln_image::Cause,
+    },
     #[error("not supported yet: {0}")]
     NotSupported(String),
     /// Something the build was not given the right to do (an entitlement).
@@ -35,6 +41,23 @@ pub enum EngineError {
     Cancelled,
     #[error("this is a bug in kiln: {0}")]
     Bug(String),
+    /// A task of the build's own ended without an answer (it panicked).
+    #[error("this is a bug in kiln: the {what} task failed")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The solver refused the graph the build made of the definition.
+    #[error("this is a bug in kiln: invalid build graph")]
+    Graph(#[source] kiln_solver::GraphError<kiln_llb::Digest>),
+}
+
+impl EngineError {
+    /// For `map_err` on a task's join handle: the task named `what` failed.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> EngineError {
+        move |source| EngineError::Task { what, source }
+    }
 }
 
 impl From<kiln_cache::Error> for EngineError {
@@ -53,6 +76,22 @@ impl From<kiln_image::rootfs::UserError> for EngineError {
     fn from(e: kiln_image::rootfs::UserError) -> Self {
         EngineError::Image(ImageError::User(e))
     }
+}
+
+/// An error and its causes on one line, each cause once: for warnings, step failures, and the
+/// frontend, which takes resolver errors as text.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A registry failure, naming what was being done and to which reference.

@@ -14,10 +14,10 @@ mod context;
 mod error;
 mod fileop;
 mod mounts;
+mod ops;
 mod progress;
 mod remote_cache;
 mod value;
-mod vertex;
 
 pub use build::{BuildError, BuildRequest, BuildResult, StepLocation, build, lower_only};
 pub use error::EngineError;

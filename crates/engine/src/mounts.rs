@@ -2,7 +2,7 @@
 //! bind mounts of other vertices' outputs (read-only, or read-write over a throwaway upper
 //! layer), persistent cache directories under `<root>/cache-mounts`, tmpfs, and secrets from
 //! the client. Everything here is mounted in the calling thread's private mount namespace
-//! (`worker::with_private_mounts`), so nothing outlives the step, even after SIGKILL.
+//! (`kiln_image::with_private_mounts`), so nothing outlives the step, even after SIGKILL.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{PermissionsExt, chown};

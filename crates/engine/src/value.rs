@@ -143,6 +143,7 @@ impl RecordStore {
             Err(e) => {
                 // An unreachable or broken cache costs a rebuild of the step, never the build.
                 tracing::warn!(error = %e, "cache import failed; running the step");
+                let e = crate::error::error_chain(&e);
                 self.reporter.warn(format!("{e}; running the step instead"));
                 return Ok(None);
             }

@@ -23,8 +23,13 @@ pub enum ImageError {
         "image {0:?} not found in the local store (`kiln pull`, `kiln load` or `kiln import` it)"
     )]
     NotFound(String),
-    #[error("invalid image {name}: {reason}")]
-    InvalidImage { name: String, reason: String },
+    /// An image in the store whose manifests, config or layers are not what they should be.
+    #[error("invalid image {name}: {source}")]
+    InvalidImage {
+        name: String,
+        #[source]
+        source: Box<kiln_oci::Error>,
+    },
     /// A name the user gave that is not a Docker reference.
     #[error("{name:?} is not a valid repository/tag: {source}")]
     InvalidReference {
@@ -50,8 +55,6 @@ pub enum ImageError {
     /// The operation would break something the user did not ask to remove.
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("not supported yet: {0}")]
-    NotSupported(String),
     #[error("this is a bug in kiln: {0}")]
     Bug(String),
 }
@@ -63,11 +66,5 @@ impl ImageError {
             what: what.into(),
             source: source.into(),
         }
-    }
-
-    /// An I/O error with what was being done, for `map_err`.
-    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
-        let what = what.into();
-        move |source| ImageError::Io { what, source }
     }
 }

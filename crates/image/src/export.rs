@@ -28,10 +28,7 @@ pub fn image_descriptor(store: &ImageStore, image: &Image) -> Result<Descriptor,
         .map_err(|e| ImageError::format("read the manifest", e))?
         .ok_or_else(|| ImageError::InvalidImage {
             name: image.name.clone().unwrap_or_default(),
-            reason: format!(
-                "manifest {} is missing from the store",
-                image.manifest_digest
-            ),
+            source: Box::new(kiln_oci::BlobError::NotFound(image.manifest_digest).into()),
         })?;
     let media_type = if image.manifest.media_type.is_empty() {
         Flavor::Oci.manifest().to_string()
@@ -84,7 +81,7 @@ pub fn save(
     out: impl Write,
 ) -> Result<(), ImageError> {
     let blobs = store.blobs();
-    let oci_err = |e: kiln_oci::ExportError| ImageError::format("write the archive", e);
+    let oci_err = |e: kiln_oci::Error| ImageError::format("write the archive", e);
     let mut out = match format {
         SaveFormat::Oci => kiln_oci::write_oci_archive(out, blobs, images).map_err(oci_err)?,
         SaveFormat::Docker => {

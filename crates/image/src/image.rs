@@ -3,6 +3,7 @@
 
 use kiln_cache::ImageRef;
 use kiln_llb::image::ImageConfig;
+use kiln_oci::export::MAX_INDEX_DEPTH;
 use kiln_oci::manifest::{self, Manifest, Parsed};
 use kiln_oci::{BlobSource, Digest};
 
@@ -79,36 +80,40 @@ impl ImageStore {
     }
 
     fn image_from_ref(&self, name: Option<String>, r: &ImageRef) -> Result<Image, ImageError> {
-        let label = name.clone().unwrap_or_else(|| r.target.to_string());
-        let invalid = |reason: String| ImageError::InvalidImage {
-            name: label.clone(),
-            reason,
-        };
+        self.read_image(r)
+            .map_err(|source| ImageError::InvalidImage {
+                name: name.clone().unwrap_or_else(|| r.target.to_string()),
+                source: Box::new(source),
+            })
+            .map(|(manifest_digest, manifest, config)| Image {
+                name,
+                manifest_digest,
+                config_digest: manifest.config.digest,
+                manifest,
+                config,
+            })
+    }
+
+    /// The manifest (for an index: this host's platform's, or the first) and config `r` points
+    /// at.
+    fn read_image(&self, r: &ImageRef) -> Result<(Digest, Manifest, ImageConfig), kiln_oci::Error> {
         let blobs = self.blobs();
         let mut digest = r.target;
         let mut media_type = r.media_type.clone();
-        // An index: take the manifest for this host's platform (or the only one).
-        for _ in 0..4 {
-            let bytes = blobs
-                .read_verified(&digest, MAX_JSON_BLOB)
-                .map_err(|e| invalid(e.to_string()))?;
-            match manifest::parse(&bytes, &media_type, "image manifest")
-                .map_err(|e| invalid(e.to_string()))?
-            {
+        for _ in 0..=MAX_INDEX_DEPTH {
+            let bytes = blobs.read_verified(&digest, MAX_JSON_BLOB)?;
+            match manifest::parse(&bytes, &media_type, &format!("manifest {digest}"))? {
                 Parsed::Manifest(manifest) => {
                     let config_digest = manifest.config.digest;
-                    let config_bytes = blobs
-                        .read_verified(&config_digest, MAX_JSON_BLOB)
-                        .map_err(|e| invalid(e.to_string()))?;
-                    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-                        .map_err(|e| invalid(format!("bad config: {e}")))?;
-                    return Ok(Image {
-                        name,
-                        manifest_digest: digest,
-                        manifest,
-                        config_digest,
-                        config,
-                    });
+                    let config_bytes = blobs.read_verified(&config_digest, MAX_JSON_BLOB)?;
+                    let config: ImageConfig =
+                        serde_json::from_slice(&config_bytes).map_err(|source| {
+                            kiln_oci::Error::Config {
+                                digest: config_digest,
+                                source,
+                            }
+                        })?;
+                    return Ok((digest, manifest, config));
                 }
                 Parsed::Index(index) => {
                     let host = kiln_llb::Platform::host();
@@ -121,13 +126,17 @@ impl ImageStore {
                             })
                         })
                         .or_else(|| index.manifests.first())
-                        .ok_or_else(|| invalid("empty image index".into()))?;
+                        .ok_or_else(|| kiln_oci::Error::NoPlatform {
+                            index: digest,
+                            wanted: format!("{}/{}", host.os, host.architecture),
+                            available: "none".to_owned(),
+                        })?;
                     digest = chosen.digest;
                     media_type = chosen.media_type.clone();
                 }
             }
         }
-        Err(invalid("image indexes nested too deeply".into()))
+        Err(kiln_oci::Error::TooDeep(digest))
     }
 
     /// Every named image: (canonical name, image).

@@ -60,6 +60,12 @@ pub enum OutputParseError {
         value: String,
         reason: String,
     },
+    #[error("invalid value {value:?} for output option compression: {source}")]
+    Compression {
+        value: String,
+        #[source]
+        source: kiln_oci::compress::CompressionParseError,
+    },
     #[error("output type={0} needs dest=PATH (or dest=- for stdout)")]
     MissingDest(String),
     #[error("output type={0} cannot write a directory to stdout: give dest=DIR")]
@@ -205,13 +211,14 @@ impl FromStr for Output {
                 Some(l) => format!("{algorithm},level={l}"),
                 None => algorithm.to_string(),
             };
-            out.compression = Some(text.parse().map_err(
-                |e: kiln_oci::compress::CompressionParseError| OutputParseError::Value {
-                    key: "compression".into(),
-                    value: text.clone(),
-                    reason: e.to_string(),
-                },
-            )?);
+            out.compression =
+                Some(
+                    text.parse()
+                        .map_err(|source| OutputParseError::Compression {
+                            value: text.clone(),
+                            source,
+                        })?,
+                );
         }
         match (kind, &out.dest) {
             (OutputKind::Image, _) => {}

@@ -43,11 +43,12 @@ impl ImageStore {
         if diff_ids.len() != image.manifest.layers.len() {
             return Err(ImageError::InvalidImage {
                 name,
-                reason: format!(
-                    "config lists {} layers but the manifest has {}",
-                    diff_ids.len(),
-                    image.manifest.layers.len()
-                ),
+                source: Box::new(kiln_oci::Error::LayerCount {
+                    image: format!("manifest {}", image.manifest_digest),
+                    config: image.config_digest,
+                    diff_ids: diff_ids.len(),
+                    layers: image.manifest.layers.len(),
+                }),
             });
         }
         let layers: Vec<(&kiln_oci::Descriptor, &Digest)> =
@@ -100,10 +101,12 @@ impl ImageStore {
                 let _ = self.snapshots().discard(active);
                 return Err(ImageError::InvalidImage {
                     name: what.to_string(),
-                    reason: format!(
-                        "layer {} has diff ID {got}, config says {diff_id}",
-                        desc.digest
-                    ),
+                    source: Box::new(kiln_oci::Error::DiffId {
+                        layer: desc.digest.to_string(),
+                        listed_by: "its config".to_owned(),
+                        expected: *diff_id,
+                        actual: got,
+                    }),
                 });
             }
             let id = self.snapshots().commit(active)?;

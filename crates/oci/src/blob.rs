@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::digest::{Digest, VerifyingReader};
@@ -201,10 +201,6 @@ impl DirBlobs {
     /// Blobs under `root` (the directory that holds `sha256/`). Nothing is created until a put.
     pub fn new(root: impl Into<PathBuf>) -> DirBlobs {
         DirBlobs { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Where blob `digest` lives.

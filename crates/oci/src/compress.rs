@@ -13,8 +13,7 @@ use rayon::prelude::*;
 use self::pgzip::ParGzEncoder;
 
 use crate::digest::{Digest, Hasher, HashingWriter};
-use crate::manifest::Descriptor;
-use crate::media_type::{Flavor, LayerCompression};
+use crate::media_type::LayerCompression;
 
 /// gzip's default level, as Go's `compress/gzip` (and so Docker and BuildKit) use.
 pub const GZIP_DEFAULT_LEVEL: u32 = 6;
@@ -152,18 +151,6 @@ pub struct LayerDescriptor {
     /// Size of the blob as written.
     pub size: u64,
     pub compression: LayerCompression,
-}
-
-impl LayerDescriptor {
-    /// The manifest descriptor for this layer in `flavor`'s media types, or `None` when that
-    /// flavor cannot describe the compression (zstd in Docker schema 2).
-    pub fn descriptor(&self, flavor: Flavor) -> Option<Descriptor> {
-        Some(Descriptor::new(
-            flavor.layer(self.compression)?,
-            self.digest,
-            self.size,
-        ))
-    }
 }
 
 /// Why compressing a layer failed.
@@ -401,17 +388,6 @@ pub fn copy_decompressed<R: Read, W: Write>(
     io::copy(&mut rest, &mut io::sink())?;
     out.flush()?;
     Ok(n)
-}
-
-/// Decompresses `reader` (whatever its compression, by magic bytes) and returns the digest and
-/// size of the uncompressed stream: the diff ID of a layer blob.
-pub fn diff_id_of<R: Read>(reader: R) -> io::Result<(Digest, u64)> {
-    let mut reader = BufReader::with_capacity(BUF, reader);
-    let compression = detect(&mut reader)?;
-    let mut w = HashingWriter::new(io::sink());
-    copy_decompressed(reader, compression, &mut w)?;
-    let (digest, size, _) = w.finish();
-    Ok((digest, size))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::blob::{BlobError, BlobSink, BlobSource, DirBlobs};
 use crate::compress;
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::error::Error;
 use crate::manifest::{self, ConfigRootfs, Descriptor, Index, Manifest, Parsed};
 use crate::media_type::{self, Kind, LayerCompression};
 use crate::names;
@@ -33,53 +34,9 @@ pub struct NamedImage {
     pub descriptor: Descriptor,
 }
 
-/// Why an export failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error(transparent)]
-    Blob(#[from] BlobError),
-    #[error(transparent)]
-    Parse(#[from] manifest::ParseError),
-    #[error("invalid image config {digest}")]
-    Config {
-        digest: Digest,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "image config {config} lists {diff_ids} diff ids but manifest {manifest} has {layers} layers"
-    )]
-    LayerCount {
-        manifest: Digest,
-        config: Digest,
-        diff_ids: usize,
-        layers: usize,
-    },
-    #[error("layer {layer} decompresses to {actual}, but the image config says {expected}")]
-    DiffId {
-        layer: Digest,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("image indexes nest deeper than {MAX_INDEX_DEPTH} levels at {0}")]
-    TooDeep(Digest),
-    #[error(
-        "a docker archive holds one platform per image, but index {0} has {1} images: pick a platform first"
-    )]
-    MultiPlatform(Digest, usize),
-    #[error("{0} is not an image manifest or index (media type {1:?})")]
-    NotAnImage(Digest, String),
-    #[error("failed to write {what}")]
-    Write {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn write_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ExportError {
+fn write_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     let what = what.into();
-    move |source| ExportError::Write { what, source }
+    move |source| Error::Write { what, source }
 }
 
 /// Every blob reachable from `images` (manifests, indexes, configs, layers), each once, in the
@@ -87,7 +44,7 @@ fn write_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ExportError {
 pub fn reachable_blobs(
     source: &dyn BlobSource,
     images: &[NamedImage],
-) -> Result<Vec<Descriptor>, ExportError> {
+) -> Result<Vec<Descriptor>, Error> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for image in images {
@@ -102,7 +59,7 @@ fn walk(
     depth: usize,
     seen: &mut BTreeSet<Digest>,
     out: &mut Vec<Descriptor>,
-) -> Result<(), ExportError> {
+) -> Result<(), Error> {
     if !seen.insert(desc.digest) {
         return Ok(());
     }
@@ -112,7 +69,7 @@ fn walk(
         _ => return Ok(()),
     }
     if depth > MAX_INDEX_DEPTH {
-        return Err(ExportError::TooDeep(desc.digest));
+        return Err(Error::TooDeep(desc.digest));
     }
     let bytes = source.read_verified(&desc.digest, MAX_JSON_SIZE)?;
     match manifest::parse(&bytes, &desc.media_type, &desc.digest.to_string())? {
@@ -161,7 +118,7 @@ pub fn write_oci_layout(
     dir: &Path,
     source: &dyn BlobSource,
     images: &[NamedImage],
-) -> Result<Index, ExportError> {
+) -> Result<Index, Error> {
     let blobs = reachable_blobs(source, images)?;
     fs::create_dir_all(dir).map_err(write_err(dir.display().to_string()))?;
     let sink = DirBlobs::new(dir.join("blobs"));
@@ -175,7 +132,7 @@ pub fn write_oci_layout(
     Ok(index)
 }
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let err = write_err(path.display().to_string());
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = match tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) {
@@ -219,26 +176,26 @@ impl<W: Write> TarOut<W> {
         h
     }
 
-    fn dir(&mut self, path: &str) -> Result<(), ExportError> {
+    fn dir(&mut self, path: &str) -> Result<(), Error> {
         let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
         self.builder
             .append_data(&mut h, path, io::empty())
             .map_err(write_err(path))
     }
 
-    fn file(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), ExportError> {
+    fn file(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), Error> {
         let mut h = Self::header(tar::EntryType::Regular, 0o644, size);
         self.builder
             .append_data(&mut h, path, data)
             .map_err(write_err(path))
     }
 
-    fn blob(&mut self, source: &dyn BlobSource, d: &Descriptor) -> Result<(), ExportError> {
+    fn blob(&mut self, source: &dyn BlobSource, d: &Descriptor) -> Result<(), Error> {
         let r = VerifyingReader::new(source.open(&d.digest)?, d.digest, d.size);
         self.file(&blob_path(&d.digest), d.size, r)
     }
 
-    fn finish(self) -> Result<W, ExportError> {
+    fn finish(self) -> Result<W, Error> {
         let mut out = self
             .builder
             .into_inner()
@@ -261,7 +218,7 @@ pub fn write_oci_archive<W: Write>(
     out: W,
     source: &dyn BlobSource,
     images: &[NamedImage],
-) -> Result<W, ExportError> {
+) -> Result<W, Error> {
     let blobs = reachable_blobs(source, images)?;
     let index = manifest::to_json(&root_index(images));
     let mut tar = TarOut::new(out);
@@ -314,7 +271,7 @@ pub fn write_docker_archive<W: Write>(
     source: &dyn BlobSource,
     images: &[NamedImage],
     options: &DockerArchiveOptions,
-) -> Result<W, ExportError> {
+) -> Result<W, Error> {
     let mut tar = TarOut::new(out);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
@@ -327,13 +284,13 @@ pub fn write_docker_archive<W: Write>(
         let (manifest_desc, manifest) = single_manifest(source, &image.descriptor)?;
         let config = source.read_verified(&manifest.config.digest, MAX_JSON_SIZE)?;
         let rootfs: ConfigRootfs =
-            serde_json::from_slice(&config).map_err(|source| ExportError::Config {
+            serde_json::from_slice(&config).map_err(|source| Error::Config {
                 digest: manifest.config.digest,
                 source,
             })?;
         if rootfs.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ExportError::LayerCount {
-                manifest: manifest_desc.digest,
+            return Err(Error::LayerCount {
+                image: format!("manifest {}", manifest_desc.digest),
                 config: manifest.config.digest,
                 diff_ids: rootfs.rootfs.diff_ids.len(),
                 layers: manifest.layers.len(),
@@ -365,8 +322,14 @@ pub fn write_docker_archive<W: Write>(
                     let size = match layer_sizes.get(diff_id) {
                         Some(size) => *size,
                         None => {
-                            let size =
-                                uncompressed_layer(&mut tar, source, layer, *diff_id, options)?;
+                            let size = uncompressed_layer(
+                                &mut tar,
+                                source,
+                                layer,
+                                *diff_id,
+                                manifest.config.digest,
+                                options,
+                            )?;
                             written.insert(*diff_id);
                             layer_sizes.insert(*diff_id, size);
                             size
@@ -451,7 +414,7 @@ pub fn write_docker_archive<W: Write>(
 fn single_manifest(
     source: &dyn BlobSource,
     desc: &Descriptor,
-) -> Result<(Descriptor, Manifest), ExportError> {
+) -> Result<(Descriptor, Manifest), Error> {
     let mut desc = desc.clone();
     for _ in 0..=MAX_INDEX_DEPTH {
         let bytes = source.read_verified(&desc.digest, MAX_JSON_SIZE)?;
@@ -461,23 +424,24 @@ fn single_manifest(
                 let images: Vec<&Descriptor> = i.images().collect();
                 match images.as_slice() {
                     [one] => desc = (*one).clone(),
-                    _ => return Err(ExportError::MultiPlatform(desc.digest, images.len())),
+                    _ => return Err(Error::MultiPlatform(desc.digest, images.len())),
                 }
             }
         }
     }
-    Err(ExportError::TooDeep(desc.digest))
+    Err(Error::TooDeep(desc.digest))
 }
 
-/// Writes `layer` uncompressed into the archive as blob `diff_id`, checking both its digest and
-/// its diff ID, and returns the uncompressed size.
+/// Writes `layer` uncompressed into the archive as blob `diff_id` (which image `config` lists),
+/// checking both its digest and its diff ID, and returns the uncompressed size.
 fn uncompressed_layer<W: Write>(
     tar: &mut TarOut<W>,
     source: &dyn BlobSource,
     layer: &Descriptor,
     diff_id: Digest,
+    config: Digest,
     options: &DockerArchiveOptions,
-) -> Result<u64, ExportError> {
+) -> Result<u64, Error> {
     let compression = match media_type::kind(&layer.media_type) {
         Kind::Layer(c) => c,
         _ => {
@@ -492,8 +456,9 @@ fn uncompressed_layer<W: Write>(
     let path = blob_path(&diff_id);
     if compression == LayerCompression::None {
         if layer.digest != diff_id {
-            return Err(ExportError::DiffId {
-                layer: layer.digest,
+            return Err(Error::DiffId {
+                layer: layer.digest.to_string(),
+                listed_by: format!("image config {config}"),
                 expected: diff_id,
                 actual: layer.digest,
             });
@@ -517,8 +482,9 @@ fn uncompressed_layer<W: Write>(
     compress::copy_decompressed(verified, compression, &mut w).map_err(read_err)?;
     let (actual, size, mut spool) = w.finish();
     if actual != diff_id {
-        return Err(ExportError::DiffId {
-            layer: layer.digest,
+        return Err(Error::DiffId {
+            layer: layer.digest.to_string(),
+            listed_by: format!("image config {config}"),
             expected: diff_id,
             actual,
         });

@@ -7,6 +7,7 @@ use kiln_llb::image::ImageConfig;
 use crate::blob::{BlobError, BlobSink};
 use crate::compress::LayerDescriptor;
 use crate::digest::Digest;
+use crate::error::Error;
 use crate::manifest::{self, Descriptor, Index, Manifest, Platform};
 use crate::media_type::{self, Flavor, Kind, LayerCompression};
 
@@ -33,10 +34,7 @@ impl From<&LayerDescriptor> for ImageLayer {
 
 impl ImageLayer {
     /// A layer of an existing image, from its manifest descriptor and the config's diff ID.
-    pub fn from_descriptor(
-        desc: &Descriptor,
-        diff_id: Digest,
-    ) -> Result<ImageLayer, AssembleError> {
+    pub fn from_descriptor(desc: &Descriptor, diff_id: Digest) -> Result<ImageLayer, Error> {
         match media_type::kind(&desc.media_type) {
             Kind::Layer(compression) => Ok(ImageLayer {
                 diff_id,
@@ -44,7 +42,7 @@ impl ImageLayer {
                 size: desc.size,
                 compression,
             }),
-            _ => Err(AssembleError::NotALayer {
+            _ => Err(Error::NotALayer {
                 digest: desc.digest,
                 media_type: desc.media_type.clone(),
             }),
@@ -62,23 +60,6 @@ pub struct ImageOptions {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Why an image could not be assembled.
-#[derive(Debug, thiserror::Error)]
-pub enum AssembleError {
-    #[error(
-        "docker schema 2 manifests cannot describe zstd layer {0}: use OCI media types or gzip"
-    )]
-    ZstdInDocker(Digest),
-    #[error("blob {digest} is not a layer (media type {media_type:?})")]
-    NotALayer { digest: Digest, media_type: String },
-    #[error("docker schema 2 manifests have no annotations: drop them or use OCI media types")]
-    DockerAnnotations,
-    #[error("failed to serialize the image config")]
-    Config(#[source] serde_json::Error),
-    #[error("failed to store the assembled image")]
-    Store(#[source] BlobError),
-}
-
 /// An assembled image: the config blob, the manifest blob and their descriptors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssembledImage {
@@ -92,18 +73,17 @@ pub struct AssembledImage {
 impl AssembledImage {
     /// Stores the config and manifest blobs (the layers are the caller's: they were written
     /// when compressed).
-    pub fn store(&self, sink: &dyn BlobSink) -> Result<(), AssembleError> {
+    pub fn store(&self, sink: &dyn BlobSink) -> Result<(), BlobError> {
         for (bytes, d) in [
             (&self.config, &self.config_descriptor),
             (&self.manifest, &self.manifest_descriptor),
         ] {
             // A rebuild assembles the very blobs it stored last time: writing them again
             // would only cost two fsyncs each.
-            if sink.contains(&d.digest).map_err(AssembleError::Store)? {
+            if sink.contains(&d.digest)? {
                 continue;
             }
-            sink.put(&d.digest, d.size, &mut &bytes[..])
-                .map_err(AssembleError::Store)?;
+            sink.put(&d.digest, d.size, &mut &bytes[..])?;
         }
         Ok(())
     }
@@ -116,19 +96,19 @@ pub fn assemble(
     config: &ImageConfig,
     layers: &[ImageLayer],
     options: &ImageOptions,
-) -> Result<AssembledImage, AssembleError> {
+) -> Result<AssembledImage, Error> {
     let flavor = options.flavor;
     let mut config = config.clone();
     config.rootfs.kind = "layers".to_owned();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
-    let config_bytes = serde_json::to_vec(&config).map_err(AssembleError::Config)?;
+    let config_bytes = serde_json::to_vec(&config).map_err(Error::SerializeConfig)?;
     let config_descriptor = Descriptor::of_bytes(flavor.config(), &config_bytes);
 
     let mut layer_descs = Vec::with_capacity(layers.len());
     for l in layers {
         let mt = flavor
             .layer(l.compression)
-            .ok_or(AssembleError::ZstdInDocker(l.digest))?;
+            .ok_or(Error::ZstdInDocker(l.digest))?;
         layer_descs.push(Descriptor::new(mt, l.digest, l.size));
     }
     let mut annotations = BTreeMap::new();
@@ -138,7 +118,7 @@ pub fn assemble(
         }
         annotations.extend(options.annotations.clone());
     } else if !options.annotations.is_empty() {
-        return Err(AssembleError::DockerAnnotations);
+        return Err(Error::DockerAnnotations);
     }
     let m = Manifest {
         schema_version: 2,
@@ -193,37 +173,6 @@ pub struct ResolvedImage {
     pub layers: Vec<ImageLayer>,
 }
 
-/// Why an image could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error(transparent)]
-    Blob(#[from] BlobError),
-    #[error(transparent)]
-    Parse(#[from] manifest::ParseError),
-    #[error("invalid image config {digest}")]
-    Config {
-        digest: Digest,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("image config {config} lists {diff_ids} diff ids but the manifest has {layers} layers")]
-    LayerCount {
-        config: Digest,
-        diff_ids: usize,
-        layers: usize,
-    },
-    #[error("image {index} has no manifest for platform {wanted}; it has: {available}")]
-    NoPlatform {
-        index: Digest,
-        wanted: String,
-        available: String,
-    },
-    #[error("image indexes nest too deeply at {0}")]
-    TooDeep(Digest),
-    #[error(transparent)]
-    Assemble(#[from] AssembleError),
-}
-
 fn platform_string(p: &Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
@@ -245,7 +194,7 @@ pub fn resolve(
     source: &dyn crate::blob::BlobSource,
     descriptor: &Descriptor,
     platform: Option<&Platform>,
-) -> Result<ResolvedImage, ResolveError> {
+) -> Result<ResolvedImage, Error> {
     use crate::export::{MAX_INDEX_DEPTH, MAX_JSON_SIZE};
     let mut desc = descriptor.clone();
     for _ in 0..=MAX_INDEX_DEPTH {
@@ -271,7 +220,7 @@ pub fn resolve(
                                 .map_or("unknown".to_owned(), platform_string)
                         })
                         .collect();
-                    return Err(ResolveError::NoPlatform {
+                    return Err(Error::NoPlatform {
                         index: desc.digest,
                         wanted: platform.map_or("(none given)".to_owned(), platform_string),
                         available: available.join(", "),
@@ -282,12 +231,13 @@ pub fn resolve(
             manifest::Parsed::Manifest(m) => {
                 let cfg = source.read_verified(&m.config.digest, MAX_JSON_SIZE)?;
                 let config: ImageConfig =
-                    serde_json::from_slice(&cfg).map_err(|source| ResolveError::Config {
+                    serde_json::from_slice(&cfg).map_err(|source| Error::Config {
                         digest: m.config.digest,
                         source,
                     })?;
                 if config.rootfs.diff_ids.len() != m.layers.len() {
-                    return Err(ResolveError::LayerCount {
+                    return Err(Error::LayerCount {
+                        image: format!("manifest {}", desc.digest),
                         config: m.config.digest,
                         diff_ids: config.rootfs.diff_ids.len(),
                         layers: m.layers.len(),
@@ -308,5 +258,5 @@ pub fn resolve(
             }
         }
     }
-    Err(ResolveError::TooDeep(desc.digest))
+    Err(Error::TooDeep(desc.digest))
 }

@@ -14,6 +14,7 @@
 pub mod blob;
 pub mod compress;
 pub mod digest;
+mod error;
 pub mod export;
 pub mod image;
 pub mod import;
@@ -25,13 +26,13 @@ pub mod store;
 pub use blob::{BlobError, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
 pub use compress::{Compression, LayerDescriptor, LayerWriter, compress_layer, compress_layers};
 pub use digest::Digest;
+pub use error::Error;
 pub use export::{
-    DockerArchiveOptions, DockerLayers, ExportError, NamedImage, write_docker_archive,
-    write_oci_archive, write_oci_layout,
+    DockerArchiveOptions, DockerLayers, NamedImage, write_docker_archive, write_oci_archive,
+    write_oci_layout,
 };
 pub use image::{
-    AssembleError, AssembledImage, ImageLayer, ImageOptions, ResolveError, ResolvedImage, assemble,
-    assemble_index, resolve,
+    AssembledImage, ImageLayer, ImageOptions, ResolvedImage, assemble, assemble_index, resolve,
 };
 pub use import::{Format, Import, LoadError, LoadOptions, LoadedImage, load_archive, load_dir};
 pub use manifest::{Descriptor, Index, Manifest, Platform};

@@ -14,10 +14,6 @@ use crate::media_type::{self, Kind};
 
 /// Annotation: when the image was created (RFC 3339).
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
-/// Annotation: the source repository of the image.
-pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
-/// Annotation: the source revision of the image.
-pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
 /// Annotation on `index.json` entries: the reference name (kiln writes the tag, as BuildKit and
 /// Docker do).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -207,6 +207,7 @@ impl Client {
                     } else {
                         format!("no credentials for this registry ({detail})")
                     },
+                    source: None,
                 });
             }
             if (status == 429 || status >= 500) && attempt < self.attempts {
@@ -252,7 +253,7 @@ impl Client {
             Err(ureq::Error::Transport(t)) => Err(RegistryError::Transport {
                 registry: ep.host.clone(),
                 url: url.to_owned(),
-                reason: t.to_string(),
+                source: Box::new(t),
             }),
         }
     }
@@ -266,6 +267,7 @@ impl Client {
         let challenge = parse_challenge(header).ok_or_else(|| RegistryError::Unauthorized {
             registry: ep.host.clone(),
             reason: format!("unsupported authentication challenge {header:?}"),
+            source: None,
         })?;
         lock(&self.challenges).insert(ep.host.clone(), challenge.clone());
         match challenge {
@@ -274,6 +276,7 @@ impl Client {
                     return Err(RegistryError::Unauthorized {
                         registry: ep.host.clone(),
                         reason: "no credentials for this registry".into(),
+                        source: None,
                     });
                 }
                 Ok(())
@@ -318,6 +321,7 @@ impl Client {
                         } else {
                             format!("the token service refused anonymous access ({detail})")
                         },
+                        source: None,
                     }
                 } else {
                     RegistryError::Status {
@@ -333,7 +337,7 @@ impl Client {
                 return Err(RegistryError::Transport {
                     registry: ep.host.clone(),
                     url: realm.to_owned(),
-                    reason: t.to_string(),
+                    source: Box::new(t),
                 });
             }
         };
@@ -351,11 +355,12 @@ impl Client {
             .map_err(|e| RegistryError::Transport {
                 registry: ep.host.clone(),
                 url: realm.to_owned(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         let a: Answer = serde_json::from_slice(&text).map_err(|e| RegistryError::Unauthorized {
             registry: ep.host.clone(),
-            reason: format!("the token service answered with invalid json: {e}"),
+            reason: "the token service answered with invalid json".into(),
+            source: Some(Box::new(e)),
         })?;
         a.token
             .or(a.access_token)
@@ -363,6 +368,7 @@ impl Client {
             .ok_or_else(|| RegistryError::Unauthorized {
                 registry: ep.host.clone(),
                 reason: "the token service answered without a token".into(),
+                source: None,
             })
     }
 }

@@ -98,7 +98,7 @@ impl RegistryConfig {
     pub fn parse(text: &str, path: &Path) -> Result<RegistryConfig, RegistryError> {
         let file: File = toml::from_str(text).map_err(|e| RegistryError::Config {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         Ok(RegistryConfig {
             registries: file.registry,

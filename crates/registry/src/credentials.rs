@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value};
 
-use crate::error::RegistryError;
+use crate::error::{Cause, RegistryError};
 use crate::reference::DOCKER_HUB;
 
 /// Docker keys Docker Hub's credentials by its old index URL.
@@ -49,12 +49,17 @@ pub struct DockerConfig {
     pub path: PathBuf,
 }
 
-fn cred_err(what: String) -> impl Fn(String) -> RegistryError {
-    move |reason| RegistryError::Credentials {
+fn cred_err(what: String) -> impl Fn(Cause) -> RegistryError {
+    move |source| RegistryError::Credentials {
         what: what.clone(),
-        reason,
+        source,
     }
 }
+
+/// An `auth` entry that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("auth is not base64")]
+struct NotBase64(#[source] base64::DecodeError);
 
 impl DockerConfig {
     /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
@@ -79,12 +84,12 @@ impl DockerConfig {
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => return Err(err(e.into())),
         };
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(Map::new());
         }
-        match serde_json::from_slice(&text).map_err(|e| err(e.to_string()))? {
+        match serde_json::from_slice(&text).map_err(|e| err(e.into()))? {
             Value::Object(m) => Ok(m),
             _ => Err(err("not a JSON object".into())),
         }
@@ -93,21 +98,21 @@ impl DockerConfig {
     fn write(&self, map: &Map<String, Value>) -> Result<(), RegistryError> {
         let err = cred_err(format!("write {}", self.path.display()));
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| err(e.into()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.into()))?;
         // The file holds secrets: owner-only, as Docker writes it.
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| err(e.into()))?;
         }
-        let text = serde_json::to_vec_pretty(&Value::Object(map.clone()))
-            .map_err(|e| err(e.to_string()))?;
+        let text =
+            serde_json::to_vec_pretty(&Value::Object(map.clone())).map_err(|e| err(e.into()))?;
         tmp.write_all(&text)
             .and_then(|()| tmp.write_all(b"\n"))
             .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| err(e.to_string()))?;
-        tmp.persist(&self.path).map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
+        tmp.persist(&self.path).map_err(|e| err(e.into()))?;
         Ok(())
     }
 
@@ -203,7 +208,7 @@ fn parse_entry(
     if let Some(Value::String(auth)) = entry.get("auth").filter(|a| a.as_str() != Some("")) {
         let decoded = BASE64
             .decode(auth.trim())
-            .map_err(|e| err(format!("auth is not base64: {e}")))?;
+            .map_err(|e| err(Box::new(NotBase64(e))))?;
         let decoded = String::from_utf8(decoded).map_err(|_| err("auth is not UTF-8".into()))?;
         let (username, password) = decoded
             .split_once(':')
@@ -235,13 +240,13 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, RegistryEr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(server.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
     }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    let out = child.wait_with_output().map_err(|e| err(e.into()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         if stdout.contains("credentials not found") {
@@ -252,7 +257,8 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, RegistryEr
             "{}: {}",
             out.status,
             format!("{stdout} {stderr}").trim()
-        )));
+        )
+        .into()));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -261,7 +267,7 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, RegistryEr
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let a: Answer = serde_json::from_slice(&out.stdout).map_err(|e| err(e.to_string()))?;
+    let a: Answer = serde_json::from_slice(&out.stdout).map_err(|e| err(e.into()))?;
     Ok(Some(Credential {
         username: a.username,
         password: a.secret,

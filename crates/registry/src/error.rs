@@ -2,24 +2,39 @@
 
 use kiln_oci::Digest;
 
+/// A cause kept for `source()`: an error of a lower layer, or a message where there is none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid reference {reference:?}: {reason}")]
-    InvalidReference { reference: String, reason: String },
-    #[error("invalid config file {path}: {reason}")]
-    Config { path: String, reason: String },
-    #[error("failed to {what}: {reason}")]
-    Credentials { what: String, reason: String },
-    #[error("failed to reach registry {registry} ({url}): {reason}")]
+    #[error("invalid config file {path}: {source}")]
+    Config {
+        path: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("failed to {what}: {source}")]
+    Credentials {
+        what: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("failed to reach registry {registry} ({url}): {source}")]
     Transport {
         registry: String,
         url: String,
-        reason: String,
+        #[source]
+        source: Cause,
     },
     #[error(
         "authentication required by registry {registry}: {reason} (run `kiln login {registry}`)"
     )]
-    Unauthorized { registry: String, reason: String },
+    Unauthorized {
+        registry: String,
+        reason: String,
+        #[source]
+        source: Option<Cause>,
+    },
     #[error("registry {registry} denied access to {repository}: {reason}")]
     Denied {
         registry: String,
@@ -45,8 +60,12 @@ pub enum RegistryError {
         expected: Digest,
         actual: String,
     },
-    #[error("invalid manifest from registry {registry}: {reason}")]
-    Manifest { registry: String, reason: String },
+    #[error("invalid manifest from registry {registry}: {source}")]
+    Manifest {
+        registry: String,
+        #[source]
+        source: Cause,
+    },
     #[error("no manifest for platform {platform} in {reference}")]
     NoPlatform { reference: String, platform: String },
     #[error(transparent)]

@@ -14,7 +14,7 @@ use kiln_oci::{BlobSink, Descriptor, Digest, media_type};
 
 use crate::client::{Body, Client, Scope, check, error_text};
 use crate::config::Endpoint;
-use crate::error::RegistryError;
+use crate::error::{Cause, RegistryError};
 use crate::reference::Reference;
 
 /// Largest manifest or index read into memory.
@@ -121,12 +121,12 @@ fn pull_from(
         digest,
     });
     let top = Descriptor::new(mt.clone(), digest, bytes.len() as u64);
-    let invalid = |reason: String| RegistryError::Manifest {
+    let invalid = |source: Cause| RegistryError::Manifest {
         registry: ep.host.clone(),
-        reason,
+        source,
     };
     let parsed = manifest::parse(&bytes, &mt, &format!("manifest of {reference}"))
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(Box::new(e)))?;
     let (index, manifest_desc, manifest_bytes, manifest) = match parsed {
         Parsed::Manifest(m) => (None, top, bytes, m),
         Parsed::Index(idx) => {
@@ -140,7 +140,7 @@ fn pull_from(
                 fetch_manifest(client, ep, &scope, reference, &chosen.digest.to_string())?;
             let m =
                 match manifest::parse(&mbytes, &chosen.media_type, &format!("manifest {mdigest}"))
-                    .map_err(|e| invalid(e.to_string()))?
+                    .map_err(|e| invalid(Box::new(e)))?
                 {
                     Parsed::Manifest(m) => m,
                     Parsed::Index(_) => {
@@ -165,7 +165,7 @@ fn pull_from(
             .unwrap_or_default();
         return Err(RegistryError::Manifest {
             registry: ep.host.clone(),
-            reason: format!("not supported yet: layers of media type {odd}"),
+            source: format!("not supported yet: layers of media type {odd}").into(),
         });
     }
     // Layers first, config after: a pull that fails part way leaves no config or manifest
@@ -314,12 +314,12 @@ pub(crate) fn fetch_manifest(
         .map_err(|e| RegistryError::Transport {
             registry: ep.host.clone(),
             url: url.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
         return Err(RegistryError::Manifest {
             registry: ep.host.clone(),
-            reason: format!("{what} is larger than {MAX_MANIFEST_SIZE} bytes"),
+            source: format!("{what} is larger than {MAX_MANIFEST_SIZE} bytes").into(),
         });
     }
     let digest = Digest::of(&bytes);

@@ -96,7 +96,7 @@ pub fn push(
     let parsed = manifest::parse(&bytes, &top.media_type, "image to push").map_err(|e| {
         RegistryError::Manifest {
             registry: ep.host.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     })?;
     match parsed {
@@ -113,13 +113,13 @@ pub fn push(
                     Ok(Parsed::Index(_)) => {
                         return Err(RegistryError::Manifest {
                             registry: ep.host.clone(),
-                            reason: "not supported yet: nested image indexes".into(),
+                            source: "not supported yet: nested image indexes".into(),
                         });
                     }
                     Err(e) => {
                         return Err(RegistryError::Manifest {
                             registry: ep.host.clone(),
-                            reason: e.to_string(),
+                            source: Box::new(e),
                         });
                     }
                 }

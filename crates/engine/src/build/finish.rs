@@ -141,7 +141,10 @@ fn export_caches(
                 ));
                 out.push(done);
             }
-            Err(e) if ignore_error => reporter.warn(format!("failed to export cache: {e}")),
+            Err(e) if ignore_error => reporter.warn(format!(
+                "failed to export cache: {}",
+                crate::error::error_chain(&e)
+            )),
             Err(e) => return Err(e.into()),
         }
     }

@@ -15,11 +15,11 @@ use kiln_image::ImageStore;
 use kiln_llb::{Definition, Digest, Platform};
 use kiln_solver::{CancellationToken, Graph, SolveError, SolveOptions, Solver, SolverConfig};
 
-use crate::error::EngineError;
+use crate::error::{EngineError, error_chain};
+use crate::ops::{BuildEnv, Vertex, input_indexes};
 use crate::progress::{Progress, ProgressSender, Reporter};
 use crate::remote_cache::{CacheImport, RemoteCache};
 use crate::value::{LocalDir, RecordStore, Value};
-use crate::vertex::{BuildEnv, Vertex, input_indexes};
 use finish::Solved;
 
 /// The frontend's image resolver over the local store: `FROM` of a missing image (or any image
@@ -48,21 +48,6 @@ impl ImageResolver for StoreResolver<'_> {
             config: image.config,
         })
     }
-}
-
-/// An error and its causes on one line (the frontend takes resolver errors as text).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Lowers a Dockerfile without running anything (`kiln build --print`).
@@ -137,7 +122,7 @@ pub async fn build(
         let reporter = reporter.clone();
         tokio::task::spawn_blocking(move || lower_with(&images, &request, &reporter))
             .await
-            .map_err(|e| EngineError::Bug(format!("lowering task failed: {e}")))??
+            .map_err(EngineError::task("lowering"))??
     };
     let definition = lowered.definition;
     reporter.send(Progress::Steps(
@@ -201,7 +186,7 @@ pub async fn build(
         finish::finish(images, &request, solved, &remotes, &reporter)
     })
     .await
-    .map_err(|e| EngineError::Bug(format!("export task failed: {e}")))?
+    .map_err(EngineError::task("export"))?
 }
 
 /// Entitlements are checked before anything runs or is found in the cache, as BuildKit does:
@@ -217,7 +202,7 @@ fn check_entitlements(definition: &Definition, request: &BuildRequest) -> Result
             definition,
             SolveError::VertexFailed {
                 vertex: digest,
-                source: Arc::new(crate::vertex::insecure_not_allowed()),
+                source: Arc::new(crate::ops::insecure_not_allowed()),
                 cancelled: Vec::new(),
             },
         )),
@@ -298,7 +283,7 @@ fn graph_of(
         };
         graph
             .add(digest, vertex, &input_indexes(op))
-            .map_err(|e| EngineError::Bug(format!("bad graph: {e}")))?;
+            .map_err(EngineError::Graph)?;
     }
     Ok(graph)
 }
@@ -335,7 +320,7 @@ async fn open_caches(
 fn step_error(definition: &Definition, e: SolveError<Digest>) -> BuildError {
     match e {
         SolveError::Cancelled { .. } => BuildError::Cancelled,
-        SolveError::Graph(g) => EngineError::Bug(format!("bad graph: {g}")).into(),
+        SolveError::Graph(g) => EngineError::Graph(g).into(),
         SolveError::VertexFailed { vertex, source, .. } => {
             let meta = definition.metadata(&vertex);
             let name = meta.name.clone().unwrap_or_else(|| vertex.to_string());
@@ -360,15 +345,15 @@ fn step_error(definition: &Definition, e: SolveError<Digest>) -> BuildError {
     }
 }
 
-/// The message of the op's own error, without the solver's wrapping.
+/// The message of the op's own error and its causes, without the solver's wrapping.
 fn innermost_message(cause: &kiln_solver::Cause) -> String {
     let mut message = cause.to_string();
     let mut current: Option<&dyn std::error::Error> = std::error::Error::source(cause);
     while let Some(err) = current {
-        message = err.to_string();
         if err.downcast_ref::<EngineError>().is_some() {
-            break;
+            return error_chain(err);
         }
+        message = err.to_string();
         current = err.source();
     }
     message

@@ -12,8 +12,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum HttpError {
-    #[error("failed to download {url}: {reason}")]
-    Request { url: String, reason: String },
+    #[error("failed to download {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("failed to download {url}: server answered {status}")]
     Status { url: String, status: u16 },
     #[error("failed to write the download of {url}: {source}")]
@@ -30,38 +34,6 @@ pub enum HttpError {
     },
     #[error("not supported yet: checksum algorithm {0} (only sha256)")]
     Algorithm(String),
-}
-
-impl From<HttpError> for crate::error::EngineError {
-    fn from(e: HttpError) -> Self {
-        use crate::error::EngineError;
-        match e {
-            HttpError::Algorithm(a) => EngineError::NotSupported(format!("checksum algorithm {a}")),
-            HttpError::Io { url, source } => EngineError::Io {
-                what: format!("write the download of {url}"),
-                source,
-            },
-            HttpError::DigestMismatch {
-                url,
-                expected,
-                actual,
-            } => EngineError::Io {
-                what: format!("verify the download of {url}"),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("digest mismatch: expected {expected}, got {actual}"),
-                ),
-            },
-            HttpError::Request { url, reason } => EngineError::Io {
-                what: format!("download {url}"),
-                source: io::Error::other(reason),
-            },
-            HttpError::Status { url, status } => EngineError::Io {
-                what: format!("download {url}"),
-                source: io::Error::other(format!("server answered {status}")),
-            },
-        }
-    }
 }
 
 /// What a download produced.
@@ -99,7 +71,7 @@ pub fn download(
         Err(e) => {
             return Err(HttpError::Request {
                 url: url.to_string(),
-                reason: e.to_string(),
+                source: Box::new(e),
             });
         }
     };
@@ -129,7 +101,7 @@ pub fn download(
                 let _ = fs::remove_file(&path);
                 return Err(HttpError::Request {
                     url: url.to_string(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 });
             }
         };

@@ -256,9 +256,9 @@ fn write(
     let top = Descriptor::new(media_type::OCI_MANIFEST, put(&bytes)?, bytes.len() as u64);
     match spec {
         CacheExport::Registry { reference, .. } => {
-            let dest = Reference::parse(reference).map_err(|e| EngineError::InvalidCache {
+            let dest = Reference::parse(reference).map_err(|source| EngineError::InvalidCache {
                 label: reference.clone(),
-                reason: e.to_string(),
+                source: source.into(),
             })?;
             let owned;
             let client = match client {

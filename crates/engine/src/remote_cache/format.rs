@@ -13,6 +13,19 @@ pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+
 /// The document version this kiln writes and reads.
 pub const CACHE_VERSION: u32 = 1;
 
+/// Why a cache document cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheDocError {
+    #[error("invalid cache document")]
+    Json(#[source] serde_json::Error),
+    #[error("not supported yet: cache document version {0} (this kiln reads {CACHE_VERSION})")]
+    Version(u32),
+    #[error("invalid cache document: layer index {index} out of {available}")]
+    LayerIndex { index: u32, available: usize },
+    #[error("invalid cache document: bad key {0:?}")]
+    BadKey(String),
+}
+
 /// The whole cache document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,25 +67,19 @@ impl CacheConfig {
     /// Parses and checks a document: version, and every chain index within the layers.
     /// `layer_count` is the number of layers available (the document's own, or the image's for
     /// an inline cache).
-    pub fn parse(bytes: &[u8], layer_count: Option<usize>) -> Result<CacheConfig, String> {
-        let config: CacheConfig =
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid cache document: {e}"))?;
+    pub fn parse(bytes: &[u8], layer_count: Option<usize>) -> Result<CacheConfig, CacheDocError> {
+        let config: CacheConfig = serde_json::from_slice(bytes).map_err(CacheDocError::Json)?;
         if config.version != CACHE_VERSION {
-            return Err(format!(
-                "not supported yet: cache document version {} (this kiln reads {CACHE_VERSION})",
-                config.version
-            ));
+            return Err(CacheDocError::Version(config.version));
         }
         let available = layer_count.unwrap_or(config.layers.len());
         for entry in &config.records {
-            if let Some(bad) = entry.chain.iter().find(|&&i| i as usize >= available) {
-                return Err(format!(
-                    "invalid cache document: layer index {bad} out of {available}"
-                ));
+            if let Some(&index) = entry.chain.iter().find(|&&i| i as usize >= available) {
+                return Err(CacheDocError::LayerIndex { index, available });
             }
             for key in entry.keys.iter().chain([&entry.output_key]) {
                 if parse_key(key).is_none() {
-                    return Err(format!("invalid cache document: bad key {key:?}"));
+                    return Err(CacheDocError::BadKey(key.clone()));
                 }
             }
         }
@@ -125,14 +132,14 @@ mod tests {
         let mut d = doc();
         d.records[0].chain = vec![1];
         let e = CacheConfig::parse(&d.to_bytes(), None).unwrap_err();
-        assert!(e.contains("layer index 1 out of 1"), "{e}");
+        assert!(e.to_string().contains("layer index 1 out of 1"), "{e}");
         let mut d = doc();
         d.records[0].keys = vec!["xyz".into()];
         assert!(CacheConfig::parse(&d.to_bytes(), None).is_err());
         let mut d = doc();
         d.version = 9;
         let e = CacheConfig::parse(&d.to_bytes(), None).unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(e.to_string().contains("not supported yet"), "{e}");
         assert!(CacheConfig::parse(b"{", None).is_err());
     }
 }

@@ -66,10 +66,11 @@ pub struct Hit {
 /// prepare its snapshots.
 static MATERIALIZE: Mutex<()> = Mutex::new(());
 
-fn invalid(label: &str, reason: impl std::fmt::Display) -> EngineError {
+/// A cache that cannot be used, and why (an error, or a message when there is no cause).
+fn invalid(label: &str, source: impl Into<kiln_image::Cause>) -> EngineError {
     EngineError::InvalidCache {
         label: label.to_owned(),
-        reason: reason.to_string(),
+        source: source.into(),
     }
 }
 

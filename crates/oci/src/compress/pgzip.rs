@@ -409,7 +409,7 @@ mod tests {
         {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("skipping: gzip is not installed ({e})");
+                println!("skipped: gzip is not installed ({e})");
                 return;
             }
         };

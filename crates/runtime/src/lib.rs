@@ -28,7 +28,9 @@ mod sys;
 pub mod system;
 pub mod volume;
 
-pub use container::{CopyDirection, Runtime, StartMode, Stats, parse_signal};
+pub use container::{
+    CopyDirection, Created, NetIo, Runtime, StartMode, StatsSample, Usage, parse_signal,
+};
 pub use error::RuntimeError;
 pub use exec::ExecOptions;
 pub use logs::{LogEntry, LogOptions};

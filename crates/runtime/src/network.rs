@@ -109,6 +109,97 @@ pub fn list(root: &Path) -> Result<Vec<NetworkInfo>, RuntimeError> {
     Ok(out)
 }
 
+/// A row of `network ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub driver: &'static str,
+    /// Empty for `host`, `none` and a default bridge not made yet.
+    pub subnet: String,
+}
+
+/// What `network ls` shows: the default `bridge` (always, as Docker lists it, even before its
+/// first use), `host`, `none`, then the user networks by name.
+pub fn listing(root: &Path) -> Result<Vec<Listed>, RuntimeError> {
+    let mut nets = list(root)?;
+    let default = match nets.iter().position(|n| n.name == DEFAULT_BRIDGE) {
+        Some(i) => nets.remove(i).subnet(),
+        None => String::new(),
+    };
+    let builtin = [
+        (DEFAULT_BRIDGE, "bridge", default),
+        ("host", "host", String::new()),
+        ("none", "null", String::new()),
+    ];
+    Ok(builtin
+        .into_iter()
+        .map(|(name, driver, subnet)| Listed {
+            name: name.to_string(),
+            driver,
+            subnet,
+        })
+        .chain(nets.into_iter().map(|n| {
+            let subnet = n.subnet();
+            Listed {
+                name: n.name,
+                driver: "bridge",
+                subnet,
+            }
+        }))
+        .collect())
+}
+
+/// The networks every container can use without creating one.
+const BUILTIN: [(&str, &str); 2] = [
+    (
+        "none",
+        "its own namespace with only lo; -p ports are proxied into it",
+    ),
+    ("host", "the host's network namespace"),
+];
+
+/// `network inspect NAME` as Docker shapes it (the built-in networks and a default bridge not
+/// made yet included), with the member containers by ID.
+pub fn inspect_json(root: &Path, name: &str) -> Result<serde_json::Value, RuntimeError> {
+    if let Some((n, what)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+        let driver = if *n == "none" { "null" } else { n };
+        return Ok(
+            serde_json::json!({"Name": n, "Driver": driver, "Scope": "local", "Description": what}),
+        );
+    }
+    if name == DEFAULT_BRIDGE && inspect(root, name).is_err() {
+        return Ok(serde_json::json!({
+            "Name": name,
+            "Driver": "bridge",
+            "Scope": "local",
+            "Description": "the default network; its bridge is made when the first container joins it",
+        }));
+    }
+    let n = inspect(root, name)?;
+    // Members, as Docker lists them: by ID, with their name and address.
+    let members: serde_json::Map<String, serde_json::Value> = store::list(root)?
+        .into_iter()
+        .filter(|c| c.config.network_name.as_deref() == Some(n.name.as_str()))
+        .map(|c| {
+            let ip = c.config.ip.clone().unwrap_or_default();
+            (
+                c.config.id.clone(),
+                serde_json::json!({"Name": c.config.name, "IPv4Address": format!("{ip}/24")}),
+            )
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "Containers": members,
+        "Name": n.name,
+        "Id": n.id,
+        "Driver": "bridge",
+        "Scope": "local",
+        "Created": n.created,
+        "IPAM": {"Config": [{"Subnet": n.subnet(), "Gateway": n.gateway().to_string()}]},
+        "Options": {"com.docker.network.bridge.name": n.bridge},
+    }))
+}
+
 /// Creates a network: picks a 10.89.N.0/24 no route on this host overlaps, creates its bridge.
 pub fn create(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     if !valid_name(name) {

@@ -125,15 +125,17 @@ pub fn published(c: &Container) -> Vec<PortMapping> {
 
 /// `80/tcp -> 0.0.0.0:8080`, as `docker port` prints a mapping.
 pub fn describe(p: &PortMapping) -> String {
-    let host = if p.host_ip.contains(':') {
-        format!("[{}]", p.host_ip)
+    format!("{}/{} -> {}", p.container_port, p.protocol, host_address(p))
+}
+
+/// The host side of a mapping as `docker port C PORT` prints it: `0.0.0.0:32768`, an IPv6
+/// address in brackets.
+pub fn host_address(p: &PortMapping) -> String {
+    if p.host_ip.contains(':') {
+        format!("[{}]:{}", p.host_ip, p.host_port)
     } else {
-        p.host_ip.clone()
-    };
-    format!(
-        "{}/{} -> {host}:{}",
-        p.container_port, p.protocol, p.host_port
-    )
+        format!("{}:{}", p.host_ip, p.host_port)
+    }
 }
 
 /// Mappings as Docker's `inspect` shows them: `{"80/tcp": [{"HostIp": …, "HostPort": "8080"}]}`,

@@ -18,10 +18,32 @@ use crate::store::{
 };
 use crate::volume;
 
+/// A container just created, with what its creator should be told about it (Docker's create
+/// answers with warnings the same way).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub container: Container,
+    /// One sentence each, lowercase, for the caller to show as warnings.
+    pub warnings: Vec<String>,
+}
+
 impl Runtime {
     /// Creates a container from `opts`: resolves the image and command, prepares its
     /// directories, volumes and lease, and records it as `created`.
-    pub fn create(&self, opts: &RunOptions) -> Result<Container, RuntimeError> {
+    pub fn create(&self, opts: &RunOptions) -> Result<Created, RuntimeError> {
+        let mut warnings = Vec::new();
+        if opts.network.as_deref() == Some("host") && (!opts.publish.is_empty() || opts.publish_all)
+        {
+            warnings.push("published ports are discarded when using host network mode".into());
+        }
+        let container = self.create_container(opts)?;
+        Ok(Created {
+            container,
+            warnings,
+        })
+    }
+
+    fn create_container(&self, opts: &RunOptions) -> Result<Container, RuntimeError> {
         if self.images.snapshots().driver() == Driver::Copy {
             return Err(RuntimeError::NotSupported(
                 "containers on the copy snapshot driver (the store needs overlayfs)".into(),

@@ -1,8 +1,4 @@
-//! What a container shows without being changed: Docker-shaped inspect JSON, its logs, and
-//! samples of its resource use for `kiln stats`.
-
-use std::fs;
-use std::path::Path;
+//! What a container shows without being changed: Docker-shaped inspect JSON and its logs.
 
 use kiln_executor::sandbox::OutputSink;
 
@@ -113,92 +109,5 @@ impl Runtime {
             },
             "NetworkSettings": { "Ports": ports::docker_json(&ports::published(c)), "IPAddress": cfg.ip.clone().unwrap_or_default() },
         })
-    }
-}
-
-/// One sample of a container's resource use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Memory in use: its cgroup's charge when it has one (a memory limit gives it one), else
-    /// the resident set of its processes.
-    pub memory_bytes: Option<u64>,
-    pub memory_limit: Option<u64>,
-    /// Processes in its pid namespace.
-    pub pids: u64,
-    /// CPU time its processes have used (user + system), in nanoseconds.
-    pub cpu_nanos: u64,
-}
-
-impl Runtime {
-    /// Samples `c`'s memory (its cgroup, else its processes' RSS), CPU time and process count
-    /// (both from the processes of its pid namespace).
-    pub fn stats(&self, c: &Container) -> Result<Stats, RuntimeError> {
-        let c = self.get(c.id())?;
-        if c.state.status != Status::Running {
-            return Ok(Stats::default());
-        }
-        let read = |dir: &Path, f: &str| -> Option<u64> {
-            fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok()
-        };
-        let mut stats = Stats::default();
-        for dir in &c.state.cgroup_dirs {
-            if let Some(v) =
-                read(dir, "memory.usage_in_bytes").or_else(|| read(dir, "memory.current"))
-            {
-                stats.memory_bytes = Some(v);
-                stats.memory_limit =
-                    read(dir, "memory.limit_in_bytes").or_else(|| read(dir, "memory.max"));
-            }
-        }
-        let ns = fs::read_link(format!("/proc/{}/ns/pid", c.state.pid)).ok();
-        let (Some(ns), Ok(procs)) = (ns, fs::read_dir("/proc")) else {
-            return Ok(stats);
-        };
-        // Clock ticks and page size are fixed for the host; sysconf is the only way to ask.
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|t| *t > 0)
-            .unwrap_or(100) as u64;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .filter(|p| *p > 0)
-            .unwrap_or(4096) as u64;
-        let mut rss = 0u64;
-        for entry in procs.flatten() {
-            if !entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                || fs::read_link(entry.path().join("ns/pid")).ok().as_ref() != Some(&ns)
-            {
-                continue;
-            }
-            stats.pids += 1;
-            if let Ok(stat) = fs::read_to_string(entry.path().join("stat"))
-                && let Some((_, after_comm)) = stat.rsplit_once(')')
-            {
-                // Fields after the command name: state is the 3rd field, utime the 14th.
-                let fields: Vec<&str> = after_comm.split_whitespace().collect();
-                let cpu: u64 = [11, 12]
-                    .iter()
-                    .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                    .sum();
-                stats.cpu_nanos += cpu * 1_000_000_000 / ticks;
-            }
-            if let Ok(statm) = fs::read_to_string(entry.path().join("statm")) {
-                rss += statm
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    * page;
-            }
-        }
-        if stats.memory_bytes.is_none() {
-            stats.memory_bytes = Some(rss);
-        }
-        Ok(stats)
     }
 }

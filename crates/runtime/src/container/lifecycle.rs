@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kiln_executor::sandbox::{self, CancelToken, ExitInfo, OutputSink, Sandbox, Stdin, Stream};
+use kiln_executor::sandbox::{CancelToken, ExitInfo, OutputSink, Sandbox, Stdin, Stream};
 
 use super::signals::{SignalForwarder, send_signal};
 use super::{Runtime, STOP_MARKER, StartMode, lease_id, parse_signal};
@@ -58,15 +58,7 @@ impl Runtime {
     }
 
     fn failed_state(&self, prev: &ContainerState, e: &RuntimeError) -> ContainerState {
-        let code = match e {
-            RuntimeError::Sandbox(sandbox::SandboxError::Exec { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                127
-            }
-            RuntimeError::Sandbox(sandbox::SandboxError::Exec { .. }) => 126,
-            _ => 128,
-        };
+        let code = e.exec_exit_code().map_or(128, i32::from);
         ContainerState {
             status: if prev.started_at.is_some() {
                 Status::Exited

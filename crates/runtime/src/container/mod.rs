@@ -2,7 +2,7 @@
 //! of a container's life shares (the store lease, the stop marker, the rootfs layers). One
 //! module per job: `create` (records, rootfs dirs, volumes, the sandbox spec), `lifecycle`
 //! (run attached, start under a monitor, stop, kill, wait, remove), `inspect` (inspect JSON,
-//! logs, resource samples), `copy` (`kiln cp`) and `signals`.
+//! logs), `stats` (resource samples), `copy` (`kiln cp`) and `signals`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,11 +19,13 @@ mod create;
 mod inspect;
 mod lifecycle;
 mod signals;
+mod stats;
 
 pub use copy::CopyDirection;
-pub use inspect::Stats;
+pub use create::Created;
 pub(crate) use signals::SignalForwarder;
 pub use signals::parse_signal;
+pub use stats::{NetIo, StatsSample, Usage};
 
 /// How `start` runs the container.
 #[derive(Debug, Clone)]

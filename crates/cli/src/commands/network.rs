@@ -52,7 +52,11 @@ pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Create { name } => {
-            println!("{}", network::create(ctx.root(), &name)?.id);
+            let created = network::create(ctx.root(), &name)?;
+            for w in &created.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", created.info.id);
         }
         NetworkCommand::Rm { names } => {
             let mut code = ExitCode::SUCCESS;

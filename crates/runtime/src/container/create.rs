@@ -36,21 +36,27 @@ impl Runtime {
         {
             warnings.push("published ports are discarded when using host network mode".into());
         }
-        let container = self.create_container(opts)?;
+        if self.images.snapshots().driver() == Driver::Copy {
+            return Err(RuntimeError::NotSupported(
+                "containers on the copy snapshot driver (the store needs overlayfs)".into(),
+            ));
+        }
+        let joined = crate::network::resolve(self.root(), opts.network.as_deref())?;
+        warnings.extend(joined.warnings);
+        let container = self.create_container(opts, joined.mode, joined.name, joined.ip)?;
         Ok(Created {
             container,
             warnings,
         })
     }
 
-    fn create_container(&self, opts: &RunOptions) -> Result<Container, RuntimeError> {
-        if self.images.snapshots().driver() == Driver::Copy {
-            return Err(RuntimeError::NotSupported(
-                "containers on the copy snapshot driver (the store needs overlayfs)".into(),
-            ));
-        }
-        let (network, network_name, ip) =
-            crate::network::resolve(self.root(), opts.network.as_deref())?;
+    fn create_container(
+        &self,
+        opts: &RunOptions,
+        network: NetworkMode,
+        network_name: Option<String>,
+        ip: Option<String>,
+    ) -> Result<Container, RuntimeError> {
         let image = self.images.image(&opts.image)?;
         let top = self.images.unpack(&image)?;
         let rc = &image.config.config;

@@ -148,8 +148,9 @@ pub(crate) fn teardown(_lock: &HostLock, bridge: &str, subnet: &str) {
     let _ = netlink::delete_link(bridge);
 }
 
-/// Once no kiln bridge is left in this namespace: removes kiln's chains and turns forwarding
-/// off again if kiln turned it on (`forwarding` says when it stays on).
+/// Gives back what no kiln network needs any more, after a bridge went: kiln's chains that
+/// are empty, and once no kiln bridge is left in this namespace, all of kiln's chains and the
+/// forwarding kiln turned on (`forwarding` says when it stays on).
 pub(crate) fn release_if_unused(_lock: &HostLock) {
     let links = match links() {
         Ok(l) => l,
@@ -159,6 +160,7 @@ pub(crate) fn release_if_unused(_lock: &HostLock) {
         }
     };
     if links.iter().any(is_kiln_bridge) {
+        firewall::remove_empty_chains();
         return;
     }
     firewall::remove_chains();

@@ -173,26 +173,53 @@ fn ensure_chains() -> Result<Ran, RuntimeError> {
 
 /// Deletes kiln's chains with whatever rules are left in them, and the jumps to them. The
 /// caller holds the host lock and has seen no kiln bridge left, so no rule in them serves a
-/// network any more.
+/// network any more (rules of a bridge deleted behind kiln's back go too).
 pub(crate) fn remove_chains() {
     for (table, chain, builtin) in CHAINS {
         if let Some(builtin) = builtin {
             delete_all(&jump(table, builtin, chain));
         }
     }
-    // KILN-FORWARD refers to KILN-ISOLATION, so it is emptied first.
+    // KILN-FORWARD refers to KILN-ISOLATION, so every chain is emptied before any goes.
     for (table, chain, _) in CHAINS {
         let _ = iptables(&["-t", table, "-F", chain]);
     }
     for (table, chain, _) in CHAINS {
-        match iptables(&["-t", table, "-X", chain]) {
-            Ok(Ran::Ok | Ran::Missing) => {}
-            Ok(Ran::Failed(msg)) if msg.contains("No chain") || msg.contains("does not exist") => {}
-            Ok(Ran::Failed(msg)) => {
-                tracing::warn!(table, chain, error = %msg, "failed to delete kiln's chain")
-            }
-            Err(e) => tracing::warn!(table, chain, error = %e, "failed to delete kiln's chain"),
+        delete_chain(table, chain);
+    }
+}
+
+/// Deletes each of kiln's chains that holds no rule any more, and the jump to it, while other
+/// kiln networks (of this or an earlier version, whose rules may not use every chain) remain.
+/// The caller holds the host lock.
+pub(crate) fn remove_empty_chains() {
+    // In CHAINS' order: once KILN-FORWARD is gone nothing refers to KILN-ISOLATION.
+    for (table, chain, builtin) in CHAINS {
+        let Ok(out) = Command::new("iptables")
+            .args(["-w", "-t", table, "-S", chain])
+            .output()
+        else {
+            return;
+        };
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let empty = out.status.success() && listing.lines().all(|l| l.starts_with("-N "));
+        if !empty {
+            continue;
         }
+        if let Some(builtin) = builtin {
+            delete_all(&jump(table, builtin, chain));
+        }
+        delete_chain(table, chain);
+    }
+}
+
+fn delete_chain(table: &str, chain: &str) {
+    match iptables(&["-t", table, "-X", chain]) {
+        Ok(Ran::Ok | Ran::Missing) => {}
+        Ok(Ran::Failed(msg)) => {
+            tracing::debug!(table, chain, error = %msg, "kiln's chain not deleted")
+        }
+        Err(e) => tracing::warn!(table, chain, error = %e, "failed to delete kiln's chain"),
     }
 }
 
@@ -312,53 +339,46 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn adding_twice_adds_each_rule_once_and_removing_leaves_the_tables_as_they_were() {
+    /// A host's firewall in the calling thread's (new) namespace: the tables exist (a new
+    /// namespace has none until iptables is first used) and hold a rule of the host's own in
+    /// each builtin chain kiln jumps from. Returns the tables as they are then.
+    fn be_a_host() -> String {
+        for rule in [
+            "-t filter -A FORWARD -s 192.0.2.0/24 -j ACCEPT",
+            "-t nat -A POSTROUTING -s 192.0.2.0/24 -j RETURN",
+        ] {
+            let args: Vec<&str> = rule.split(' ').collect();
+            assert!(matches!(iptables(&args), Ok(Ran::Ok)), "{rule}");
+        }
+        iptables_save()
+    }
+
+    fn can_run() -> bool {
         if !nix::unistd::Uid::effective().is_root() {
             println!("skipped: a network namespace of its own needs root");
-            return;
+            return false;
         }
         if Command::new("iptables-save").output().is_err() {
             println!("skipped: no iptables");
+            return false;
+        }
+        true
+    }
+
+    #[test]
+    fn adding_twice_adds_each_rule_once_and_removing_leaves_the_tables_as_they_were() {
+        if !can_run() {
             return;
         }
         let (before, listed, after_one, after) = in_private_netns(|| {
-            // A host's firewall: the tables exist (a new namespace has none until iptables
-            // is first used) and hold a rule of the host's own in each builtin chain kiln
-            // jumps from.
-            for args in [
-                &[
-                    "-t",
-                    "filter",
-                    "-A",
-                    "FORWARD",
-                    "-s",
-                    "192.0.2.0/24",
-                    "-j",
-                    "ACCEPT",
-                ][..],
-                &[
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-s",
-                    "192.0.2.0/24",
-                    "-j",
-                    "RETURN",
-                ],
-            ] {
-                assert!(matches!(iptables(args), Ok(Ran::Ok)), "{args:?}");
-            }
-            let before = iptables_save();
-            assert_eq!(
-                add_network("kbA", "10.89.7.0/24").expect("add"),
-                Setup::Done
-            );
+            let before = be_a_host();
+            let first = add_network("kbA", "10.89.7.0/24").expect("add");
+            assert_eq!(first, Setup::Done);
             add_network("kbA", "10.89.7.0/24").expect("add again");
             add_network("kbB", "10.89.8.0/24").expect("add another");
             let listed = listed_rules("kbA");
             remove_network("kbA", "10.89.7.0/24");
+            remove_empty_chains();
             let after_one = iptables_save();
             remove_network("kbB", "10.89.8.0/24");
             remove_chains();
@@ -369,6 +389,42 @@ mod tests {
             !after_one.contains("kbA") && after_one.contains("kbB"),
             "{after_one}"
         );
+        // kiln's jumps come first, above the host's rules.
+        assert!(
+            after_one.contains("-A FORWARD -j KILN-FORWARD\n-A FORWARD -s 192.0.2.0/24"),
+            "{after_one}"
+        );
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn chains_an_older_networks_rules_do_not_use_go_with_the_last_new_network() {
+        if !can_run() {
+            return;
+        }
+        let (before, with_old, after) = in_private_netns(|| {
+            let before = be_a_host();
+            add_network("kbC", "10.89.9.0/24").expect("add");
+            // A network of an earlier kiln: its rules only in KILN-FORWARD.
+            let old = Rule {
+                table: "filter",
+                chain: FORWARD_CHAIN,
+                first: false,
+                spec: spec(&["-i", "kbOld", "-j", "ACCEPT"]),
+            };
+            assert!(matches!(ensure(&old), Ok(Ran::Ok)));
+            remove_network("kbC", "10.89.9.0/24");
+            remove_empty_chains();
+            let with_old = iptables_save();
+            remove_chains();
+            (before, with_old, iptables_save())
+        });
+        assert!(
+            with_old.contains("-A FORWARD -j KILN-FORWARD\n") && with_old.contains("kbOld"),
+            "{with_old}"
+        );
+        assert!(!with_old.contains("KILN-ISOLATION"), "{with_old}");
+        assert!(!with_old.contains("KILN-POSTROUTING"), "{with_old}");
         assert_eq!(before, after);
     }
 }

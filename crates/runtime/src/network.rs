@@ -28,11 +28,11 @@ pub struct NetworkInfo {
 }
 
 impl NetworkInfo {
-    pub fn subnet(&self) -> String {
+    pub(crate) fn subnet(&self) -> String {
         format!("10.89.{}.0/24", self.subnet_index)
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub(crate) fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 89, self.subnet_index, 1)
     }
 }
@@ -51,7 +51,7 @@ fn leases_dir(root: &Path, name: &str) -> PathBuf {
 }
 
 /// The network `--network bridge` joins, created on first use.
-pub const DEFAULT_BRIDGE: &str = "bridge";
+pub(crate) const DEFAULT_BRIDGE: &str = "bridge";
 
 /// A name `network create` accepts (the built-in names are reserved).
 fn valid_name(name: &str) -> bool {
@@ -69,7 +69,7 @@ fn valid_record_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-pub fn inspect(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
+pub(crate) fn inspect(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     let path = networks_dir(root).join(name).join("network.json");
     if !valid_record_name(name) || !path.exists() {
         return Err(RuntimeError::Invalid(format!("no such network: {name}")));
@@ -77,7 +77,7 @@ pub fn inspect(root: &Path, name: &str) -> Result<NetworkInfo, RuntimeError> {
     read_json(&path)
 }
 
-pub fn list(root: &Path) -> Result<Vec<NetworkInfo>, RuntimeError> {
+pub(crate) fn list(root: &Path) -> Result<Vec<NetworkInfo>, RuntimeError> {
     let mut out = Vec::new();
     if let Ok(entries) = fs::read_dir(networks_dir(root)) {
         for e in entries.flatten() {

@@ -140,7 +140,7 @@ pub fn host_address(p: &PortMapping) -> String {
 
 /// Mappings as Docker's `inspect` shows them: `{"80/tcp": [{"HostIp": …, "HostPort": "8080"}]}`,
 /// with an empty `HostPort` for one not bound yet.
-pub fn docker_json(ports: &[PortMapping]) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn docker_json(ports: &[PortMapping]) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for p in ports {
         let host_port = if p.host_port == 0 {

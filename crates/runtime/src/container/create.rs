@@ -324,7 +324,7 @@ impl Runtime {
     }
 
     /// The sandbox spec for one start of `c`.
-    pub fn sandbox_spec(&self, c: &Container) -> Result<SandboxSpec, RuntimeError> {
+    pub(crate) fn sandbox_spec(&self, c: &Container) -> Result<SandboxSpec, RuntimeError> {
         let cfg = &c.config;
         let top = cfg.snapshot.as_deref().map(SnapshotId::parse).transpose()?;
         let layers = self.layers(top.as_ref(), &c.dir)?;

@@ -52,11 +52,11 @@ impl Runtime {
         Runtime { images }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.images.root()
     }
 
-    pub fn images(&self) -> &Arc<ImageStore> {
+    pub(crate) fn images(&self) -> &Arc<ImageStore> {
         &self.images
     }
 

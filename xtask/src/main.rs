@@ -8,7 +8,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   fixtures   make the busybox base image rootfs tar (target/fixtures/busybox-rootfs.tar)
   ci         the whole test suite: cargo fmt --check, clippy -D warnings, every test
-  demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it";
+  demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it
+  proto      regenerate crates/proto/src/gen from the kiln.v1 .proto (--check: fail if stale)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures().map(|path| println!("{}", path.display())),
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("proto") => proto(args.get(1).map(String::as_str) == Some("--check")),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -117,6 +119,23 @@ fn ci() -> Result<(), String> {
             failures.join("; ")
         ))
     }
+}
+
+/// Runs the kiln.v1 code generator, a package outside the workspace (`xtask/proto-gen`), so
+/// that only this command ever compiles protox and tonic-prost-build.
+fn proto(check: bool) -> Result<(), String> {
+    let root = workspace_root();
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--manifest-path"])
+        .arg(root.join("xtask/proto-gen/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir().join("proto-gen"))
+        .arg("--");
+    if check {
+        cmd.arg("--check");
+    }
+    cmd.arg(&root);
+    run("kiln.v1 code generation (xtask/proto-gen)", &mut cmd)
 }
 
 fn demo() -> Result<(), String> {

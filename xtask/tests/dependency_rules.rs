@@ -50,6 +50,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "kiln-runtime",
             &["kiln-llb", "kiln-cache", "kiln-executor", "kiln-image"][..],
         ),
+        // `llb` for `Digest`: the context tree's node and file digests are the content store's
+        // blob digests, one type for both (llb has no I/O and no async).
+        ("kiln-proto", &["kiln-llb"][..]),
         // The compose model is pure (parse, merge, interpolate, validate); the planner that
         // runs it will use `runtime` and `engine`, as the design says.
         ("kiln-compose", &[][..]),

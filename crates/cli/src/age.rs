@@ -36,6 +36,35 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
+/// A time as Docker's `CreatedAt` columns print it (Go's `2006-01-02 15:04:05 -0700 MST`),
+/// in UTC: `2026-11-29 07:00:26 +0000 UTC`. Unparsable input is returned as it is.
+pub fn docker_time(text: &str) -> String {
+    let Some(secs) = parse_rfc3339(text) else {
+        return text.to_owned();
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The date of a day number since 1970-01-01 (the inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -88,6 +117,23 @@ fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_created_at() {
+        assert_eq!(
+            docker_time("2026-11-29T07:00:26.75Z"),
+            "2026-11-29 07:00:26 +0000 UTC"
+        );
+        assert_eq!(
+            docker_time("2024-02-29T23:59:59+01:00"),
+            "2024-02-29 22:59:59 +0000 UTC"
+        );
+        assert_eq!(
+            docker_time("1970-01-01T00:00:00Z"),
+            "1970-01-01 00:00:00 +0000 UTC"
+        );
+        assert_eq!(docker_time("garbage"), "garbage");
+    }
 
     #[test]
     fn parses_what_the_store_writes() {

@@ -8,12 +8,8 @@ mod age;
 mod backend;
 mod commands;
 mod error;
-// `--format` templates and Docker's table layout; the lead wires them into the listing
-// commands and `inspect` (issue 13). Until then only their tests call them.
-#[allow(dead_code)]
 mod format;
 mod progress;
-#[allow(dead_code)]
 mod table;
 
 use std::path::PathBuf;

@@ -22,7 +22,7 @@ use crate::diagnostic::Diagnostic;
 use crate::instructions::Dockerfile;
 use crate::syntax;
 
-pub use util::{default_path_env, normalize_image_ref};
+pub use util::default_path_env;
 
 /// Everything about a build that is not in the Dockerfile.
 #[derive(Debug, Clone)]

@@ -10,7 +10,6 @@ use clap::Args;
 use kiln_runtime::system::{human_size, human_size_binary};
 use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
-use super::images;
 use super::run::{failure, kiln_exe, terminal_sink};
 use crate::backend::Context;
 
@@ -131,12 +130,6 @@ enum CpHelperAction {
         #[arg(long)]
         contents: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    #[arg(required = true)]
-    names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -365,30 +358,6 @@ pub fn cp_helper(args: CpHelperArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Containers first; names that are not containers are looked up as images.
-pub fn inspect(args: InspectArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let rt = ctx.runtime()?;
-    let mut found = Vec::new();
-    let mut images_wanted = Vec::new();
-    for name in &args.names {
-        match rt.get(name) {
-            Ok(c) => found.push(rt.inspect_json(&c)),
-            Err(kiln_runtime::RuntimeError::NoSuchContainer(_)) => images_wanted.push(name.clone()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !found.is_empty() {
-        println!("{}", serde_json::to_string_pretty(&found)?);
-    }
-    if images_wanted.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    use clap::{Args as _, FromArgMatches as _};
-    let cmd = images::InspectArgs::augment_args(clap::Command::new("inspect"));
-    let matches =
-        cmd.try_get_matches_from(std::iter::once("inspect".to_string()).chain(images_wanted))?;
-    images::inspect(images::InspectArgs::from_arg_matches(&matches)?, ctx)
-}
-
 pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let rt = ctx.runtime()?;
     let containers = || -> anyhow::Result<Vec<Container>> {

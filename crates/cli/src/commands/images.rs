@@ -11,10 +11,18 @@ use kiln_llb::image::ImageConfig;
 use kiln_runtime::system::human_size;
 use serde_json::json;
 
+use super::listing;
 use crate::backend::Context;
+use crate::format;
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    /// Format the output with a Go template (`table ...`, `json`, `{{.Repository}}:{{.Tag}}`).
+    #[arg(long)]
+    format: Option<String>,
+    /// Show the manifest digests.
+    #[arg(long)]
+    digests: bool,
     /// Only show image IDs.
     #[arg(short, long)]
     quiet: bool,
@@ -39,13 +47,16 @@ pub struct TagArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct InspectArgs {
-    #[arg(required = true)]
-    images: Vec<String>,
-}
-
-#[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// Format the output with a Go template (`table ...`, `json`, `{{.CreatedBy}}`).
+    #[arg(long)]
+    format: Option<String>,
+    /// Print sizes and dates in machine-readable form (`-H=false`).
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    human: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    quiet: bool,
     image: String,
     /// Don't truncate the CREATED BY column.
     #[arg(long)]
@@ -84,32 +95,41 @@ pub fn images(args: ImagesArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         rows.push((repo, tag, image));
     }
     rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    if args.quiet {
-        for (_, _, image) in &rows {
-            println!("{}", short_id(image, args.no_trunc));
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<40} {:<15} {:<15} {:<20} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-    );
-    for (repo, tag, image) in &rows {
-        println!(
-            "{:<40} {:<15} {:<15} {:<20} {}",
-            repo,
-            tag,
-            short_id(image, args.no_trunc),
-            image
-                .config
-                .created
-                .as_deref()
-                .map(crate::age::ago)
-                .unwrap_or_default(),
-            human_size(image.size())
-        );
-    }
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(repo, tag, image)| image_row(repo, tag, image, args.no_trunc))
+        .collect();
+    let format = if args.quiet {
+        Some("{{.ID}}")
+    } else {
+        args.format.as_deref()
+    };
+    let listing = if args.digests {
+        &format::IMAGES_DIGESTS
+    } else {
+        &format::IMAGES
+    };
+    listing::print(format, listing, &rows)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `docker images` row: Docker's field names, values as Docker prints them.
+fn image_row(repo: &str, tag: &str, image: &Image, no_trunc: bool) -> serde_json::Value {
+    let created = image.config.created.as_deref().unwrap_or_default();
+    let size = human_size(image.size());
+    json!({
+        "Containers": "N/A",
+        "CreatedAt": crate::age::docker_time(created),
+        "CreatedSince": crate::age::ago(created),
+        "Digest": image.manifest_digest.to_string(),
+        "ID": short_id(image, no_trunc),
+        "Repository": repo,
+        "SharedSize": "N/A",
+        "Size": size,
+        "Tag": tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": size,
+    })
 }
 
 pub fn rmi(args: RmiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -167,53 +187,58 @@ pub fn inspect_json(name: &str, image: &Image, repo_tags: Vec<String>) -> serde_
     })
 }
 
-pub fn inspect(args: InspectArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let backend = ctx.backend()?;
-    let all = backend.images()?;
-    let mut out = Vec::new();
-    for name in &args.images {
-        let image = backend.image(name)?;
-        let tags = all
-            .iter()
-            .filter(|(_, i)| i.id() == image.id())
-            .map(|(n, _)| familiar(n))
-            .collect();
-        out.push(inspect_json(name, &image, tags));
-    }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn history(args: HistoryArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let image = ctx.backend()?.image(&args.image)?;
     let sizes: Vec<u64> = image.manifest.layers.iter().map(|l| l.size).collect();
     let mut layer = sizes.len();
-    println!(
-        "{:<20} {:<60} {:>10}  COMMENT",
-        "CREATED", "CREATED BY", "SIZE"
-    );
-    for h in image.config.history.iter().rev() {
+    let mut rows = Vec::new();
+    for (i, h) in image.config.history.iter().rev().enumerate() {
         let size = if h.empty_layer {
             0
         } else {
             layer = layer.saturating_sub(1);
             sizes.get(layer).copied().unwrap_or(0)
         };
-        let mut created_by = h.created_by.clone();
-        if !args.no_trunc && created_by.chars().count() > 60 {
-            created_by = created_by.chars().take(57).collect::<String>() + "...";
+        // Docker names only the image itself; the layers below have no image of their own.
+        let id = if i == 0 {
+            short_id(&image, args.no_trunc)
+        } else {
+            "<missing>".to_string()
+        };
+        let mut created_by = h.created_by.replace('\t', " ");
+        if !args.no_trunc && created_by.chars().count() > 45 {
+            created_by = created_by.chars().take(44).collect::<String>() + "…";
         }
-        println!(
-            "{:<20} {:<60} {:>10}  {}",
-            h.created
-                .as_deref()
-                .map(crate::age::ago)
-                .unwrap_or_default(),
-            created_by,
-            human_size(size),
-            h.comment
-        );
+        let created = h.created.as_deref().unwrap_or_default();
+        let (created_since, created_at, size) = if args.human {
+            (
+                crate::age::ago(created),
+                crate::age::docker_time(created),
+                human_size(size),
+            )
+        } else {
+            (created.to_string(), created.to_string(), size.to_string())
+        };
+        rows.push(json!({
+            "Comment": h.comment,
+            "CreatedAt": created_at,
+            "CreatedBy": created_by,
+            "CreatedSince": created_since,
+            "ID": id,
+            "Size": size,
+        }));
     }
+    let format = if args.quiet {
+        Some("{{.ID}}")
+    } else {
+        args.format.as_deref()
+    };
+    let listing = if args.human {
+        &format::HISTORY
+    } else {
+        &format::HISTORY_NOT_HUMAN
+    };
+    listing::print(format, listing, &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 

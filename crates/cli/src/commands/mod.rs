@@ -4,6 +4,8 @@ pub mod build;
 pub mod container;
 pub mod debug;
 pub mod images;
+pub mod inspect;
+mod listing;
 pub mod load;
 pub mod network;
 pub mod port;
@@ -30,7 +32,7 @@ pub enum Command {
     /// Give an image another name.
     Tag(images::TagArgs),
     /// Show details of containers or images as JSON (docker-compatible fields).
-    Inspect(container::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Show an image's history.
     History(images::HistoryArgs),
     /// Make an image from a root filesystem tar (like `docker import`).
@@ -106,7 +108,7 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::Images(args) => images::images(args, ctx),
         Command::Rmi(args) => images::rmi(args, ctx),
         Command::Tag(args) => images::tag(args, ctx),
-        Command::Inspect(args) => container::inspect(args, ctx),
+        Command::Inspect(args) => inspect::inspect(args, ctx),
         Command::Run(args) => return run::run(*args, ctx),
         Command::Create(args) => return run::create(*args, ctx),
         Command::ContainerMonitor(args) => return run::monitor(args, ctx),

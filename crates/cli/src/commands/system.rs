@@ -8,7 +8,11 @@ use clap::{Args, Subcommand};
 use kiln_image::PruneOptions;
 use kiln_runtime::system::{SystemPruneOptions, human_size};
 
+use serde_json::json;
+
+use super::listing;
 use crate::backend::Context;
+use crate::format;
 
 #[derive(Debug, Subcommand)]
 pub enum BuilderCommand {
@@ -51,6 +55,9 @@ pub enum SystemCommand {
 
 #[derive(Debug, Args)]
 pub struct DfArgs {
+    /// Format the output with a Go template (`table ...`, `json`, `{{.Type}}`).
+    #[arg(long)]
+    format: Option<String>,
     /// List every image, container, volume and the store's lines.
     #[arg(short, long)]
     verbose: bool,
@@ -195,82 +202,89 @@ fn with_percent(part: u64, whole: u64) -> String {
 fn df(args: &DfArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let rt = ctx.runtime()?;
     let usage = rt.disk_usage()?;
-    if args.verbose {
-        println!("Images space usage:\n");
-        println!(
-            "{:<40} {:<15} {:<15} {:<12} {:<12} {:<12} CONTAINERS",
-            "REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
-        );
-        for i in &usage.images {
-            let name = i
-                .names
-                .first()
-                .map_or_else(|| "<none>".to_string(), |n| kiln_image::familiar(n));
-            println!(
-                "{:<40} {:<15} {:<15} {:<12} {:<12} {:<12} {}",
-                name,
-                i.id.trim_start_matches("sha256:")
-                    .get(..12)
-                    .unwrap_or(&i.id),
-                i.created.get(..10).unwrap_or(&i.created),
-                human_size(i.size),
-                human_size(i.size - i.unique_size.min(i.size)),
-                human_size(i.unique_size),
-                i.containers
-            );
-        }
-        println!("\nContainers space usage:\n");
-        println!(
-            "{:<14} {:<20} {:<24} {:<14} {:<10} {:<12} NAMES",
-            "CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "STATUS"
-        );
-        for c in &usage.containers {
-            let mut command = format!("{:?}", c.command);
-            if command.len() > 22 {
-                command.truncate(19);
-                command.push_str("…\"");
-            }
-            println!(
-                "{:<14} {:<20} {:<24} {:<14} {:<10} {:<12} {}",
-                &c.id[..12.min(c.id.len())],
-                c.image,
-                command,
-                c.volumes,
-                human_size(c.size),
-                c.status,
-                c.name
-            );
-        }
-        println!("\nLocal Volumes space usage:\n");
-        println!("{:<66} {:<8} SIZE", "VOLUME NAME", "LINKS");
-        for v in &usage.volumes {
-            println!("{:<66} {:<8} {}", v.name, v.links, human_size(v.size));
-        }
-        println!(
-            "\nBuild cache usage: {}\n",
-            human_size(usage.build_cache.bytes)
-        );
+    let format = args.format.as_deref();
+    if !args.verbose {
+        let rows: Vec<serde_json::Value> = usage
+            .summary()
+            .iter()
+            .map(|row| {
+                let reclaimable = if row.kind == "Build Cache" {
+                    human_size(row.reclaimable)
+                } else {
+                    with_percent(row.reclaimable, row.size)
+                };
+                json!({
+                    "Type": row.kind,
+                    "TotalCount": row.total.to_string(),
+                    "Active": row.active.to_string(),
+                    "Size": human_size(row.size),
+                    "Reclaimable": reclaimable,
+                })
+            })
+            .collect();
+        listing::print(format, &format::SYSTEM_DF, &rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<16}{:<10}{:<10}{:<10}RECLAIMABLE",
-        "TYPE", "TOTAL", "ACTIVE", "SIZE"
+    let images: Vec<serde_json::Value> = usage
+        .images
+        .iter()
+        .map(|i| {
+            let short = i
+                .names
+                .first()
+                .map_or_else(|| "<none>:<none>".to_string(), |n| kiln_image::familiar(n));
+            let (repo, tag) = short
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .unwrap_or((short.as_str(), "<none>"));
+            json!({
+                "Repository": repo,
+                "Tag": tag,
+                "ID": i.id.trim_start_matches("sha256:").get(..12).unwrap_or(&i.id),
+                "CreatedSince": crate::age::ago(&i.created),
+                "CreatedAt": crate::age::docker_time(&i.created),
+                "Size": human_size(i.size),
+                "SharedSize": human_size(i.size - i.unique_size.min(i.size)),
+                "UniqueSize": human_size(i.unique_size),
+                "Containers": i.containers.to_string(),
+            })
+        })
+        .collect();
+    let containers: Vec<serde_json::Value> = usage
+        .containers
+        .iter()
+        .map(|c| {
+            let mut command = format!("{:?}", c.command);
+            if command.chars().count() > 20 {
+                command = command.chars().take(19).collect::<String>() + "…";
+            }
+            json!({
+                "ID": &c.id[..12.min(c.id.len())],
+                "Image": c.image,
+                "Command": command,
+                "LocalVolumes": c.volumes.to_string(),
+                "Size": human_size(c.size),
+                "RunningFor": crate::age::ago(&c.created),
+                "Status": c.status,
+                "Names": c.name,
+            })
+        })
+        .collect();
+    let volumes: Vec<serde_json::Value> = usage
+        .volumes
+        .iter()
+        .map(|v| json!({"Name": v.name, "Links": v.links.to_string(), "Size": human_size(v.size)}))
+        .collect();
+    print!("Images space usage:\n\n");
+    listing::print(format, &format::SYSTEM_DF_IMAGES, &images)?;
+    print!("\nContainers space usage:\n\n");
+    listing::print(format, &format::SYSTEM_DF_CONTAINERS, &containers)?;
+    print!("\nLocal Volumes space usage:\n\n");
+    listing::print(format, &format::SYSTEM_DF_VOLUMES, &volumes)?;
+    print!(
+        "\nBuild cache usage: {}\n\n",
+        human_size(usage.build_cache.bytes)
     );
-    for row in usage.summary() {
-        let reclaimable = if row.kind == "Build Cache" {
-            human_size(row.reclaimable)
-        } else {
-            with_percent(row.reclaimable, row.size)
-        };
-        println!(
-            "{:<16}{:<10}{:<10}{:<10}{}",
-            row.kind,
-            row.total,
-            row.active,
-            human_size(row.size),
-            reclaimable
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }
 

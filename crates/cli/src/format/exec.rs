@@ -163,8 +163,8 @@ impl State<'_> {
                         return Ok(flow);
                     }
                 }
-                Node::Break(_) => return Ok(Flow::Break),
-                Node::Continue(_) => return Ok(Flow::Continue),
+                Node::Break => return Ok(Flow::Break),
+                Node::Continue => return Ok(Flow::Continue),
             }
         }
         Ok(Flow::Normal)

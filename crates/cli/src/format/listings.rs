@@ -88,6 +88,7 @@ pub const CONTAINERS: Listing = Listing {
 };
 
 /// `kiln ps --size`.
+#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const CONTAINERS_SIZE: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}",
     ..CONTAINERS
@@ -103,6 +104,7 @@ pub const VOLUMES: Listing = Listing {
 
 /// `kiln network ls`. Rows: `ID Name Driver Scope IPv4 IPv6 Internal Labels CreatedAt`,
 /// and `Label`.
+#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const NETWORKS: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
     headers: &[
@@ -176,6 +178,7 @@ pub const SYSTEM_DF_VOLUMES: Listing = Listing {
 /// `kiln system df -v`, section "Build cache usage: SIZE". Rows: `ID Parent CacheType
 /// Description Size CreatedSince CreatedAt LastUsedSince LastUsedAt UsageCount InUse
 /// Shared`.
+#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const SYSTEM_DF_BUILD_CACHE: Listing = Listing {
     default_table: "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}",
     headers: &[
@@ -194,6 +197,7 @@ pub const SYSTEM_DF_BUILD_CACHE: Listing = Listing {
 };
 
 /// `kiln stats`. Rows: `Container Name ID CPUPerc MemUsage MemPerc NetIO BlockIO PIDs`.
+#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const STATS: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}",
     headers: &[

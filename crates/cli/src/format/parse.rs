@@ -12,8 +12,8 @@ pub(super) enum Node {
     If(Control),
     Range(Control),
     With(Control),
-    Break(usize),
-    Continue(usize),
+    Break,
+    Continue,
 }
 
 #[derive(Debug, Clone)]
@@ -327,9 +327,9 @@ impl Parser<'_> {
                 }
                 self.expect_right_delim(&format!("{{{{{name}}}}}"))?;
                 Ok(Item::Node(if keyword == Keyword::Break {
-                    Node::Break(token.pos)
+                    Node::Break
                 } else {
-                    Node::Continue(token.pos)
+                    Node::Continue
                 }))
             }
             Keyword::Define | Keyword::Template | Keyword::Block => Err(self.error(format!(

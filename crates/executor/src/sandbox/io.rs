@@ -225,7 +225,7 @@ mod tests {
         let (master, slave) = match open_pty(std::path::Path::new("/dev/pts")) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("skipping: no devpts at /dev/pts here ({e})");
+                println!("skipped: no devpts at /dev/pts here ({e})");
                 return;
             }
         };

@@ -11,7 +11,7 @@ use super::run::mount_diag;
 use crate::diagnostic::{Diagnostic, Severity, Span};
 use crate::instructions::{self, Dockerfile, Instruction as Instr, InstructionKind as Kind};
 use crate::lower::mounts;
-use crate::lower::util::{clean, default_path_env, join, normalize_image_ref};
+use crate::lower::util::{clean, default_path_env, join};
 use crate::lower::{ResolvedImage, StageInfo};
 use crate::shell::Lexer;
 use crate::syntax;
@@ -379,11 +379,14 @@ impl Lowering<'_> {
         }
         let span = stage.span;
         let orig = stage.base_name.clone();
-        let Some(reference) = normalize_image_ref(&orig) else {
-            return Err(error(
-                format!("failed to parse stage name {orig:?}: invalid reference format"),
-                span,
-            ));
+        let reference = match kiln_llb::Reference::parse(&orig) {
+            Ok(r) => r.to_string(),
+            Err(e) => {
+                return Err(error(
+                    format!("failed to parse stage name {orig:?}: {e}"),
+                    span,
+                ));
+            }
         };
         let platform = stage
             .platform

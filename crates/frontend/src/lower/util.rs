@@ -1,87 +1,9 @@
-//! Small pure helpers for lowering: image reference normalization, POSIX path cleaning, and
+//! Small pure helpers for lowering: POSIX path cleaning, and
 //! the Go formatting BuildKit's history strings use (`%q`, durations).
 
 /// The PATH BuildKit gives a stage whose base image sets none.
 pub fn default_path_env() -> &'static str {
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-}
-
-/// Normalizes an image reference the way Docker does: `busybox` →
-/// `docker.io/library/busybox:latest`, `foo/bar` → `docker.io/foo/bar:latest`,
-/// `localhost:5000/x` stays on its registry; a missing tag becomes `latest` unless a digest is
-/// given. Returns `None` for something that cannot be a reference.
-pub fn normalize_image_ref(reference: &str) -> Option<String> {
-    if reference.is_empty() || reference.chars().any(char::is_whitespace) {
-        return None;
-    }
-    let (name_and_tag, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    // A tag is after the last ':' that comes after the last '/'.
-    let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
-        Some(i) => (
-            &name_and_tag[..last_slash + i],
-            Some(&name_and_tag[last_slash + i + 1..]),
-        ),
-        None => (name_and_tag, None),
-    };
-    if name.is_empty() || name.ends_with('/') || name.starts_with('/') {
-        return None;
-    }
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        _ => ("docker.io".to_owned(), name.to_owned()),
-    };
-    let domain = if domain == "index.docker.io" {
-        "docker.io".to_owned()
-    } else {
-        domain
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let path_ok = path.split('/').all(|c| {
-        !c.is_empty()
-            && c.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-            })
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-    });
-    if !path_ok {
-        return None;
-    }
-    if let Some(tag) = tag
-        && (tag.is_empty()
-            || tag.len() > 128
-            || !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
-    {
-        return None;
-    }
-    let mut out = format!("{domain}/{path}");
-    match (tag, digest) {
-        (Some(tag), _) => {
-            out.push(':');
-            out.push_str(tag);
-        }
-        (None, None) => out.push_str(":latest"),
-        (None, Some(_)) => {}
-    }
-    if let Some(digest) = digest {
-        digest.parse::<kiln_llb::Digest>().ok()?;
-        out.push('@');
-        out.push_str(digest);
-    }
-    Some(out)
 }
 
 /// `path.Clean` from Go: lexical cleaning of a slash path.
@@ -372,34 +294,6 @@ pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalizes_references() {
-        let n = normalize_image_ref;
-        assert_eq!(
-            n("busybox").as_deref(),
-            Some("docker.io/library/busybox:latest")
-        );
-        assert_eq!(
-            n("busybox:1.36").as_deref(),
-            Some("docker.io/library/busybox:1.36")
-        );
-        assert_eq!(n("foo/bar").as_deref(), Some("docker.io/foo/bar:latest"));
-        assert_eq!(
-            n("localhost:5000/x").as_deref(),
-            Some("localhost:5000/x:latest")
-        );
-        assert_eq!(n("ghcr.io/a/b:v1").as_deref(), Some("ghcr.io/a/b:v1"));
-        let d = kiln_llb::Digest::of(b"x");
-        assert_eq!(
-            n(&format!("busybox@{d}")),
-            Some(format!("docker.io/library/busybox@{d}"))
-        );
-        assert_eq!(n("Busybox"), None);
-        assert_eq!(n("a b"), None);
-        assert_eq!(n(""), None);
-        assert_eq!(n("busybox:"), None);
-    }
 
     #[test]
     fn paths() {

@@ -4,8 +4,9 @@
 //! but not on the default bridge, and published ports (UDP, random host ports, `-P`). In a
 //! network namespace playing the host: a whole create/run/rm/network rm cycle leaves its
 //! iptables, links and `ip_forward` exactly as they were (issue 23), also when `network rm`
-//! races `network create`; forwarding someone else came to need stays on; a host interface
-//! named like kiln's bridges is not caught by kiln's isolation.
+//! races `network create` and when an orphaned bridge is collected; forwarding someone else
+//! came to need stays on; a host interface named like kiln's bridges is not caught by kiln's
+//! isolation.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -578,6 +579,24 @@ fn issue_23_network_rm_racing_network_create_keeps_the_new_networks_rules() {
         kiln_in(&ns, &env, &["network", "rm", &new]);
         ns.assert_state_is(&before);
     }
+}
+
+#[test]
+fn issue_23_an_orphaned_bridge_collected_gives_back_what_it_alone_needed() {
+    let (Some(gone), Some(env)) = (Env::new(&[]), Env::new(&[])) else {
+        return;
+    };
+    let Some(ns) = TestNetns::new("orphan") else {
+        return;
+    };
+    ns.be_a_host(false);
+    let before = ns.state();
+    kiln_in(&ns, &gone, &["network", "create", "n1"]);
+    // That root goes away without `network rm`; the next network collects its bridge.
+    std::fs::remove_dir_all(gone.root.join("networks")).expect("remove the records");
+    kiln_in(&ns, &env, &["network", "create", "n2"]);
+    kiln_in(&ns, &env, &["network", "rm", "n2"]);
+    ns.assert_state_is(&before);
 }
 
 #[test]

@@ -170,11 +170,14 @@ pub(crate) fn release_if_unused(_lock: &HostLock) {
 }
 
 /// Removes kiln bridges (and their rules) whose network record is gone: left by roots deleted
-/// without `network rm`, they would otherwise hold a subnet until reboot.
+/// without `network rm`, they would otherwise hold a subnet until reboot. What they were the
+/// last to need is given back as after a `network rm` (so forwarding kiln turned on for them
+/// is not mistaken later for someone else's).
 pub(crate) fn collect_orphans(lock: &HostLock) {
     let Ok(links) = links() else {
         return;
     };
+    let mut collected = false;
     for link in links.iter().filter(|l| is_kiln_bridge(l)) {
         let Some((subnet, record)) = link.alias[ALIAS_PREFIX.len()..].split_once(' ') else {
             // Too long a path for the alias: whether it is orphaned cannot be told.
@@ -182,7 +185,11 @@ pub(crate) fn collect_orphans(lock: &HostLock) {
         };
         if !Path::new(record).exists() {
             teardown(lock, &link.name, subnet);
+            collected = true;
         }
+    }
+    if collected {
+        release_if_unused(lock);
     }
 }
 

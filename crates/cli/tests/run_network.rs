@@ -1,7 +1,12 @@
 //! Container networking end to end, as root, with the busybox base: the default `bridge`
 //! network with NAT to an "outside" (a network namespace the test makes, never a real
 //! address), teardown that leaves no namespace, veth or firewall rule, names on user networks
-//! but not on the default bridge, and published ports (UDP, random host ports, `-P`).
+//! but not on the default bridge, and published ports (UDP, random host ports, `-P`). In a
+//! network namespace playing the host: a whole create/run/rm/network rm cycle leaves its
+//! iptables, links and `ip_forward` exactly as they were (issue 23), also when `network rm`
+//! races `network create` and when an orphaned bridge is collected; forwarding someone else
+//! came to need stays on; a host interface named like kiln's bridges is not caught by kiln's
+//! isolation.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -15,6 +20,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 mod common;
 use common::containers::RunEnv as Env;
+use common::netns::TestNetns;
 
 /// The default bridge's interface name, once it exists.
 fn bridge_if(env: &Env) -> String {
@@ -122,7 +128,11 @@ fn link_exists(name: &str) -> bool {
 
 fn firewall_mentions(bridge: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for (table, chain) in [("filter", "KILN-FORWARD"), ("nat", "KILN-POSTROUTING")] {
+    for (table, chain) in [
+        ("filter", "KILN-FORWARD"),
+        ("filter", "KILN-ISOLATION"),
+        ("nat", "KILN-POSTROUTING"),
+    ] {
         let o = Command::new("iptables")
             .args(["-w", "-t", table, "-S", chain])
             .output()
@@ -440,4 +450,235 @@ fn published_ports_udp_random_host_ports_and_publish_all() {
     // Once stopped, a random port is no longer shown.
     env.ok(&["stop", "-t", "0", "web"]);
     assert_eq!(env.ok(&["port", "web"]), "");
+}
+
+/// `kiln --root ROOT ARGS` inside `ns`; asserts success and returns stdout.
+fn kiln_in(ns: &TestNetns, env: &Env, args: &[&str]) -> String {
+    let root = env.root.to_str().expect("utf-8 root");
+    let mut all = vec!["--root", root];
+    all.extend_from_slice(args);
+    let out = ns
+        .command(Path::new(env!("CARGO_BIN_EXE_kiln")), &all)
+        .output()
+        .expect("run kiln");
+    assert!(
+        out.status.success(),
+        "kiln {args:?} in {}: {}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The bridge interface of network `name` of `env`'s root.
+fn bridge_of(ns: &TestNetns, env: &Env, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&kiln_in(ns, env, &["network", "inspect", name])).expect("json");
+    v[0]["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .expect("a bridge")
+        .to_string()
+}
+
+#[test]
+fn issue_23_a_network_cycle_leaves_the_hosts_firewall_links_and_forwarding_as_they_were() {
+    let Some(env) = Env::new(&[]) else { return };
+    // Forwarding off before (kiln turns it on and off again) and on before (kiln leaves it).
+    for forwarding in [false, true] {
+        let Some(ns) = TestNetns::new("cycle") else {
+            return;
+        };
+        ns.be_a_host(forwarding);
+        let before = ns.state();
+        kiln_in(&ns, &env, &["network", "create", "n1"]);
+        let during = ns.state();
+        assert_eq!(during.ip_forward, "1");
+        assert!(
+            during.iptables.contains("-A FORWARD -j KILN-FORWARD\n"),
+            "{}",
+            during.iptables
+        );
+        assert_eq!(
+            kiln_in(&ns, &env, &["run", "--rm", "busybox", "echo", "on-bridge"]),
+            "on-bridge\n"
+        );
+        assert_eq!(
+            kiln_in(
+                &ns,
+                &env,
+                &["run", "--rm", "--network", "n1", "busybox", "echo", "on-n1"]
+            ),
+            "on-n1\n"
+        );
+        kiln_in(
+            &ns,
+            &env,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "d",
+                "--network",
+                "n1",
+                "busybox",
+                "sleep",
+                "60",
+            ],
+        );
+        kiln_in(&ns, &env, &["rm", "-f", "d"]);
+        kiln_in(&ns, &env, &["network", "rm", "n1"]);
+        // The default bridge is the last: with it go kiln's chains and its forwarding.
+        assert!(ns.state().iptables.contains("KILN-FORWARD"));
+        kiln_in(&ns, &env, &["network", "rm", "bridge"]);
+        ns.assert_state_is(&before);
+        let record = ns.forwarding_record().expect("namespace");
+        assert!(!record.exists(), "{} left behind", record.display());
+    }
+}
+
+#[test]
+fn issue_23_network_rm_racing_network_create_keeps_the_new_networks_rules() {
+    let Some(env) = Env::new(&[]) else { return };
+    let Some(ns) = TestNetns::new("race") else {
+        return;
+    };
+    ns.be_a_host(false);
+    let before = ns.state();
+    for round in 0..3 {
+        let (old, new) = (format!("old{round}"), format!("new{round}"));
+        kiln_in(&ns, &env, &["network", "create", &old]);
+        // The last network going (chains and forwarding with it) while another comes.
+        std::thread::scope(|s| {
+            s.spawn(|| kiln_in(&ns, &env, &["network", "rm", &old]));
+            s.spawn(|| kiln_in(&ns, &env, &["network", "create", &new]));
+        });
+        let bridge = bridge_of(&ns, &env, &new);
+        let now = ns.state();
+        assert_eq!(now.ip_forward, "1", "round {round}");
+        for wanted in [
+            "-A FORWARD -j KILN-FORWARD".to_string(),
+            "-A POSTROUTING -j KILN-POSTROUTING".into(),
+            format!("-A KILN-ISOLATION -o {bridge} -j DROP"),
+            format!("-A KILN-FORWARD -i {bridge} -j ACCEPT"),
+            format!("! -o {bridge} -j MASQUERADE"),
+        ] {
+            assert!(
+                now.iptables.contains(&wanted),
+                "round {round}: no {wanted:?} in\n{}",
+                now.iptables
+            );
+        }
+        assert_eq!(
+            kiln_in(
+                &ns,
+                &env,
+                &["run", "--rm", "--network", &new, "busybox", "echo", "up"]
+            ),
+            "up\n"
+        );
+        kiln_in(&ns, &env, &["network", "rm", &new]);
+        ns.assert_state_is(&before);
+    }
+}
+
+#[test]
+fn issue_23_an_orphaned_bridge_collected_gives_back_what_it_alone_needed() {
+    let (Some(gone), Some(env)) = (Env::new(&[]), Env::new(&[])) else {
+        return;
+    };
+    let Some(ns) = TestNetns::new("orphan") else {
+        return;
+    };
+    ns.be_a_host(false);
+    let before = ns.state();
+    kiln_in(&ns, &gone, &["network", "create", "n1"]);
+    // That root goes away without `network rm`; the next network collects its bridge.
+    std::fs::remove_dir_all(gone.root.join("networks")).expect("remove the records");
+    kiln_in(&ns, &env, &["network", "create", "n2"]);
+    kiln_in(&ns, &env, &["network", "rm", "n2"]);
+    ns.assert_state_is(&before);
+}
+
+#[test]
+fn issue_23_forwarding_someone_else_came_to_need_stays_on() {
+    let Some(env) = Env::new(&[]) else { return };
+    let Some(ns) = TestNetns::new("fwd") else {
+        return;
+    };
+    ns.be_a_host(false);
+    let before = ns.state();
+    kiln_in(&ns, &env, &["network", "create", "n1"]);
+    // A Docker started meanwhile finds forwarding on and makes its bridge.
+    ns.ok("ip", &["link", "add", "docker0", "type", "bridge"]);
+    kiln_in(&ns, &env, &["network", "rm", "n1"]);
+    let after = ns.state();
+    assert_eq!(after.ip_forward, "1", "docker0 may route through it");
+    assert_eq!(after.iptables, before.iptables, "kiln's chains are gone");
+    let record = ns.forwarding_record().expect("namespace");
+    assert!(!record.exists(), "forwarding is no longer kiln's");
+}
+
+#[test]
+fn a_host_interface_named_like_kilns_bridges_is_not_isolated_from_containers() {
+    let Some(env) = Env::new(&[]) else { return };
+    let (Some(ns), Some(outside)) = (TestNetns::new("kbhost"), TestNetns::new("out")) else {
+        return;
+    };
+    ns.be_a_host(true);
+    // kiln's bridges are `kb` + 10 hex digits; this one is the host's, to an "outside".
+    ns.ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            "kbhost0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ],
+    );
+    ns.ok("ip", &["addr", "add", "198.51.100.1/30", "dev", "kbhost0"]);
+    ns.ok("ip", &["link", "set", "kbhost0", "up"]);
+    outside.ok("ip", &["addr", "add", "198.51.100.2/30", "dev", "eth0"]);
+    outside.ok("ip", &["link", "set", "eth0", "up"]);
+    let ping = "ping -c 1 -W 2 198.51.100.2 >/dev/null && echo reached || echo blocked";
+    assert_eq!(
+        kiln_in(&ns, &env, &["run", "--rm", "busybox", "sh", "-c", ping]),
+        "reached\n"
+    );
+    // Another kiln network still is isolated.
+    kiln_in(&ns, &env, &["network", "create", "n1"]);
+    kiln_in(
+        &ns,
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "peer",
+            "--network",
+            "n1",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&kiln_in(&ns, &env, &["inspect", "peer"])).expect("json");
+    let peer = v[0]["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let ping = format!("ping -c 1 -W 1 {peer} >/dev/null && echo reached || echo blocked");
+    assert_eq!(
+        kiln_in(&ns, &env, &["run", "--rm", "busybox", "sh", "-c", &ping]),
+        "blocked\n"
+    );
+    kiln_in(&ns, &env, &["rm", "-f", "peer"]);
+    kiln_in(&ns, &env, &["network", "rm", "n1"]);
+    kiln_in(&ns, &env, &["network", "rm", "bridge"]);
 }

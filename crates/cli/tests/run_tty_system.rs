@@ -135,13 +135,19 @@ impl CallerTerminal {
 
     /// Reads what the terminal shows until `needle` appears (panics after 20 s).
     fn read_until(&mut self, needle: &str) -> String {
+        self.read_until_seen(needle, |seen| seen.contains(needle))
+    }
+
+    /// Reads what the terminal shows until `done` holds for all of it (panics after 20 s,
+    /// naming `what`).
+    fn read_until_seen(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let until = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(needle) {
+        while !done(&String::from_utf8_lossy(&seen)) {
             assert!(
                 Instant::now() < until,
-                "no {needle:?} in {:?}",
+                "no {what:?} in {:?}",
                 String::from_utf8_lossy(&seen)
             );
             let mut fds = [nix::poll::PollFd::new(
@@ -159,20 +165,50 @@ impl CallerTerminal {
     }
 }
 
+/// An attached `kiln run`; when a test fails before it exits, the container's processes and
+/// kiln are killed (an attached `--rm` container has no record `rm -f` could find).
+struct Attached(std::process::Child);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let kiln = self.0.id();
+        // The sandbox's pid 1 is a child of one of kiln's threads.
+        let tasks = std::fs::read_dir(format!("/proc/{kiln}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn run_it_makes_the_callers_terminal_raw_follows_its_size_and_restores_it() {
     let Some(env) = Env::new(&[]) else { return };
     let mut term = CallerTerminal::new(33, 99);
     assert!(term.canonical());
     let io = |t: &CallerTerminal| Stdio::from(t.slave.try_clone().unwrap());
-    let mut child = env
-        .command()
-        .args(["run", "--rm", "-i", "-t", "busybox", "sh"])
-        .stdin(io(&term))
-        .stdout(io(&term))
-        .stderr(io(&term))
-        .spawn()
-        .expect("spawn kiln");
+    let mut child = Attached(
+        env.command()
+            .args(["run", "--rm", "-i", "-t", "busybox", "sh"])
+            .stdin(io(&term))
+            .stdout(io(&term))
+            .stderr(io(&term))
+            .spawn()
+            .expect("spawn kiln"),
+    );
     term.master
         .write_all(b"stty size; echo mark$((1+1))\n")
         .unwrap();
@@ -188,15 +224,20 @@ fn run_it_makes_the_callers_terminal_raw_follows_its_size_and_restores_it() {
     // The caller's terminal changes size (it would send SIGWINCH to its foreground group).
     term.resize(41, 120);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGWINCH,
     )
     .unwrap();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         term.master.write_all(b"echo size-$(stty size)-\n").unwrap();
-        let shown = term.read_until("size-");
-        let shown = shown + &term.read_until("-\r\n");
+        // The command's output line (`size-41 120-`), not its echo (`size-$(stty size)-`),
+        // however the terminal hands the bytes over.
+        let shown = term.read_until_seen("a size-ROWS COLS- line", |seen| {
+            seen.split("size-").skip(1).any(|rest| {
+                rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains("-\r\n")
+            })
+        });
         if shown.contains("size-41 120-") {
             break;
         }
@@ -211,7 +252,7 @@ fn run_it_makes_the_callers_terminal_raw_follows_its_size_and_restores_it() {
     term.master.write_all(b"echo after-$((2+3))\n").unwrap();
     term.read_until("after-5");
     term.master.write_all(b"exit 3\n").unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(3));
     assert!(term.canonical(), "the caller's terminal is restored");
 }

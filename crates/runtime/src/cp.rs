@@ -29,7 +29,7 @@ pub struct Source {
 
 impl Source {
     /// Parses a source path as `docker cp` reads it.
-    pub fn parse(path: &str) -> Source {
+    pub(crate) fn parse(path: &str) -> Source {
         let contents_only = path.ends_with("/.") || path == ".";
         let trimmed = path.trim_end_matches("/.").trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
@@ -46,7 +46,7 @@ impl Source {
 }
 
 /// Writes `source` (not following a final symlink) to `out` as a tar stream.
-pub fn pack(source: &Path, out: impl Write) -> Result<(), RuntimeError> {
+pub(crate) fn pack(source: &Path, out: impl Write) -> Result<(), RuntimeError> {
     let meta = fs::symlink_metadata(source).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             RuntimeError::Invalid(format!("no such file or directory: {}", source.display()))
@@ -109,7 +109,11 @@ fn target_of(
 /// Unpacks a stream made by [`pack`] at `dest` (as the user wrote it: a trailing slash
 /// matters). Ownership is not restored (files belong to the caller, as with `docker cp`);
 /// modes and times are.
-pub fn unpack(input: impl Read, dest_text: &str, source: &Source) -> Result<(), RuntimeError> {
+pub(crate) fn unpack(
+    input: impl Read,
+    dest_text: &str,
+    source: &Source,
+) -> Result<(), RuntimeError> {
     let dest = Path::new(dest_text);
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(true);

@@ -61,6 +61,20 @@ impl From<kiln_image::rootfs::UserError> for RuntimeError {
     }
 }
 
+impl RuntimeError {
+    /// Docker's exit code for a command that could not be started: 127 when it was not found,
+    /// 126 when it could not be executed; `None` for every other failure.
+    pub fn exec_exit_code(&self) -> Option<u8> {
+        match self {
+            RuntimeError::Sandbox(kiln_executor::sandbox::SandboxError::Exec {
+                source, ..
+            }) if source.kind() == std::io::ErrorKind::NotFound => Some(127),
+            RuntimeError::Sandbox(kiln_executor::sandbox::SandboxError::Exec { .. }) => Some(126),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }

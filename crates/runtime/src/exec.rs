@@ -39,7 +39,7 @@ pub struct ExecOptions {
 
 /// What a captured exec (a health probe) returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
+pub(crate) struct ExecOutput {
     /// The shell-style exit code; -1 when it was killed for running past the timeout.
     pub exit_code: i32,
     /// Stdout and stderr as they interleaved, cut at the capture limit.
@@ -103,7 +103,7 @@ impl Runtime {
 
     /// Runs `opts.argv` in `c` with its output captured (at most `limit` bytes kept), killing
     /// it and everything it started once `timeout` passes.
-    pub fn exec_capture(
+    pub(crate) fn exec_capture(
         &self,
         c: &Container,
         opts: &ExecOptions,

@@ -23,7 +23,7 @@ const DEFAULT_RETRIES: u32 = 3;
 /// How many results `health.json` keeps.
 const KEEP_LOG: usize = 5;
 /// How much of a probe's output a result keeps.
-pub const MAX_OUTPUT: usize = 4096;
+pub(crate) const MAX_OUTPUT: usize = 4096;
 
 /// `kiln run`'s health flags, laid over the image's HEALTHCHECK as Docker does: a flag left
 /// unset keeps the image's value.
@@ -43,12 +43,15 @@ pub struct HealthOverrides {
 }
 
 impl HealthOverrides {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == HealthOverrides::default()
     }
 
     /// The container's check from the image's and these flags.
-    pub fn apply(&self, image: Option<Healthcheck>) -> Result<Option<Healthcheck>, RuntimeError> {
+    pub(crate) fn apply(
+        &self,
+        image: Option<Healthcheck>,
+    ) -> Result<Option<Healthcheck>, RuntimeError> {
         if self.disable {
             if self.cmd.is_some() {
                 return Err(RuntimeError::Invalid(
@@ -87,7 +90,7 @@ impl HealthOverrides {
 }
 
 /// Parses a Go duration (`300ms`, `1.5s`, `2m`, `1h30m`); `0` is zero.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     if s == "0" {
         return Some(Duration::ZERO);
     }
@@ -122,7 +125,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// Formats a duration as Go prints one (`30s`, `1.5s`, `500ms`, `1m30s`), for messages that
 /// match Docker's.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     if d.is_zero() {
         return "0s".into();
     }

@@ -14,24 +14,26 @@
 
 mod container;
 pub mod cp;
-pub mod error;
+mod error;
 mod exec;
 pub mod health;
-pub mod logs;
+mod logs;
 pub(crate) mod net;
 pub mod network;
-pub mod options;
+mod options;
 pub mod ports;
 mod pty;
-pub mod store;
+mod store;
 mod sys;
 pub mod system;
 pub mod volume;
 
-pub use container::{CopyDirection, Runtime, StartMode, Stats, parse_signal};
+pub use container::{
+    CopyDirection, Created, NetIo, Runtime, StartMode, StatsSample, Usage, parse_signal,
+};
 pub use error::RuntimeError;
 pub use exec::ExecOptions;
-pub use logs::{LogEntry, LogOptions};
+pub use logs::LogOptions;
 pub use options::RunOptions;
 pub use store::{
     Container, ContainerConfig, ContainerState, MountConfig, NetworkMode, PortMapping,

@@ -14,7 +14,7 @@ use crate::store::now_rfc3339;
 
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     pub log: String,
     pub stream: String,
     pub time: String,
@@ -22,12 +22,12 @@ pub struct LogEntry {
 
 /// Appends output to a log file, one record per line; a chunk's unterminated tail becomes its
 /// own record at once, so a prompt without a newline still shows up in `logs -f`.
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     file: fs::File,
 }
 
 impl LogWriter {
-    pub fn open(path: &Path) -> Result<LogWriter, RuntimeError> {
+    pub(crate) fn open(path: &Path) -> Result<LogWriter, RuntimeError> {
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -99,7 +99,7 @@ fn emit(entry: &LogEntry, opts: &LogOptions, out: &mut dyn OutputSink) {
 
 /// Writes the log at `path` to `out`; with `follow`, keeps reading new records until `running`
 /// says the container stopped and everything it wrote was shown.
-pub fn read_logs(
+pub(crate) fn read_logs(
     path: &Path,
     opts: &LogOptions,
     out: &mut dyn OutputSink,

@@ -55,7 +55,7 @@ pub struct RunOptions {
 /// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their
 /// concatenation. `--entrypoint` replaces the image's ENTRYPOINT and drops the image's CMD
 /// (an empty `--entrypoint ""` clears it); arguments after the image replace CMD.
-pub fn resolve_command(
+pub(crate) fn resolve_command(
     image: &RunConfig,
     entrypoint: Option<&str>,
     args: &[String],
@@ -94,7 +94,7 @@ fn set_env(env: &mut Vec<String>, entry: String) {
 
 /// Reads `--env-file` lines: `K=V`, or `K` alone for the caller's value; `#` comments and blank
 /// lines are skipped.
-pub fn read_env_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
+pub(crate) fn read_env_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         RuntimeError::Invalid(format!("failed to read env file {}: {e}", path.display()))
     })?;
@@ -119,7 +119,7 @@ pub fn read_env_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
 /// The container's environment: the image's, then env files, then `-e`, later winning; `-e K`
 /// without a value takes the caller's value (and is dropped when the caller has none). PATH
 /// falls back to Docker's default, HOSTNAME is the container's, HOME defaults to `/root`.
-pub fn merge_env(
+pub(crate) fn merge_env(
     image_env: &[String],
     files: &[String],
     flags: &[String],
@@ -149,7 +149,7 @@ pub fn merge_env(
 }
 
 /// `512`, `512k`, `64m`, `1g` (binary units, as Docker) into bytes.
-pub fn parse_size(s: &str) -> Result<u64, RuntimeError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, RuntimeError> {
     let bad = || {
         RuntimeError::Invalid(format!(
             "invalid size {s:?}: expected a number with an optional b, k, m or g suffix"
@@ -178,7 +178,7 @@ pub fn parse_size(s: &str) -> Result<u64, RuntimeError> {
 }
 
 /// `--cpus 1.5` into thousandths of a CPU.
-pub fn parse_cpus(s: &str) -> Result<u64, RuntimeError> {
+pub(crate) fn parse_cpus(s: &str) -> Result<u64, RuntimeError> {
     let n: f64 = s
         .trim()
         .parse()
@@ -193,7 +193,7 @@ pub fn parse_cpus(s: &str) -> Result<u64, RuntimeError> {
 
 /// `-p [IP:][HOST:]CTR[/tcp|udp]`. Without a host port (`CTR`, `IP::CTR`) the host port is 0:
 /// the kernel picks a free one when the port is bound.
-pub fn parse_publish(s: &str) -> Result<PortMapping, RuntimeError> {
+pub(crate) fn parse_publish(s: &str) -> Result<PortMapping, RuntimeError> {
     let bad = |why: &str| RuntimeError::Invalid(format!("invalid port mapping {s:?}: {why}"));
     let (spec, proto) = match s.rsplit_once('/') {
         Some((spec, p)) => (spec, p.to_ascii_lowercase()),
@@ -250,7 +250,7 @@ pub fn parse_publish(s: &str) -> Result<PortMapping, RuntimeError> {
 
 /// The container's published ports: each `-p`, then with `-P` every port the image exposes
 /// (`80/tcp`, `53/udp`, `8080`) that no `-p` maps, on a random host port of every address.
-pub fn published_ports<'a>(
+pub(crate) fn published_ports<'a>(
     publish: &[String],
     publish_all: bool,
     exposed: impl IntoIterator<Item = &'a String>,
@@ -279,7 +279,7 @@ pub fn published_ports<'a>(
 /// Checks `--security-opt` values and returns them as Docker records them in
 /// `HostConfig.SecurityOpt`. Only `seccomp=unconfined` (and the built-in profile, `seccomp=
 /// builtin`) are known; Docker also accepts `:` as the separator.
-pub fn parse_security_opts(opts: &[String]) -> Result<Vec<String>, RuntimeError> {
+pub(crate) fn parse_security_opts(opts: &[String]) -> Result<Vec<String>, RuntimeError> {
     opts.iter()
         .map(|o| match o.split_once(['=', ':']) {
             Some(("seccomp", value)) => {
@@ -296,7 +296,7 @@ pub fn parse_security_opts(opts: &[String]) -> Result<Vec<String>, RuntimeError>
 }
 
 /// The seccomp filter recorded `--security-opt` entries ask for (the last one wins).
-pub fn seccomp_of(security_opt: &[String]) -> kiln_executor::sandbox::Seccomp {
+pub(crate) fn seccomp_of(security_opt: &[String]) -> kiln_executor::sandbox::Seccomp {
     security_opt
         .iter()
         .rev()
@@ -306,7 +306,7 @@ pub fn seccomp_of(security_opt: &[String]) -> kiln_executor::sandbox::Seccomp {
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
-pub fn parse_restart(s: &str) -> Result<RestartPolicy, RuntimeError> {
+pub(crate) fn parse_restart(s: &str) -> Result<RestartPolicy, RuntimeError> {
     match s.split_once(':') {
         None if s == "no" || s.is_empty() => Ok(RestartPolicy::No),
         None if s == "always" => Ok(RestartPolicy::Always),
@@ -361,7 +361,7 @@ fn is_volume_name(s: &str) -> bool {
 
 /// `-v /host:/ctr[:ro|rw]`, `-v name:/ctr[:ro]` or `-v /ctr` (an anonymous volume). Volume
 /// names in the result are filled in later; anonymous volumes get an empty name here.
-pub fn parse_volume(s: &str) -> Result<MountConfig, RuntimeError> {
+pub(crate) fn parse_volume(s: &str) -> Result<MountConfig, RuntimeError> {
     let parts: Vec<&str> = s.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
         [target] => (None, *target, None),
@@ -415,7 +415,7 @@ pub fn parse_volume(s: &str) -> Result<MountConfig, RuntimeError> {
 }
 
 /// `--tmpfs /path[:size=64m,mode=1777]`.
-pub fn parse_tmpfs(s: &str) -> Result<MountConfig, RuntimeError> {
+pub(crate) fn parse_tmpfs(s: &str) -> Result<MountConfig, RuntimeError> {
     let (target, opts) = s.split_once(':').unwrap_or((s, ""));
     let target = container_path(target, "tmpfs")?;
     let (mut size, mut mode) = (None, None);
@@ -444,7 +444,7 @@ pub fn parse_tmpfs(s: &str) -> Result<MountConfig, RuntimeError> {
 }
 
 /// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]`.
-pub fn parse_mount(s: &str) -> Result<MountConfig, RuntimeError> {
+pub(crate) fn parse_mount(s: &str) -> Result<MountConfig, RuntimeError> {
     let (mut kind, mut source, mut target, mut readonly) =
         ("volume".to_string(), None, None, false);
     let (mut size, mut mode) = (None, None);

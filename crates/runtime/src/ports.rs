@@ -125,20 +125,22 @@ pub fn published(c: &Container) -> Vec<PortMapping> {
 
 /// `80/tcp -> 0.0.0.0:8080`, as `docker port` prints a mapping.
 pub fn describe(p: &PortMapping) -> String {
-    let host = if p.host_ip.contains(':') {
-        format!("[{}]", p.host_ip)
+    format!("{}/{} -> {}", p.container_port, p.protocol, host_address(p))
+}
+
+/// The host side of a mapping as `docker port C PORT` prints it: `0.0.0.0:32768`, an IPv6
+/// address in brackets.
+pub fn host_address(p: &PortMapping) -> String {
+    if p.host_ip.contains(':') {
+        format!("[{}]:{}", p.host_ip, p.host_port)
     } else {
-        p.host_ip.clone()
-    };
-    format!(
-        "{}/{} -> {host}:{}",
-        p.container_port, p.protocol, p.host_port
-    )
+        format!("{}:{}", p.host_ip, p.host_port)
+    }
 }
 
 /// Mappings as Docker's `inspect` shows them: `{"80/tcp": [{"HostIp": …, "HostPort": "8080"}]}`,
 /// with an empty `HostPort` for one not bound yet.
-pub fn docker_json(ports: &[PortMapping]) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn docker_json(ports: &[PortMapping]) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for p in ports {
         let host_port = if p.host_port == 0 {

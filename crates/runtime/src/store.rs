@@ -57,7 +57,7 @@ pub enum MountConfig {
 }
 
 impl MountConfig {
-    pub fn target(&self) -> &str {
+    pub(crate) fn target(&self) -> &str {
         match self {
             MountConfig::Bind { target, .. }
             | MountConfig::Volume { target, .. }
@@ -197,7 +197,7 @@ pub struct ContainerState {
 }
 
 impl ContainerState {
-    pub fn created() -> ContainerState {
+    pub(crate) fn created() -> ContainerState {
         ContainerState {
             status: Status::Created,
             pid: 0,
@@ -215,7 +215,7 @@ impl ContainerState {
     }
 
     /// Whether the command may still be running.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting)
     }
 }
@@ -237,13 +237,13 @@ impl Container {
         &self.config.name
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("log.json")
     }
 }
 
 /// Start time of `pid` (field 22 of `/proc/<pid>/stat`), or `None` when it does not exist.
-pub fn process_start(pid: i32) -> Option<u64> {
+pub(crate) fn process_start(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
     }
@@ -260,7 +260,7 @@ pub fn process_start(pid: i32) -> Option<u64> {
 }
 
 /// Whether `pid` is the process that had start time `start`.
-pub fn is_alive(pid: i32, start: u64) -> bool {
+pub(crate) fn is_alive(pid: i32, start: u64) -> bool {
     process_start(pid) == Some(start)
 }
 

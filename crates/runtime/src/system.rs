@@ -149,7 +149,7 @@ pub struct SystemPruneReport {
 }
 
 /// Apparent size of everything under `path` (not following symlinks; 0 when missing).
-pub fn dir_size(path: &Path) -> u64 {
+pub(crate) fn dir_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };

@@ -65,6 +65,12 @@ pub fn create(root: &Path, name: &str, anonymous: bool) -> Result<Volume, Runtim
     Ok(v)
 }
 
+/// `volume create` without a name: a new volume named by 64 random hex digits, as Docker
+/// names one.
+pub fn create_unnamed(root: &Path) -> Result<Volume, RuntimeError> {
+    create(root, &store::new_id()?, false)
+}
+
 pub fn inspect(root: &Path, name: &str) -> Result<Volume, RuntimeError> {
     let path = volumes_dir(root).join(name).join("volume.json");
     if !valid_name(name) || !path.exists() {

@@ -370,10 +370,6 @@ pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .collect::<Result<Vec<_>, _>>()?
         })
     };
-    let sample = |list: &[Container]| -> anyhow::Result<Vec<kiln_runtime::Stats>> {
-        Ok(list.iter().map(|c| rt.stats(c)).collect::<Result<_, _>>()?)
-    };
-    let host_memory = host_memory_bytes();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     // CPU % needs two samples; --no-stream waits for the second as `docker stats` does.
     let interval = if args.no_stream {
@@ -382,12 +378,10 @@ pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Duration::from_secs(1)
     };
     let mut list = containers()?;
-    let mut before = sample(&list)?;
+    let mut before = rt.stats_sample(&list)?;
     loop {
-        let started = std::time::Instant::now();
         std::thread::sleep(interval);
-        let after = sample(&list)?;
-        let wall = started.elapsed().as_nanos().max(1) as f64;
+        let after = rt.stats_sample(&list)?;
         if terminal && !args.no_stream {
             // Redraw in place, as `docker stats` does.
             print!("\x1b[2J\x1b[H");
@@ -396,30 +390,24 @@ pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             "{:<12}   {:<20}   {:>7}   {:>21}   {:>6}   {:>15}   {:>4}",
             "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"
         );
-        for ((c, b), a) in list.iter().zip(&before).zip(&after) {
-            let cpu = a.cpu_nanos.saturating_sub(b.cpu_nanos) as f64 * 100.0 / wall;
-            let used = a.memory_bytes.unwrap_or(0);
-            let limit = a
-                .memory_limit
-                .filter(|l| *l < host_memory)
-                .unwrap_or(host_memory);
-            let mem_pct = if limit > 0 {
-                used as f64 * 100.0 / limit as f64
-            } else {
-                0.0
-            };
-            let net = net_io(c.state.pid)
-                .map(|(rx, tx)| format!("{} / {}", human_size(rx), human_size(tx)))
+        for (c, u) in list.iter().zip(after.usage_since(&before)) {
+            let net = u
+                .net
+                .map(|n| format!("{} / {}", human_size(n.rx_bytes), human_size(n.tx_bytes)))
                 .unwrap_or_else(|| "--".into());
             println!(
                 "{:<12}   {:<20}   {:>6.2}%   {:>21}   {:>5.2}%   {:>15}   {:>4}",
                 &c.id()[..12],
                 c.name(),
-                cpu,
-                format!("{} / {}", human_size_binary(used), human_size_binary(limit)),
-                mem_pct,
+                u.cpu_percent,
+                format!(
+                    "{} / {}",
+                    human_size_binary(u.memory_bytes),
+                    human_size_binary(u.memory_limit)
+                ),
+                u.memory_percent,
                 net,
-                a.pids
+                u.pids
             );
         }
         if args.no_stream {
@@ -436,45 +424,8 @@ pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         {
             after
         } else {
-            sample(&next)?
+            rt.stats_sample(&next)?
         };
         list = next;
     }
-}
-
-/// The host's memory, the limit `stats` shows for a container without one.
-fn host_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// Bytes received and sent on a container's interfaces other than `lo`, read through its
-/// pid 1's view of the network namespace.
-fn net_io(pid: i32) -> Option<(u64, u64)> {
-    if pid <= 0 {
-        return None;
-    }
-    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    let mut totals = (0u64, 0u64);
-    for line in dev.lines().skip(2) {
-        let Some((name, counters)) = line.split_once(':') else {
-            continue;
-        };
-        if name.trim() == "lo" {
-            continue;
-        }
-        let fields: Vec<u64> = counters
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        totals.0 += fields.first().copied().unwrap_or(0);
-        totals.1 += fields.get(8).copied().unwrap_or(0);
-    }
-    Some(totals)
 }

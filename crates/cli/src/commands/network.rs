@@ -30,91 +30,33 @@ pub enum NetworkCommand {
     },
 }
 
-/// The networks every container can use without creating one.
-const BUILTIN: [(&str, &str); 2] = [
-    (
-        "none",
-        "its own namespace with only lo; -p ports are proxied into it",
-    ),
-    ("host", "the host's network namespace"),
-];
-
 pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         NetworkCommand::Ls { quiet } => {
             if !quiet {
                 println!("{:<24}  {:<8}  SUBNET", "NAME", "DRIVER");
             }
-            let mut nets = network::list(ctx.root())?;
-            // The default bridge is always listed, as Docker's, even before its first use.
-            let default = match nets.iter().position(|n| n.name == network::DEFAULT_BRIDGE) {
-                Some(i) => nets.remove(i).subnet(),
-                None => String::new(),
-            };
-            let rows = [
-                (network::DEFAULT_BRIDGE.to_string(), "bridge", default),
-                ("host".into(), "host", String::new()),
-                ("none".into(), "null", String::new()),
-            ]
-            .into_iter()
-            .chain(nets.into_iter().map(|n| {
-                let subnet = n.subnet();
-                (n.name, "bridge", subnet)
-            }));
-            for (name, driver, subnet) in rows {
+            for n in network::listing(ctx.root())? {
                 if quiet {
-                    println!("{name}");
+                    println!("{}", n.name);
                 } else {
-                    println!("{name:<24}  {driver:<8}  {subnet}");
+                    println!("{:<24}  {:<8}  {}", n.name, n.driver, n.subnet);
                 }
             }
         }
         NetworkCommand::Inspect { names } => {
-            let mut out = Vec::new();
-            for name in &names {
-                if let Some((n, what)) = BUILTIN.iter().find(|(n, _)| n == name) {
-                    let driver = if *n == "none" { "null" } else { n };
-                    out.push(serde_json::json!({"Name": n, "Driver": driver, "Scope": "local", "Description": what}));
-                    continue;
-                }
-                if name == network::DEFAULT_BRIDGE && network::inspect(ctx.root(), name).is_err() {
-                    out.push(serde_json::json!({
-                        "Name": name,
-                        "Driver": "bridge",
-                        "Scope": "local",
-                        "Description": "the default network; its bridge is made when the first container joins it",
-                    }));
-                    continue;
-                }
-                let n = network::inspect(ctx.root(), name)?;
-                // Members, as Docker lists them: by ID, with their name and address.
-                let members: serde_json::Map<String, serde_json::Value> =
-                    ctx.runtime()?.list(true)?
-                        .into_iter()
-                        .filter(|c| c.config.network_name.as_deref() == Some(n.name.as_str()))
-                        .map(|c| {
-                            let ip = c.config.ip.clone().unwrap_or_default();
-                            (
-                                c.config.id.clone(),
-                                serde_json::json!({"Name": c.config.name, "IPv4Address": format!("{ip}/24")}),
-                            )
-                        })
-                        .collect();
-                out.push(serde_json::json!({
-                    "Containers": members,
-                    "Name": n.name,
-                    "Id": n.id,
-                    "Driver": "bridge",
-                    "Scope": "local",
-                    "Created": n.created,
-                    "IPAM": {"Config": [{"Subnet": n.subnet(), "Gateway": n.gateway().to_string()}]},
-                    "Options": {"com.docker.network.bridge.name": n.bridge},
-                }));
-            }
+            let out = names
+                .iter()
+                .map(|name| network::inspect_json(ctx.root(), name))
+                .collect::<Result<Vec<_>, _>>()?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Create { name } => {
-            println!("{}", network::create(ctx.root(), &name)?.id);
+            let created = network::create(ctx.root(), &name)?;
+            for w in &created.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", created.info.id);
         }
         NetworkCommand::Rm { names } => {
             let mut code = ExitCode::SUCCESS;

@@ -38,12 +38,7 @@ pub fn run(args: PortArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         bail!("no public port '{port}/{proto}' published for {}", c.name());
     }
     for p in matching {
-        let host = ports::describe(p);
-        // Only the host side: `0.0.0.0:32768`.
-        println!(
-            "{}",
-            host.split_once(" -> ").map_or(host.as_str(), |(_, h)| h)
-        );
+        println!("{}", ports::host_address(p));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use kiln_runtime::{RunOptions, RuntimeError, SandboxError, StartMode, Stdin, Stream};
+use kiln_runtime::{Created, RunOptions, RuntimeError, StartMode, Stdin, Stream};
 
 use crate::backend::Context;
 
@@ -159,15 +159,15 @@ pub struct MonitorArgs {
 /// command cannot be invoked, 127 when it is not found.
 pub(crate) fn failure(e: &RuntimeError) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(match e {
-        RuntimeError::Sandbox(SandboxError::Exec { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            127
-        }
-        RuntimeError::Sandbox(SandboxError::Exec { .. }) => 126,
-        _ => 125,
-    })
+    ExitCode::from(e.exec_exit_code().unwrap_or(125))
+}
+
+/// Shows what the run engine warned about while creating the container.
+fn warn(created: Created) -> kiln_runtime::Container {
+    for w in &created.warnings {
+        eprintln!("warning: {w}");
+    }
+    created.container
 }
 
 pub(crate) fn kiln_exe() -> anyhow::Result<PathBuf> {
@@ -197,11 +197,8 @@ pub fn run(args: RunArgs, ctx: &Context) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    if args.network.as_deref() == Some("host") && (!args.publish.is_empty() || args.publish_all) {
-        eprintln!("warning: published ports are discarded when using host network mode");
-    }
     let container = match rt.create(&args.options()) {
-        Ok(c) => c,
+        Ok(created) => warn(created),
         Err(e) => return failure(&e),
     };
     if args.detach {
@@ -259,8 +256,8 @@ pub fn create(args: RunArgs, ctx: &Context) -> ExitCode {
         }
     };
     match rt.create(&args.options()) {
-        Ok(c) => {
-            println!("{}", c.id());
+        Ok(created) => {
+            println!("{}", warn(created).id());
             ExitCode::SUCCESS
         }
         Err(e) => failure(&e),

@@ -45,11 +45,10 @@ pub struct RmArgs {
 pub fn run(command: VolumeCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         VolumeCommand::Create { name } => {
-            let name = match name {
-                Some(n) => n,
-                None => random_name()?,
+            let v = match name {
+                Some(n) => volume::create(ctx.root(), &n, false)?,
+                None => volume::create_unnamed(ctx.root())?,
             };
-            let v = volume::create(ctx.root(), &name, false)?;
             println!("{}", v.name);
         }
         VolumeCommand::Ls { quiet } => {
@@ -97,11 +96,4 @@ pub fn run(command: VolumeCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn random_name() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }

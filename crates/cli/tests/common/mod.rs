@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end build tests: a fresh store root with the busybox base
 //! imported, the `kiln` binary run against it, build contexts written from strings, and
-//! rawjson progress parsed into events; submodules for container roots, a private dockerd
-//! (with the host check of issue 23) and a real registry.
+//! rawjson progress parsed into events; submodules for container roots, a network namespace
+//! playing the host, a private dockerd (with the host check of issue 23) and a real registry.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 pub mod containers;
 pub mod dockerd;
 pub mod hostnet;
+pub mod netns;
 pub mod registry;
 
 /// A store root in a tempdir with `busybox:latest` imported.

@@ -1,6 +1,6 @@
-//! The few rtnetlink requests kiln's networks need (a bridge with its gateway address; per
-//! container a veth pair with one end in its namespace, an address, links up, a default route;
-//! deleting a link), sent from this process: wiring a container costs a handful of syscalls
+//! The few rtnetlink requests kiln's networks need (a bridge with its alias and gateway address;
+//! per container a veth pair with one end in its namespace, an address, links up, a default
+//! route; deleting a link; listing the links), sent from this process: wiring a container costs a handful of syscalls
 //! instead of `ip` processes, and kiln needs no iproute2 on the host. Messages are built by
 //! hand (the layouts are the kernel's uapi: `nlmsghdr`, `ifinfomsg`, `ifaddrmsg`, `rtmsg` and
 //! 4-byte aligned attributes); every request asks for an ACK and a non-zero error is returned
@@ -18,18 +18,22 @@ use nix::sys::socket::{
 
 // Message types and flags (linux/netlink.h, linux/rtnetlink.h).
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 // Attributes (linux/if_link.h, linux/veth.h, linux/if_addr.h).
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -57,6 +61,17 @@ impl Msg {
         let mut buf = vec![0u8; 16];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
         buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    /// A dump request: the kernel answers with messages until `NLMSG_DONE`, not an ACK.
+    fn dump(kind: u16) -> Msg {
+        let mut buf = vec![0u8; 16];
+        buf[4..6].copy_from_slice(&kind.to_ne_bytes());
+        buf[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         Msg {
             buf,
             nests: Vec::new(),
@@ -165,6 +180,116 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Sends the dump request `msg` and returns the payload (after the 16-byte header) of every
+    /// message of type `kind` in the answer.
+    fn dump(&mut self, msg: &mut Msg, kind: u16) -> io::Result<Vec<Vec<u8>>> {
+        self.seq += 1;
+        let seq = self.seq;
+        send(self.fd.as_raw_fd(), msg.finish(seq), MsgFlags::empty())?;
+        // The kernel fills at most 32 KiB per read of a dump.
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let word =
+                    |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+                let len = word(at) as usize;
+                let t = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                if len < 16 || at + len > n {
+                    return Err(io::Error::other("malformed netlink reply"));
+                }
+                if word(at + 8) == seq {
+                    match t {
+                        NLMSG_DONE => return Ok(out),
+                        NLMSG_ERROR if len >= 20 => {
+                            let code = word(at + 16) as i32;
+                            if code != 0 {
+                                return Err(io::Error::from_raw_os_error(-code));
+                            }
+                        }
+                        _ if t == kind => out.push(buf[at + 16..at + len].to_vec()),
+                        _ => {}
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+}
+
+/// The attributes in `data` as (type, payload), in order; the nested flag is masked off.
+fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            break;
+        }
+        out.push((kind, &data[4..len]));
+        data = &data[((len + 3) & !3).min(data.len())..];
+    }
+    out
+}
+
+/// A string attribute without its terminating NUL.
+fn attr_string(data: &[u8]) -> String {
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
+/// A link of this network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub(crate) index: u32,
+    pub(crate) name: String,
+    /// The interface alias (`ip link set X alias ...`), empty when none is set.
+    pub(crate) alias: String,
+    /// The link kind (`bridge`, `veth`, ...); empty for a physical device.
+    pub(crate) kind: String,
+}
+
+/// Parses one `RTM_NEWLINK` message of a dump: `struct ifinfomsg`, then attributes.
+fn parse_link(payload: &[u8]) -> Option<Link> {
+    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let mut link = Link {
+        index,
+        name: String::new(),
+        alias: String::new(),
+        kind: String::new(),
+    };
+    for (kind, data) in attrs(payload.get(16..)?) {
+        match kind {
+            IFLA_IFNAME => link.name = attr_string(data),
+            IFLA_IFALIAS => link.alias = attr_string(data),
+            IFLA_LINKINFO => {
+                if let Some((_, k)) = attrs(data).into_iter().find(|(k, _)| *k == IFLA_INFO_KIND) {
+                    link.kind = attr_string(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(link)
+}
+
+/// Every link of the calling thread's network namespace. (Unlike `/sys/class/net`, which
+/// shows the namespace sysfs was mounted in, a netlink socket belongs to the namespace of the
+/// thread that opened it.)
+pub(crate) fn links() -> io::Result<Vec<Link>> {
+    let mut sock = Socket::open()?;
+    let mut m = Msg::dump(RTM_GETLINK);
+    m.ifinfo(0, 0, 0);
+    Ok(sock
+        .dump(&mut m, RTM_NEWLINK)?
+        .iter()
+        .filter_map(|p| parse_link(p))
+        .collect())
+}
+
 /// `struct ifaddrmsg` for `ip`/`prefix` on link `index`, with the address as both local and
 /// peer address (what `ip addr add` sends).
 fn add_address(sock: &mut Socket, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
@@ -177,8 +302,9 @@ fn add_address(sock: &mut Socket, index: u32, ip: Ipv4Addr, prefix: u8) -> io::R
     sock.request(&mut addr)
 }
 
-/// Creates the bridge `name`, up, with the address `gateway`/`prefix`.
-pub(crate) fn add_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> io::Result<()> {
+/// Creates the bridge `name`, up, with the interface alias `alias` and the address
+/// `gateway`/`prefix`.
+pub(crate) fn add_bridge(name: &str, alias: &str, gateway: Ipv4Addr, prefix: u8) -> io::Result<()> {
     let mut sock = Socket::open()?;
     let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
     m.ifinfo(0, IFF_UP, IFF_UP)
@@ -187,7 +313,11 @@ pub(crate) fn add_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> io::Resul
         .attr_str(IFLA_INFO_KIND, "bridge")
         .end();
     sock.request(&mut m)?;
-    let index = nix::net::if_::if_nametoindex(name)? as u32;
+    let index = nix::net::if_::if_nametoindex(name)?;
+    // The kernel ignores an alias in the request that creates a link: it is set afterwards.
+    let mut set = Msg::new(RTM_NEWLINK, 0);
+    set.ifinfo(index as i32, 0, 0).attr_str(IFLA_IFALIAS, alias);
+    sock.request(&mut set)?;
     add_address(&mut sock, index, gateway, prefix)
 }
 
@@ -268,6 +398,60 @@ pub(crate) fn configure_inside(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dumped_link_reads_back_with_its_name_alias_and_kind() {
+        let mut m = Msg::new(RTM_NEWLINK, 0);
+        m.ifinfo(7, 0, 0)
+            .attr_str(IFLA_IFNAME, "kb1")
+            .attr_str(IFLA_IFALIAS, "kiln-network x")
+            .begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "bridge")
+            .end();
+        let bytes = m.finish(1).to_vec();
+        assert_eq!(
+            parse_link(&bytes[16..]),
+            Some(Link {
+                index: 7,
+                name: "kb1".into(),
+                alias: "kiln-network x".into(),
+                kind: "bridge".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn links_lists_this_threads_namespace() {
+        if !nix::unistd::Uid::effective().is_root() {
+            println!("skipped: a network namespace of its own needs root");
+            return;
+        }
+        let links = std::thread::spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
+            let before = links().expect("links");
+            add_bridge(
+                "kbtest0",
+                "kiln-network test",
+                Ipv4Addr::new(10, 89, 9, 1),
+                24,
+            )
+            .expect("bridge");
+            (before, links().expect("links"))
+        })
+        .join()
+        .expect("thread");
+        let names = |l: &[Link]| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&links.0), ["lo"]);
+        let bridge = links
+            .1
+            .iter()
+            .find(|l| l.name == "kbtest0")
+            .expect("bridge");
+        assert_eq!(
+            (bridge.kind.as_str(), bridge.alias.as_str()),
+            ("bridge", "kiln-network test")
+        );
+    }
 
     #[test]
     fn nested_attributes_carry_their_length_and_stay_aligned() {

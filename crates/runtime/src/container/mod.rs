@@ -1,0 +1,95 @@
+//! The run engine over one store root ([`Runtime`]): finding containers, and what every part
+//! of a container's life shares (the store lease, the stop marker, the rootfs layers). One
+//! module per job: `create` (records, rootfs dirs, volumes, the sandbox spec), `lifecycle`
+//! (run attached, start under a monitor, stop, kill, wait, remove), `inspect` (inspect JSON,
+//! logs), `stats` (resource samples), `copy` (`kiln cp`) and `signals`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_executor::snapshot::SnapshotId;
+use kiln_image::ImageStore;
+
+use crate::error::RuntimeError;
+use crate::store::{self, Container};
+
+mod copy;
+mod create;
+mod inspect;
+mod lifecycle;
+mod signals;
+mod stats;
+
+pub use copy::CopyDirection;
+pub use create::Created;
+pub(crate) use signals::SignalForwarder;
+pub use signals::parse_signal;
+pub use stats::{NetIo, StatsSample, Usage};
+
+/// How `start` runs the container.
+#[derive(Debug, Clone)]
+pub enum StartMode {
+    /// Under a monitor process: this kiln binary re-executed as `kiln container-monitor ID`.
+    Detached { kiln_exe: PathBuf },
+}
+
+/// The run engine over one store root.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    images: Arc<ImageStore>,
+}
+
+/// The name of the marker file `stop` leaves so the monitor does not restart the container.
+const STOP_MARKER: &str = "stop-requested";
+
+fn lease_id(id: &str) -> String {
+    format!("container-{id}")
+}
+
+impl Runtime {
+    pub fn new(images: Arc<ImageStore>) -> Runtime {
+        Runtime { images }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        self.images.root()
+    }
+
+    pub(crate) fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// All containers (only running ones unless `all`), oldest first.
+    pub fn list(&self, all: bool) -> Result<Vec<Container>, RuntimeError> {
+        Ok(store::list(self.root())?
+            .into_iter()
+            .filter(|c| all || c.state.is_running())
+            .collect())
+    }
+
+    /// A container by ID, name or unique ID prefix.
+    pub fn get(&self, name_or_id: &str) -> Result<Container, RuntimeError> {
+        store::lookup(self.root(), name_or_id)
+    }
+
+    /// The rootfs layers top-most first, the container's upper dir included.
+    fn layers(&self, top: Option<&SnapshotId>, dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+        let mut layers = vec![dir.join("upper")];
+        if let Some(top) = top {
+            for s in self.images.snapshots().chain(top)? {
+                layers.push(self.images.snapshots().fs_dir(&s));
+            }
+        }
+        Ok(layers)
+    }
+}
+
+/// Reads a file of the rootfs without mounting it: from the top-most layer that has it.
+/// Whiteouts are not consulted: a passwd deleted in an upper layer is rare enough.
+pub(crate) fn read_from_layers(layers: &[PathBuf], path: &str) -> Option<String> {
+    let rel = path.trim_start_matches('/');
+    layers
+        .iter()
+        .find_map(|layer| fs::read_to_string(layer.join(rel)).ok())
+}

@@ -602,8 +602,12 @@ fn bridge_network_reaches_the_host_through_its_gateway() {
     ]);
     assert!(out.starts_with("10.89."), "{out}");
     assert_eq!(server.join().expect("server"), "from-container");
-    let nets = env.ok(&["network", "ls", "-q"]);
+    let nets = env.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(nets.lines().any(|l| l == "bridge"), "{nets}");
+    // `-q` lists IDs, as Docker's does: one per network, none empty.
+    let ids = env.ok(&["network", "ls", "-q"]);
+    assert_eq!(ids.lines().count(), nets.lines().count(), "{ids}");
+    assert!(ids.lines().all(|l| l.len() == 12), "{ids}");
 }
 
 #[test]

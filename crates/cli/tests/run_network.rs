@@ -152,7 +152,7 @@ fn run_joins_the_default_bridge_and_reaches_the_outside_through_nat() {
     let Some(env) = Env::serial(&SERIAL, &[]) else {
         return;
     };
-    let ls = env.ok(&["network", "ls", "-q"]);
+    let ls = env.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert_eq!(
         ls.lines().take(3).collect::<Vec<_>>(),
         ["bridge", "host", "none"]

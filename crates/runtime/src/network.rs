@@ -141,18 +141,29 @@ const BUILTIN: [(&str, &str); 2] = [
     ("host", "the host's network namespace"),
 ];
 
+/// The ID of a built-in network: Docker gives every network one, and scripts take it from
+/// `network ls -q`; kiln's are stable (a digest of the name).
+fn builtin_id(name: &str) -> String {
+    kiln_llb::Digest::of(format!("kiln built-in network {name}").as_bytes()).hex()
+}
+
 /// `network inspect NAME` as Docker shapes it (the built-in networks and a default bridge not
 /// made yet included), with the member containers by ID.
 pub fn inspect_json(root: &Path, name: &str) -> Result<serde_json::Value, RuntimeError> {
     if let Some((n, what)) = BUILTIN.iter().find(|(n, _)| *n == name) {
         let driver = if *n == "none" { "null" } else { n };
-        return Ok(
-            serde_json::json!({"Name": n, "Driver": driver, "Scope": "local", "Description": what}),
-        );
+        return Ok(serde_json::json!({
+            "Name": n,
+            "Id": builtin_id(n),
+            "Driver": driver,
+            "Scope": "local",
+            "Description": what,
+        }));
     }
     if name == DEFAULT_BRIDGE && inspect(root, name).is_err() {
         return Ok(serde_json::json!({
             "Name": name,
+            "Id": builtin_id(name),
             "Driver": "bridge",
             "Scope": "local",
             "Description": "the default network; its bridge is made when the first container joins it",

@@ -10,11 +10,16 @@ use clap::Args;
 use kiln_runtime::system::{human_size, human_size_binary};
 use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
+use super::listing;
 use super::run::{failure, kiln_exe, terminal_sink};
 use crate::backend::Context;
+use crate::format;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
+    /// Format the output with a Go template (`table ...`, `json`, `{{.Names}}`).
+    #[arg(long)]
+    format: Option<String>,
     /// Show all containers, not just running ones.
     #[arg(short, long)]
     all: bool,
@@ -134,6 +139,9 @@ enum CpHelperAction {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// Format the output with a Go template (`table ...`, `json`, `{{.CPUPerc}}`).
+    #[arg(long)]
+    format: Option<String>,
     /// Print one sample and exit instead of redrawing every second.
     #[arg(long)]
     no_stream: bool,
@@ -170,44 +178,64 @@ fn status_text(c: &Container) -> String {
 }
 
 pub fn ps(args: PsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let format = if args.quiet {
+        Some("{{.ID}}")
+    } else {
+        args.format.as_deref()
+    };
+    // Docker checks the template before it lists anything.
+    if let Some(f) = format {
+        format::precheck(f, &format::CONTAINERS)?;
+    }
     let rt = ctx.runtime()?;
-    let list = rt.list(args.all)?;
-    if args.quiet {
-        for c in list.iter().rev() {
-            println!("{}", if args.no_trunc { c.id() } else { &c.id()[..12] });
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<12}  {:<20}  {:<24}  {:<20}  {:<24}  {:<22}  NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
-    );
-    for c in list.iter().rev() {
-        let mut command = format!("\"{}\"", c.config.argv().join(" "));
-        if !args.no_trunc && command.len() > 22 {
-            command = format!("{}…\"", &command[..command.floor_char_boundary(20)]);
-        }
-        let ports: Vec<String> = kiln_runtime::ports::published(c)
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}:{}->{}/{}",
-                    p.host_ip, p.host_port, p.container_port, p.protocol
-                )
-            })
-            .collect();
-        println!(
-            "{:<12}  {:<20}  {:<24}  {:<20}  {:<24}  {:<22}  {}",
-            if args.no_trunc { c.id() } else { &c.id()[..12] },
-            c.config.image,
-            command,
-            crate::age::ago(&c.config.created),
-            status_text(c),
-            ports.join(", "),
-            c.name()
-        );
-    }
+    let rows: Vec<serde_json::Value> = rt
+        .list(args.all)?
+        .iter()
+        .rev()
+        .map(|c| container_row(c, !args.no_trunc))
+        .collect();
+    listing::print(format, &format::CONTAINERS, &rows)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `docker ps` row: Docker's field names, values as Docker prints them.
+fn container_row(c: &Container, trunc: bool) -> serde_json::Value {
+    let mut command = c.config.argv().join(" ");
+    if trunc && crate::table::display_width(&command) > 20 {
+        command = command.chars().take(19).collect::<String>() + "…";
+    }
+    let ports: Vec<String> = kiln_runtime::ports::published(c)
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip, p.host_port, p.container_port, p.protocol
+            )
+        })
+        .collect();
+    let state = match c.state.status {
+        Status::Running => "running",
+        Status::Exited => "exited",
+        Status::Restarting => "restarting",
+        Status::Created => "created",
+        Status::Dead => "dead",
+    };
+    serde_json::json!({
+        "Command": format!("{command:?}"),
+        "CreatedAt": crate::age::docker_time(&c.config.created),
+        "ID": if trunc { &c.id()[..12] } else { c.id() },
+        "Image": c.config.image,
+        "Labels": "",
+        "LocalVolumes": "0",
+        "Mounts": "",
+        "Names": c.name(),
+        "Networks": "",
+        "Ports": ports.join(", "),
+        "RunningFor": crate::age::ago(&c.config.created),
+        "Size": "",
+        "State": state,
+        "Status": status_text(c),
+    })
 }
 
 pub fn logs(args: LogsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -386,30 +414,32 @@ pub fn stats(args: StatsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             // Redraw in place, as `docker stats` does.
             print!("\x1b[2J\x1b[H");
         }
-        println!(
-            "{:<12}   {:<20}   {:>7}   {:>21}   {:>6}   {:>15}   {:>4}",
-            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"
-        );
-        for (c, u) in list.iter().zip(after.usage_since(&before)) {
-            let net = u
-                .net
-                .map(|n| format!("{} / {}", human_size(n.rx_bytes), human_size(n.tx_bytes)))
-                .unwrap_or_else(|| "--".into());
-            println!(
-                "{:<12}   {:<20}   {:>6.2}%   {:>21}   {:>5.2}%   {:>15}   {:>4}",
-                &c.id()[..12],
-                c.name(),
-                u.cpu_percent,
-                format!(
-                    "{} / {}",
-                    human_size_binary(u.memory_bytes),
-                    human_size_binary(u.memory_limit)
-                ),
-                u.memory_percent,
-                net,
-                u.pids
-            );
-        }
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .zip(after.usage_since(&before))
+            .map(|(c, u)| {
+                let net = u
+                    .net
+                    .map(|n| format!("{} / {}", human_size(n.rx_bytes), human_size(n.tx_bytes)))
+                    .unwrap_or_else(|| "--".into());
+                serde_json::json!({
+                    "BlockIO": "--",
+                    "CPUPerc": format!("{:.2}%", u.cpu_percent),
+                    "Container": &c.id()[..12],
+                    "ID": &c.id()[..12],
+                    "MemPerc": format!("{:.2}%", u.memory_percent),
+                    "MemUsage": format!(
+                        "{} / {}",
+                        human_size_binary(u.memory_bytes),
+                        human_size_binary(u.memory_limit)
+                    ),
+                    "Name": c.name(),
+                    "NetIO": net,
+                    "PIDs": u.pids.to_string(),
+                })
+            })
+            .collect();
+        listing::print(args.format.as_deref(), &format::STATS, &rows)?;
         if args.no_stream {
             return Ok(ExitCode::SUCCESS);
         }

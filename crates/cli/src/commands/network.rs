@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use super::listing;
 use crate::backend::Context;
 use clap::Subcommand;
 use kiln_runtime::network;
@@ -12,9 +13,15 @@ use kiln_runtime::network;
 pub enum NetworkCommand {
     /// List networks.
     Ls {
-        /// Only show names.
+        /// Only show IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Format the output with a Go template (`table ...`, `json`, `{{.Name}}`).
+        #[arg(long)]
+        format: Option<String>,
+        /// Do not truncate the network IDs.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Show networks as JSON.
     Inspect {
@@ -32,17 +39,38 @@ pub enum NetworkCommand {
 
 pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
-        NetworkCommand::Ls { quiet } => {
-            if !quiet {
-                println!("{:<24}  {:<8}  SUBNET", "NAME", "DRIVER");
-            }
+        NetworkCommand::Ls {
+            quiet,
+            format,
+            no_trunc,
+        } => {
+            let mut rows = Vec::new();
             for n in network::listing(ctx.root())? {
-                if quiet {
-                    println!("{}", n.name);
+                let inspected = network::inspect_json(ctx.root(), &n.name)?;
+                let id = inspected["Id"].as_str().unwrap_or_default();
+                let id = if no_trunc {
+                    id
                 } else {
-                    println!("{:<24}  {:<8}  {}", n.name, n.driver, n.subnet);
-                }
+                    id.get(..12).unwrap_or(id)
+                };
+                rows.push(serde_json::json!({
+                    "CreatedAt": inspected["Created"].as_str().map(crate::age::docker_time).unwrap_or_default(),
+                    "Driver": n.driver,
+                    "ID": id,
+                    "IPv4": "true",
+                    "IPv6": "false",
+                    "Internal": "false",
+                    "Labels": "",
+                    "Name": n.name,
+                    "Scope": "local",
+                }));
             }
+            let format = if quiet {
+                Some("{{.ID}}")
+            } else {
+                format.as_deref()
+            };
+            listing::print(format, &crate::format::NETWORKS, &rows)?;
         }
         NetworkCommand::Inspect { names } => {
             let out = names

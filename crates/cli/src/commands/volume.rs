@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use super::listing;
 use crate::backend::Context;
 use clap::{Args, Subcommand};
 use kiln_runtime::volume;
@@ -15,6 +16,9 @@ pub enum VolumeCommand {
         /// Only show names.
         #[arg(short, long)]
         quiet: bool,
+        /// Format the output with a Go template (`table ...`, `json`, `{{.Name}}`).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show volumes as JSON.
     Inspect {
@@ -51,17 +55,27 @@ pub fn run(command: VolumeCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             };
             println!("{}", v.name);
         }
-        VolumeCommand::Ls { quiet } => {
-            if !quiet {
-                println!("{:<8}  VOLUME NAME", "DRIVER");
-            }
-            for v in volume::list(ctx.root())? {
-                if quiet {
-                    println!("{}", v.name);
-                } else {
-                    println!("{:<8}  {}", v.driver, v.name);
-                }
-            }
+        VolumeCommand::Ls { quiet, format } => {
+            let rows: Vec<serde_json::Value> = volume::list(ctx.root())?
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "Driver": v.driver,
+                        "Labels": "",
+                        "Links": "N/A",
+                        "Mountpoint": v.mountpoint,
+                        "Name": v.name,
+                        "Scope": "local",
+                        "Size": "N/A",
+                    })
+                })
+                .collect();
+            let format = if quiet {
+                Some("{{.Name}}")
+            } else {
+                format.as_deref()
+            };
+            listing::print(format, &crate::format::VOLUMES, &rows)?;
         }
         VolumeCommand::Inspect { names } => {
             let vs = names

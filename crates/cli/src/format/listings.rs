@@ -77,7 +77,7 @@ pub const IMAGES_DIGESTS: Listing = Listing {
     ..IMAGES
 };
 
-/// `kiln ps` (`docker ps`); `--size` appends `\t{{.Size}}` ([`CONTAINERS_SIZE`]). Rows:
+/// `kiln ps` (`docker ps`). Rows:
 /// `ID Names Image Command CreatedAt RunningFor Ports State Status Size Labels Mounts
 /// LocalVolumes Networks Platform HealthStatus`, and `Label` as an object for
 /// `{{.Label "key"}}`.
@@ -85,13 +85,6 @@ pub const CONTAINERS: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
     headers: CONTAINER_HEADERS,
     context_type: "*formatter.ContainerContext",
-};
-
-/// `kiln ps --size`.
-#[allow(dead_code)] // until ps, network ls and stats render through templates
-pub const CONTAINERS_SIZE: Listing = Listing {
-    default_table: "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}",
-    ..CONTAINERS
 };
 
 /// `kiln volume ls`. Rows: `Name Driver Scope Mountpoint Labels Links Size Group
@@ -104,7 +97,6 @@ pub const VOLUMES: Listing = Listing {
 
 /// `kiln network ls`. Rows: `ID Name Driver Scope IPv4 IPv6 Internal Labels CreatedAt`,
 /// and `Label`.
-#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const NETWORKS: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
     headers: &[
@@ -175,29 +167,7 @@ pub const SYSTEM_DF_VOLUMES: Listing = Listing {
     ..VOLUMES
 };
 
-/// `kiln system df -v`, section "Build cache usage: SIZE". Rows: `ID Parent CacheType
-/// Description Size CreatedSince CreatedAt LastUsedSince LastUsedAt UsageCount InUse
-/// Shared`.
-#[allow(dead_code)] // until ps, network ls and stats render through templates
-pub const SYSTEM_DF_BUILD_CACHE: Listing = Listing {
-    default_table: "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}",
-    headers: &[
-        ("ID", "CACHE ID"),
-        ("Parent", "PARENT"),
-        ("CacheType", "CACHE TYPE"),
-        ("Size", "SIZE"),
-        ("CreatedSince", "CREATED"),
-        ("LastUsedSince", "LAST USED"),
-        ("UsageCount", "USAGE"),
-        ("InUse", "IN USE"),
-        ("Shared", "SHARED"),
-        ("Description", "DESCRIPTION"),
-    ],
-    context_type: "*formatter.buildCacheContext",
-};
-
 /// `kiln stats`. Rows: `Container Name ID CPUPerc MemUsage MemPerc NetIO BlockIO PIDs`.
-#[allow(dead_code)] // until ps, network ls and stats render through templates
 pub const STATS: Listing = Listing {
     default_table: "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}",
     headers: &[

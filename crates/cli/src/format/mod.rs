@@ -117,7 +117,6 @@ impl Template {
 /// prefix and `\t` are then plain text) is parsed and run over a row whose fields are all
 /// empty. Returns the fields the format uses, so that `ps` can ask for container sizes
 /// only when `Size` is among them, as Docker does.
-#[allow(dead_code)] // until ps renders through templates
 pub fn precheck(format: &str, listing: &Listing) -> Result<Vec<String>, FormatError> {
     let template = Template::parse(format).map_err(|e| match e {
         FormatError::Parse { line, message } => FormatError::PrecheckParse { line, message },
@@ -238,7 +237,7 @@ pub fn render_inspect(format: Option<&str>, items: &[Value]) -> Result<Inspected
 
 /// Renders one inspected object with an `inspect --format` template: its output and a
 /// newline.
-#[allow(dead_code)] // until ps renders through templates
+#[cfg(test)]
 pub fn render_one(format: &str, item: &Value) -> Result<String, FormatError> {
     Template::parse(format)?.render_item(item)
 }

@@ -19,7 +19,7 @@ use kiln_llb::{Digest, FileAction, FileOp};
 use kiln_solver::ContentKey;
 
 use crate::error::EngineError;
-use crate::fileop::copy::expand_source;
+use crate::fileop::copy::{CopyOptions, Ownership, SourceFilter, resolve_source};
 use crate::value::{LocalDir, Value};
 
 /// What the stat cache remembers of one file.
@@ -283,7 +283,7 @@ pub fn copy_content_key(
         }
         material.extend_from_slice(&(i as u64).to_be_bytes());
         put(&mut material, copy.src.as_bytes());
-        hash_selection(local, &copy.src, &copy.exclude_patterns, &mut material)?;
+        hash_selection(local, copy, &mut material)?;
     }
     if covered.is_empty() {
         return Ok(None);
@@ -311,13 +311,16 @@ struct Found {
 
 /// Appends a canonical description of everything `pattern` selects in the context.
 fn hash_selection(
-    local: &LocalDir,
-    pattern: &str,
-    excludes: &[String],
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
     out: &mut Vec<u8>,
 ) -> Result<(), EngineError> {
     let cache = cache_for(&local.path);
-    let matches = match expand_source(&local.path, pattern) {
+    // The sources exactly as the copy will resolve them, `.dockerignore` included.
+    let visible = local.clone();
+    let filter = SourceFilter(Arc::new(move |rel: &str| visible.is_ignored(rel)));
+    let opts = CopyOptions::from_action(copy, Ownership::Keep, Some(filter));
+    let matches = match resolve_source(&local.path, &copy.src, &opts) {
         Ok(m) => m,
         // A missing source fails the copy itself, with its own message; key it as "missing".
         Err(_) => {
@@ -358,7 +361,7 @@ fn hash_selection(
             walk(local, &root, &m.rel, &key, &mut found)?;
         }
     }
-    let _ = excludes; // excluded paths are in the op digest; including them in the key is harmless
+    // Excluded paths (`--exclude`) are in the op digest; keying them too is harmless.
     // Look up (and on a cold cache, read) the files on several threads: each thread describes a
     // contiguous run of them into its own buffer, and the buffers are appended in order, so the
     // key is the same as from one thread.
@@ -653,10 +656,10 @@ mod tests {
                 "/src/",
             ))],
         };
-        let inputs = [Value::Local(Arc::new(LocalDir {
-            path: ctx.to_path_buf(),
-            ignore: None,
-        }))];
+        let inputs = [Value::Local(Arc::new(LocalDir::new(
+            ctx.to_path_buf(),
+            None,
+        )))];
         (file, [local], inputs)
     }
 
@@ -759,10 +762,7 @@ mod tests {
         }
         std::fs::create_dir_all(ctx.join("empty")).unwrap();
         std::os::unix::fs::symlink("a1", ctx.join("link")).unwrap();
-        let local = LocalDir {
-            path: ctx.clone(),
-            ignore: None,
-        };
+        let local = LocalDir::new(ctx.clone(), None);
         let root =
             nix::fcntl::open(&ctx, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
         let mut found = Vec::new();
@@ -800,10 +800,10 @@ mod tests {
         std::fs::write(ctx.join("src/main.c"), "int main;").unwrap();
         std::os::unix::fs::symlink("main.c", ctx.join("src/link")).unwrap();
         let (file, index, _) = copy_all(&ctx);
-        let inputs = [Value::Local(Arc::new(LocalDir {
-            path: ctx.clone(),
-            ignore: Some(kiln_frontend::dockerignore::PatternMatcher::new(&["build"]).unwrap()),
-        }))];
+        let inputs = [Value::Local(Arc::new(LocalDir::new(
+            ctx.clone(),
+            Some(kiln_frontend::dockerignore::PatternMatcher::new(&["build"]).unwrap()),
+        )))];
         let key = || {
             copy_content_key(&file, &index, &inputs)
                 .unwrap()

@@ -461,6 +461,29 @@ fn overlay_over(
     Ok(())
 }
 
+/// After a RUN, the mount points the runtime needed stay in the step's layer as BuildKit's runc
+/// leaves them: `/dev`, `/proc` and `/sys`, 0755 and owned by root, where no layer had them
+/// (a `FROM scratch` stage). The sandbox itself removes the stubs it made, so that a container
+/// leaves its rootfs as it found it; this is the build's choice.
+pub(crate) fn keep_mount_points(upper: &Path, layers: &[PathBuf]) -> Result<(), EngineError> {
+    for dir in ["dev", "proc", "sys"] {
+        if layers
+            .iter()
+            .any(|l| l.join(dir).symlink_metadata().is_ok())
+        {
+            continue;
+        }
+        let path = upper.join(dir);
+        let io = |source| EngineError::Io {
+            what: format!("create /{dir}"),
+            source,
+        };
+        fs::create_dir(&path).map_err(io)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

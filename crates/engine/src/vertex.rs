@@ -425,9 +425,12 @@ fn run_exec(
         };
         let mut layers = vec![upperdir.clone()];
         layers.extend(lowerdirs.iter().cloned());
-        let user = resolve_exec_user(&layers, &exec.user)?;
+        let (user, home) = resolve_exec_user(&layers, &exec.user)?;
         let mut spec = SandboxSpec::new(rootfs, exec.args.clone());
         spec.env = exec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !exec.env.iter().any(|(k, _)| k == "HOME") {
+            spec.env.push(format!("HOME={home}"));
+        }
         spec.cwd = PathBuf::from(if exec.cwd.is_empty() { "/" } else { &exec.cwd });
         spec.user = user;
         spec.hostname = exec
@@ -456,7 +459,7 @@ fn run_exec(
                 code: info.status.shell_code(),
             });
         }
-        Ok(())
+        mounts::keep_mount_points(&upperdir, &layers)
     })();
     match result {
         Ok(()) => Ok(Value::Snapshot(images.snapshots().commit(active)?)),
@@ -475,13 +478,15 @@ fn read_from_layers(layers: &[PathBuf], path: &str) -> Option<String> {
         .find_map(|layer| std::fs::read_to_string(layer.join(rel)).ok())
 }
 
-fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError> {
-    let spec = if user.is_empty() { "root" } else { user };
+/// The user a RUN runs as, and the HOME it gets when the image sets none (passwd's, as in
+/// BuildKit).
+fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<(User, String), EngineError> {
     let ResolvedUser {
         uid,
         gid,
         additional_gids,
-    } = owner::resolve_user_with(&|p| read_from_layers(layers, p), spec)?;
+        home,
+    } = owner::resolve_exec_user_with(&|p| read_from_layers(layers, p), user)?;
     // `USER uid:gid` gives no supplementary groups from /etc/group; the process still has its
     // primary group in its list, as under containerd (`id` prints `groups=1234`).
     let additional_gids = if additional_gids.is_empty() {
@@ -489,11 +494,14 @@ fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError
     } else {
         additional_gids
     };
-    Ok(User {
-        uid,
-        gid,
-        additional_gids,
-    })
+    Ok((
+        User {
+            uid,
+            gid,
+            additional_gids,
+        },
+        home,
+    ))
 }
 
 /// The working directory of a RUN exists before the command starts, as in BuildKit; when it is
@@ -519,7 +527,8 @@ fn ensure_cwd(
     Ok(())
 }
 
-/// Resolves `--chown` against the destination root's passwd and group files.
+/// Resolves `--chown` against the destination root's passwd and group files (BuildKit's rules,
+/// see `resolve_chown`).
 fn ownership(
     owner: Option<&Owner>,
     dest_root: &Path,
@@ -532,16 +541,9 @@ fn ownership(
         IdOrName::Id(id) => id.to_string(),
         IdOrName::Name(name) => name.clone(),
     };
-    let spec = match &owner.group {
-        Some(group) => format!("{}:{}", part(&owner.user), part(group)),
-        None => part(&owner.user),
-    };
-    let resolved = owner::resolve_user(Some(dest_root), &spec)?;
-    // `--chown=user` without a group uses the user's primary group.
-    Ok(Ownership::Set {
-        uid: resolved.uid,
-        gid: resolved.gid,
-    })
+    let group = owner.group.as_ref().map(part);
+    let (uid, gid) = owner::resolve_chown(dest_root, &part(&owner.user), group.as_deref());
+    Ok(Ownership::Set { uid, gid })
 }
 
 fn run_file_op(
@@ -745,17 +747,7 @@ fn run_copy(
         }
     };
     let ownership = ownership(action.owner.as_ref(), dest_root, default_owner)?;
-    let opts = CopyOptions {
-        sources: vec![action.src.clone()],
-        dest: action.dest.clone(),
-        ownership,
-        chmod: action.mode.clone(),
-        allow_empty_wildcard: action.allow_empty_wildcard,
-        parents: action.parents,
-        exclude: action.exclude_patterns.clone(),
-        mtime_override: action.timestamp,
-        filter,
-    };
+    let opts = CopyOptions::from_action(action, ownership, filter);
     if action.unpack {
         // Archive entries keep their recorded owners unless `--chown` is given.
         let archive_owner = match action.owner {

@@ -256,10 +256,7 @@ fn build_env(
         images: images.clone(),
         locals: vec![(
             request.options.context_name.clone(),
-            Arc::new(LocalDir {
-                path: context_dir,
-                ignore,
-            }),
+            Arc::new(LocalDir::new(context_dir, ignore)),
         )],
         _empty_context: empty_context,
         session: format!(

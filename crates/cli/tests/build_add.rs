@@ -193,7 +193,10 @@ fn add_keeps_archive_entries_inside_the_destination() {
         &ctx,
         &[
             ("Dockerfile", "FROM busybox\nADD evil.tar /dest/\n"),
-            ("Dockerfile.dangling", "FROM busybox\nADD dangling.tar /dest/\n"),
+            (
+                "Dockerfile.dangling",
+                "FROM busybox\nADD dangling.tar /dest/\n",
+            ),
         ],
     );
     let b = k.build(&ctx, &["-t", "evil"]);
@@ -209,7 +212,10 @@ fn add_keeps_archive_entries_inside_the_destination() {
         "wrote on the host"
     );
     assert!(!Path::new("/escaped-dotdot").exists(), "wrote on the host");
-    let failed = k.build(&ctx, &["-f", ctx.join("Dockerfile.dangling").to_str().unwrap()]);
+    let failed = k.build(
+        &ctx,
+        &["-f", ctx.join("Dockerfile.dangling").to_str().unwrap()],
+    );
     assert!(!failed.ok(), "extracting through a dangling link must fail");
     assert!(!Path::new("/nowhere").exists(), "wrote on the host");
 }

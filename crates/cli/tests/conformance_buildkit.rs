@@ -8,6 +8,8 @@
 
 mod common;
 
+#[path = "conformance_buildkit/behaviours.rs"]
+mod behaviours;
 #[path = "conformance_buildkit/buildah.rs"]
 mod buildah;
 #[path = "conformance_buildkit/regressions.rs"]

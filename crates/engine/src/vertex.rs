@@ -437,6 +437,7 @@ fn run_exec(
             .hostname
             .clone()
             .unwrap_or_else(|| "buildkitsandbox".to_string());
+        spec.etc_hostname = false;
         spec.network = network;
         spec.state_dir = images.root().join("run");
         if exec.security == SecurityMode::Insecure {

@@ -310,6 +310,10 @@ done"#;
         if let Some(t) = &spec.target {
             cmd.args(["--target", t]);
         }
+        for (id, file) in &spec.secrets {
+            cmd.arg("--secret")
+                .arg(format!("id={id},src={}", file.display()));
+        }
         cmd.arg(&spec.context);
         run_logged(cmd)
     }
@@ -346,6 +350,10 @@ done"#;
         }
         if let Some(t) = &spec.target {
             cmd.arg("--opt").arg(format!("target={t}"));
+        }
+        for (id, file) in &spec.secrets {
+            cmd.arg("--secret")
+                .arg(format!("id={id},src={}", file.display()));
         }
         run_logged(cmd)
     }
@@ -414,6 +422,8 @@ pub struct Spec {
     pub dockerfile: PathBuf,
     pub args: Vec<(String, String)>,
     pub target: Option<String>,
+    /// `--secret id=ID,src=FILE` for both builders.
+    pub secrets: Vec<(String, PathBuf)>,
 }
 
 impl Spec {

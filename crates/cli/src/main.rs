@@ -8,6 +8,7 @@ mod age;
 mod backend;
 mod commands;
 mod error;
+mod explain;
 // `--format` templates and Docker's table layout; the lead wires them into the listing
 // commands and `inspect` (issue 13). Until then only their tests call them.
 #[allow(dead_code)]

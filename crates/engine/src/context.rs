@@ -309,24 +309,18 @@ struct Found {
     stat: Stat,
 }
 
-/// Appends a canonical description of everything `pattern` selects in the context.
-fn hash_selection(
+/// Every path one copy from the context selects, as the copy resolves its sources (the
+/// `.dockerignore` included), directories walked; `None` when a source is missing (the copy
+/// itself fails then, with its own message).
+fn select(
     local: &Arc<LocalDir>,
     copy: &kiln_llb::CopyAction,
-    out: &mut Vec<u8>,
-) -> Result<(), EngineError> {
-    let cache = cache_for(&local.path);
-    // The sources exactly as the copy will resolve them, `.dockerignore` included.
+) -> Result<Option<Vec<Found>>, EngineError> {
     let visible = local.clone();
     let filter = SourceFilter(Arc::new(move |rel: &str| visible.is_ignored(rel)));
     let opts = CopyOptions::from_action(copy, Ownership::Keep, Some(filter));
-    let matches = match resolve_source(&local.path, &copy.src, &opts) {
-        Ok(m) => m,
-        // A missing source fails the copy itself, with its own message; key it as "missing".
-        Err(_) => {
-            put(out, b"<missing>");
-            return Ok(());
-        }
+    let Ok(matches) = resolve_source(&local.path, &copy.src, &opts) else {
+        return Ok(None);
     };
     let mut found: Vec<Found> = Vec::new();
     for m in matches {
@@ -361,6 +355,57 @@ fn hash_selection(
             walk(local, &root, &m.rel, &key, &mut found)?;
         }
     }
+    Ok(Some(found))
+}
+
+/// What one copy from the context reads, path by path (for `kiln build --explain`): a regular
+/// file as `file MODE blake3:HASH`, a link as `symlink -> TARGET`, a directory as `dir MODE`.
+/// The hashes come from the stat cache the content key filled.
+pub(crate) fn listing(
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let Some(found) = select(local, copy)? else {
+        return Ok(Vec::new());
+    };
+    let cache = cache_for(&local.path);
+    let mut out = Vec::with_capacity(found.len());
+    for f in found {
+        let mode = f.stat.mode & 0o7777;
+        let what = match f.stat.kind() {
+            libc::S_IFREG => {
+                let hash = file_hash(&cache, &local.path, &f.key, &f.stat).map_err(|source| {
+                    EngineError::Io {
+                        what: format!("read {} in the build context", f.rel),
+                        source,
+                    }
+                })?;
+                format!("file {mode:04o} blake3:{}", hex::encode(hash))
+            }
+            libc::S_IFLNK => {
+                let target = std::fs::read_link(local.path.join(OsStr::from_bytes(&f.key)))
+                    .unwrap_or_default();
+                format!("symlink -> {}", target.display())
+            }
+            libc::S_IFDIR => format!("dir {mode:04o}"),
+            other => format!("special {other:o} {mode:04o}"),
+        };
+        out.push((f.rel, what));
+    }
+    Ok(out)
+}
+
+/// Appends a canonical description of everything one copy selects in the context.
+fn hash_selection(
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
+    out: &mut Vec<u8>,
+) -> Result<(), EngineError> {
+    let cache = cache_for(&local.path);
+    let Some(found) = select(local, copy)? else {
+        put(out, b"<missing>");
+        return Ok(());
+    };
     // Excluded paths (`--exclude`) are in the op digest; keying them too is harmless.
     // Look up (and on a cold cache, read) the files on several threads: each thread describes a
     // contiguous run of them into its own buffer, and the buffers are appended in order, so the

@@ -55,6 +55,9 @@ impl LocalDir {
         if rel.is_empty() || !matcher.is_excluded(rel) {
             return false;
         }
+        if !matcher.has_exceptions() {
+            return true;
+        }
         let is_dir = std::fs::symlink_metadata(self.path.join(rel)).is_ok_and(|m| m.is_dir());
         !(is_dir && self.keeps_something_below(matcher, rel))
     }
@@ -308,5 +311,36 @@ impl CacheStore<Value> for RecordStore {
             path: PathBuf::new(),
             source: std::io::Error::other(e),
         })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exception_keeps_the_excluded_directories_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "dir/drop",
+            "dir/keep/file",
+            "dir/keep/other",
+            "all/x",
+            "top",
+        ] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let ignore = PatternMatcher::parse("dir\n!dir/keep/file\nall\n").unwrap();
+        let local = LocalDir::new(dir.path().to_path_buf(), Some(ignore));
+        assert!(!local.is_ignored("top"));
+        assert!(!local.is_ignored("dir"), "a parent of a kept path stays");
+        assert!(!local.is_ignored("dir/keep"));
+        assert!(!local.is_ignored("dir/keep/file"));
+        assert!(local.is_ignored("dir/drop"));
+        assert!(local.is_ignored("dir/keep/other"));
+        assert!(local.is_ignored("all"), "nothing below it is kept");
+        assert!(local.is_ignored("all/x"));
     }
 }

@@ -22,6 +22,8 @@ enum Setup {
     Http(&'static str),
     /// A secret file: (id, contents).
     Secret(&'static str, &'static str),
+    /// `t.tar` and `t.tar.gz` holding `foo` (`content0`) and `dir/bar`, owned 1:2.
+    Archives,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -117,6 +119,9 @@ const CASES: &[Case] = &[
     fails(files(case("24 --from forbids variables", "FROM scratch\nENV FOO=busybox\nCOPY --from=$FOO . .\n"), CTX), "variable expansion is not supported for --from"),
     files(case("25 copy --parents", "FROM scratch\nCOPY --parents foo1/foo2/bar /\nWORKDIR /test\nCOPY --parents foo1/foo2/ba* .\n"), &[("foo1/foo2/bar", "b\n"), ("foo1/foo2/baz", "z\n")]),
     case("26 copy --parents with a pivot", "FROM busybox AS base\nRUN mkdir -p /test/a/b/c/d/e /test/a/b/x && echo f > /test/a/b/c/d/e/f\nFROM scratch\nCOPY --from=base --parents /test/a/b/./c/d /out/\n"),
+    setup(case("27 ADD extracts local archives", "FROM scratch\nADD t.tar /\nADD t.tar.gz /gz/\nADD --unpack=false t.tar.gz /kept/\nCOPY t.tar.gz /copied/\n"), Setup::Archives),
+    setup(case("28 ADD archives by wildcard and into implied parents", "FROM scratch\nADD *.tar /dest/\nADD t.tar /a/b/c\n"), Setup::Archives),
+    setup(case("29 ADD --chown applies to extracted files", "FROM scratch\nADD --chown=100:200 t.tar /out/\n"), Setup::Archives),
     fails(files(case("30 checksum needs a remote source", "FROM scratch\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 foo /tmp/foo\n"), CTX), "checksum requires HTTP(S) or Git sources"),
     setup(case("31 ADD from a URL", "FROM scratch\nADD http://127.0.0.1:{PORT}/foo /dest/\nADD --chmod=644 http://127.0.0.1:{PORT}/foo /chmod\n"), Setup::Http("served\n")),
     args(case("32 global ARG in FROM overridden", "ARG tag=nosuchtag\nFROM busybox:${tag}\nRUN echo ok > /ok\n"), &[("tag", "latest")]),
@@ -162,6 +167,7 @@ const CASES: &[Case] = &[
     case("77 mount options expand ENV and ARG", "FROM busybox\nENV SOME_PATH=/mycache77\nARG MNT_TYPE=cache\nRUN --mount=type=$MNT_TYPE,target=$SOME_PATH,id=kiln-conform-77 touch $SOME_PATH/x\nRUN --mount=type=cache,target=/other,id=kiln-conform-77 [ -f /other/x ]\n"),
     fails(case("78 mount from= forbids variables", "FROM busybox\nENV ttt=test\nRUN --mount=from=$ttt,type=cache,target=/tmp ls\n"), "'from' doesn't support variable expansion"),
     files(case("79 nested bind mounts", "FROM busybox\nRUN --mount=source=.,target=/tmp/test --mount=source=bar,target=/tmp/b.txt cat /tmp/test/foo /tmp/b.txt > /out\n"), CTX),
+    fails(case("80 a cache source cannot escape through a symlink", "FROM busybox\nRUN --mount=type=cache,target=/cache,id=kiln-conform-80 ln -sfn /etc /cache/sel\nRUN --mount=type=cache,target=/m,id=kiln-conform-80,source=sel ls /m/passwd\n"), ""),
     case("83 default capabilities", "FROM busybox\nRUN grep CapBnd /proc/self/status > /caps\n"),
     setup(case("84 secret file mount", "FROM busybox\nRUN --mount=type=secret,id=mysecret,required=false,mode=741,uid=100,gid=102,target=/mysecret stat -c '%u %g %f' /mysecret > /out && cat /mysecret >> /out\nRUN [ ! -f /mysecret ]\n"), Setup::Secret("mysecret", "pssst")),
     setup(case("85 secret as an env var", "FROM busybox\nRUN --mount=type=secret,id=mysecret,env=SECRET_ENV echo -n \"$SECRET_ENV\" | wc -c > /len && [ ! -e /run/secrets/mysecret ]\n"), Setup::Secret("mysecret", "pssst")),
@@ -236,6 +242,23 @@ fn run_case(pair: &reference::Pair, c: &Case) -> Result<&'static str, String> {
         }
         Setup::Http(body) => {
             dockerfile = dockerfile.replace("{PORT}", &serve(body).to_string());
+        }
+        Setup::Archives => {
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, data) in [("foo", &b"content0"[..]), ("dir/bar", &b"bar"[..])] {
+                let mut h = tar::Header::new_ustar();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o640);
+                h.set_uid(1);
+                h.set_gid(2);
+                h.set_mtime(1_600_000_000);
+                b.append_data(&mut h, name, data).expect("append");
+            }
+            let plain = b.into_inner().expect("tar");
+            std::fs::write(dir.join("t.tar"), &plain).expect("write t.tar");
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&plain).expect("gzip");
+            std::fs::write(dir.join("t.tar.gz"), gz.finish().expect("gzip")).expect("write");
         }
         Setup::Secret(id, contents) => {
             let file = dir.parent().expect("case dir").join(format!("secret-{id}"));
@@ -323,10 +346,9 @@ fn integration_behaviours_match_buildkit() {
     );
 }
 
-// Not here: 2 (needs a second build after editing the context; `explain` tests rebuilds),
+// Not here: 2 (needs a second build after editing the context; `build_explain.rs` rebuilds),
 // 4 (the lowercase `dockerfile` fallback: the harness names the file for both builders),
-// 27-29 (ADD archive rows: covered by the Buildah `add-archive-*` cases and
-// `build_add.rs`), 44-45 (SOURCE_DATE_EPOCH and reproducibility: exporter options), 52-53 and
-// 55 (cache behaviour over several builds), 56 (progress names: not part of the image), 80-82
-// (a cache source escaping through a symlink, and network modes, which depend on the host),
-// 86 (needs an ssh agent), 95, 99, 100, 110 (a registry round trip), 107-109 (exporters).
+// 44-45 (SOURCE_DATE_EPOCH and reproducibility: exporter options), 52-53, 55 and 81 (cache
+// behaviour over several builds), 56 (progress names: not part of the image), 82 (network
+// modes, which depend on the host), 86 (needs an ssh agent), 95, 99, 100, 110 (a registry
+// round trip), 107-109 (exporters).

@@ -270,8 +270,11 @@ pub fn extract(
         let parent_rel = rel.rsplit_once('/').map_or("", |(p, _)| p);
         let lexical = resolve_in_root(&base, parent_rel, false).map_err(fail(what.clone()))?;
         if lexical.symlink_metadata().is_err() {
+            // Implied parents belong to root even with `--chown` (which is for the entries),
+            // as in BuildKit's untar.
             let parent = resolve_in_root(&base, parent_rel, true).map_err(fail(what.clone()))?;
-            make_dirs(&base, &parent, opts.ownership).map_err(fail(what.clone()))?;
+            let root = Ownership::Set { uid: 0, gid: 0 };
+            make_dirs(&base, &parent, root).map_err(fail(what.clone()))?;
         }
         let target = resolve_in_root(&base, &rel, false).map_err(fail(what.clone()))?;
         if !target.parent().is_some_and(Path::is_dir) {

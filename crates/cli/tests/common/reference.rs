@@ -145,9 +145,14 @@ impl Pair {
         };
         pair.spawn_watchdog()?;
         pair.prepare_bases()?;
+        // buildkitd makes its temporary mount points in $TMPDIR: under the pair's directory,
+        // the watchdog removes what a killed daemon leaves.
+        let tmp = pair.work.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
         let out = pair
             .script_cmd("start")
             .arg(&pair.state)
+            .env("TMPDIR", &tmp)
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {

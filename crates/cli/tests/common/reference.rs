@@ -145,24 +145,92 @@ impl Pair {
         };
         pair.spawn_watchdog()?;
         pair.prepare_bases()?;
-        // buildkitd makes its temporary mount points in $TMPDIR: under the pair's directory,
-        // the watchdog removes what a killed daemon leaves.
-        let tmp = pair.work.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        let out = pair
-            .script_cmd("start")
-            .arg(&pair.state)
-            .env("TMPDIR", &tmp)
+        pair.start_daemon()?;
+        Ok(pair)
+    }
+
+    /// Starts buildkitd as `buildkit.sh start` does (the binaries it unpacked, the same flags,
+    /// the pid where `buildkit.sh stop` finds it), but with everything it writes under the
+    /// pair's directory: its config moves the tracing socket out of `/run/buildkit`, a runc
+    /// wrapper keeps runc's state out of `/run/runc`, and `$TMPDIR` holds its temporary
+    /// mount points.
+    fn start_daemon(&self) -> Result<(), String> {
+        let unpacked = self
+            .script_cmd("ctl")
+            .arg(&self.state)
+            .arg("--version")
             .output()
             .map_err(|e| e.to_string())?;
-        if !out.status.success() {
+        if !unpacked.status.success() {
             return Err(format!(
-                "buildkitd did not start: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                "could not unpack the reference BuildKit: {}",
+                String::from_utf8_lossy(&unpacked.stderr)
             ));
         }
-        Ok(pair)
+        let bin = self.cache_home.join("kiln-ref-buildkit-v0.24.0");
+        let (state, tmp) = (&self.state, self.work.join("tmp"));
+        for dir in [state, &tmp] {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let config = state.join("buildkitd.toml");
+        let otel = state.join("otel-grpc.sock");
+        std::fs::write(
+            &config,
+            format!("[otel]\n  socketPath = {:?}\n", otel.display().to_string()),
+        )
+        .map_err(|e| e.to_string())?;
+        let runc = state.join("runc");
+        std::fs::write(
+            &runc,
+            format!(
+                "#!/bin/sh\nexec runc --root {:?} \"$@\"\n",
+                state.join("runc-state").display().to_string()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&runc, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(state.join("buildkitd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("setsid")
+            .arg(bin.join("buildkitd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(state.join("root"))
+            .arg("--addr")
+            .arg(format!("unix://{}", state.join("buildkitd.sock").display()))
+            .args(["--oci-worker=true", "--containerd-worker=false"])
+            .arg("--oci-worker-binary")
+            .arg(&runc)
+            .args(["--allow-insecure-entitlement", "network.host"])
+            .args(["--allow-insecure-entitlement", "security.insecure"])
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("start buildkitd: {e}"))?;
+        std::fs::write(state.join("buildkitd.pid"), child.id().to_string())
+            .map_err(|e| e.to_string())?;
+        for _ in 0..150 {
+            let up = self
+                .script_cmd("ctl")
+                .arg(state)
+                .args(["debug", "workers"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Err(format!(
+            "buildkitd did not come up: {}",
+            std::fs::read_to_string(state.join("buildkitd.log")).unwrap_or_default()
+        ))
     }
 
     fn script_cmd(&self, verb: &str) -> Command {

@@ -8,6 +8,7 @@ mod age;
 mod backend;
 mod commands;
 mod error;
+mod explain;
 mod format;
 mod progress;
 mod table;

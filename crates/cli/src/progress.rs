@@ -60,6 +60,8 @@ pub struct Renderer {
     live_height: usize,
     last_draw: Instant,
     done_count: usize,
+    /// `--explain`'s report, once the build sent it.
+    explained: Option<Vec<kiln_engine::StepExplanation>>,
 }
 
 impl Renderer {
@@ -87,6 +89,7 @@ impl Renderer {
             live_height: 0,
             last_draw: Instant::now() - Duration::from_secs(1),
             done_count: 0,
+            explained: None,
         }
     }
 
@@ -119,7 +122,35 @@ impl Renderer {
             Progress::Vertex(event) => self.vertex(event),
             Progress::Warning(message) => self.message("warning", &message),
             Progress::Info(message) => self.message("info", &message),
+            Progress::Explain(steps) => self.explain(steps),
         }
+    }
+
+    /// `--explain`'s report (for `--metadata-file`), if the build sent one.
+    pub fn explained(&self) -> Option<&[kiln_engine::StepExplanation]> {
+        self.explained.as_deref()
+    }
+
+    /// Why steps ran: lines after the progress (kept with `--quiet`, which asked for it), a
+    /// record per step in rawjson.
+    fn explain(&mut self, steps: Vec<kiln_engine::StepExplanation>) {
+        match self.mode {
+            Mode::Rawjson => {
+                for record in crate::explain::records(&steps) {
+                    println!("{record}");
+                }
+            }
+            _ => {
+                self.draw(true);
+                for line in crate::explain::lines(&steps) {
+                    if let Some((_, file)) = &mut self.log_file {
+                        let _ = writeln!(file, "{line}");
+                    }
+                    eprintln!("{line}");
+                }
+            }
+        }
+        self.explained = Some(steps);
     }
 
     /// A warning or notice: a line of its own (above the live view on a terminal), a JSON

@@ -144,7 +144,9 @@ fn add_extracts_local_archives_of_every_compression() {
         want.push_str(&format!("from {ext}\n"));
     }
     want.push_str("a.tar.gz\na.tar\n");
-    want.push_str("100:200 /owned/dir-tar/file\n100:200 /owned/dir-tar\n");
+    // `--chown` is for the entries; a directory the archive only implies is root's, as in
+    // BuildKit (checked against it by conformance_buildkit's row 29).
+    want.push_str("100:200 /owned/dir-tar/file\n0:0 /owned/dir-tar\n");
     // Without --chown the owners recorded in the archive are kept.
     want.push_str("1234:2345 /recorded/dir-tar/file\n");
     want.push_str("not an archive\n");
@@ -157,39 +159,67 @@ fn add_keeps_archive_entries_inside_the_destination() {
         return;
     };
     let ctx = k.mkdir("ctx");
+    let link = |name, target| Entry {
+        name,
+        kind: b'2',
+        data: b"",
+        link: target,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+    };
+    let dir = Entry {
+        name: "etc/",
+        kind: b'5',
+        data: b"",
+        link: "",
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
     let evil = tar_bytes(&[
         file("../../../escaped-dotdot", b"dotdot\n"),
         file("/abs-file", b"absolute\n"),
-        Entry {
-            name: "link",
-            kind: b'2',
-            data: b"",
-            link: "/etc",
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-        },
-        // Written through the absolute symlink: it resolves inside the image's root, so the
-        // file lands in the image's /etc, never on the host.
+        dir,
+        link("link", "/etc"),
+        // Written through the absolute symlink: as BuildKit extracts inside a chroot of the
+        // destination, `/etc` is the destination's `etc`, never the image's or the host's.
         file("link/through-link", b"through\n"),
     ]);
     std::fs::write(ctx.join("evil.tar"), evil).expect("write");
+    // Through a link whose target the destination lacks, the entry has nowhere to go: the
+    // build fails (BuildKit: "open /missing/x: no such file or directory").
+    let dangling = tar_bytes(&[link("missing", "/nowhere"), file("missing/x", b"x\n")]);
+    std::fs::write(ctx.join("dangling.tar"), dangling).expect("write");
     write_files(
         &ctx,
-        &[("Dockerfile", "FROM busybox\nADD evil.tar /dest/\n")],
+        &[
+            ("Dockerfile", "FROM busybox\nADD evil.tar /dest/\n"),
+            (
+                "Dockerfile.dangling",
+                "FROM busybox\nADD dangling.tar /dest/\n",
+            ),
+        ],
     );
     let b = k.build(&ctx, &["-t", "evil"]);
     b.assert_ok();
     let got = k.output_of(
         "evil",
-        "cat /dest/escaped-dotdot /dest/abs-file /etc/through-link && readlink /dest/link",
+        "cat /dest/escaped-dotdot /dest/abs-file /dest/etc/through-link && readlink /dest/link \
+         && ! test -e /etc/through-link && echo ok",
     );
-    assert_eq!(got, "dotdot\nabsolute\nthrough\n/etc\n");
+    assert_eq!(got, "dotdot\nabsolute\nthrough\n/etc\nok\n");
     assert!(
         !Path::new("/etc/through-link").exists(),
         "wrote on the host"
     );
     assert!(!Path::new("/escaped-dotdot").exists(), "wrote on the host");
+    let failed = k.build(
+        &ctx,
+        &["-f", ctx.join("Dockerfile.dangling").to_str().unwrap()],
+    );
+    assert!(!failed.ok(), "extracting through a dangling link must fail");
+    assert!(!Path::new("/nowhere").exists(), "wrote on the host");
 }
 
 /// Serves `body` at any path on 127.0.0.1 for `requests` connections, with Last-Modified.

@@ -47,10 +47,7 @@ fn bench(c: &mut Criterion) {
         ))],
     };
     let index = [local];
-    let inputs = [Value::Local(Arc::new(LocalDir {
-        path: ctx.clone(),
-        ignore: None,
-    }))];
+    let inputs = [Value::Local(Arc::new(LocalDir::new(ctx.clone(), None)))];
     let key = || {
         copy_content_key(&file, &index, &inputs)
             .expect("hash the context")

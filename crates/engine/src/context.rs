@@ -19,7 +19,7 @@ use kiln_llb::{Digest, FileAction, FileOp};
 use kiln_solver::ContentKey;
 
 use crate::error::EngineError;
-use crate::fileop::copy::expand_source;
+use crate::fileop::copy::{CopyOptions, Ownership, SourceFilter, resolve_source};
 use crate::value::{LocalDir, Value};
 
 /// What the stat cache remembers of one file.
@@ -283,7 +283,7 @@ pub fn copy_content_key(
         }
         material.extend_from_slice(&(i as u64).to_be_bytes());
         put(&mut material, copy.src.as_bytes());
-        hash_selection(local, &copy.src, &copy.exclude_patterns, &mut material)?;
+        hash_selection(local, copy, &mut material)?;
     }
     if covered.is_empty() {
         return Ok(None);
@@ -309,21 +309,18 @@ struct Found {
     stat: Stat,
 }
 
-/// Appends a canonical description of everything `pattern` selects in the context.
-fn hash_selection(
-    local: &LocalDir,
-    pattern: &str,
-    excludes: &[String],
-    out: &mut Vec<u8>,
-) -> Result<(), EngineError> {
-    let cache = cache_for(&local.path);
-    let matches = match expand_source(&local.path, pattern) {
-        Ok(m) => m,
-        // A missing source fails the copy itself, with its own message; key it as "missing".
-        Err(_) => {
-            put(out, b"<missing>");
-            return Ok(());
-        }
+/// Every path one copy from the context selects, as the copy resolves its sources (the
+/// `.dockerignore` included), directories walked; `None` when a source is missing (the copy
+/// itself fails then, with its own message).
+fn select(
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
+) -> Result<Option<Vec<Found>>, EngineError> {
+    let visible = local.clone();
+    let filter = SourceFilter(Arc::new(move |rel: &str| visible.is_ignored(rel)));
+    let opts = CopyOptions::from_action(copy, Ownership::Keep, Some(filter));
+    let Ok(matches) = resolve_source(&local.path, &copy.src, &opts) else {
+        return Ok(None);
     };
     let mut found: Vec<Found> = Vec::new();
     for m in matches {
@@ -358,7 +355,58 @@ fn hash_selection(
             walk(local, &root, &m.rel, &key, &mut found)?;
         }
     }
-    let _ = excludes; // excluded paths are in the op digest; including them in the key is harmless
+    Ok(Some(found))
+}
+
+/// What one copy from the context reads, path by path (for `kiln build --explain`): a regular
+/// file as `file MODE blake3:HASH`, a link as `symlink -> TARGET`, a directory as `dir MODE`.
+/// The hashes come from the stat cache the content key filled.
+pub(crate) fn listing(
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let Some(found) = select(local, copy)? else {
+        return Ok(Vec::new());
+    };
+    let cache = cache_for(&local.path);
+    let mut out = Vec::with_capacity(found.len());
+    for f in found {
+        let mode = f.stat.mode & 0o7777;
+        let what = match f.stat.kind() {
+            libc::S_IFREG => {
+                let hash = file_hash(&cache, &local.path, &f.key, &f.stat).map_err(|source| {
+                    EngineError::Io {
+                        what: format!("read {} in the build context", f.rel),
+                        source,
+                    }
+                })?;
+                format!("file {mode:04o} blake3:{}", hex::encode(hash))
+            }
+            libc::S_IFLNK => {
+                let target = std::fs::read_link(local.path.join(OsStr::from_bytes(&f.key)))
+                    .unwrap_or_default();
+                format!("symlink -> {}", target.display())
+            }
+            libc::S_IFDIR => format!("dir {mode:04o}"),
+            other => format!("special {other:o} {mode:04o}"),
+        };
+        out.push((f.rel, what));
+    }
+    Ok(out)
+}
+
+/// Appends a canonical description of everything one copy selects in the context.
+fn hash_selection(
+    local: &Arc<LocalDir>,
+    copy: &kiln_llb::CopyAction,
+    out: &mut Vec<u8>,
+) -> Result<(), EngineError> {
+    let cache = cache_for(&local.path);
+    let Some(found) = select(local, copy)? else {
+        put(out, b"<missing>");
+        return Ok(());
+    };
+    // Excluded paths (`--exclude`) are in the op digest; keying them too is harmless.
     // Look up (and on a cold cache, read) the files on several threads: each thread describes a
     // contiguous run of them into its own buffer, and the buffers are appended in order, so the
     // key is the same as from one thread.
@@ -653,10 +701,10 @@ mod tests {
                 "/src/",
             ))],
         };
-        let inputs = [Value::Local(Arc::new(LocalDir {
-            path: ctx.to_path_buf(),
-            ignore: None,
-        }))];
+        let inputs = [Value::Local(Arc::new(LocalDir::new(
+            ctx.to_path_buf(),
+            None,
+        )))];
         (file, [local], inputs)
     }
 
@@ -759,10 +807,7 @@ mod tests {
         }
         std::fs::create_dir_all(ctx.join("empty")).unwrap();
         std::os::unix::fs::symlink("a1", ctx.join("link")).unwrap();
-        let local = LocalDir {
-            path: ctx.clone(),
-            ignore: None,
-        };
+        let local = LocalDir::new(ctx.clone(), None);
         let root =
             nix::fcntl::open(&ctx, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
         let mut found = Vec::new();
@@ -800,10 +845,10 @@ mod tests {
         std::fs::write(ctx.join("src/main.c"), "int main;").unwrap();
         std::os::unix::fs::symlink("main.c", ctx.join("src/link")).unwrap();
         let (file, index, _) = copy_all(&ctx);
-        let inputs = [Value::Local(Arc::new(LocalDir {
-            path: ctx.clone(),
-            ignore: Some(kiln_frontend::dockerignore::PatternMatcher::new(&["build"]).unwrap()),
-        }))];
+        let inputs = [Value::Local(Arc::new(LocalDir::new(
+            ctx.clone(),
+            Some(kiln_frontend::dockerignore::PatternMatcher::new(&["build"]).unwrap()),
+        )))];
         let key = || {
             copy_content_key(&file, &index, &inputs)
                 .unwrap()

@@ -12,6 +12,7 @@
 mod build;
 mod context;
 mod error;
+mod explain;
 mod fileop;
 mod mounts;
 mod ops;
@@ -21,6 +22,7 @@ mod value;
 
 pub use build::{BuildError, BuildRequest, BuildResult, StepLocation, build, lower_only};
 pub use error::EngineError;
+pub use explain::{Reason as ExplainReason, StepExplanation};
 pub use mounts::{SecretSource, Secrets};
 pub use progress::{Progress, ProgressSender};
 pub use remote_cache::export::Exported as CacheExported;

@@ -13,6 +13,7 @@ use kiln_executor::snapshot::ActiveSnapshot;
 use kiln_llb::{CacheSharing, Digest, ExecOp, MountKind, MountSource};
 
 use crate::error::EngineError;
+use crate::fileop::copy::{self, CopyOptions, Ownership};
 use crate::value::Value;
 use kiln_image::ImageStore;
 use kiln_image::rootfs::resolve_in_root;
@@ -207,39 +208,74 @@ fn prepare_into(
                 mode,
                 readonly,
             } => {
-                if source.is_some() {
-                    return Err(EngineError::NotSupported(format!(
-                        "cache mount {id} with from= (initial contents from another stage)"
-                    )));
-                }
+                // A cache with `from=` is its own cache per source filesystem (BuildKit keys it
+                // by the id and the source's ref), first filled with that filesystem; the mount
+                // shows its `source` path.
+                let key = match source {
+                    None => id.clone(),
+                    Some(src) => {
+                        let ident = match input_value(index, inputs, &src.input.vertex)? {
+                            Value::Snapshot(s) => s.to_string(),
+                            Value::Scratch => "scratch".to_string(),
+                            Value::Local(_) => "context".to_string(),
+                        };
+                        format!("{id}\0{ident}")
+                    }
+                };
                 let base = images.root().join("cache-mounts");
                 fs::create_dir_all(&base).map_err(io("create the cache mount directory"))?;
-                let dir = base.join(cache_dir_name(id));
+                let dir = base.join(cache_dir_name(&key));
                 if !dir.is_dir() {
                     // Created under a temporary name and renamed, so a concurrent build never
-                    // sees a cache directory without its owner and mode.
+                    // sees a cache directory without its owner, mode or first contents.
                     let tmp = tempfile::Builder::new()
                         .prefix(".new-")
                         .tempdir_in(&base)
                         .map_err(io(format!("create cache mount {id}")))?;
-                    chown(tmp.path(), Some(*uid), Some(*gid))
-                        .map_err(io(format!("set the owner of cache mount {id}")))?;
-                    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode))
-                        .map_err(io(format!("set the mode of cache mount {id}")))?;
+                    match source {
+                        None => {
+                            chown(tmp.path(), Some(*uid), Some(*gid))
+                                .map_err(io(format!("set the owner of cache mount {id}")))?;
+                            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode))
+                                .map_err(io(format!("set the mode of cache mount {id}")))?;
+                        }
+                        Some(src) => {
+                            let whole = MountSource {
+                                input: src.input,
+                                selector: "/".into(),
+                            };
+                            let from =
+                                bind_source(out, images, &whole, true, digest, n, index, inputs)?;
+                            let mut opts = CopyOptions::new(vec!["/".into()], "/", Ownership::Keep);
+                            opts.always_replace = true;
+                            copy::copy(&from, tmp.path(), &opts)?;
+                        }
+                    }
                     let tmp = tmp.keep();
                     if fs::rename(&tmp, &dir).is_err() {
                         // Another build created it first.
-                        let _ = fs::remove_dir(&tmp);
+                        let _ = fs::remove_dir_all(&tmp);
                     }
                 }
                 if *sharing != CacheSharing::Shared {
                     // `locked` waits for the other user; `private` is served the same way
                     // (correct, if less parallel than a fresh copy).
-                    let lock = File::create(base.join(format!("{}.lock", cache_dir_name(id))))
+                    let lock = File::create(base.join(format!("{}.lock", cache_dir_name(&key))))
                         .map_err(io(format!("lock cache mount {id}")))?;
                     lock_exclusive(&lock).map_err(io(format!("lock cache mount {id}")))?;
                     out._locks.push(lock);
                 }
+                let dir = match source {
+                    None => dir,
+                    Some(src) => {
+                        let sub = resolve_in_root(&dir, &src.selector, true)
+                            .map_err(io(format!("resolve cache source {}", src.selector)))?;
+                        if !sub.is_dir() {
+                            return Err(not_found(format!("cache mount source {}", src.selector)));
+                        }
+                        sub
+                    }
+                };
                 out.mounts.push(sandbox::Mount::Bind {
                     source: dir,
                     target,
@@ -317,6 +353,19 @@ fn lock_exclusive(file: &File) -> std::io::Result<()> {
     }
 }
 
+/// The solved value of a mount's input.
+fn input_value<'a>(
+    index: &[Digest],
+    inputs: &'a [Value],
+    vertex: &Digest,
+) -> Result<&'a Value, EngineError> {
+    index
+        .iter()
+        .position(|d| d == vertex)
+        .and_then(|i| inputs.get(i))
+        .ok_or_else(|| EngineError::Bug(format!("mount input {vertex} was not solved")))
+}
+
 /// Mounts a bind source and returns the host directory to bind (the selector inside it).
 #[allow(clippy::too_many_arguments)]
 fn bind_source(
@@ -329,16 +378,7 @@ fn bind_source(
     index: &[Digest],
     inputs: &[Value],
 ) -> Result<PathBuf, EngineError> {
-    let value = index
-        .iter()
-        .position(|d| *d == source.input.vertex)
-        .and_then(|i| inputs.get(i))
-        .ok_or_else(|| {
-            EngineError::Bug(format!(
-                "mount input {} was not solved",
-                source.input.vertex
-            ))
-        })?;
+    let value = input_value(index, inputs, &source.input.vertex)?;
     let mountpoint = images.tempdir("bind-")?;
     let root: PathBuf = match value {
         Value::Scratch => mountpoint.path().to_path_buf(),
@@ -458,6 +498,29 @@ fn overlay_over(
     })?;
     out.mounted.push(at.to_path_buf());
     out._temps.push(scratch);
+    Ok(())
+}
+
+/// After a RUN, the mount points the runtime needed stay in the step's layer as BuildKit's runc
+/// leaves them: `/dev`, `/proc` and `/sys`, 0755 and owned by root, where no layer had them
+/// (a `FROM scratch` stage). The sandbox itself removes the stubs it made, so that a container
+/// leaves its rootfs as it found it; this is the build's choice.
+pub(crate) fn keep_mount_points(upper: &Path, layers: &[PathBuf]) -> Result<(), EngineError> {
+    for dir in ["dev", "proc", "sys"] {
+        if layers
+            .iter()
+            .any(|l| l.join(dir).symlink_metadata().is_ok())
+        {
+            continue;
+        }
+        let path = upper.join(dir);
+        let io = |source| EngineError::Io {
+            what: format!("create /{dir}"),
+            source,
+        };
+        fs::create_dir(&path).map_err(io)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! solver's events), and the engine's own warnings and notices. A front end renders them; the
 //! engine never prints.
 
+use crate::explain::StepExplanation;
 use kiln_llb::Digest;
 use kiln_solver::Event;
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,6 +21,9 @@ pub enum Progress {
     /// Something the build did besides its steps: a base image pulled, a cache imported or
     /// exported, an output written, an image pushed.
     Info(String),
+    /// Why each step that ran was not taken from the cache, in build order (`--explain`),
+    /// once the steps are done (also when one failed). Empty when nothing ran.
+    Explain(Vec<StepExplanation>),
 }
 
 /// Where a build sends its progress.

@@ -2,8 +2,9 @@
 //! context (read in place, never copied into a snapshot), and the solver's cache store over the
 //! local store's records.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kiln_cache::{CacheRecord as StoreRecord, Store};
 use kiln_executor::snapshot::SnapshotId;
@@ -30,12 +31,66 @@ pub enum Value {
 pub struct LocalDir {
     pub path: PathBuf,
     pub ignore: Option<PatternMatcher>,
+    /// Excluded directories already checked for re-included paths below them.
+    kept_parents: Mutex<HashMap<String, bool>>,
 }
 
 impl LocalDir {
-    /// Whether a context-relative path is excluded by `.dockerignore`.
+    pub fn new(path: PathBuf, ignore: Option<PatternMatcher>) -> LocalDir {
+        LocalDir {
+            path,
+            ignore,
+            kept_parents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a context-relative path is not part of the context as BuildKit transfers it:
+    /// excluded by `.dockerignore`, unless it is a directory with a path below it that an
+    /// exception (`!pattern`) brings back, which then comes along as that path's parent.
     pub fn is_ignored(&self, rel: &str) -> bool {
-        self.ignore.as_ref().is_some_and(|m| m.is_excluded(rel))
+        let Some(matcher) = &self.ignore else {
+            return false;
+        };
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() || !matcher.is_excluded(rel) {
+            return false;
+        }
+        if !matcher.has_exceptions() {
+            return true;
+        }
+        let is_dir = std::fs::symlink_metadata(self.path.join(rel)).is_ok_and(|m| m.is_dir());
+        !(is_dir && self.keeps_something_below(matcher, rel))
+    }
+
+    fn keeps_something_below(&self, matcher: &PatternMatcher, dir: &str) -> bool {
+        if matcher.can_skip_dir(dir) {
+            return false;
+        }
+        if let Some(known) = self.kept_parents.lock().expect("kept parents").get(dir) {
+            return *known;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(self.path.join(dir))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let kept = names.iter().any(|name| {
+            let child = format!("{dir}/{name}");
+            if !matcher.is_excluded(&child) {
+                return true;
+            }
+            std::fs::symlink_metadata(self.path.join(&child)).is_ok_and(|m| m.is_dir())
+                && self.keeps_something_below(matcher, &child)
+        });
+        self.kept_parents
+            .lock()
+            .expect("kept parents")
+            .insert(dir.to_string(), kept);
+        kept
     }
 }
 
@@ -257,5 +312,36 @@ impl CacheStore<Value> for RecordStore {
             path: PathBuf::new(),
             source: std::io::Error::other(e),
         })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exception_keeps_the_excluded_directories_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "dir/drop",
+            "dir/keep/file",
+            "dir/keep/other",
+            "all/x",
+            "top",
+        ] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let ignore = PatternMatcher::parse("dir\n!dir/keep/file\nall\n").unwrap();
+        let local = LocalDir::new(dir.path().to_path_buf(), Some(ignore));
+        assert!(!local.is_ignored("top"));
+        assert!(!local.is_ignored("dir"), "a parent of a kept path stays");
+        assert!(!local.is_ignored("dir/keep"));
+        assert!(!local.is_ignored("dir/keep/file"));
+        assert!(local.is_ignored("dir/drop"));
+        assert!(local.is_ignored("dir/keep/other"));
+        assert!(local.is_ignored("all"), "nothing below it is kept");
+        assert!(local.is_ignored("all/x"));
     }
 }

@@ -68,6 +68,10 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
+    /// Say why each step that ran was not taken from the cache (a changed context file, build
+    /// argument, environment value or base image, an earlier step, or a step never built).
+    #[arg(long)]
+    explain: bool,
     /// How many steps may run at once (default: four per core, at least eight).
     #[arg(long)]
     max_parallelism: Option<usize>,
@@ -235,6 +239,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     request.push = args.push;
     request.max_parallelism = args.max_parallelism;
     request.pull = args.pull;
+    request.explain = args.explain;
     for secret in &args.secrets {
         let parsed = kiln_engine::Secrets::parse_flag(secret).map_err(anyhow::Error::msg)?;
         request.secrets.0.push(parsed);
@@ -313,11 +318,15 @@ fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         std::fs::write(path, &id).with_context(|| format!("failed to write {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "containerimage.config.digest": id,
             "containerimage.digest": result.image.manifest_digest.to_string(),
             "image.name": args.tags.join(","),
         });
+        if let (Some(steps), Some(obj)) = (renderer.explained(), meta.as_object_mut()) {
+            let steps: Vec<_> = steps.iter().map(crate::explain::json).collect();
+            obj.insert("kiln.explain".into(), steps.into());
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
     }

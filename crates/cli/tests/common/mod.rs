@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 pub mod containers;
 pub mod dockerd;
 pub mod hostnet;
+pub mod imagefs;
 pub mod netns;
+pub mod reference;
 pub mod registry;
 
 /// A store root in a tempdir with `busybox:latest` imported.

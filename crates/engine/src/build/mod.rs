@@ -16,6 +16,7 @@ use kiln_llb::{Definition, Digest, Platform};
 use kiln_solver::{CancellationToken, Graph, SolveError, SolveOptions, Solver, SolverConfig};
 
 use crate::error::{EngineError, error_chain};
+use crate::explain::Session;
 use crate::ops::{BuildEnv, Vertex, input_indexes};
 use crate::progress::{Progress, ProgressSender, Reporter};
 use crate::remote_cache::{CacheImport, RemoteCache};
@@ -150,20 +151,34 @@ pub async fn build(
     // The solver numbers its own events; they reach the front end through the same channel,
     // in order, before anything `finish` reports.
     let (events, mut vertex_events) = tokio::sync::mpsc::unbounded_channel();
+    // What each step did feeds `--explain` (and the records of every build) as well.
+    let explain = Arc::new(Session::open(images.root(), &request));
     let forward = {
         let reporter = reporter.clone();
+        let explain = explain.clone();
         tokio::spawn(async move {
             while let Some(event) = vertex_events.recv().await {
+                explain.observe(&event);
                 reporter.send(Progress::Vertex(event));
             }
         })
     };
     let options = SolveOptions {
-        events: progress.is_some().then_some(events),
+        events: Some(events),
         cancel: cancel.clone(),
     };
     let solved = solver.solve(&graph, &[root.vertex], options).await;
     let _ = forward.await;
+    let explained = {
+        let definition = definition.clone();
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || explain.finish(&definition, &env))
+            .await
+            .map_err(|e| EngineError::Bug(format!("explain task failed: {e}")))?
+    };
+    if request.explain {
+        reporter.send(Progress::Explain(explained));
+    }
     crate::context::save_stat_caches();
     let solved = solved.map_err(|e| step_error(&definition, e))?;
     let top = match &solved[0].value {
@@ -241,10 +256,7 @@ fn build_env(
         images: images.clone(),
         locals: vec![(
             request.options.context_name.clone(),
-            Arc::new(LocalDir {
-                path: context_dir,
-                ignore,
-            }),
+            Arc::new(LocalDir::new(context_dir, ignore)),
         )],
         _empty_context: empty_context,
         session: format!(

@@ -44,6 +44,10 @@ pub struct BuildRequest {
     pub cache_to: Vec<CacheExport>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
     pub allow_insecure: bool,
+    /// `--explain`: report why each step that ran was not taken from the cache
+    /// ([`Progress::Explain`](crate::Progress::Explain)). What goes into each step's key is
+    /// recorded on every build either way.
+    pub explain: bool,
 }
 
 impl BuildRequest {
@@ -68,6 +72,7 @@ impl BuildRequest {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             allow_insecure: false,
+            explain: false,
         }
     }
 

@@ -141,6 +141,64 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The PAX extended-header fields extraction honours.
+#[derive(Default)]
+struct PaxFields {
+    mtime: Option<FileTime>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+fn pax_fields<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<PaxFields> {
+    let mut out = PaxFields::default();
+    let Some(exts) = entry.pax_extensions()? else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext?;
+        let (Ok(key), Ok(value)) = (ext.key(), ext.value()) else {
+            continue;
+        };
+        match key {
+            "mtime" => out.mtime = parse_pax_time(value),
+            "uid" => out.uid = value.parse().ok(),
+            "gid" => out.gid = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A PAX time: decimal seconds with an optional fraction (`1613482459.6914396`).
+fn parse_pax_time(value: &str) -> Option<FileTime> {
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    let nanos = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse::<u32>().ok()?
+    };
+    Some(FileTime::from_unix_time(secs, nanos))
+}
+
+/// Whether a tar entry is a file system object (not a metadata record).
+fn is_file_entry(kind: tar::EntryType) -> bool {
+    use tar::EntryType as T;
+    matches!(
+        kind,
+        T::Regular
+            | T::Continuous
+            | T::GNUSparse
+            | T::Directory
+            | T::Symlink
+            | T::Link
+            | T::Fifo
+            | T::Char
+            | T::Block
+    )
+}
+
 /// How extracted entries are owned and timed.
 #[derive(Debug, Clone, Copy)]
 pub struct ExtractOptions {
@@ -198,12 +256,36 @@ pub fn extract(
         let full = format!("{dest_dir}/{rel}");
         let header = entry.header().clone();
         let kind = header.entry_type();
+        // Metadata records (a PAX global header, GNU long names) carry no file: their name is
+        // no path to create.
+        if !is_file_entry(kind) {
+            continue;
+        }
         let what = format!("write {full}");
-        // The parent is resolved inside the root (an earlier entry may have made it a
-        // symlink); the entry itself is never followed.
-        let target = resolve_in_root(dest_root, &full, false).map_err(fail(what.clone()))?;
-        if let Some(parent) = target.parent() {
-            make_dirs(dest_root, parent, opts.ownership).map_err(fail(what.clone()))?;
+        // As BuildKit extracts inside a chroot of the destination directory, paths resolve
+        // inside that directory: an entry below a symlink such as `dir -> ..` (or an absolute
+        // one) stays in the destination. A missing parent is created; one that exists (an
+        // earlier entry may have made it a symlink) is followed and must lead to a directory.
+        // The entry itself is never followed.
+        let parent_rel = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        let lexical = resolve_in_root(&base, parent_rel, false).map_err(fail(what.clone()))?;
+        if lexical.symlink_metadata().is_err() {
+            // Implied parents belong to root even with `--chown` (which is for the entries),
+            // as in BuildKit's untar.
+            let parent = resolve_in_root(&base, parent_rel, true).map_err(fail(what.clone()))?;
+            let root = Ownership::Set { uid: 0, gid: 0 };
+            make_dirs(&base, &parent, root).map_err(fail(what.clone()))?;
+        }
+        let target = resolve_in_root(&base, &rel, false).map_err(fail(what.clone()))?;
+        if !target.parent().is_some_and(Path::is_dir) {
+            return Err(ArchiveError::Extract {
+                archive: name.clone(),
+                what,
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("/{parent_rel} is not a directory inside the destination"),
+                ),
+            });
         }
         let existing = target.symlink_metadata().ok();
         let replace = |is_dir_entry: bool| -> io::Result<()> {
@@ -215,16 +297,20 @@ pub fn extract(
             }
         };
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let mtime = FileTime::from_unix_time(
-            opts.mtime_override
-                .unwrap_or_else(|| header.mtime().unwrap_or(0) as i64),
-            0,
-        );
+        // PAX records override the header's fields (GNU tar and Go write mtimes with a
+        // fraction there and leave the header's zero or truncated).
+        let pax = pax_fields(&mut entry).map_err(fail(format!("read {full}")))?;
+        let mtime = match opts.mtime_override {
+            Some(secs) => FileTime::from_unix_time(secs, 0),
+            None => pax
+                .mtime
+                .unwrap_or_else(|| FileTime::from_unix_time(header.mtime().unwrap_or(0) as i64, 0)),
+        };
         let (uid, gid) = match opts.ownership {
             Ownership::Set { uid, gid } => (uid, gid),
             Ownership::Keep => (
-                header.uid().unwrap_or(0) as u32,
-                header.gid().unwrap_or(0) as u32,
+                pax.uid.unwrap_or_else(|| header.uid().unwrap_or(0) as u32),
+                pax.gid.unwrap_or_else(|| header.gid().unwrap_or(0) as u32),
             ),
         };
         let result: io::Result<bool> = (|| {
@@ -261,8 +347,7 @@ pub fn extract(
                 T::Link => {
                     let link = entry.link_name_bytes().unwrap_or_default().into_owned();
                     let source_rel = clean_entry_path(&link);
-                    let source =
-                        resolve_in_root(dest_root, &format!("{dest_dir}/{source_rel}"), false)?;
+                    let source = resolve_in_root(&base, &source_rel, false)?;
                     replace(false)?;
                     fs::hard_link(&source, &target)?;
                 }
@@ -326,20 +411,8 @@ fn make_dirs(root: &Path, path: &Path, ownership: Ownership) -> io::Result<()> {
     Ok(())
 }
 
-/// Escapes wildcard characters so a matched path is taken literally by the copy.
-fn escape(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        if matches!(c, '*' | '?' | '[' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// ADD with extraction: each source that is a tar archive is extracted into the destination
-/// directory; every other source is copied as COPY would.
+/// ADD with extraction, per matched source as BuildKit does: a source that is a tar archive
+/// is extracted into the destination directory; any other is copied as COPY would.
 ///
 /// `archive_owner` is `Set` only for an explicit `--chown`: archive entries otherwise keep the
 /// owners recorded in the archive, as in BuildKit (the context's 0:0 is for plain files).
@@ -349,38 +422,22 @@ pub fn add(
     opts: &CopyOptions,
     archive_owner: Ownership,
 ) -> Result<(), ArchiveError> {
-    let mut matches = Vec::new();
-    for pattern in &opts.sources {
-        let found = copy::expand_source(src_root, pattern)?;
-        matches.extend(found);
-    }
-    let filtered: Vec<_> = matches
-        .into_iter()
-        .filter(|m| opts.filter.as_ref().is_none_or(|f| !(f.0)(&m.rel)))
-        .collect();
-    let archives: Vec<bool> = filtered
-        .iter()
-        .map(|m| m.abs.is_file() && matches!(detect(&m.abs), Ok(Some(_))))
-        .collect();
-    if !archives.iter().any(|a| *a) {
-        copy::copy(src_root, dest_root, opts)?;
-        return Ok(());
-    }
     let extract_opts = ExtractOptions {
         ownership: archive_owner,
         mtime_override: opts.mtime_override,
     };
-    let many = filtered.len() > 1;
-    for (m, is_archive) in filtered.iter().zip(archives) {
-        if is_archive {
-            extract(&m.abs, dest_root, &opts.dest, &extract_opts)?;
-        } else {
-            let mut one = opts.clone();
-            one.sources = vec![escape(&format!("/{}", m.rel))];
-            if many && !one.dest.ends_with('/') {
-                one.dest.push('/');
+    let mut copier = copy::Copier::new(dest_root, opts)?;
+    for pattern in &opts.sources {
+        let found = copy::resolve_source(src_root, pattern, opts)?;
+        if found.is_empty() && !opts.allow_empty_wildcard {
+            return Err(CopyError::NoMatch(pattern.clone()).into());
+        }
+        for m in &found {
+            if m.abs.is_file() && matches!(detect(&m.abs), Ok(Some(_))) {
+                extract(&m.abs, dest_root, &opts.dest, &extract_opts)?;
+            } else {
+                copier.copy_match(m)?;
             }
-            copy::copy(src_root, dest_root, &one)?;
         }
     }
     Ok(())

@@ -10,17 +10,22 @@ use super::copy::{CopyError, CopyOptions, Ownership, copy};
 use kiln_llb::FileMode as Chmod;
 
 fn opts(sources: &[&str], dest: &str) -> CopyOptions {
-    CopyOptions {
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-        dest: dest.to_string(),
-        ownership: Ownership::Set { uid: 0, gid: 0 },
-        chmod: None,
-        allow_empty_wildcard: false,
-        parents: false,
-        exclude: Vec::new(),
-        mtime_override: None,
-        filter: None,
-    }
+    let mut o = CopyOptions::new(
+        sources.iter().map(|s| s.to_string()).collect(),
+        dest,
+        Ownership::Set { uid: 0, gid: 0 },
+    );
+    o.allow_empty_wildcard = false;
+    o
+}
+
+/// `COPY --parents SRC DEST` as the frontend lowers it: the part before a `/./` pivot (or the
+/// root) is the source, the rest an include pattern.
+fn parents(src: &str, dest: &str) -> CopyOptions {
+    let (dir, pattern) = src.split_once("/./").unwrap_or(("/", src));
+    let mut o = opts(&[dir], dest);
+    o.include = vec![pattern.trim_start_matches('/').to_string()];
+    o
 }
 
 fn write(root: &Path, rel: &str, data: &str) {
@@ -87,9 +92,14 @@ fn destination_rules_and_missing_sources() {
         matches!(err, CopyError::SourceNotFound(ref p) if p == "/nosuch"),
         "{err}"
     );
-    // A wildcard that matches nothing is fine when another source exists.
-    copy(c, d, &opts(&["bar.txt", "nomatch*"], "/w/")).unwrap();
+    // A wildcard that matches nothing copies nothing (BuildKit 0.24: even as the only
+    // source), unless the action asks for a match.
+    let mut lenient = opts(&["bar.txt", "nomatch*"], "/w/");
+    lenient.allow_empty_wildcard = true;
+    copy(c, d, &lenient).unwrap();
     assert_eq!(read(d, "w/bar.txt"), "bar");
+    lenient.sources = vec!["nomatch*".into()];
+    copy(c, d, &lenient).unwrap();
     assert!(copy(c, d, &opts(&["nomatch*"], "/w/")).is_err());
 }
 
@@ -150,17 +160,11 @@ fn parents_keep_source_directories() {
     write(c, "test/a/b/c/d/file", "deep");
     let dest = tempfile::tempdir().unwrap();
     let d = dest.path();
-    let mut o = opts(&["foo1/foo2/bar"], "/");
-    o.parents = true;
-    copy(c, d, &o).unwrap();
+    copy(c, d, &parents("foo1/foo2/bar", "/")).unwrap();
     assert_eq!(read(d, "foo1/foo2/bar"), "b");
-    let mut o = opts(&["foo1/foo2/ba*"], "/test/");
-    o.parents = true;
-    copy(c, d, &o).unwrap();
+    copy(c, d, &parents("foo1/foo2/ba*", "/test/")).unwrap();
     assert_eq!(read(d, "test/foo1/foo2/baz"), "z");
-    let mut o = opts(&["/test/a/b/./c/d"], "/out/");
-    o.parents = true;
-    copy(c, d, &o).unwrap();
+    copy(c, d, &parents("/test/a/b/./c/d", "/out/")).unwrap();
     assert_eq!(read(d, "out/c/d/file"), "deep");
     assert!(!d.join("out/a").exists());
 }

@@ -1,5 +1,6 @@
-//! Wildcard matching for COPY/ADD sources: Go's `filepath.Match` syntax per path component
-//! (`*`, `?`, `[...]` with `^` negation and ranges, `\` escapes), plus `**` spanning components.
+//! Wildcard matching for COPY/ADD sources: Go's `filepath.Match` syntax (`*`, `?`, `[...]`
+//! with `^` negation and ranges, `\` escapes), where no wildcard matches a `/`. BuildKit gives
+//! `**` no meaning of its own in sources: it is two `*`, matching within one component.
 
 use thiserror::Error;
 
@@ -25,24 +26,8 @@ pub fn has_wildcard(pattern: &str) -> bool {
     false
 }
 
-/// Removes `\` escapes from a pattern without wildcards, giving the literal path.
-pub fn unescape(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Matches one path component `name` against one pattern component, as Go's `filepath.Match`
-/// does for names without separators.
+/// Matches `name` against `pattern` as Go's `filepath.Match` does: wildcards never match `/`,
+/// so a pattern of several components matches a path of as many.
 pub fn match_component(pattern: &str, name: &str) -> Result<bool, GlobError> {
     let err = |reason| GlobError {
         pattern: pattern.to_string(),
@@ -177,32 +162,6 @@ fn match_class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize
     Some((matched != negated, i))
 }
 
-/// Matches a relative path (components separated by `/`) against a pattern whose components
-/// may be `**` (zero or more components).
-pub fn match_path(pattern: &str, path: &str) -> Result<bool, GlobError> {
-    let pats: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match_parts(&pats, &parts)
-}
-
-fn match_parts(pats: &[&str], parts: &[&str]) -> Result<bool, GlobError> {
-    match pats.split_first() {
-        None => Ok(parts.is_empty()),
-        Some((&"**", rest)) => {
-            for skip in 0..=parts.len() {
-                if match_parts(rest, &parts[skip..])? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        }
-        Some((first, rest)) => match parts.split_first() {
-            Some((name, more)) if match_component(first, name)? => match_parts(rest, more),
-            _ => Ok(false),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,18 +204,20 @@ mod tests {
     }
 
     #[test]
-    fn double_star_spans_components() {
-        assert_eq!(match_path("**/*.txt", "a.txt"), Ok(true));
-        assert_eq!(match_path("**/*.txt", "d/e/a.txt"), Ok(true));
-        assert_eq!(match_path("e/**/*sub/*.txt", "e/x/y/asub/f.txt"), Ok(true));
-        assert_eq!(match_path("e/**/*sub/*.txt", "f/asub/f.txt"), Ok(false));
-        assert_eq!(match_path("sub/*", "sub/a/b"), Ok(false));
+    fn double_star_is_two_stars_within_one_component() {
+        assert_eq!(match_component("**/*.txt", "d/a.txt"), Ok(true));
+        assert_eq!(match_component("**/*.txt", "a.txt"), Ok(false));
+        assert_eq!(match_component("**/*.txt", "d/e/a.txt"), Ok(false));
+        assert_eq!(
+            match_component("e/**/*sub/*.txt", "e/x/asub/f.txt"),
+            Ok(true)
+        );
+        assert_eq!(match_component("sub/*", "sub/a/b"), Ok(false));
     }
 
     #[test]
     fn wildcard_detection_respects_escapes() {
         assert!(has_wildcard("*.go"));
         assert!(!has_wildcard("a\\*b"));
-        assert_eq!(unescape("a\\*b"), "a*b");
     }
 }

@@ -57,17 +57,10 @@ pub fn merge(images: &ImageStore, inputs: &[Value], digest: &Digest) -> Result<V
                     what: "mount a merge input".into(),
                     source: e,
                 })?;
-            let opts = CopyOptions {
-                sources: vec!["/".into()],
-                dest: "/".into(),
-                ownership: Ownership::Keep,
-                chmod: None,
-                allow_empty_wildcard: true,
-                parents: false,
-                exclude: Vec::new(),
-                mtime_override: None,
-                filter: None,
-            };
+            // An upper input's entry replaces a lower one of another type, and its directories'
+            // owners, modes and times win, as when layers are stacked.
+            let mut opts = CopyOptions::new(vec!["/".into()], "/", Ownership::Keep);
+            opts.always_replace = true;
             let copied = copy::copy(&source, target.path(), &opts);
             let _ = nix::mount::umount2(&source, nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_dir(&source);

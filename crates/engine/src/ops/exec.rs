@@ -176,15 +176,19 @@ fn run_exec(
         };
         let mut layers = vec![upperdir.clone()];
         layers.extend(lowerdirs.iter().cloned());
-        let user = resolve_exec_user(&layers, &exec.user)?;
+        let (user, home) = resolve_exec_user(&layers, &exec.user)?;
         let mut spec = SandboxSpec::new(rootfs, exec.args.clone());
         spec.env = exec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !exec.env.iter().any(|(k, _)| k == "HOME") {
+            spec.env.push(format!("HOME={home}"));
+        }
         spec.cwd = PathBuf::from(if exec.cwd.is_empty() { "/" } else { &exec.cwd });
         spec.user = user;
         spec.hostname = exec
             .hostname
             .clone()
             .unwrap_or_else(|| "buildkitsandbox".to_string());
+        spec.etc_hostname = false;
         spec.network = network;
         spec.state_dir = images.root().join("run");
         if exec.security == SecurityMode::Insecure {
@@ -207,7 +211,7 @@ fn run_exec(
                 code: info.status.shell_code(),
             });
         }
-        Ok(())
+        mounts::keep_mount_points(&upperdir, &layers)
     })();
     commit_or_discard(images, active, result)
 }
@@ -220,13 +224,15 @@ fn read_from_layers(layers: &[PathBuf], path: &str) -> Option<String> {
         .find_map(|layer| std::fs::read_to_string(layer.join(rel)).ok())
 }
 
-fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError> {
-    let spec = if user.is_empty() { "root" } else { user };
+/// The user a RUN runs as, and the HOME it gets when the image sets none (passwd's, as in
+/// BuildKit).
+fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<(User, String), EngineError> {
     let ResolvedUser {
         uid,
         gid,
         additional_gids,
-    } = owner::resolve_user_with(&|p| read_from_layers(layers, p), spec)?;
+        home,
+    } = owner::resolve_exec_user_with(&|p| read_from_layers(layers, p), user)?;
     // `USER uid:gid` gives no supplementary groups from /etc/group; the process still has its
     // primary group in its list, as under containerd (`id` prints `groups=1234`).
     let additional_gids = if additional_gids.is_empty() {
@@ -234,11 +240,14 @@ fn resolve_exec_user(layers: &[PathBuf], user: &str) -> Result<User, EngineError
     } else {
         additional_gids
     };
-    Ok(User {
-        uid,
-        gid,
-        additional_gids,
-    })
+    Ok((
+        User {
+            uid,
+            gid,
+            additional_gids,
+        },
+        home,
+    ))
 }
 
 /// The working directory of a RUN exists before the command starts, as in BuildKit; when it is

@@ -50,7 +50,8 @@ pub(super) async fn execute(
         .map_err(EngineError::task("file op"))?
 }
 
-/// Resolves `--chown` against the destination root's passwd and group files.
+/// Resolves `--chown` against the destination root's passwd and group files (BuildKit's rules,
+/// see `resolve_chown`).
 fn ownership(
     owner: Option<&Owner>,
     dest_root: &Path,
@@ -63,16 +64,9 @@ fn ownership(
         IdOrName::Id(id) => id.to_string(),
         IdOrName::Name(name) => name.clone(),
     };
-    let spec = match &owner.group {
-        Some(group) => format!("{}:{}", part(&owner.user), part(group)),
-        None => part(&owner.user),
-    };
-    let resolved = owner::resolve_user(Some(dest_root), &spec)?;
-    // `--chown=user` without a group uses the user's primary group.
-    Ok(Ownership::Set {
-        uid: resolved.uid,
-        gid: resolved.gid,
-    })
+    let group = owner.group.as_ref().map(part);
+    let (uid, gid) = owner::resolve_chown(dest_root, &part(&owner.user), group.as_deref());
+    Ok(Ownership::Set { uid, gid })
 }
 
 fn run_file_op(
@@ -270,17 +264,7 @@ fn run_copy(
         }
     };
     let ownership = ownership(action.owner.as_ref(), dest_root, default_owner)?;
-    let opts = CopyOptions {
-        sources: vec![action.src.clone()],
-        dest: action.dest.clone(),
-        ownership,
-        chmod: action.mode.clone(),
-        allow_empty_wildcard: action.allow_empty_wildcard,
-        parents: action.parents,
-        exclude: action.exclude_patterns.clone(),
-        mtime_override: action.timestamp,
-        filter,
-    };
+    let opts = CopyOptions::from_action(action, ownership, filter);
     if action.unpack {
         // Archive entries keep their recorded owners unless `--chown` is given.
         let archive_owner = match action.owner {

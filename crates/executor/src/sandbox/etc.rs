@@ -14,17 +14,21 @@ use super::spec::{Network, SandboxSpec};
 
 /// The generated files: (path inside the sandbox, file name in the state dir, content).
 pub(crate) fn files(spec: &SandboxSpec) -> Vec<(&'static str, &'static str, String)> {
-    vec![
+    let mut files = vec![
         ("/etc/hosts", "hosts", hosts(spec)),
         ("/etc/resolv.conf", "resolv.conf", resolv_conf(spec)),
-        ("/etc/hostname", "hostname", format!("{}\n", spec.hostname)),
-    ]
+    ];
+    if spec.etc_hostname {
+        files.push(("/etc/hostname", "hostname", format!("{}\n", spec.hostname)));
+    }
+    files
 }
 
 fn hosts(spec: &SandboxSpec) -> String {
+    // The hostname goes on the IPv4 line only, as BuildKit and Docker write it.
     let mut s = format!(
-        "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n",
-        h = spec.hostname
+        "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        spec.hostname
     );
     for (name, ip) in &spec.extra_hosts {
         s.push_str(&format!("{ip}\t{name}\n"));

@@ -142,7 +142,12 @@ impl Mounts {
             ops: Ops::default(),
             keep: Vec::new(),
         };
-        mounts.system(devpts)?;
+        // A mount of the caller's at /dev/shm replaces the default one (as in runc's spec).
+        let own_shm = spec
+            .mounts
+            .iter()
+            .any(|m| m.target() == Path::new("/dev/shm"));
+        mounts.system(devpts, !own_shm)?;
         mounts.spec_mounts(spec)?;
         mounts.etc_files(spec, state)?;
         let ops = &mut mounts.ops;
@@ -172,7 +177,7 @@ impl Mounts {
 
     /// /proc, /dev with its devices and links, /dev/pts (the pty's instance when there is
     /// one), /dev/shm, /dev/mqueue and a read-only /sys.
-    fn system(&mut self, devpts: Option<OwnedFd>) -> Result<(), SandboxError> {
+    fn system(&mut self, devpts: Option<OwnedFd>, shm: bool) -> Result<(), SandboxError> {
         let ops = &mut self.ops;
         ops.mkdir(Path::new("/proc"), 0o555)?;
         ops.mount("proc", "/proc", NOSUID | NODEV | NOEXEC, None)?;
@@ -239,13 +244,15 @@ impl Mounts {
             )?,
         }
         let ops = &mut self.ops;
-        ops.mkdir(Path::new("/dev/shm"), 0o1777)?;
-        ops.mount(
-            "tmpfs",
-            "/dev/shm",
-            NOSUID | NODEV | NOEXEC,
-            Some("mode=1777,size=65536k"),
-        )?;
+        if shm {
+            ops.mkdir(Path::new("/dev/shm"), 0o1777)?;
+            ops.mount(
+                "tmpfs",
+                "/dev/shm",
+                NOSUID | NODEV | NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )?;
+        }
         ops.mkdir(Path::new("/dev/mqueue"), 0o755)?;
         ops.mount("mqueue", "/dev/mqueue", NOSUID | NODEV | NOEXEC, None)?;
         ops.mkdir(Path::new("/sys"), 0o555)?;

@@ -123,6 +123,9 @@ pub struct SandboxSpec {
     pub tty: bool,
     /// The pty's initial size (0x0, as a terminal nobody sized, when `None`).
     pub tty_size: Option<super::WindowSize>,
+    /// Bind a generated `/etc/hostname` (Docker's containers have one; BuildKit's RUN steps
+    /// do not, so builds turn it off).
+    pub etc_hostname: bool,
 }
 
 impl SandboxSpec {
@@ -153,6 +156,7 @@ impl SandboxSpec {
             rootless: false,
             tty: false,
             tty_size: None,
+            etc_hostname: true,
         }
     }
 }

@@ -38,7 +38,9 @@ impl Lowering<'_> {
             if is_single_heredoc(&args[0]) {
                 let doc = &heredocs[0];
                 let content = doc.body();
-                if content.starts_with("#!") {
+                // BuildKit looks for the shebang before stripping tabs: `<<-` with an indented
+                // `#!` line runs as a shell script.
+                if doc.content.starts_with("#!") {
                     // A script with a shebang: write it to a file and run that file.
                     let scratch = self.scratch()?;
                     let file = self.add(
@@ -69,12 +71,14 @@ impl Lowering<'_> {
                 } else {
                     args = vec![content.clone()];
                 }
-                name_suffix = format!(" ({})", summarize_heredoc(&content));
+                name_suffix = format!(" ({})", summarize_heredoc(&doc.content));
             } else {
+                // The shell reads the heredocs itself (stripping tabs for `<<-`), so they go to
+                // it exactly as written, as BuildKit passes them.
                 let mut script = args[0].clone();
                 for doc in heredocs {
                     script.push('\n');
-                    script.push_str(&doc.body());
+                    script.push_str(&doc.content);
                     script.push_str(&doc.name);
                 }
                 args = vec![script];

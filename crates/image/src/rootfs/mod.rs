@@ -6,4 +6,4 @@ pub mod path;
 pub mod user;
 
 pub use path::{clean_abs, display_in_root, resolve_in_root};
-pub use user::{ResolvedUser, UserError, resolve_user, resolve_user_with};
+pub use user::{ResolvedUser, UserError, resolve_exec_user_with, resolve_user, resolve_user_with};

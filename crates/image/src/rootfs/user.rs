@@ -16,12 +16,14 @@ pub enum UserError {
     Invalid(String),
 }
 
-/// A resolved owner: numeric ids, the ids of the user's supplementary groups.
+/// A resolved owner: numeric ids, the ids of the user's supplementary groups, and the home
+/// directory passwd gives it (`/` for a user passwd does not list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    pub home: String,
 }
 
 /// Resolves `user[:group]` (names or numbers) against `root`'s passwd and group files.
@@ -29,6 +31,68 @@ pub struct ResolvedUser {
 /// `user:group` spec gets exactly that group and no supplementary groups.
 pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<ResolvedUser, UserError> {
     resolve_user_with(&|path| read_file(root, path), spec)
+}
+
+/// The owner `--chown=user[:group]` gives, by BuildKit's rules, which differ from USER's: a
+/// name is looked up in `root`'s passwd (uid and primary gid) and an unknown one is 0:0; a
+/// number (or `root`) is that uid with the same gid; a group, by name from the group file or by
+/// number, replaces the gid, and an unknown group name leaves it as it was. Never an error.
+pub fn resolve_chown(root: &Path, user: &str, group: Option<&str>) -> (u32, u32) {
+    let id = |s: &str| {
+        if s == "root" {
+            Some(0)
+        } else {
+            s.parse::<u32>().ok()
+        }
+    };
+    let (uid, mut gid) = match id(user) {
+        Some(n) => (n, n),
+        None => parse_db(read_file(Some(root), "/etc/passwd"))
+            .iter()
+            .find(|f| field(f, 0) == Some(user))
+            .map(|f| {
+                let n = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+                (n(2), n(3))
+            })
+            .unwrap_or((0, 0)),
+    };
+    if let Some(group) = group {
+        match id(group) {
+            Some(n) => gid = n,
+            None => {
+                if let Some(n) = parse_db(read_file(Some(root), "/etc/group"))
+                    .iter()
+                    .find(|f| field(f, 0) == Some(group))
+                    .and_then(|f| f.get(2)?.parse().ok())
+                {
+                    gid = n;
+                }
+            }
+        }
+    }
+    (uid, gid)
+}
+
+/// The user a RUN step runs as: `spec` as [`resolve_user_with`] resolves it, or, for an image
+/// that sets no USER, uid 0 as passwd describes it, or 0:0 with home `/` when passwd has no such
+/// entry or there is no passwd at all (a `FROM scratch` stage), as BuildKit's runc executor does.
+pub fn resolve_exec_user_with(
+    read: &dyn Fn(&str) -> Option<String>,
+    spec: &str,
+) -> Result<ResolvedUser, UserError> {
+    if !spec.is_empty() {
+        return resolve_user_with(read, spec);
+    }
+    let passwd = parse_db(read("/etc/passwd"));
+    match passwd.iter().find(|f| field(f, 2) == Some("0")) {
+        Some(entry) => resolve_user_with(read, &entry[0]),
+        None => Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![0],
+            home: "/".into(),
+        }),
+    }
 }
 
 /// [`resolve_user`] over any way of reading the root's files, such as the layers of a snapshot
@@ -49,6 +113,11 @@ pub fn resolve_user_with(
     let entry = passwd.iter().find(|f| {
         field(f, 0) == Some(user) || (user.parse::<u32>().is_ok() && field(f, 2) == Some(user))
     });
+    let home = entry
+        .and_then(|f| field(f, 5))
+        .filter(|h| !h.is_empty())
+        .unwrap_or("/")
+        .to_string();
     let (uid, primary_gid, name) = match (user.parse::<u32>(), entry) {
         (_, Some(f)) => (
             f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -71,6 +140,7 @@ pub fn resolve_user_with(
             uid,
             gid,
             additional_gids: Vec::new(),
+            home,
         });
     }
     let mut additional_gids = vec![primary_gid];
@@ -89,6 +159,7 @@ pub fn resolve_user_with(
         uid,
         gid: primary_gid,
         additional_gids,
+        home,
     })
 }
 
@@ -139,7 +210,8 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                additional_gids: vec![0, 10]
+                additional_gids: vec![0, 10],
+                home: "/root".into(),
             }
         );
         assert_eq!(r("daemon").unwrap().gid, 1);
@@ -155,5 +227,37 @@ mod tests {
             UserError::UnknownGroup("nosuch".into())
         );
         assert_eq!(resolve_user(None, "5:6").unwrap().uid, 5);
+    }
+
+    #[test]
+    fn chown_follows_buildkit_not_user() {
+        let dir = root();
+        let c = |u, g| resolve_chown(dir.path(), u, g);
+        assert_eq!(c("daemon", None), (1, 1));
+        assert_eq!(c("1234", None), (1234, 1234), "a number is uid and gid");
+        assert_eq!(c("nosuch", None), (0, 0), "an unknown name is root");
+        assert_eq!(
+            c("daemon", Some("nosuch")),
+            (1, 1),
+            "an unknown group keeps the gid"
+        );
+        assert_eq!(c("5", Some("wheel")), (5, 10));
+        assert_eq!(c("root", Some("7")), (0, 7));
+    }
+
+    #[test]
+    fn run_steps_get_passwd_home_and_root_without_passwd() {
+        let dir = root();
+        let read = |p: &str| read_file(Some(dir.path()), p);
+        assert_eq!(resolve_exec_user_with(&read, "").unwrap().home, "/root");
+        assert_eq!(resolve_exec_user_with(&read, "daemon").unwrap().home, "/");
+        assert_eq!(resolve_exec_user_with(&read, "1234").unwrap().home, "/");
+        let none = |_: &str| None;
+        let scratch = resolve_exec_user_with(&none, "").unwrap();
+        assert_eq!(
+            (scratch.uid, scratch.gid, scratch.home.as_str()),
+            (0, 0, "/")
+        );
+        assert!(resolve_exec_user_with(&none, "root").is_err());
     }
 }

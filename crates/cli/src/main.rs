@@ -11,6 +11,8 @@ mod error;
 mod explain;
 mod format;
 mod progress;
+#[allow(unsafe_code)]
+mod sys;
 mod table;
 
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    sys::default_sigpipe();
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref());
     let root = cli.root.unwrap_or_else(kiln_image::default_root);

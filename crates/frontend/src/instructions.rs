@@ -88,6 +88,8 @@ pub struct From {
     /// The stage name, lowercased and validated (`^[a-z][a-z0-9-_.]*$`).
     pub name: Option<Word>,
     pub platform: Option<Word>,
+    /// The `AS` keyword and the stage name as written (for the casing checks).
+    pub as_written: Option<(Word, Word)>,
 }
 
 /// A command in shell form (run through the SHELL) or exec form (a JSON array).
@@ -308,8 +310,9 @@ pub struct HealthcheckCmd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     pub from: From,
-    /// The FROM instruction's span, original text and comments.
+    /// The FROM instruction's span, original text and comments, and its keyword as written.
     pub span: Span,
+    pub keyword: String,
     pub original: String,
     pub comments: Vec<String>,
     pub instructions: Vec<Instruction>,
@@ -320,8 +323,8 @@ pub struct Stage {
 pub struct Dockerfile {
     /// `# syntax=` value, if any.
     pub syntax: Option<String>,
-    /// `# check=` value, if any (raw, e.g. `skip=all;error=true`).
-    pub check: Option<String>,
+    /// `# check=` value, if any (raw, e.g. `skip=all;error=true`), and where it is.
+    pub check: Option<Word>,
     /// The escape character: `\` or `` ` ``.
     pub escape: char,
     /// ARG instructions before the first FROM (usable in FROM lines).
@@ -361,6 +364,7 @@ impl Dockerfile {
                 (InstructionKind::From(from), _) => stages.push(Stage {
                     from,
                     span: instr.span,
+                    keyword: instr.keyword,
                     original: instr.original,
                     comments: instr.comments,
                     instructions: Vec::new(),
@@ -385,7 +389,10 @@ impl Dockerfile {
         let directive = |n: &str| ast.directive(n).map(|d| d.value.clone());
         Ok(Dockerfile {
             syntax: directive("syntax"),
-            check: directive("check"),
+            check: ast.directive("check").map(|d| Word {
+                value: d.value.clone(),
+                span: d.span,
+            }),
             escape: ast.escape,
             meta_args,
             stages,
@@ -522,8 +529,8 @@ impl Parser<'_> {
     fn from(&self) -> Result<From, Diagnostic> {
         let flags = self.flags(&[("platform", Kind::String)])?;
         let words = self.words();
-        let (image, name) = match words {
-            [image] => (image.clone(), None),
+        let (image, name, as_written) = match words {
+            [image] => (image.clone(), None, None),
             [image, as_kw, name] if as_kw.value.eq_ignore_ascii_case("as") => {
                 let lower = name.value.to_lowercase();
                 let valid = lower.starts_with(|c: char| c.is_ascii_lowercase())
@@ -546,6 +553,7 @@ impl Parser<'_> {
                         value: lower,
                         span: name.span,
                     }),
+                    Some((as_kw.clone(), name.clone())),
                 )
             }
             [_, second, _] => {
@@ -561,6 +569,7 @@ impl Parser<'_> {
             image,
             name,
             platform: flags.string("platform"),
+            as_written,
         })
     }
 

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod change;
+pub mod checks;
 pub mod diagnostic;
 pub mod dockerignore;
 pub mod instructions;

@@ -5,6 +5,7 @@
 //! caller provides; the frontend does no I/O of its own.
 
 mod copy;
+mod lint;
 mod metadata;
 mod mounts;
 mod program;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use kiln_llb::image::ImageConfig;
 use kiln_llb::{Definition, Digest, NetworkMode, Platform};
 
+use crate::checks::CheckWarning;
 use crate::diagnostic::Diagnostic;
 use crate::instructions::Dockerfile;
 use crate::syntax;
@@ -51,6 +53,30 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Hostname inside RUN steps (`--add-host`-style settings are not supported yet).
     pub hostname: Option<String>,
+    /// `--check`: lower every stage (not only those the target needs) so that every
+    /// instruction is checked, and report an error beside the warnings instead of failing.
+    pub check_only: bool,
+    /// `--build-context NAME=...`: stages and images named NAME come from here instead.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// Where a named build context's files come from, as lowering sees it (the engine has already
+/// turned directories into local sources and OCI layouts into stored images).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A directory sent as the local source of this name (files only, no image config).
+    Local { source: String },
+    /// An image, looked up through the [`ImageResolver`] (`docker-image://REF`, or an
+    /// `oci-layout://` the engine stored).
+    Image { reference: String },
+    /// A git repository (`https://host/repo.git#ref:subdir`).
+    Git {
+        remote: String,
+        reference: Option<String>,
+        subdir: Option<String>,
+    },
+    /// One file downloaded over HTTP(S).
+    Http { url: String },
 }
 
 impl Default for BuildOptions {
@@ -68,6 +94,8 @@ impl Default for BuildOptions {
             dockerignore: Vec::new(),
             source_date_epoch: None,
             hostname: None,
+            check_only: false,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -149,6 +177,11 @@ pub struct Lowered {
     /// the exporter fills them otherwise, and fills `rootfs`).
     pub config: ImageConfig,
     pub outline: Outline,
+    /// What the build checks found, in Dockerfile order.
+    pub warnings: Vec<CheckWarning>,
+    /// With `check_only`: why lowering failed (or `check=error=true` with violations); the
+    /// graph and config are then empty.
+    pub check_error: Option<Box<Diagnostic>>,
 }
 
 /// Lowers `dockerfile` for `opts`, resolving base images through `resolver`.

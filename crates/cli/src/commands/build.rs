@@ -12,6 +12,7 @@ use kiln_frontend::diagnostic::{Diagnostic, Position, Severity, Span};
 use kiln_image::{CommitOptions, Output};
 use kiln_llb::{NetworkMode, Platform};
 
+use super::check::Call;
 use crate::backend::{Backend, Context};
 use crate::progress::{Mode, Renderer};
 
@@ -87,6 +88,13 @@ pub struct BuildArgs {
     /// Print the build graph, outline, targets or image config instead of building.
     #[arg(long, value_enum)]
     print: Option<Print>,
+    /// Run the build checks on every stage instead of building; exits 1 when a rule is
+    /// violated (`--call=check`).
+    #[arg(long)]
+    check: bool,
+    /// What the build does: `build` (default), `check[,format=json]`, `outline` or `targets`.
+    #[arg(long, value_name = "build|check|outline|targets")]
+    call: Option<String>,
     /// Layer compression: gzip (default), zstd[,level=N] or uncompressed.
     #[arg(long)]
     compression: Option<String>,
@@ -288,6 +296,17 @@ pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
 fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let request = request(&args)?;
     let backend = ctx.backend()?;
+    let call = match (&args.call, args.check) {
+        (Some(c), _) => Call::parse(c)?,
+        (None, true) => Call::Check { json: false },
+        (None, false) => Call::Build,
+    };
+    match call {
+        Call::Check { json } => return Ok(super::check::run(backend, request, json)),
+        Call::Outline => return print_only(backend, &request, Print::Outline),
+        Call::Targets => return print_only(backend, &request, Print::Targets),
+        Call::Build => {}
+    }
     if let Some(print) = args.print {
         return print_only(backend, &request, print);
     }

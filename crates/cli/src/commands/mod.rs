@@ -1,6 +1,7 @@
 //! The `kiln` subcommands, one module per command group.
 
 pub mod build;
+mod check;
 pub mod container;
 pub mod debug;
 pub mod images;

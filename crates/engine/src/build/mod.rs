@@ -125,6 +125,9 @@ pub async fn build(
             .await
             .map_err(EngineError::task("lowering"))??
     };
+    for warning in &lowered.warnings {
+        reporter.warn(warning.short());
+    }
     let definition = lowered.definition;
     reporter.send(Progress::Steps(
         definition

@@ -77,24 +77,33 @@ impl Lowering<'_> {
         let st = self.state(i).clone();
         let dest_raw = self.expand(i, &args.dest.value, span)?;
         let dest = dest_path(&st.cwd, &dest_raw);
-        let chown = match args.chown {
-            Some(c) => {
-                let c = self.expand(i, &c.value, span)?;
-                Some(
-                    Owner::parse(&c)
-                        .ok_or_else(|| error(format!("invalid chown parameter: '{c}'"), span))?,
-                )
-                .map(|o| (c, o))
-            }
-            None => None,
-        };
+        // A value that expands to nothing means no --chown (or --chmod) at all, as in BuildKit.
+        let chown =
+            match args.chown {
+                Some(c) => {
+                    let c = self.expand(i, &c.value, span)?;
+                    if c.is_empty() {
+                        None
+                    } else {
+                        Some(Owner::parse(&c).ok_or_else(|| {
+                            error(format!("invalid chown parameter: '{c}'"), span)
+                        })?)
+                        .map(|o| (c, o))
+                    }
+                }
+                None => None,
+            };
         let chmod = match args.chmod {
             Some(c) => {
                 let c = self.expand(i, &c.value, span)?;
-                Some((
-                    FileMode::parse(&c).map_err(|e| error(e.to_string(), span))?,
-                    c,
-                ))
+                if c.is_empty() {
+                    None
+                } else {
+                    Some((
+                        FileMode::parse(&c).map_err(|e| error(e.to_string(), span))?,
+                        c,
+                    ))
+                }
             }
             None => None,
         };
@@ -250,6 +259,7 @@ impl Lowering<'_> {
                 let src_path = clean(&join("/", &src_dir));
                 if from_source.is_none() {
                     let p = clean(&join("/", src)).trim_start_matches('/').to_owned();
+                    self.lint_ignored_source(is_add, &p, span);
                     context_paths.push(if args.parents {
                         p.replace("/./", "/")
                     } else {

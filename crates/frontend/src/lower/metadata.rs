@@ -27,10 +27,12 @@ impl Lowering<'_> {
             Kind::Env(env) => {
                 let mut expanded = Vec::new();
                 for kv in &env.pairs {
-                    expanded.push((
-                        self.expand(i, &kv.key.value, span)?,
-                        self.expand(i, &kv.value.value, span)?,
-                    ));
+                    if kv.legacy {
+                        self.legacy_key_value("ENV", span);
+                    }
+                    let key = self.expand(i, &kv.key.value, span)?;
+                    self.lint_secret_name("ENV", &key, span);
+                    expanded.push((key, self.expand(i, &kv.value.value, span)?));
                 }
                 let mut msg = String::from("ENV");
                 let st = self.state_mut(i);
@@ -45,6 +47,9 @@ impl Lowering<'_> {
             Kind::Label(label) => {
                 let mut msg = String::from("LABEL");
                 for kv in &label.pairs {
+                    if kv.legacy {
+                        self.legacy_key_value("LABEL", span);
+                    }
                     let k = self.expand(i, &kv.key.value, span)?;
                     let v = self.expand(i, &kv.value.value, span)?;
                     msg.push_str(&format!(" {k}={v}"));
@@ -61,6 +66,7 @@ impl Lowering<'_> {
             }
             Kind::Workdir(w) => {
                 let p = self.expand(i, &w.path.value, span)?;
+                self.lint_workdir(i, &p, span);
                 self.dispatch_workdir(i, &p, instr, command.onbuild)
             }
             Kind::User(u) => {
@@ -100,6 +106,7 @@ impl Lowering<'_> {
                 }
                 let mut parsed = Vec::new();
                 for w in &words {
+                    self.lint_expose(w, span);
                     parsed.extend(parse_ports(w).map_err(|e| error(e, span))?);
                 }
                 self.state_mut(i)
@@ -127,6 +134,7 @@ impl Lowering<'_> {
             }
             Kind::Cmd(cmd) => {
                 let (args, shell_form) = command_args(&cmd.cmd);
+                self.lint_once_and_json(i, "CMD", shell_form, span);
                 let args = self.with_shell(i, args, shell_form);
                 let st = self.state_mut(i);
                 st.image.config.cmd = Some(args.clone());
@@ -137,6 +145,7 @@ impl Lowering<'_> {
             }
             Kind::Entrypoint(cmd) => {
                 let (args, shell_form) = command_args(&cmd.cmd);
+                self.lint_once_and_json(i, "ENTRYPOINT", shell_form, span);
                 let args = self.with_shell(i, args, shell_form);
                 let st = self.state_mut(i);
                 st.image.config.entrypoint = Some(args.clone());
@@ -146,7 +155,10 @@ impl Lowering<'_> {
                 self.history(i, format!("ENTRYPOINT {}", go_quote_list(&args)), false);
                 Ok(())
             }
-            Kind::Healthcheck(h) => self.dispatch_healthcheck(i, h),
+            Kind::Healthcheck(h) => {
+                self.lint_once_and_json(i, "HEALTHCHECK", false, span);
+                self.dispatch_healthcheck(i, h)
+            }
             Kind::Onbuild(o) => {
                 let expression = o.expression.clone();
                 self.state_mut(i).image.config.on_build.push(expression);
@@ -183,6 +195,7 @@ impl Lowering<'_> {
     ) -> Result<()> {
         let mut commit = Vec::new();
         for (key, default) in args {
+            self.lint_secret_name("ARG", key, span);
             let has_value = self.build_args.contains_key(key);
             let mut value = default.clone();
             let mut has_default = default.is_some();

@@ -1,12 +1,15 @@
 //! The lowering's driver: build options and the resolver in; global ARGs, stages resolved,
 //! only the stages `--target` needs dispatched; the target's graph and image config out.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_llb::image::format_rfc3339;
 use kiln_llb::{Definition, Platform};
 
+use super::lint::check_config;
 use super::stage::{Base, Stage, stage_infos, stage_name};
+use crate::checks::Checker;
 use crate::diagnostic::{Diagnostic, Severity, Span};
 use crate::instructions::{
     self, Dockerfile, Instruction as Instr, InstructionKind as Kind, ShellOrExec, Word,
@@ -76,6 +79,8 @@ pub(super) struct Lowering<'a> {
     pub(super) outline: Outline,
     /// `RUN --mount=type=ssh` without a target so far, for their default paths.
     pub(super) ssh_count: usize,
+    /// The build checks' configuration and findings (shared: words are expanded through `&self`).
+    pub(super) checker: RefCell<Checker>,
 }
 
 /// ARG's names with their unexpanded defaults.
@@ -153,9 +158,46 @@ pub(super) fn lower_program(
         stages: Vec::new(),
         outline: Outline::default(),
         ssh_count: 0,
+        checker: RefCell::new(Checker::new(
+            check_config(program, &opts.build_args)?,
+            &opts.dockerfile_name,
+        )),
     };
     l.outline.stages = stage_infos(program);
-    l.run(program)
+    l.lint_program(program);
+    let result = l.run(program);
+    let checker = l.checker.into_inner();
+    let failure = checker.failure();
+    let warnings = checker.into_sorted();
+    match (result, failure) {
+        (Ok(mut lowered), None) => {
+            lowered.warnings = warnings;
+            Ok(lowered)
+        }
+        // `--check` reports what it found and the error together.
+        (result, failure) if opts.check_only => {
+            let error = match result {
+                Err(d) => Some(d),
+                Ok(_) => failure.map(|f| Diagnostic::new(Severity::Error, f, None)),
+            };
+            Ok(Lowered {
+                definition: Definition::new(),
+                config: Default::default(),
+                outline: Outline::default(),
+                warnings,
+                check_error: error.map(Box::new),
+            })
+        }
+        (Err(d), _) => Err(d),
+        // `check=error=true`: the build fails, naming every violation.
+        (Ok(_), Some(failure)) => {
+            let mut d = Diagnostic::new(Severity::Error, failure, None);
+            for w in &warnings {
+                d = d.with_note(w.short());
+            }
+            Err(d)
+        }
+    }
 }
 
 impl Lowering<'_> {
@@ -170,12 +212,20 @@ impl Lowering<'_> {
             .or(last_name);
         self.outline.target = target_name.clone().unwrap_or_else(|| "default".to_owned());
         self.global_args = self.default_args(target_name.as_deref().unwrap_or("default"));
+        self.lint_default_from_args(program);
         self.meta_args(program)?;
         self.epoch = self.source_date_epoch()?;
         self.build_stages(program)?;
         let target = self.find_target()?;
         self.find_dependencies()?;
-        let reachable = self.resolve_reachable(target)?;
+        let mut reachable = self.resolve_reachable(target)?;
+        if self.opts.check_only {
+            // `--check` lowers every stage, so every instruction is checked.
+            for t in 0..program.stages.len() {
+                let more = self.resolve_reachable(t)?;
+                reachable.extend(more);
+            }
+        }
         let stage_count = self.stages.len();
         for (i, stage) in self.stages.iter_mut().enumerate() {
             stage.progress_name = match (&stage.lookup, stage_count) {
@@ -229,6 +279,8 @@ impl Lowering<'_> {
             definition: self.def.pruned(),
             config,
             outline: std::mem::take(&mut self.outline),
+            warnings: Vec::new(),
+            check_error: None,
         })
     }
 

@@ -174,14 +174,18 @@ impl Lowering<'_> {
         for flag in flags {
             let env = self.state(i).env.clone();
             let lexer = self.lexer.clone();
+            let mut unmatched = std::collections::BTreeSet::new();
             let mut expand = |v: &str| -> std::result::Result<String, MountError> {
-                lexer.process_word(v, &env).map_err(|e| MountError {
+                let e = lexer.expand(v, &env).map_err(|e| MountError {
                     message: e.to_string(),
                     help: None,
-                })
+                })?;
+                unmatched.extend(e.unmatched);
+                Ok(e.value)
             };
             let m =
                 mounts::parse_mount(&flag.value, &mut expand).map_err(|e| mount_diag(e, span))?;
+            self.lint_undefined(i, &unmatched, span);
             self.lower_mount(i, m, span, &mut out, &mut secret_env)?;
         }
         Ok((out, secret_env))

@@ -4,15 +4,19 @@
 use std::collections::BTreeSet;
 
 use kiln_llb::image::{ImageConfig, RunConfig};
-use kiln_llb::{ImageSource, Input, Op, Platform, SourceOp};
+use kiln_llb::{
+    CopyAction, FileAction, FileOp, GitSource, HttpSource, ImageSource, Input, LocalSource, Op,
+    OpMetadata, Platform, SourceOp,
+};
 
+use super::lint::OnceTracker;
 use super::program::{Lowering, Result, bug, error, suggestion};
 use super::run::mount_diag;
 use crate::diagnostic::{Diagnostic, Severity, Span};
 use crate::instructions::{self, Dockerfile, Instruction as Instr, InstructionKind as Kind};
 use crate::lower::mounts;
 use crate::lower::util::{clean, default_path_env, join};
-use crate::lower::{ResolvedImage, StageInfo};
+use crate::lower::{NamedContext, ResolvedImage, StageInfo};
 use crate::shell::Lexer;
 use crate::syntax;
 
@@ -25,6 +29,12 @@ pub(super) enum Base {
         scratch_like: bool,
     },
     Stage(usize),
+    /// A `--build-context` of files (a directory, git repository or download), with no
+    /// image config of its own.
+    Context {
+        name: String,
+        context: NamedContext,
+    },
 }
 
 /// One instruction to dispatch; `onbuild` when it is a trigger from the base (ONBUILD).
@@ -72,6 +82,12 @@ pub(super) struct Stage {
     pub(super) cmd_index: usize,
     pub(super) ignore_cache: bool,
     pub(super) state: Option<State>,
+    /// CMD, ENTRYPOINT and HEALTHCHECK seen in this stage (MultipleInstructionsDisallowed).
+    pub(super) once: OnceTracker,
+    /// A WORKDIR of this stage has run (WorkdirRelativePath looks at the first one).
+    pub(super) workdir_set: bool,
+    /// A `--build-context` named like this stage, which replaces it.
+    replaced_by: Option<NamedContext>,
 }
 
 /// The stage list for `--print=targets`.
@@ -123,10 +139,25 @@ fn parse_trigger(text: &str, span: Span) -> Result<Instr> {
 
 impl Lowering<'_> {
     pub(super) fn build_stages(&mut self, program: &Dockerfile) -> Result<()> {
+        let declared: BTreeSet<String> = program
+            .meta_args
+            .iter()
+            .filter_map(|i| match &i.kind {
+                Kind::Arg(a) => Some(a.args.iter().map(|d| d.name.value.clone())),
+                _ => None,
+            })
+            .flatten()
+            .chain(self.global_args.iter().map(|(k, _)| k.clone()))
+            .collect();
         for (i, def) in program.stages.iter().enumerate() {
             let globals = self.global_args.clone();
             let base = &def.from.image.value;
-            let base_name = self.expand_with(base, &globals, def.span)?;
+            let expanded = self
+                .lexer
+                .expand(base, &globals)
+                .map_err(|e| error(e.to_string(), def.span))?;
+            self.lint_from_vars(&expanded, &declared, def.span);
+            let base_name = expanded.value;
             if base_name.is_empty() {
                 return Err(error(
                     format!("base name ({base}) should not be blank"),
@@ -136,7 +167,14 @@ impl Lowering<'_> {
             let platform = match def.from.platform.as_ref().map(|p| &p.value) {
                 None => None,
                 Some(p) => {
-                    let v = self.expand_with(p, &globals, def.span)?;
+                    let expanded = self
+                        .lexer
+                        .expand(p, &globals)
+                        .map_err(|e| error(e.to_string(), def.span))?;
+                    self.lint_from_vars(&expanded, &declared, def.span);
+                    let name = stage_name(def);
+                    self.lint_from_platform(p, &expanded, name.as_deref(), def.span);
+                    let v = expanded.value;
                     if v.is_empty() {
                         return Err(error(
                             format!("empty platform value from expression {p}"),
@@ -153,9 +191,12 @@ impl Lowering<'_> {
                 .stages
                 .iter()
                 .position(|s| s.lookup.as_deref() == Some(base_lower.as_str()));
+            // A build context named like the stage replaces it: its instructions never run.
+            let replaced_by = stage_name(def).and_then(|n| self.named_context(&n).cloned());
             let commands = def
                 .instructions
                 .iter()
+                .filter(|_| replaced_by.is_none())
                 .map(|instr| Command {
                     instr: instr.clone(),
                     onbuild: false,
@@ -185,6 +226,9 @@ impl Lowering<'_> {
                 cmd_index: 0,
                 ignore_cache: false,
                 state: None,
+                once: OnceTracker::default(),
+                workdir_set: false,
+                replaced_by,
             });
         }
         Ok(())
@@ -259,6 +303,9 @@ impl Lowering<'_> {
             cmd_index: 0,
             ignore_cache: false,
             state: None,
+            once: OnceTracker::default(),
+            workdir_set: false,
+            replaced_by: None,
         });
         Ok(self.stages.len() - 1)
     }
@@ -372,12 +419,43 @@ impl Lowering<'_> {
         }
     }
 
+    /// The `--build-context` called `name`, if any (never for `scratch` and `context`).
+    pub(super) fn named_context(&self, name: &str) -> Option<&NamedContext> {
+        if name.eq_ignore_ascii_case("scratch") || name.eq_ignore_ascii_case("context") {
+            return None;
+        }
+        let contexts = &self.opts.named_contexts;
+        if let Some(c) = contexts.get(name) {
+            return Some(c);
+        }
+        // An image name matches in its short form, `:latest` left out (`busybox` for
+        // `docker.io/library/busybox:latest`), as buildx names contexts.
+        let reference = kiln_llb::Reference::parse(name).ok()?;
+        let familiar = reference.familiar();
+        contexts
+            .get(familiar.strip_suffix(":latest").unwrap_or(&familiar))
+            .or_else(|| contexts.get(&familiar))
+    }
+
     fn resolve_base(&mut self, i: usize) -> Result<Base> {
         let stage = &self.stages[i];
+        let span = stage.span;
+        let context = match &stage.replaced_by {
+            Some(c) => Some((stage.lookup.clone().unwrap_or_default(), c.clone())),
+            None => self
+                .named_context(&stage.base_name)
+                .map(|c| (stage.base_name.clone(), c.clone())),
+        };
+        match context {
+            Some((_, NamedContext::Image { reference })) => {
+                return self.resolve_image(i, &reference, &reference, span);
+            }
+            Some((name, context)) => return Ok(Base::Context { name, context }),
+            None => {}
+        }
         if stage.base_name == "scratch" {
             return Ok(Base::Scratch);
         }
-        let span = stage.span;
         let orig = stage.base_name.clone();
         let reference = match kiln_llb::Reference::parse(&orig) {
             Ok(r) => r.to_string(),
@@ -388,12 +466,20 @@ impl Lowering<'_> {
                 ));
             }
         };
+        self.resolve_image(i, &orig, &reference, span)
+    }
+
+    /// Resolves the image `reference` (written `orig`) as the base of stage `i`.
+    fn resolve_image(&mut self, i: usize, orig: &str, reference: &str, span: Span) -> Result<Base> {
+        let stage = &self.stages[i];
+        let orig = orig.to_owned();
         let platform = stage
             .platform
             .clone()
             .unwrap_or_else(|| self.target_platform.clone());
-        match self.resolver.resolve(&reference, &platform) {
+        match self.resolver.resolve(reference, &platform) {
             Ok(mut resolved) => {
+                self.lint_base_platform(&orig, &platform, &resolved.config, span);
                 resolved.config.created = None;
                 // A base's inline build cache describes the base's build, not this one.
                 resolved.config.inline_cache = None;
@@ -474,6 +560,10 @@ impl Lowering<'_> {
                 };
                 from_image(fs, image)
             }
+            Base::Context { name, context } => {
+                let fs = self.context_files(i, &name, &context, span)?;
+                from_image(fs, empty_image(&stage_platform))
+            }
         };
         self.stages[i].state = Some(state);
 
@@ -482,6 +572,66 @@ impl Lowering<'_> {
             self.dispatch(i, command)?;
         }
         Ok(())
+    }
+
+    /// The files of a `--build-context` that is not an image: a git checkout, a download, or
+    /// a directory from the client (copied into a layer, so that RUN can use it as its root).
+    fn context_files(
+        &mut self,
+        i: usize,
+        name: &str,
+        context: &NamedContext,
+        span: Span,
+    ) -> Result<Input> {
+        let label = |what: &str| OpMetadata::named(format!("[context {name}] {what}"));
+        match context {
+            NamedContext::Git {
+                remote,
+                reference,
+                subdir,
+            } => {
+                let op = Op::Source(SourceOp::Git(GitSource {
+                    remote: remote.clone(),
+                    reference: reference.clone(),
+                    subdir: subdir.clone(),
+                    keep_git_dir: false,
+                    checksum: None,
+                }));
+                self.add(op, label(remote), Some(span))
+            }
+            NamedContext::Http { url } => {
+                let op = Op::Source(SourceOp::Http(HttpSource {
+                    url: url.clone(),
+                    checksum: None,
+                    filename: None,
+                    chmod: None,
+                }));
+                self.add(op, label(url), Some(span))
+            }
+            NamedContext::Local { source } => {
+                let local = self.add(
+                    Op::Source(SourceOp::Local(LocalSource {
+                        name: source.clone(),
+                        ..LocalSource::default()
+                    })),
+                    label("load from client"),
+                    None,
+                )?;
+                let scratch = self.scratch()?;
+                let mut copy = CopyAction::new(local, "/", "/");
+                copy.allow_wildcard = false;
+                let meta = self.meta(i, format!("[context {name}] copy from client"), None);
+                self.add(
+                    Op::File(FileOp {
+                        base: scratch,
+                        actions: vec![FileAction::Copy(copy)],
+                    }),
+                    meta,
+                    Some(span),
+                )
+            }
+            NamedContext::Image { .. } => Err(bug("image contexts resolve as images", span)),
+        }
     }
 
     /// The filesystem of an image named only in `--from` (dispatched on first use).

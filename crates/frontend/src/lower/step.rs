@@ -114,10 +114,16 @@ impl Lowering<'_> {
             .map_err(|e| error(e.to_string(), span))
     }
 
-    /// Expands `word` against the environment of stage `stage`.
+    /// Expands `word` against the environment of stage `stage`; a variable that is not set
+    /// there is an UndefinedVar check.
     pub(super) fn expand(&self, stage: usize, word: &str, span: Span) -> Result<String> {
         let env = &self.state(stage).env;
-        self.expand_with(word, env, span)
+        let expansion = self
+            .lexer
+            .expand(word, env)
+            .map_err(|e| error(e.to_string(), span))?;
+        self.lint_undefined(stage, &expansion.unmatched, span);
+        Ok(expansion.value)
     }
 
     /// The state of a stage being dispatched.

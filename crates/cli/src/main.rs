@@ -11,6 +11,7 @@ mod error;
 mod explain;
 mod format;
 mod progress;
+mod runflags;
 #[allow(unsafe_code)]
 mod sys;
 mod table;

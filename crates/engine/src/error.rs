@@ -34,6 +34,12 @@ pub enum EngineError {
     },
     #[error("not supported yet: {0}")]
     NotSupported(String),
+    /// A git remote or checkout failed; the text names the remote, the ref and git's reason.
+    #[error("git: {0}")]
+    Git(String),
+    /// An `--ssh` agent that cannot be used, or a step's ssh mount without one.
+    #[error("ssh: {0}")]
+    Ssh(String),
     /// Something the build was not given the right to do (an entitlement).
     #[error("{0}")]
     NotAllowed(String),

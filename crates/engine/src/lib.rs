@@ -11,22 +11,32 @@
 
 mod build;
 mod context;
+mod contexts;
 mod error;
 mod explain;
+mod extras;
 mod fileop;
+mod git;
 mod mounts;
 mod ops;
 mod progress;
 mod remote_cache;
+mod remote_context;
+mod ssh;
 mod value;
 
 pub use build::{BuildError, BuildRequest, BuildResult, StepLocation, build, lower_only};
 pub use error::EngineError;
 pub use explain::{Reason as ExplainReason, StepExplanation};
+pub use extras::{BuildExtras, ContextOrigin, ContextSpec, ProvenanceMode, RunSettings, Ulimit};
 pub use mounts::{SecretSource, Secrets};
 pub use progress::{Progress, ProgressSender};
 pub use remote_cache::export::Exported as CacheExported;
 pub use remote_cache::{CacheExport, CacheImport, CacheMode, CacheSpecError};
+pub use remote_context::{
+    ContextInput, FetchedContext, bare_repository_url, fetch_context, is_remote_context,
+};
+pub use ssh::SshSpec;
 
 /// The solver's progress vocabulary, re-exported so a front end renders builds without
 /// depending on the solver.

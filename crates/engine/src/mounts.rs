@@ -14,6 +14,7 @@ use kiln_llb::{CacheSharing, Digest, ExecOp, MountKind, MountSource};
 
 use crate::error::EngineError;
 use crate::fileop::copy::{self, CopyOptions, Ownership};
+use crate::ssh::{ServedAgent, SshAgents};
 use crate::value::Value;
 use kiln_image::ImageStore;
 use kiln_image::rootfs::resolve_in_root;
@@ -95,6 +96,8 @@ pub struct Prepared {
     _temps: Vec<tempfile::TempDir>,
     /// `sharing=locked` (and `private`, see below) cache mounts hold a file lock for the run.
     _locks: Vec<File>,
+    /// ssh agents served to the step, stopped when it is done.
+    _ssh: Vec<ServedAgent>,
 }
 
 impl Prepared {
@@ -160,6 +163,7 @@ pub fn prepare(
     index: &[Digest],
     inputs: &[Value],
     secrets: &Secrets,
+    ssh: &SshAgents,
 ) -> Result<Prepared, EngineError> {
     let mut out = Prepared {
         mounts: Vec::new(),
@@ -168,8 +172,9 @@ pub fn prepare(
         scratch: Vec::new(),
         _temps: Vec::new(),
         _locks: Vec::new(),
+        _ssh: Vec::new(),
     };
-    let result = prepare_into(&mut out, images, exec, digest, index, inputs, secrets);
+    let result = prepare_into(&mut out, images, exec, digest, index, inputs, secrets, ssh);
     match result {
         Ok(()) => Ok(out),
         Err(e) => {
@@ -179,6 +184,7 @@ pub fn prepare(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn prepare_into(
     out: &mut Prepared,
     images: &ImageStore,
@@ -187,6 +193,7 @@ fn prepare_into(
     index: &[Digest],
     inputs: &[Value],
     secrets: &Secrets,
+    ssh: &SshAgents,
 ) -> Result<(), EngineError> {
     for (n, mount) in exec.mounts.iter().enumerate() {
         let target = PathBuf::from(&mount.target);
@@ -317,10 +324,29 @@ fn prepare_into(
                     readonly: true,
                 });
             }
-            MountKind::Ssh { id, .. } => {
-                return Err(EngineError::NotSupported(format!(
-                    "RUN --mount=type=ssh (id {id})"
-                )));
+            MountKind::Ssh {
+                id,
+                uid,
+                gid,
+                mode,
+                required,
+            } => {
+                let served = ssh.serve(id, socket_dir(images)?, (*uid, *gid), *mode)?;
+                let Some(served) = served else {
+                    if *required {
+                        let id = if id.is_empty() { "default" } else { id };
+                        return Err(EngineError::Ssh(format!(
+                            "no ssh agent {id:?} was given to this build: build with --ssh {id}"
+                        )));
+                    }
+                    continue;
+                };
+                out.mounts.push(sandbox::Mount::Bind {
+                    source: served.socket().to_path_buf(),
+                    target,
+                    readonly: false,
+                });
+                out._ssh.push(served);
             }
         }
     }
@@ -337,6 +363,19 @@ fn prepare_into(
         }
     }
     Ok(())
+}
+
+/// A directory for an agent socket: under the store when the path fits a socket address
+/// (108 bytes on Linux), else under the system's temporary directory.
+fn socket_dir(images: &ImageStore) -> Result<tempfile::TempDir, EngineError> {
+    let dir = images.tempdir("ssh-")?;
+    if dir.path().join("agent.sock").as_os_str().len() < 100 {
+        return Ok(dir);
+    }
+    tempfile::Builder::new()
+        .prefix("kiln-ssh-")
+        .tempdir()
+        .map_err(io("create a directory for an ssh agent socket"))
 }
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {

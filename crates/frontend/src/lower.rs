@@ -233,13 +233,25 @@ mod tests {
     }
 
     #[test]
-    fn run_device_is_refused_not_ignored() {
+    fn run_device_lowers_into_the_exec_op() {
+        let text =
+            "FROM scratch\nRUN --device=/dev/fuse --device=vendor.com/gpu=all,required true\n";
+        let lowered = lower_text(text, NetworkMode::Default).unwrap();
+        let dump = crate::print::llb_text(&lowered.definition);
+        assert!(
+            dump.contains("device: /dev/fuse device: vendor.com/gpu=all (required)"),
+            "{dump}"
+        );
         let err = lower_text(
-            "FROM scratch\nRUN --device=/dev/fuse true\n",
+            "FROM scratch\nRUN --device=/dev/fuse,colour=red true\n",
             NetworkMode::Default,
         )
         .unwrap_err();
-        assert_eq!(err.message, "not supported yet: RUN --device");
+        assert!(
+            err.message.contains("invalid device option"),
+            "{}",
+            err.message
+        );
         assert_eq!(
             err.span.map(|s| (s.start.line, s.start.column)),
             Some((2, 5))

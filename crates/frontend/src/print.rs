@@ -174,6 +174,14 @@ fn write_exec(out: &mut String, exec: &ExecOp, index: &BTreeMap<Digest, usize>) 
     if exec.security == SecurityMode::Insecure {
         out.push_str(" security: insecure");
     }
+    for d in &exec.devices {
+        let _ = write!(
+            out,
+            " device: {}{}",
+            d.name,
+            if d.required { " (required)" } else { "" }
+        );
+    }
     out.push('\n');
     for m in &exec.mounts {
         let _ = write!(out, "    mount {} ", m.target);

@@ -46,6 +46,67 @@ impl ImageStore {
         self.finish_load(&import)
     }
 
+    /// One image of an OCI layout directory (the one whose manifest or index is `digest`, or
+    /// the layout's only image) for a build's `oci-layout://` context. It is keyed by its ID
+    /// only: the layout's own names must not re-point the store's.
+    pub fn load_layout_image(
+        &self,
+        dir: &Path,
+        digest: Option<&kiln_oci::Digest>,
+    ) -> Result<Image, ImageError> {
+        let import = Import::from_dir(dir, &options(self)).map_err(load_err)?;
+        let lease = self
+            .store()
+            .create_lease(&kiln_cache::LeaseOptions::default())?;
+        let sink = kiln_oci::store::LeasedStore {
+            store: self.store(),
+            lease: &lease.id,
+        };
+        let chosen = import.commit(&sink).map_err(load_err).and_then(|images| {
+            let found: Vec<&LoadedImage> = images
+                .iter()
+                .filter(|l| digest.is_none_or(|d| l.descriptor.digest == *d))
+                .collect();
+            match found.as_slice() {
+                [one] => {
+                    let d = &one.descriptor;
+                    // Already stored under some name: use that, add no key.
+                    if let Ok(image) = self.image(&d.digest.to_string())
+                        && image.manifest_digest == d.digest
+                    {
+                        return Ok(image);
+                    }
+                    let name = format!("sha256:{}", self.config_digest_of(d)?.hex());
+                    self.store().set_image_ref(
+                        &name,
+                        &ImageRef {
+                            target: d.digest,
+                            media_type: d.media_type.clone(),
+                            size: d.size,
+                            created: Timestamp::now(),
+                        },
+                    )?;
+                    self.image(&name)
+                }
+                [] => Err(ImageError::NotFound(format!(
+                    "{}@{}",
+                    dir.display(),
+                    digest.map(|d| d.to_string()).unwrap_or_default()
+                ))),
+                _ => Err(ImageError::Conflict(format!(
+                    "the OCI layout {} holds {} images: name one with oci-layout://{}@sha256:...",
+                    dir.display(),
+                    found.len(),
+                    dir.display()
+                ))),
+            }
+        });
+        let released = self.store().delete_lease(&lease.id);
+        let chosen = chosen?;
+        released?;
+        Ok(chosen)
+    }
+
     fn finish_load(&self, import: &Import) -> Result<Vec<Loaded>, ImageError> {
         // A lease keeps a concurrent prune from collecting the blobs between their commit and
         // the names that make them reachable; it ends with this call (or with the process).

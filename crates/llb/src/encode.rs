@@ -220,6 +220,16 @@ impl Encoder<'_> {
             SecurityMode::Sandbox => 1,
             SecurityMode::Insecure => 2,
         });
+        // Added after the encoding was pinned: written only when there are devices, so the
+        // digests of every op without them stay as they were.
+        if !exec.devices.is_empty() {
+            self.tag(0x44);
+            self.len(exec.devices.len());
+            for device in &exec.devices {
+                self.str(&device.name);
+                self.bool(device.required);
+            }
+        }
     }
 
     fn mount_source(&mut self, source: &MountSource) {

@@ -21,7 +21,7 @@ pub use definition::{
 pub use digest::{Digest, DigestParseError};
 pub use encode::{encode_op, encode_op_without_inputs, op_digest};
 pub use op::{
-    CacheSharing, ChmodError, CopyAction, ExecOp, FileAction, FileMode, FileOp, GitSource,
+    CacheSharing, ChmodError, CopyAction, Device, ExecOp, FileAction, FileMode, FileOp, GitSource,
     HttpSource, IdOrName, ImageSource, Input, LocalSource, MergeOp, MkdirAction, MkfileAction,
     Mount, MountKind, MountSource, NetworkMode, Op, Owner, Platform, PlatformParseError, RmAction,
     SecretEnv, SecurityMode, SourceOp, SymlinkAction,

@@ -266,6 +266,17 @@ pub struct ExecOp {
     pub secret_env: Vec<SecretEnv>,
     pub network: NetworkMode,
     pub security: SecurityMode,
+    /// Devices the step asks for (`RUN --device`), in order.
+    pub devices: Vec<Device>,
+}
+
+/// A device a RUN step asks for: a host device node (`/dev/fuse`) or a CDI device name
+/// (`vendor.com/class=name`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Device {
+    pub name: String,
+    /// Fail the step when the device is missing (else it runs without it).
+    pub required: bool,
 }
 
 /// A mount inside an Exec op's sandbox.

@@ -45,6 +45,7 @@ fn run(root: Input, extra: Vec<Mount>) -> ExecOp {
         secret_env: vec![],
         network: NetworkMode::Default,
         security: SecurityMode::Sandbox,
+        devices: Vec::new(),
     }
 }
 

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use kiln_engine::{BuildError, BuildRequest, CancellationToken};
+use kiln_engine::{
+    BuildError, BuildRequest, CancellationToken, ContextInput, ContextSpec, FetchedContext,
+    ProvenanceMode,
+};
 use kiln_frontend::diagnostic::{Diagnostic, Position, Severity, Span};
 use kiln_image::{CommitOptions, Output};
 use kiln_llb::{NetworkMode, Platform};
@@ -15,6 +18,7 @@ use kiln_llb::{NetworkMode, Platform};
 use super::check::Call;
 use crate::backend::{Backend, Context};
 use crate::progress::{Mode, Renderer};
+use crate::runflags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Print {
@@ -34,7 +38,9 @@ pub enum NetworkArg {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The build context directory, or `-` to read a Dockerfile from stdin with no context.
+    /// The build context: a directory, `-` (a tar archive or a Dockerfile on stdin), a git
+    /// repository (`https://host/repo.git#ref:subdir`, `git://`, `file://`, a path to a bare
+    /// repository) or the http(s) URL of a tarball or Dockerfile.
     context: String,
     /// Name and optionally tag the image (`name:tag`); repeatable.
     #[arg(short, long = "tag")]
@@ -125,6 +131,28 @@ pub struct BuildArgs {
     /// privileged; `network.host` is accepted (host networking needs no grant here).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
+    /// Add a named context: `NAME=DIR`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[@DIGEST]` or `NAME=URL` (git or http); `FROM NAME`,
+    /// `COPY --from=NAME` and a stage called NAME use it. Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
+    /// Give `RUN --mount=type=ssh` an ssh agent: `default` ($SSH_AUTH_SOCK), `ID=SOCKET` or
+    /// `ID=KEYFILE[,KEYFILE]`. Repeatable.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE]]")]
+    ssh: Vec<String>,
+    /// Add a line to /etc/hosts of RUN steps (`HOST:IP`); repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
+    /// A resource limit for RUN steps (`nofile=1024:2048`); repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// The size of /dev/shm in RUN steps (`64m`).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// Attach a SLSA provenance attestation to the image: `mode=min` (default with a bare
+    /// `true`) or `mode=max`.
+    #[arg(long, value_name = "mode=min|max")]
+    provenance: Option<String>,
 }
 
 /// The `--output`s of a build, parsed and checked to fit one committed image.
@@ -147,19 +175,67 @@ fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
-    let (context, dockerfile, dockerfile_name, dockerfile_path) = if args.context == "-" {
+/// The context directory and the Dockerfile: a directory as given, or a context fetched into
+/// one (stdin, a URL, a git repository; kept alive by the returned [`FetchedContext`]).
+struct Sources {
+    context: Option<PathBuf>,
+    dockerfile: Vec<u8>,
+    dockerfile_name: String,
+    dockerfile_path: Option<PathBuf>,
+    fetched: Option<FetchedContext>,
+}
+
+fn sources(args: &BuildArgs, root: &Path) -> anyhow::Result<Sources> {
+    let stdin_dockerfile = args.file.as_deref() == Some(Path::new("-"));
+    let fetch = |input: ContextInput<'_>| {
+        kiln_engine::fetch_context(input, &root.join("tmp"))
+            .map_err(|e| anyhow::anyhow!("{}", crate::error::chain_of(&e)))
+    };
+    let fetched = if args.context == "-" {
+        if stdin_dockerfile {
+            bail!("-f - and a context from stdin (-) cannot both read stdin");
+        }
+        Some(fetch(ContextInput::Stdin(&mut std::io::stdin().lock()))?)
+    } else if kiln_engine::is_remote_context(&args.context) {
+        Some(fetch(ContextInput::Url(&args.context))?)
+    } else if let Some(url) = kiln_engine::bare_repository_url(&args.context) {
+        Some(fetch(ContextInput::Url(&url))?)
+    } else {
+        None
+    };
+    // A Dockerfile where a context was expected (stdin text, a URL of a plain file): the build
+    // has no context, as with `docker build - < Dockerfile`.
+    if let Some(f) = &fetched
+        && let Some(text) = &f.dockerfile
+    {
+        return Ok(Sources {
+            context: None,
+            dockerfile: text.clone(),
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile_path: None,
+            fetched,
+        });
+    }
+    let context = match &fetched {
+        Some(f) => f.path.clone(),
+        None => {
+            let context = PathBuf::from(&args.context);
+            if !context.is_dir() {
+                bail!("build context {} is not a directory", context.display());
+            }
+            context
+        }
+    };
+    let (text, name, path) = if stdin_dockerfile {
         let mut text = Vec::new();
         std::io::stdin()
             .read_to_end(&mut text)
             .context("failed to read the Dockerfile from stdin")?;
-        (None, text, "Dockerfile".to_string(), None)
+        (text, "Dockerfile".to_string(), None)
     } else {
-        let context = PathBuf::from(&args.context);
-        if !context.is_dir() {
-            bail!("build context {} is not a directory", context.display());
-        }
         let path = match &args.file {
+            // A fetched context holds its Dockerfile: -f names a path inside it.
+            Some(f) if fetched.is_some() => context.join(f),
             Some(f) => f.clone(),
             None => {
                 let upper = context.join("Dockerfile");
@@ -178,13 +254,28 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
             .as_ref()
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "Dockerfile".to_string());
-        (
-            Some(std::fs::canonicalize(&context).unwrap_or(context)),
-            text,
-            name,
-            Some(path),
-        )
+        (text, name, Some(path))
     };
+    Ok(Sources {
+        context: Some(std::fs::canonicalize(&context).unwrap_or(context)),
+        dockerfile: text,
+        dockerfile_name: name,
+        dockerfile_path: path,
+        fetched,
+    })
+}
+
+fn request(
+    args: &BuildArgs,
+    root: &Path,
+) -> anyhow::Result<(BuildRequest, Option<FetchedContext>)> {
+    let Sources {
+        context,
+        dockerfile,
+        dockerfile_name,
+        dockerfile_path,
+        fetched,
+    } = sources(args, root)?;
     let mut build_args = Vec::new();
     for arg in &args.build_args {
         match arg.split_once('=') {
@@ -255,12 +346,17 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     for entitlement in &args.allow {
         match entitlement.as_str() {
             "security.insecure" => request.allow_insecure = true,
+            "device" => request.extras.run.allow_devices = true,
             "network.host" => {}
             other => {
-                bail!("unknown entitlement {other:?}: expected security.insecure or network.host")
+                bail!(
+                    "unknown entitlement {other:?}: expected security.insecure, device or network.host"
+                )
             }
         }
     }
+    extras(args, &mut request.extras)?;
+    request.extras.origin = fetched.as_ref().and_then(|f| f.origin.clone());
     for spec in &args.cache_from {
         request.cache_from.push(
             spec.parse()
@@ -280,7 +376,47 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         },
         ..CommitOptions::default()
     };
-    Ok(request)
+    Ok((request, fetched))
+}
+
+/// `--build-context`, `--ssh`, `--add-host`, `--ulimit`, `--shm-size`, `--provenance`.
+fn extras(args: &BuildArgs, extras: &mut kiln_engine::BuildExtras) -> anyhow::Result<()> {
+    for value in &args.build_contexts {
+        let (name, spec) = value
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("invalid --build-context {value:?}: expected NAME=VALUE")
+            })?;
+        let spec = ContextSpec::parse(spec)
+            .map_err(|e| anyhow::anyhow!("invalid --build-context {value:?}: {e}"))?;
+        extras.contexts.push((name.to_string(), spec));
+    }
+    for value in &args.ssh {
+        extras
+            .ssh
+            .push(kiln_engine::SshSpec::parse(value).map_err(anyhow::Error::msg)?);
+    }
+    for value in &args.add_hosts {
+        extras
+            .run
+            .extra_hosts
+            .push(runflags::parse_add_host(value).map_err(anyhow::Error::msg)?);
+    }
+    for value in &args.ulimits {
+        let (name, soft, hard) = runflags::parse_ulimit(value).map_err(anyhow::Error::msg)?;
+        extras
+            .run
+            .ulimits
+            .push(kiln_engine::Ulimit { name, soft, hard });
+    }
+    if let Some(size) = &args.shm_size {
+        extras.run.shm_size = Some(runflags::parse_size(size).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(value) = &args.provenance {
+        extras.provenance = ProvenanceMode::parse(value).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
@@ -294,7 +430,8 @@ pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
 }
 
 fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let request = request(&args)?;
+    // A fetched context lives until the build is done.
+    let (request, _fetched) = request(&args, ctx.root())?;
     let backend = ctx.backend()?;
     let call = match (&args.call, args.check) {
         (Some(c), _) => Call::parse(c)?,

@@ -64,7 +64,8 @@ fn lower_with(
     request: &BuildRequest,
     reporter: &Reporter,
 ) -> Result<lower::Lowered, BuildError> {
-    let options = with_dockerignore(request)?;
+    let mut options = with_dockerignore(request)?;
+    options.named_contexts = crate::contexts::for_lowering(images, &request.extras)?;
     let resolver = StoreResolver {
         images,
         pull: request.pull,
@@ -139,7 +140,23 @@ pub async fn build(
         return Err(EngineError::Bug("the frontend produced a graph without a root".into()).into());
     };
     check_entitlements(&definition, &request)?;
-    let env = build_env(&images, &request, &definition)?;
+    let git_commits = {
+        let definition = definition.clone();
+        tokio::task::spawn_blocking(move || crate::ops::resolve_git_sources(&definition))
+            .await
+            .map_err(EngineError::task("git"))?
+    }
+    .map_err(|(vertex, e)| {
+        step_error(
+            &definition,
+            SolveError::VertexFailed {
+                vertex,
+                source: Arc::new(e),
+                cancelled: Vec::new(),
+            },
+        )
+    })?;
+    let env = build_env(&images, &request, &definition, git_commits)?;
     let graph = graph_of(&definition, &env)?;
 
     let config = SolverConfig {
@@ -210,17 +227,24 @@ pub async fn build(
 /// Entitlements are checked before anything runs or is found in the cache, as BuildKit does:
 /// a cached insecure step must not slip through a build that was not granted it.
 fn check_entitlements(definition: &Definition, request: &BuildRequest) -> Result<(), BuildError> {
-    if request.allow_insecure {
-        return Ok(());
-    }
-    match definition.topological().find(|(_, op)| {
-        matches!(op, kiln_llb::Op::Exec(e) if e.security == kiln_llb::SecurityMode::Insecure)
-    }) {
-        Some((digest, _)) => Err(step_error(
+    let refused = |op: &kiln_llb::Op| match op {
+        kiln_llb::Op::Exec(e) if e.security == kiln_llb::SecurityMode::Insecure => {
+            (!request.allow_insecure).then(crate::ops::insecure_not_allowed)
+        }
+        kiln_llb::Op::Exec(e) if !e.devices.is_empty() => {
+            (!request.extras.run.allow_devices).then(crate::ops::devices_not_allowed)
+        }
+        _ => None,
+    };
+    match definition
+        .topological()
+        .find_map(|(digest, op)| refused(op).map(|e| (digest, e)))
+    {
+        Some((digest, error)) => Err(step_error(
             definition,
             SolveError::VertexFailed {
                 vertex: digest,
-                source: Arc::new(crate::ops::insecure_not_allowed()),
+                source: Arc::new(error),
                 cancelled: Vec::new(),
             },
         )),
@@ -233,6 +257,7 @@ fn build_env(
     images: &Arc<ImageStore>,
     request: &BuildRequest,
     definition: &Definition,
+    git_commits: std::collections::BTreeMap<Digest, String>,
 ) -> Result<Arc<BuildEnv>, BuildError> {
     let ignore = match read_dockerignore(request)? {
         Some(text) => Some(
@@ -255,12 +280,14 @@ fn build_env(
         }
     };
     crate::context::load_stat_cache(&context_dir, Some(&images.root().join("context-cache")));
+    let mut locals = vec![(
+        request.options.context_name.clone(),
+        Arc::new(LocalDir::new(context_dir, ignore)),
+    )];
+    locals.extend(crate::contexts::locals(&request.extras)?);
     Ok(Arc::new(BuildEnv {
         images: images.clone(),
-        locals: vec![(
-            request.options.context_name.clone(),
-            Arc::new(LocalDir::new(context_dir, ignore)),
-        )],
+        locals,
         _empty_context: empty_context,
         session: format!(
             "{}-{}",
@@ -278,6 +305,9 @@ fn build_env(
             .map(|(digest, _)| digest)
             .collect(),
         allow_insecure: request.allow_insecure,
+        git_commits,
+        ssh: Arc::new(crate::ssh::SshAgents::load(&request.extras.ssh)?),
+        run: request.extras.run.clone(),
     }))
 }
 

@@ -8,6 +8,7 @@ use kiln_image::{CommitOptions, Image, Output};
 use kiln_llb::{Digest, NetworkMode, Range};
 
 use crate::error::EngineError;
+use crate::extras::BuildExtras;
 use crate::mounts::Secrets;
 use crate::remote_cache::export::Exported;
 use crate::remote_cache::{CacheExport, CacheImport};
@@ -48,6 +49,8 @@ pub struct BuildRequest {
     /// ([`Progress::Explain`](crate::Progress::Explain)). What goes into each step's key is
     /// recorded on every build either way.
     pub explain: bool,
+    /// Named contexts, ssh agents, RUN settings, provenance (all empty by default).
+    pub extras: BuildExtras,
 }
 
 impl BuildRequest {
@@ -73,6 +76,7 @@ impl BuildRequest {
             cache_to: Vec::new(),
             allow_insecure: false,
             explain: false,
+            extras: BuildExtras::default(),
         }
     }
 

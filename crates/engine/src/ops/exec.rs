@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_executor::sandbox::{self, CancelToken, Network, RootFs, SandboxSpec, User};
+use kiln_executor::sandbox::{
+    self, CancelToken, Network, Rlimit, RlimitResource, RootFs, SandboxSpec, User,
+};
 use kiln_executor::snapshot::{Mounts, SnapshotId};
 use kiln_image::rootfs::clean_abs;
 use kiln_image::rootfs::user::{self as owner, ResolvedUser};
@@ -14,7 +16,9 @@ use kiln_solver::{ExecCtx, Stream};
 
 use super::{Vertex, commit_or_discard, input_indexes, value_of};
 use crate::error::EngineError;
+use crate::extras::RunSettings;
 use crate::mounts::{self, Secrets};
+use crate::ssh::SshAgents;
 use crate::value::Value;
 
 impl Vertex {
@@ -56,13 +60,15 @@ impl Vertex {
             })
         };
         let inputs = inputs.to_vec();
-        let secrets = self.env.secrets.clone();
+        let env = self.env.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mounts = ExecMounts {
                 index: &index,
                 inputs: &inputs,
-                secrets: &secrets,
+                secrets: &env.secrets,
+                ssh: &env.ssh,
             };
+            let limits = run_limits(&env.run)?;
             run_exec(
                 &images,
                 &exec,
@@ -72,6 +78,7 @@ impl Vertex {
                 &log_ctx,
                 &cancel,
                 &mounts,
+                &limits,
             )
         })
         .await
@@ -86,6 +93,56 @@ struct ExecMounts<'a> {
     index: &'a [Digest],
     inputs: &'a [Value],
     secrets: &'a Secrets,
+    ssh: &'a SshAgents,
+}
+
+/// The build's `--add-host`, `--ulimit` and `--shm-size`, as the sandbox takes them.
+struct RunLimits {
+    extra_hosts: Vec<(String, std::net::IpAddr)>,
+    rlimits: Vec<Rlimit>,
+    shm_size: Option<u64>,
+}
+
+fn run_limits(run: &RunSettings) -> Result<RunLimits, EngineError> {
+    let mut rlimits = Vec::new();
+    for u in &run.ulimits {
+        let resource = rlimit_resource(&u.name).ok_or_else(|| {
+            EngineError::NotSupported(format!("--ulimit {}: unknown resource", u.name))
+        })?;
+        rlimits.push(Rlimit {
+            resource,
+            soft: u.soft,
+            hard: u.hard,
+        });
+    }
+    Ok(RunLimits {
+        extra_hosts: run.extra_hosts.clone(),
+        rlimits,
+        shm_size: run.shm_size,
+    })
+}
+
+/// Docker's `--ulimit` names.
+fn rlimit_resource(name: &str) -> Option<RlimitResource> {
+    use RlimitResource::*;
+    Some(match name {
+        "core" => Core,
+        "cpu" => Cpu,
+        "data" => Data,
+        "fsize" => Fsize,
+        "locks" => Locks,
+        "memlock" => Memlock,
+        "msgqueue" => Msgqueue,
+        "nice" => Nice,
+        "nofile" => Nofile,
+        "nproc" => Nproc,
+        "rss" => Rss,
+        "rtprio" => Rtprio,
+        "rttime" => Rttime,
+        "sigpending" => Sigpending,
+        "stack" => Stack,
+        _ => return None,
+    })
 }
 
 /// Runs the sandbox, with the op's `--mount`s prepared around it (in a private mount namespace
@@ -123,6 +180,7 @@ fn run_sandbox(
             extra.index,
             extra.inputs,
             extra.secrets,
+            extra.ssh,
         )?;
         let mut spec = spec.clone();
         spec.mounts.extend(prepared.mounts.iter().cloned());
@@ -149,6 +207,7 @@ fn run_exec(
     ctx: &ExecCtx,
     cancel: &CancelToken,
     extra: &ExecMounts<'_>,
+    limits: &RunLimits,
 ) -> Result<Value, EngineError> {
     let active = images
         .snapshots()
@@ -191,6 +250,20 @@ fn run_exec(
         spec.etc_hostname = false;
         spec.network = network;
         spec.state_dir = images.root().join("run");
+        if !exec.devices.is_empty() {
+            spec.mounts.extend(device_mounts(exec)?);
+        }
+        spec.extra_hosts = limits.extra_hosts.clone();
+        spec.rlimits = limits.rlimits.clone();
+        if let Some(size) = limits.shm_size {
+            // The sandbox's own /dev/shm gives way to a mount of the caller's there.
+            spec.mounts.push(kiln_executor::sandbox::Mount::Tmpfs {
+                target: PathBuf::from("/dev/shm"),
+                size: Some(size),
+                mode: Some(0o1777),
+                readonly: false,
+            });
+        }
         if exec.security == SecurityMode::Insecure {
             // BuildKit's insecure mode: every capability, no seccomp filter, /proc and /sys
             // unmasked (the entitlement was checked before the step started).
@@ -280,6 +353,55 @@ pub(crate) fn insecure_not_allowed() -> EngineError {
          --allow security.insecure"
             .into(),
     )
+}
+
+/// Why a `RUN --device` step may not run: the build was not granted it.
+pub(crate) fn devices_not_allowed() -> EngineError {
+    EngineError::NotAllowed(
+        "RUN --device needs the device entitlement: build with --allow device".into(),
+    )
+}
+
+/// The sandbox mounts for a step's `RUN --device`s: each host device node bound at its own
+/// path. CDI device names need a CDI registry, which kiln does not read yet.
+fn device_mounts(exec: &ExecOp) -> Result<Vec<kiln_executor::sandbox::Mount>, EngineError> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    for device in &exec.devices {
+        if !device.name.starts_with("/dev/") {
+            if device.required {
+                return Err(EngineError::NotSupported(format!(
+                    "CDI device {} (RUN --device takes a host device path such as /dev/fuse)",
+                    device.name
+                )));
+            }
+            continue;
+        }
+        let path = PathBuf::from(clean_abs(&device.name));
+        match std::fs::metadata(&path) {
+            Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {
+                out.push(kiln_executor::sandbox::Mount::Bind {
+                    source: path.clone(),
+                    target: path,
+                    readonly: false,
+                });
+            }
+            Ok(_) => {
+                return Err(EngineError::NotAllowed(format!(
+                    "RUN --device={}: not a device node",
+                    device.name
+                )));
+            }
+            Err(_) if !device.required => {}
+            Err(source) => {
+                return Err(EngineError::Io {
+                    what: format!("find device {}", device.name),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every capability this kernel has (bits 0 to `cap_last_cap`).

@@ -9,6 +9,7 @@ mod file;
 mod merge;
 mod source;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_image::ImageStore;
@@ -19,7 +20,8 @@ use crate::error::EngineError;
 use crate::mounts::Secrets;
 use crate::value::{LocalDir, Value};
 
-pub(crate) use exec::insecure_not_allowed;
+pub(crate) use exec::{devices_not_allowed, insecure_not_allowed};
+pub(crate) use source::resolve_git_sources;
 
 /// Settings shared by every vertex of one build.
 #[derive(Debug)]
@@ -40,6 +42,12 @@ pub struct BuildEnv {
     pub local_sources: Vec<Digest>,
     /// `kiln build --allow security.insecure`: `RUN --security=insecure` may run privileged.
     pub allow_insecure: bool,
+    /// The commit each git source's ref resolved to for this build (its cache key).
+    pub git_commits: BTreeMap<Digest, String>,
+    /// `kiln build --ssh`: what `RUN --mount=type=ssh` is served.
+    pub ssh: Arc<crate::ssh::SshAgents>,
+    /// `--add-host`, `--ulimit`, `--shm-size`: every RUN step gets them.
+    pub run: crate::extras::RunSettings,
 }
 
 /// One LLB op of a build, ready for the solver.
@@ -60,11 +68,15 @@ impl Operation for Vertex {
         let mut key = b"kiln-engine/op/v2\0".to_vec();
         match &self.op {
             Op::Source(SourceOp::Image(image)) => self.image_key(image, &mut key),
+            Op::Source(SourceOp::Git(git)) => self.git_key(git, &mut key),
             op => {
                 // Inputs by position: their own keys stand for them in the solver's key.
                 key.extend_from_slice(&kiln_llb::encode_op_without_inputs(op, &input_indexes(op)));
                 if let Op::Source(SourceOp::Local(_)) = op {
                     self.local_key(&mut key);
+                }
+                if let Op::Exec(_) = op {
+                    run_settings_key(&self.env.run, &mut key);
                 }
             }
         }
@@ -97,6 +109,10 @@ impl Operation for Vertex {
             Op::Source(SourceOp::Http(http)) => {
                 source::download(self.env.images.clone(), http, self.digest).await
             }
+            Op::Source(SourceOp::Git(git)) => {
+                let commit = self.env.git_commits.get(&self.digest).cloned();
+                source::git_checkout(self.env.images.clone(), git, commit, self.digest).await
+            }
             Op::Source(source) => self.source(source),
             Op::Exec(exec) => self.exec(exec, inputs, ctx).await,
             Op::File(file) => file::execute(self, file, inputs).await,
@@ -106,6 +122,24 @@ impl Operation for Vertex {
 
     fn ignore_cache(&self) -> bool {
         self.ignore_cache
+    }
+}
+
+/// What `--add-host`, `--ulimit` and `--shm-size` add to a RUN step's key (BuildKit keeps them
+/// in the exec op): nothing when none is given, so other keys stay as they were.
+fn run_settings_key(run: &crate::extras::RunSettings, key: &mut Vec<u8>) {
+    if run.extra_hosts.is_empty() && run.ulimits.is_empty() && run.shm_size.is_none() {
+        return;
+    }
+    key.extend_from_slice(b"\0run-settings\0");
+    for (name, ip) in &run.extra_hosts {
+        key.extend_from_slice(format!("host\0{name}\0{ip}\0").as_bytes());
+    }
+    for u in &run.ulimits {
+        key.extend_from_slice(format!("ulimit\0{}\0{}\0{}\0", u.name, u.soft, u.hard).as_bytes());
+    }
+    if let Some(size) = run.shm_size {
+        key.extend_from_slice(format!("shm\0{size}\0").as_bytes());
     }
 }
 

@@ -77,7 +77,8 @@ pub(super) struct Lowering<'a> {
     pub(super) proxy_env: Vec<(String, String)>,
     pub(super) stages: Vec<Stage>,
     pub(super) outline: Outline,
-    /// `RUN --mount=type=ssh` without a target so far, for their default paths.
+    /// `RUN --mount=type=ssh` without a target so far in the current RUN, for their default
+    /// paths.
     pub(super) ssh_count: usize,
     /// The build checks' configuration and findings (shared: words are expanded through `&self`).
     pub(super) checker: RefCell<Checker>,

@@ -2,8 +2,8 @@
 //! (bind, cache, tmpfs, secret, ssh), with the history entry BuildKit writes.
 
 use kiln_llb::{
-    CacheSharing, ExecOp, FileAction, FileOp, Input, MkfileAction, Mount, MountKind, MountSource,
-    NetworkMode, Op, OpMetadata, SecretEnv, SecurityMode,
+    CacheSharing, Device, ExecOp, FileAction, FileOp, Input, MkfileAction, Mount, MountKind,
+    MountSource, NetworkMode, Op, OpMetadata, SecretEnv, SecurityMode,
 };
 
 use super::program::{Lowering, Result, command_args, error, get_pair, is_proxy, set_pair};
@@ -18,8 +18,10 @@ impl Lowering<'_> {
     /// RUN: one Exec op on the stage's filesystem.
     pub(super) fn dispatch_run(&mut self, i: usize, command: &Command, run: &Run) -> Result<()> {
         let span = command.instr.span;
-        if let Some(device) = run.devices.first() {
-            return Err(error("not supported yet: RUN --device", device.span));
+        let mut devices = Vec::new();
+        for d in &run.devices {
+            let value = self.expand(i, &d.value, span)?;
+            devices.push(parse_device(&value).map_err(|m| error(m, d.span))?);
         }
         let heredocs = &run.heredocs;
         let (mut args, shell_form) = command_args(&run.cmd);
@@ -101,12 +103,22 @@ impl Lowering<'_> {
         mounts.extend(extra_mounts);
 
         let st = self.state(i).clone();
-        let env: Vec<(String, String)> = st
+        let mut env: Vec<(String, String)> = st
             .env
             .iter()
             .filter(|(k, _)| !is_proxy(k))
             .cloned()
             .collect();
+        // The first ssh socket is the step's agent unless the environment names one.
+        let first_ssh = mounts
+            .iter()
+            .find(|m| matches!(m.kind, MountKind::Ssh { .. }))
+            .map(|m| m.target.clone());
+        if let Some(target) = first_ssh
+            && !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK")
+        {
+            env.push(("SSH_AUTH_SOCK".to_owned(), target));
+        }
         let hostname = self
             .opts
             .hostname
@@ -123,6 +135,7 @@ impl Lowering<'_> {
             secret_env,
             network,
             security,
+            devices,
         };
         let mut masked = env.clone();
         for s in &exec.secret_env {
@@ -171,6 +184,8 @@ impl Lowering<'_> {
     ) -> Result<(Vec<Mount>, Vec<SecretEnv>)> {
         let mut out = Vec::new();
         let mut secret_env = Vec::new();
+        // Default ssh socket paths are numbered per RUN, as BuildKit numbers them.
+        self.ssh_count = 0;
         for flag in flags {
             let env = self.state(i).env.clone();
             let lexer = self.lexer.clone();
@@ -364,6 +379,27 @@ pub(super) fn mount_diag(e: MountError, span: Span) -> Diagnostic {
         d = d.with_help(help);
     }
     d
+}
+
+/// A `RUN --device` value: `NAME[,required[=true|false]]`.
+fn parse_device(value: &str) -> std::result::Result<Device, String> {
+    let mut parts = value.split(',');
+    let name = parts.next().unwrap_or_default().trim();
+    if name.is_empty() {
+        return Err(format!("invalid device {value:?}: no device name"));
+    }
+    let mut required = false;
+    for part in parts {
+        required = match part.trim() {
+            "required" | "required=true" => true,
+            "required=false" => false,
+            other => return Err(format!("invalid device option {other:?} in {value:?}")),
+        };
+    }
+    Ok(Device {
+        name: name.to_owned(),
+        required,
+    })
 }
 
 /// Whether a RUN command line is exactly one heredoc marker (`<<EOF`, `<<-"EOF"`).

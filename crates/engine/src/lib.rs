@@ -20,6 +20,7 @@ mod git;
 mod mounts;
 mod ops;
 mod progress;
+mod provenance;
 mod remote_cache;
 mod remote_context;
 mod ssh;

@@ -118,6 +118,19 @@ pub fn export(
     tags: &[String],
     source_date_epoch: Option<u64>,
 ) -> Result<(), ImageError> {
+    export_top(store, image, None, output, tags, source_date_epoch)
+}
+
+/// [`export`] with the descriptor archives and layouts list for the image: `top` is an index
+/// holding the image and its attestations (else the image manifest is listed).
+pub fn export_top(
+    store: &ImageStore,
+    image: &Image,
+    top: Option<&Descriptor>,
+    output: &Output,
+    tags: &[String],
+    source_date_epoch: Option<u64>,
+) -> Result<(), ImageError> {
     let dest = || {
         output
             .dest
@@ -125,7 +138,10 @@ pub fn export(
             .ok_or_else(|| ImageError::Bug("an output without dest passed parsing".into()))
     };
     let named = || -> Result<Vec<NamedImage>, ImageError> {
-        let descriptor = image_descriptor(store, image)?;
+        let descriptor = match top {
+            Some(top) => top.clone(),
+            None => image_descriptor(store, image)?,
+        };
         let names = output.archive_names(tags);
         if names.is_empty() {
             return Ok(vec![NamedImage {

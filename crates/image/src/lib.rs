@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod attest;
 mod commit;
 mod error;
 pub mod export;

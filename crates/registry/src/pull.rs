@@ -127,9 +127,11 @@ fn pull_from(
     };
     let parsed = manifest::parse(&bytes, &mt, &format!("manifest of {reference}"))
         .map_err(|e| invalid(Box::new(e)))?;
+    let mut attestations = Vec::new();
     let (index, manifest_desc, manifest_bytes, manifest) = match parsed {
         Parsed::Manifest(m) => (None, top, bytes, m),
         Parsed::Index(idx) => {
+            attestations = attestations_of(&idx);
             let chosen = choose_platform(&idx.manifests, &opts.platform).ok_or_else(|| {
                 RegistryError::NoPlatform {
                     reference: reference.to_string(),
@@ -181,6 +183,26 @@ fn pull_from(
         opts,
     )?;
     put_bytes(sink, &manifest_desc.digest, &manifest_bytes)?;
+    // The image's attestations (BuildKit's layout) come along, so a copy pushed elsewhere keeps
+    // them. Only those of the chosen manifest.
+    for d in attestations
+        .iter()
+        .filter(|d| d.annotations.get(REFERENCE_DIGEST) == Some(&manifest_desc.digest.to_string()))
+    {
+        let (abytes, _, adigest) =
+            fetch_manifest(client, ep, &scope, reference, &d.digest.to_string())?;
+        let Ok(Parsed::Manifest(a)) =
+            manifest::parse(&abytes, &d.media_type, &format!("attestation {adigest}"))
+        else {
+            return Err(invalid(
+                format!("attestation {adigest} is not a manifest").into(),
+            ));
+        };
+        let mut blobs = a.layers.clone();
+        blobs.push(a.config.clone());
+        fetch_blobs(client, ep, &scope, reference, &blobs, sink, opts)?;
+        put_bytes(sink, &adigest, &abytes)?;
+    }
     let index = match index {
         Some((desc, bytes)) => {
             put_bytes(sink, &desc.digest, &bytes)?;
@@ -193,6 +215,22 @@ fn pull_from(
         index,
         endpoint: ep.base.clone(),
     })
+}
+
+/// The index annotation pointing an attestation manifest at the image it describes.
+const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// The attestation manifests of an index (`vnd.docker.reference.type: attestation-manifest`).
+fn attestations_of(idx: &kiln_oci::Index) -> Vec<Descriptor> {
+    idx.manifests
+        .iter()
+        .filter(|d| {
+            d.annotations
+                .get(manifest::ANNOTATION_DOCKER_REFERENCE_TYPE)
+                .is_some_and(|t| t == "attestation-manifest")
+        })
+        .cloned()
+        .collect()
 }
 
 /// A manifest by tag or digest, from the registry itself (never a mirror): its bytes, media

@@ -24,6 +24,8 @@ pub(super) struct Solved {
     pub config: ImageConfig,
     /// Every cache record the build used, for `--cache-to`.
     pub used: UsedRecords,
+    /// What `--provenance` records, when it was asked for.
+    pub provenance: Option<crate::provenance::Inputs>,
 }
 
 /// Commits the result and sends it where the request says. Runs on a blocking thread.
@@ -59,11 +61,19 @@ pub(super) fn finish(
     }
     let names = request.store_names();
     let image = images.commit_image(solved.top.as_ref(), config, &names, &commit)?;
+    // With provenance the names point at an index of the image and its attestation.
+    let top = match &solved.provenance {
+        Some(p) => Some(crate::provenance::attach(
+            &images, request, p, &image, &names,
+        )?),
+        None => None,
+    };
     let cache_exports = export_caches(&images, &request.cache_to, &input, reporter)?;
     for output in &outputs {
-        kiln_image::export::export(
+        kiln_image::export::export_top(
             &images,
             &image,
+            top.as_ref(),
             output,
             &request.tags,
             commit.source_date_epoch,

@@ -117,6 +117,7 @@ pub async fn build(
     cancel: CancellationToken,
 ) -> Result<BuildResult, BuildError> {
     kiln_image::output::validate_outputs(&request.outputs).map_err(BuildError::Invalid)?;
+    let started = kiln_image::now_rfc3339();
     let reporter = Reporter::new(progress.clone());
     let lowered = {
         let images = images.clone();
@@ -216,6 +217,16 @@ pub async fn build(
         key: solved[0].key,
         config: lowered.config,
         used,
+        provenance: request
+            .extras
+            .provenance
+            .map(|mode| crate::provenance::Inputs {
+                mode,
+                definition: definition.clone(),
+                git_commits: env.git_commits.clone(),
+                started,
+                session: env.session.clone(),
+            }),
     };
     tokio::task::spawn_blocking(move || {
         finish::finish(images, &request, solved, &remotes, &reporter)

@@ -281,14 +281,16 @@ fn answer(keys: &[PrivateKey], msg: &[u8]) -> Vec<u8> {
     match msg[0] {
         REQUEST_IDENTITIES => {
             let mut out = vec![IDENTITIES_ANSWER];
-            let listed: Vec<(Vec<u8>, &str)> = keys
+            let listed: Vec<Vec<u8>> = keys
                 .iter()
-                .filter_map(|k| Some((k.public_key().to_bytes().ok()?, k.comment())))
+                .filter_map(|k| k.public_key().to_bytes().ok())
                 .collect();
             out.extend_from_slice(&(listed.len() as u32).to_be_bytes());
-            for (blob, comment) in listed {
+            for blob in listed {
                 put_string(&mut out, &blob);
-                put_string(&mut out, comment.as_bytes());
+                // No comment, as BuildKit's agent lists key files (`ssh-add -l` in a step
+                // prints the same line under both).
+                put_string(&mut out, b"");
             }
             out
         }

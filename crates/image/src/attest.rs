@@ -96,10 +96,7 @@ impl ImageStore {
             manifest::ANNOTATION_DOCKER_REFERENCE_TYPE.into(),
             ATTESTATION_MANIFEST.into(),
         );
-        let image_desc = crate::export::image_descriptor(self, image)?;
-        let mut index = Index::new_oci();
-        index.manifests = vec![image_desc, attestation_desc];
-        let index_desc = put(&manifest::to_json(&index), media_type::OCI_INDEX)?;
+        let index_desc = self.index_with_attestations(image, vec![attestation_desc])?;
         let target = ImageRef {
             target: index_desc.digest,
             media_type: index_desc.media_type.clone(),
@@ -111,5 +108,22 @@ impl ImageStore {
                 .set_image_ref(&crate::name::store_name(name)?, &target)?;
         }
         Ok(index_desc)
+    }
+
+    /// Stores the index of `image` (its manifest, with its platform) and the attestation
+    /// manifests `attestations` (already stored, descriptors as an index lists them).
+    pub(crate) fn index_with_attestations(
+        &self,
+        image: &Image,
+        attestations: Vec<Descriptor>,
+    ) -> Result<Descriptor, ImageError> {
+        let mut index = Index::new_oci();
+        index.manifests = vec![crate::export::image_descriptor(self, image)?];
+        index.manifests.extend(attestations);
+        let bytes = manifest::to_json(&index);
+        let d = Descriptor::of_bytes(media_type::OCI_INDEX, &bytes);
+        BlobSink::put(self.blobs(), &d.digest, d.size, &mut &bytes[..])
+            .map_err(|e| ImageError::format("store an image index", e))?;
+        Ok(d)
     }
 }

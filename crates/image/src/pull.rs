@@ -75,6 +75,23 @@ impl ImageStore {
         };
         let canonical = reference.to_string();
         self.store().set_image_ref(&canonical, &target)?;
+        let image = self.image(&canonical)?;
+        if pulled.attestations.is_empty() {
+            return Ok(image);
+        }
+        // The image came with attestations: name an index of the two, so they stay with it
+        // (a push elsewhere carries them). The registry's index may list platforms this store
+        // does not have; this one lists only what is here.
+        let index = self.index_with_attestations(&image, pulled.attestations.clone())?;
+        self.store().set_image_ref(
+            &canonical,
+            &ImageRef {
+                target: index.digest,
+                media_type: index.media_type,
+                size: index.size,
+                created: Timestamp::now(),
+            },
+        )?;
         self.image(&canonical)
     }
 

@@ -80,6 +80,9 @@ pub struct Pulled {
     pub index: Option<Descriptor>,
     /// The base URL it came from (a mirror or the registry).
     pub endpoint: String,
+    /// The attestation manifests of the chosen image in the index (BuildKit's layout, with
+    /// their annotations and platform), stored in the sink with their blobs.
+    pub attestations: Vec<Descriptor>,
 }
 
 /// Pulls `reference` for `opts.platform` into `sink`.
@@ -185,10 +188,9 @@ fn pull_from(
     put_bytes(sink, &manifest_desc.digest, &manifest_bytes)?;
     // The image's attestations (BuildKit's layout) come along, so a copy pushed elsewhere keeps
     // them. Only those of the chosen manifest.
-    for d in attestations
-        .iter()
-        .filter(|d| d.annotations.get(REFERENCE_DIGEST) == Some(&manifest_desc.digest.to_string()))
-    {
+    attestations
+        .retain(|d| d.annotations.get(REFERENCE_DIGEST) == Some(&manifest_desc.digest.to_string()));
+    for d in &attestations {
         let (abytes, _, adigest) =
             fetch_manifest(client, ep, &scope, reference, &d.digest.to_string())?;
         let Ok(Parsed::Manifest(a)) =
@@ -214,6 +216,7 @@ fn pull_from(
         manifest: manifest_desc,
         index,
         endpoint: ep.base.clone(),
+        attestations,
     })
 }
 

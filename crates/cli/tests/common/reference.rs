@@ -298,41 +298,7 @@ done"#;
         }
         let mut digests = std::collections::BTreeMap::new();
         for image in ["busybox", "distro"] {
-            let tar = self.work.join(format!("{image}.oci.tar"));
-            let out = self.kiln.run(&[
-                "save",
-                "--format",
-                "oci",
-                image,
-                "-o",
-                tar.to_str().ok_or("non-utf8 path")?,
-            ]);
-            if !out.status.success() {
-                return Err(format!(
-                    "kiln save {image}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let layout = self.work.join(format!("layout-{image}"));
-            std::fs::create_dir_all(&layout).map_err(|e| e.to_string())?;
-            let st = Command::new("tar")
-                .arg("-C")
-                .arg(&layout)
-                .arg("-xf")
-                .arg(&tar)
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !st.success() {
-                return Err(format!("unpack {}", tar.display()));
-            }
-            let index: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(layout.join("index.json")).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
-            let digest = index["manifests"][0]["digest"]
-                .as_str()
-                .ok_or("no manifest in the saved layout")?
-                .to_string();
+            let (layout, digest) = self.save_layout(image)?;
             self.base_flags.push("--oci-layout".into());
             self.base_flags
                 .push(format!("{image}={}", layout.display()));
@@ -352,6 +318,101 @@ done"#;
             ));
         }
         Ok(())
+    }
+
+    /// Saves a kiln image as an OCI layout under the pair's work dir: (layout, manifest
+    /// digest).
+    pub fn save_layout(&self, image: &str) -> Result<(PathBuf, String), String> {
+        let tar = self.work.join(format!("{image}.oci.tar"));
+        let out = self.kiln.run(&[
+            "save",
+            "--format",
+            "oci",
+            image,
+            "-o",
+            tar.to_str().ok_or("non-utf8 path")?,
+        ]);
+        if !out.status.success() {
+            return Err(format!(
+                "kiln save {image}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let layout = self.work.join(format!("layout-{image}"));
+        std::fs::create_dir_all(&layout).map_err(|e| e.to_string())?;
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-xf")
+            .arg(&tar)
+            .status()
+            .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&tar);
+        if !st.success() {
+            return Err(format!("unpack the layout of {image}"));
+        }
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(layout.join("index.json")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .ok_or("no manifest in the saved layout")?
+            .to_string();
+        Ok((layout, digest))
+    }
+
+    /// The buildctl flags that make `FROM name` in the reference use the kiln image `image`
+    /// (an OCI layout as a named context, as the harness's own bases are given).
+    pub fn reference_base(&self, name: &str, image: &str) -> Result<Vec<String>, String> {
+        let (layout, digest) = self.save_layout(image)?;
+        Ok(vec![
+            "--oci-layout".into(),
+            format!("{image}={}", layout.display()),
+            "--opt".into(),
+            format!("context:{name}=oci-layout://{image}@{digest}"),
+        ])
+    }
+
+    /// The reference's build checks (`requestid=frontend.lint`) of `context/Dockerfile`:
+    /// (rule, line) of every warning, in its order.
+    pub fn lint_reference(
+        &self,
+        context: &Path,
+        build_args: &[(&str, &str)],
+    ) -> Result<Vec<(String, u32)>, String> {
+        let mut cmd = self.script_cmd("ctl");
+        cmd.arg(&self.state)
+            .args(["build", "--frontend", "dockerfile.v0"])
+            .arg("--local")
+            .arg(format!("context={}", context.display()))
+            .arg("--local")
+            .arg(format!("dockerfile={}", context.display()))
+            .args(["--opt", "cmdline="])
+            .args(["--opt", "requestid=frontend.lint"])
+            .args(&self.base_flags);
+        for (k, v) in build_args {
+            cmd.arg("--opt").arg(format!("build-arg:{k}={v}"));
+        }
+        let out = cmd.output().map_err(|e| format!("spawn buildctl: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // The text report: `WARNING: RULE - URL`, the message, then `Dockerfile:LINE`.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut found = Vec::new();
+        let mut rule: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("WARNING: ") {
+                rule = rest.split_whitespace().next().map(str::to_owned);
+            } else if let (Some(r), Some(n)) = (&rule, line.strip_prefix("Dockerfile:"))
+                && let Ok(n) = n.trim().parse()
+            {
+                found.push((r.clone(), n));
+                rule = None;
+            }
+        }
+        Ok(found)
     }
 
     /// A fresh directory under the pair's work dir.
@@ -387,6 +448,7 @@ done"#;
             cmd.arg("--secret")
                 .arg(format!("id={id},src={}", file.display()));
         }
+        cmd.args(&spec.kiln_args);
         cmd.arg(&spec.context);
         run_logged(cmd)
     }
@@ -428,7 +490,50 @@ done"#;
             cmd.arg("--secret")
                 .arg(format!("id={id},src={}", file.display()));
         }
+        cmd.args(&spec.reference_args);
         run_logged(cmd)
+    }
+
+    /// Builds a remote context (a git URL) with the reference, which reads the Dockerfile from
+    /// it, into `out` (an OCI archive).
+    pub fn build_reference_context(&self, url: &str, out: &Path) -> Result<(), String> {
+        let mut cmd = self.script_cmd("ctl");
+        cmd.arg(&self.state)
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--frontend",
+                "dockerfile.v0",
+            ])
+            .arg("--opt")
+            .arg(format!("context={url}"))
+            .args(["--opt", "cmdline="])
+            .args(&self.base_flags)
+            .arg("--output")
+            .arg(format!("type=oci,dest={}", out.display()));
+        run_logged(cmd)
+    }
+
+    /// The differences between two OCI archives as images (empty: the same image).
+    pub fn compare_archives(&self, ours: &Path, reference: &Path) -> Vec<String> {
+        match (
+            Image::from_oci_archive(ours),
+            Image::from_oci_archive(reference),
+        ) {
+            (Ok(a), Ok(b)) => differences(
+                &a,
+                &b,
+                Compare {
+                    build_started: self.started,
+                },
+            ),
+            (a, b) => vec![format!(
+                "unreadable output: kiln {:?}, buildkit {:?}",
+                a.err(),
+                b.err()
+            )],
+        }
     }
 
     /// Builds `spec` with both and compares the results.
@@ -497,6 +602,10 @@ pub struct Spec {
     pub target: Option<String>,
     /// `--secret id=ID,src=FILE` for both builders.
     pub secrets: Vec<(String, PathBuf)>,
+    /// More flags for `kiln build` (before the context).
+    pub kiln_args: Vec<String>,
+    /// More flags for `buildctl build`.
+    pub reference_args: Vec<String>,
 }
 
 impl Spec {
@@ -511,6 +620,14 @@ impl Spec {
 
     pub fn arg(mut self, k: &str, v: &str) -> Spec {
         self.args.push((k.into(), v.into()));
+        self
+    }
+
+    /// The same setting for both builders: kiln's flags and buildctl's.
+    pub fn flags(mut self, kiln: &[&str], reference: &[&str]) -> Spec {
+        self.kiln_args.extend(kiln.iter().map(|s| s.to_string()));
+        self.reference_args
+            .extend(reference.iter().map(|s| s.to_string()));
         self
     }
 }

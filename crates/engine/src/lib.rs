@@ -4,8 +4,10 @@
 //! registries and directories.
 //!
 //! The API is small on purpose: [`build`] and [`lower_only`] with their request and result
-//! types, and the progress events a build reports. Everything else is private, so the CLI and a
-//! remote worker drive builds the same way.
+//! types (and [`BuildExtras`], what a build gets besides its Dockerfile), the progress events a
+//! build reports, and [`fetch_context`], which makes a context from stdin, a URL or a git
+//! repository into a directory. Everything else is private, so the CLI and a remote worker
+//! drive builds the same way.
 
 #![deny(unsafe_code)]
 

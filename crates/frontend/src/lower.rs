@@ -53,8 +53,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Hostname inside RUN steps (`--add-host`-style settings are not supported yet).
     pub hostname: Option<String>,
-    /// `--check`: lower every stage (not only those the target needs) so that every
-    /// instruction is checked, and report an error beside the warnings instead of failing.
+    /// `--check`: without `--target`, lower every stage (not only the last one's) so that
+    /// every instruction is checked; report an error beside the warnings instead of failing.
     pub check_only: bool,
     /// `--build-context NAME=...`: stages and images named NAME come from here instead.
     pub named_contexts: BTreeMap<String, NamedContext>,

@@ -132,6 +132,9 @@ fn a_normal_build_checks_only_the_stages_it_builds_and_check_mode_all() {
         found(text, &o),
         pairs(&[("JSONArgsRecommended", 2), ("JSONArgsRecommended", 4)])
     );
+    // With a target, only what it needs, as BuildKit's lint.
+    o.target = Some("unused".into());
+    assert_eq!(found(text, &o), pairs(&[("JSONArgsRecommended", 2)]));
 }
 
 #[test]

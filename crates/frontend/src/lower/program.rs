@@ -220,8 +220,8 @@ impl Lowering<'_> {
         let target = self.find_target()?;
         self.find_dependencies()?;
         let mut reachable = self.resolve_reachable(target)?;
-        if self.opts.check_only {
-            // `--check` lowers every stage, so every instruction is checked.
+        if self.opts.check_only && self.opts.target.is_none() {
+            // `--check` without a target lowers every stage, so every instruction is checked.
             for t in 0..program.stages.len() {
                 let more = self.resolve_reachable(t)?;
                 reachable.extend(more);

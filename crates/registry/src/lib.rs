@@ -16,6 +16,7 @@
 pub mod client;
 pub mod config;
 pub mod credentials;
+mod download;
 pub mod error;
 pub mod pull;
 pub mod push;

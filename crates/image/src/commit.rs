@@ -58,8 +58,22 @@ impl ImageStore {
             let diffed = differ
                 .join()
                 .map_err(|_| ImageError::Bug("the layer diff thread panicked".into()))?;
-            diffed?;
-            let (desc, _) = compressed.map_err(|e| ImageError::format("compress a layer", e))?;
+            // A failed write of the blob (a full disk) stops the reading end of the pipe,
+            // and the differ then sees only a broken pipe: the compressor's error is the cause.
+            // A differ that fails first ends the pipe early, which the compressor does not
+            // notice, so its error wins otherwise.
+            let (desc, _) = match compressed {
+                Err(e) => {
+                    return Err(ImageError::format(
+                        format!("write a layer blob of snapshot {snapshot}"),
+                        e,
+                    ));
+                }
+                Ok(done) => {
+                    diffed?;
+                    done
+                }
+            };
             blob.commit()?;
             Ok::<_, ImageError>(LayerRef {
                 digest: desc.digest,

@@ -311,6 +311,42 @@ fn mounts_binds_tmpfs_masked_and_readonly_paths() {
 }
 
 #[test]
+fn device_nodes_made_inside_do_not_open_anywhere() {
+    if !common::can_run("device_nodes_made_inside_do_not_open_anywhere") {
+        return;
+    }
+    let f = Fixture::new();
+    let rw = tempfile::tempdir().unwrap();
+    // The kernel log (c 1 11) and loop-control (c 10 237) open on an ordinary host; Docker's
+    // device policy allows neither. CAP_MKNOD is Docker's default, so mknod itself works.
+    let mut spec = f.spec(
+        "for d in /tmp /dev /rw /scratch; do \
+           mknod $d/kmsg c 1 11 && mknod $d/loopctl c 10 237 || echo mknod-failed-$d; \
+           (: < $d/kmsg) 2>/dev/null && echo opened-$d/kmsg; \
+           (: < $d/loopctl) 2>/dev/null && echo opened-$d/loopctl; \
+         done; \
+         head -c 3 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
+         head -c 1 /dev/urandom | wc -c",
+    );
+    spec.mounts = vec![
+        Mount::Bind {
+            source: rw.path().to_path_buf(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+            mode: None,
+            readonly: false,
+        },
+    ];
+    assert_eq!(run_ok(&spec), "3\nnull-ok\n1\n");
+    // The nodes the sandbox made in the bind are still there on the host (as with Docker).
+    assert!(rw.path().join("kmsg").exists());
+}
+
+#[test]
 fn readonly_rootfs_refuses_writes() {
     if !common::can_run("readonly_rootfs_refuses_writes") {
         return;

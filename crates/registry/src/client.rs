@@ -540,6 +540,14 @@ pub(crate) fn check(
     })
 }
 
+/// [`parse_challenge`] in plain types, for the fuzz targets.
+pub(crate) fn fuzz_challenge(header: &str) -> Option<(bool, String, Option<String>)> {
+    parse_challenge(header).map(|c| match c {
+        Challenge::Basic => (false, String::new(), None),
+        Challenge::Bearer { realm, service } => (true, realm, service),
+    })
+}
+
 fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
@@ -550,7 +558,11 @@ fn parse_challenge(header: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    let realm = params.get("realm")?.clone();
+    // The token service is fetched with the user's credentials: only an http(s) URL will do.
+    let realm = params
+        .get("realm")
+        .filter(|r| r.starts_with("https://") || r.starts_with("http://"))?
+        .clone();
     Some(Challenge::Bearer {
         realm,
         service: params.get("service").cloned(),

@@ -347,6 +347,40 @@ fn device_nodes_made_inside_do_not_open_anywhere() {
 }
 
 #[test]
+fn setuid_files_give_no_privileges_under_no_new_privs() {
+    if !common::can_run("setuid_files_give_no_privileges_under_no_new_privs") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    // busybox's su keeps its setuid root (other applets drop it) and says so when it has none.
+    fs::create_dir_all(f.root.join("s")).unwrap();
+    let su = f.root.join("s/su");
+    fs::copy(f.root.join("bin/busybox"), &su).unwrap();
+    fs::set_permissions(&su, fs::Permissions::from_mode(0o4755)).unwrap();
+    let probe = "grep NoNewPrivs /proc/self/status; /s/su -c true root </dev/null 2>&1 | head -1";
+    let mut spec = f.spec(probe);
+    spec.user = User {
+        uid: 1000,
+        gid: 1000,
+        additional_gids: Vec::new(),
+    };
+    spec.no_new_privs = true;
+    let out = run_ok(&spec);
+    assert!(
+        out.contains("NoNewPrivs:\t1") && out.contains("must be suid to work properly"),
+        "{out}"
+    );
+    // The control: without no_new_privs the setuid bit works (su runs as root and asks).
+    spec.no_new_privs = false;
+    let out = run_ok(&spec);
+    assert!(
+        out.contains("NoNewPrivs:\t0") && !out.contains("must be suid"),
+        "{out}"
+    );
+}
+
+#[test]
 fn readonly_rootfs_refuses_writes() {
     if !common::can_run("readonly_rootfs_refuses_writes") {
         return;

@@ -44,10 +44,10 @@ fn readable(path: &Path) -> Vec<Vec<u8>> {
             out.push(d);
         }
     }
-    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        if let Ok(d) = zstd::stream::decode_all(&bytes[..]) {
-            out.push(d);
-        }
+    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        && let Ok(d) = zstd::stream::decode_all(&bytes[..])
+    {
+        out.push(d);
     }
     out.push(bytes);
     out

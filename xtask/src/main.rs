@@ -9,7 +9,12 @@ commands:
   fixtures   make the busybox base image rootfs tar (target/fixtures/busybox-rootfs.tar)
   ci         the whole test suite: cargo fmt --check, clippy -D warnings, every test
   demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it
-  proto      regenerate crates/proto/src/gen from the kiln.v1 .proto (--check: fail if stale)";
+  proto      regenerate crates/proto/src/gen from the kiln.v1 .proto (--check: fail if stale)
+  fuzz       build the libFuzzer targets in fuzz/ (stable toolchain, RUSTC_BOOTSTRAP) and run
+             each for SECONDS (default 60): cargo xtask fuzz [SECONDS] [TARGET...]
+
+`ci` also runs `fuzz` when KILN_CI_FUZZ_SECS is set (the instrumented build takes about
+18 minutes on two cores, so it is opt-in; `cargo test` always replays the corpora).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,6 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo(),
         Some("proto") => proto(args.get(1).map(String::as_str) == Some("--check")),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -110,6 +116,9 @@ fn ci() -> Result<(), String> {
         "criterion smoke run",
         cargo().args(["bench", "--workspace", "--", "--test"]),
     ));
+    if let Ok(secs) = std::env::var("KILN_CI_FUZZ_SECS") {
+        check(fuzz(&[secs]));
+    }
     if failures.is_empty() {
         Ok(())
     } else {
@@ -136,6 +145,71 @@ fn proto(check: bool) -> Result<(), String> {
     }
     cmd.arg(&root);
     run("kiln.v1 code generation (xtask/proto-gen)", &mut cmd)
+}
+
+/// The libFuzzer targets of `fuzz/`, built with coverage instrumentation on the pinned stable
+/// toolchain (its nightly flags unlocked by RUSTC_BOOTSTRAP, no sanitizer: what we look for in
+/// safe Rust is panics, hangs and memory blow-ups), each run for a while over a scratch corpus
+/// seeded from the committed one. A crash fails the command and leaves its input in
+/// `fuzz/target/artifacts/TARGET/`.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let secs: u64 = match args.first() {
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("fuzz: {s:?} is not a number of seconds"))?,
+        None => 60,
+    };
+    let fuzz_dir = workspace_root().join("fuzz");
+    let host = "x86_64-unknown-linux-gnu";
+    let flags = "--cfg fuzzing -Cpasses=sancov-module \
+        -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+        -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
+        -Cdebug-assertions -Coverflow-checks";
+    let flags = flags.split_whitespace().collect::<Vec<_>>().join(" ");
+    run(
+        "build the fuzz targets (release, coverage instrumentation)",
+        cargo()
+            .args(["build", "--release", "--bins", "--target", host])
+            .arg("--manifest-path")
+            .arg(fuzz_dir.join("Cargo.toml"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTFLAGS", flags),
+    )?;
+    let bin_dir = fuzz_dir.join("target").join(host).join("release");
+    let mut targets: Vec<String> = args.iter().skip(1).cloned().collect();
+    if targets.is_empty() {
+        let corpus = fuzz_dir.join("corpus");
+        let entries =
+            std::fs::read_dir(&corpus).map_err(|e| format!("read {}: {e}", corpus.display()))?;
+        targets = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        targets.sort();
+    }
+    for target in &targets {
+        let scratch = fuzz_dir.join("target/corpus").join(target);
+        let artifacts = fuzz_dir.join("target/artifacts").join(target);
+        for dir in [&scratch, &artifacts] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        run(
+            &format!("fuzz {target} for {secs} s"),
+            Command::new(bin_dir.join(target))
+                .arg(&scratch)
+                .arg(fuzz_dir.join("corpus").join(target))
+                .arg(format!("-max_total_time={secs}"))
+                .args([
+                    "-rss_limit_mb=2048",
+                    "-malloc_limit_mb=512",
+                    "-timeout=10",
+                    "-max_len=65536",
+                    "-print_final_stats=1",
+                ])
+                .arg(format!("-artifact_prefix={}/", artifacts.display())),
+        )?;
+    }
+    Ok(())
 }
 
 fn demo() -> Result<(), String> {

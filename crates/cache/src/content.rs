@@ -372,7 +372,7 @@ impl Write for BlobWriter {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already committed"))?;
-        let n = file.write(buf)?;
+        let n = file.write(buf).map_err(|e| with_path(e, &self.temp))?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
@@ -380,10 +380,16 @@ impl Write for BlobWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         match self.file.as_mut() {
-            Some(f) => f.flush(),
+            Some(f) => f.flush().map_err(|e| with_path(e, &self.temp)),
             None => Ok(()),
         }
     }
+}
+
+/// `e` with the file it happened to, for callers that see only an `io::Error` (a full disk
+/// must say which disk). The kind stays, so `StorageFull` is still recognisable.
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display()))
 }
 
 impl Drop for BlobWriter {

@@ -51,3 +51,10 @@ pub mod bench {
     pub use crate::context::{copy_content_key, load_stat_cache};
     pub use crate::value::{LocalDir, Value};
 }
+
+/// The parsers the fuzz targets (`crates/fuzzing`, `fuzz/`) feed hostile input: not part of
+/// the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::remote_cache::format::{CacheConfig, CacheDocError, parse_key};
+}

@@ -94,11 +94,45 @@ impl LocalDir {
     }
 }
 
+/// The build's lease: every snapshot the build finds in the cache or saves is added to it
+/// before it is used, so a `kiln builder prune` or `system prune` in another process cannot
+/// remove it while the build still needs it (as a parent, a mount or a layer to commit).
+/// Made at the first snapshot, deleted when the last clone of the record store goes; owned by
+/// this process, so a crash frees it.
+struct BuildLease {
+    store: Arc<Store>,
+    id: std::sync::Mutex<Option<String>>,
+}
+
+impl BuildLease {
+    fn id(&self) -> Result<String, kiln_cache::Error> {
+        let mut id = self.id.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = id.as_ref() {
+            return Ok(id.clone());
+        }
+        let lease = self
+            .store
+            .create_lease(&kiln_cache::LeaseOptions::default())?;
+        *id = Some(lease.id.clone());
+        Ok(lease.id)
+    }
+}
+
+impl Drop for BuildLease {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            // Best effort: a lease left behind expires with this process anyway.
+            let _ = self.store.delete_lease(&id);
+        }
+    }
+}
+
 /// The solver's cache records, kept in the store's ACID metadata database. Saving a result
 /// also registers its snapshot (parent and size) so prune and `system df` account for it.
 #[derive(Clone)]
 pub struct RecordStore {
     store: Arc<Store>,
+    lease: Arc<BuildLease>,
     images: Arc<kiln_image::ImageStore>,
     snapshots_dir: PathBuf,
     /// Imported caches (`--cache-from`), asked after a local miss.
@@ -114,6 +148,10 @@ impl RecordStore {
         let store = images.store_arc();
         let snapshots_dir = store.snapshots_dir();
         RecordStore {
+            lease: Arc::new(BuildLease {
+                store: store.clone(),
+                id: std::sync::Mutex::new(None),
+            }),
             store,
             images,
             snapshots_dir,
@@ -215,6 +253,29 @@ impl RecordStore {
     }
 }
 
+impl RecordStore {
+    fn exists(&self, id: &SnapshotId) -> bool {
+        self.snapshots_dir.join(id.as_str()).join("fs").exists()
+    }
+
+    /// Adds `id` to the build's lease; always `true`, for use in a guard.
+    async fn lease_snapshot(&self, id: &SnapshotId) -> Result<bool, kiln_cache::Error> {
+        let lease = self.lease.clone();
+        let id = id.as_str().to_string();
+        tokio::task::spawn_blocking(move || {
+            let lease_id = lease.id()?;
+            lease.store.lease_snapshots_quick(&lease_id, &[&id])
+        })
+        .await
+        .map_err(|e| kiln_cache::Error::Io {
+            action: "lease a snapshot",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })??;
+        Ok(true)
+    }
+}
+
 fn store_key(key: &CacheKey) -> kiln_cache::CacheKey {
     kiln_cache::CacheKey(*key.as_bytes())
 }
@@ -238,8 +299,9 @@ impl CacheStore<Value> for RecordStore {
         let value = match &record.snapshot {
             None => Value::Scratch,
             Some(id) => match SnapshotId::parse(id) {
+                // Lease first, then look: a snapshot seen present after it is leased stays.
                 // A record whose snapshot was removed behind its back is a miss, not an error.
-                Ok(id) if self.snapshots_dir.join(id.as_str()).join("fs").exists() => {
+                Ok(id) if self.lease_snapshot(&id).await? && self.exists(&id) => {
                     Value::Snapshot(id)
                 }
                 _ => return self.load_remote(key).await,
@@ -294,14 +356,24 @@ impl CacheStore<Value> for RecordStore {
             stored.size = snap.size;
         }
         let store = self.store.clone();
+        let lease = self.lease.clone();
         let keys: Vec<_> = keys.iter().map(store_key).collect();
         tokio::task::spawn_blocking(move || {
+            let lease_id = match &snapshot_record {
+                Some(_) => Some(lease.id()?),
+                None => None,
+            };
             store.write(|txn| {
                 for key in &keys {
                     txn.put_record(key, &stored)?;
                 }
                 if let Some((id, snap)) = &snapshot_record {
                     txn.put_snapshot(id, snap)?;
+                    // The build keeps using what it saved (the next step's parent, the
+                    // image's layers): a prune of the records must not take it meanwhile.
+                    if let Some(lease_id) = &lease_id {
+                        txn.lease_snapshot(lease_id, id)?;
+                    }
                 }
                 Ok(())
             })

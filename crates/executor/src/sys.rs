@@ -22,6 +22,7 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 
 /// `struct mount_attr` for mount_setattr(2).
@@ -87,8 +88,18 @@ pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedF
 
 /// Makes a detached mount (and, with `recursive`, every mount below it) read-only.
 pub(crate) fn set_detached_readonly(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    set_detached_attr(fd, MOUNT_ATTR_RDONLY, recursive)
+}
+
+/// Makes device nodes on a detached mount (and, with `recursive`, every mount below it)
+/// unusable: a node made with mknod there cannot be opened.
+pub(crate) fn set_detached_nodev(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    set_detached_attr(fd, u64::from(MOUNT_ATTR_NODEV), recursive)
+}
+
+fn set_detached_attr(fd: BorrowedFd<'_>, attr_set: u64, recursive: bool) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -171,9 +182,18 @@ pub(crate) fn overlay_mount_fd(
         )
     })
     .map_err(|e| with_log("create".to_string(), e))?;
+    // nodev: a device node in the rootfs (from mknod, or from a layer) cannot be opened;
+    // the container's devices are bind mounts in /dev.
     // SAFETY: valid fs context fd.
-    cvt_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
-        .map_err(|e| with_log("fsmount".to_string(), e))
+    cvt_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NODEV,
+        )
+    })
+    .map_err(|e| with_log("fsmount".to_string(), e))
 }
 
 /// Drains the messages the kernel queued on a filesystem context.

@@ -311,6 +311,76 @@ fn mounts_binds_tmpfs_masked_and_readonly_paths() {
 }
 
 #[test]
+fn device_nodes_made_inside_do_not_open_anywhere() {
+    if !common::can_run("device_nodes_made_inside_do_not_open_anywhere") {
+        return;
+    }
+    let f = Fixture::new();
+    let rw = tempfile::tempdir().unwrap();
+    // The kernel log (c 1 11) and loop-control (c 10 237) open on an ordinary host; Docker's
+    // device policy allows neither. CAP_MKNOD is Docker's default, so mknod itself works.
+    let mut spec = f.spec(
+        "for d in /tmp /dev /rw /scratch; do \
+           mknod $d/kmsg c 1 11 && mknod $d/loopctl c 10 237 || echo mknod-failed-$d; \
+           (: < $d/kmsg) 2>/dev/null && echo opened-$d/kmsg; \
+           (: < $d/loopctl) 2>/dev/null && echo opened-$d/loopctl; \
+         done; \
+         head -c 3 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
+         head -c 1 /dev/urandom | wc -c",
+    );
+    spec.mounts = vec![
+        Mount::Bind {
+            source: rw.path().to_path_buf(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+            mode: None,
+            readonly: false,
+        },
+    ];
+    assert_eq!(run_ok(&spec), "3\nnull-ok\n1\n");
+    // The nodes the sandbox made in the bind are still there on the host (as with Docker).
+    assert!(rw.path().join("kmsg").exists());
+}
+
+#[test]
+fn setuid_files_give_no_privileges_under_no_new_privs() {
+    if !common::can_run("setuid_files_give_no_privileges_under_no_new_privs") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    // busybox's su keeps its setuid root (other applets drop it) and says so when it has none.
+    fs::create_dir_all(f.root.join("s")).unwrap();
+    let su = f.root.join("s/su");
+    fs::copy(f.root.join("bin/busybox"), &su).unwrap();
+    fs::set_permissions(&su, fs::Permissions::from_mode(0o4755)).unwrap();
+    let probe = "grep NoNewPrivs /proc/self/status; /s/su -c true root </dev/null 2>&1 | head -1";
+    let mut spec = f.spec(probe);
+    spec.user = User {
+        uid: 1000,
+        gid: 1000,
+        additional_gids: Vec::new(),
+    };
+    spec.no_new_privs = true;
+    let out = run_ok(&spec);
+    assert!(
+        out.contains("NoNewPrivs:\t1") && out.contains("must be suid to work properly"),
+        "{out}"
+    );
+    // The control: without no_new_privs the setuid bit works (su runs as root and asks).
+    spec.no_new_privs = false;
+    let out = run_ok(&spec);
+    assert!(
+        out.contains("NoNewPrivs:\t0") && !out.contains("must be suid"),
+        "{out}"
+    );
+}
+
+#[test]
 fn readonly_rootfs_refuses_writes() {
     if !common::can_run("readonly_rootfs_refuses_writes") {
         return;

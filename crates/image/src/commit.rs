@@ -17,12 +17,45 @@ use crate::store::ImageStore;
 use crate::unpack::layer_key;
 
 impl ImageStore {
+    /// Runs `f` under a new lease, deleted afterwards whatever `f` returns: whatever `f`
+    /// stores under it is safe from a concurrent prune until something else names it.
+    pub(crate) fn with_lease<T>(
+        &self,
+        f: impl FnOnce(&str) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        let lease = self
+            .store()
+            .create_lease(&kiln_cache::LeaseOptions::default())?;
+        let result = f(&lease.id);
+        let released = self.store().delete_lease(&lease.id);
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
     /// The layer blob of one snapshot's own changes, compressing its diff the first time.
+    /// The blob is protected from a concurrent prune by the cache record this writes (and,
+    /// until that is written, by a lease); a caller that must keep it longer than a prune of
+    /// the build cache takes a lease and uses [`ImageStore::layer_of_leased`].
     pub fn layer_of(
         &self,
         snapshot: &SnapshotId,
         compression: Compression,
         source_date_epoch: Option<u64>,
+    ) -> Result<LayerRef, ImageError> {
+        self.with_lease(|lease| {
+            self.layer_of_leased(snapshot, compression, source_date_epoch, lease)
+        })
+    }
+
+    /// [`ImageStore::layer_of`] with the blob added to `lease`, so it stays while the lease
+    /// does, whatever prunes run meanwhile.
+    pub fn layer_of_leased(
+        &self,
+        snapshot: &SnapshotId,
+        compression: Compression,
+        source_date_epoch: Option<u64>,
+        lease: &str,
     ) -> Result<LayerRef, ImageError> {
         // A snapshot's blob is remembered per compression and level: a build asking for zstd
         // must not get the gzip blob an earlier build (or the unpacked base image) left. The
@@ -35,9 +68,12 @@ impl ImageStore {
             && let Some(layer) = record.layers.first()
             && kiln_oci::media_type::kind(&layer.media_type)
                 == kiln_oci::media_type::Kind::Layer(wanted)
-            && self.store().content().exists(&layer.digest)
         {
-            return Ok(layer.clone());
+            // Lease first, then look: a blob seen present after it is leased stays present.
+            self.store().lease_blob(lease, layer.digest)?;
+            if self.store().content().exists(&layer.digest) {
+                return Ok(layer.clone());
+            }
         }
         let (pipe_reader, pipe_writer) = std::io::pipe().map_err(|source| ImageError::Io {
             what: "create a pipe for layer compression".into(),
@@ -58,9 +94,23 @@ impl ImageStore {
             let diffed = differ
                 .join()
                 .map_err(|_| ImageError::Bug("the layer diff thread panicked".into()))?;
-            diffed?;
-            let (desc, _) = compressed.map_err(|e| ImageError::format("compress a layer", e))?;
-            blob.commit()?;
+            // A failed write of the blob (a full disk) stops the reading end of the pipe,
+            // and the differ then sees only a broken pipe: the compressor's error is the cause.
+            // A differ that fails first ends the pipe early, which the compressor does not
+            // notice, so its error wins otherwise.
+            let (desc, _) = match compressed {
+                Err(e) => {
+                    return Err(ImageError::format(
+                        format!("write a layer blob of snapshot {snapshot}"),
+                        e,
+                    ));
+                }
+                Ok(done) => {
+                    diffed?;
+                    done
+                }
+            };
+            blob.commit_leased(lease)?;
             Ok::<_, ImageError>(LayerRef {
                 digest: desc.digest,
                 size: desc.size,
@@ -82,12 +132,26 @@ impl ImageStore {
 
     /// Stores a new image: the layers of `top`'s snapshot chain, `config` with their diff IDs,
     /// a manifest; then points every name in `names` at it.
+    ///
+    /// Everything it writes is under a lease until the names point at it, so a prune running
+    /// meanwhile in another process cannot take a blob the new image needs.
     pub fn commit_image(
+        &self,
+        top: Option<&SnapshotId>,
+        config: ImageConfig,
+        names: &[String],
+        options: &CommitOptions,
+    ) -> Result<Image, ImageError> {
+        self.with_lease(|lease| self.commit_image_leased(top, config, names, options, lease))
+    }
+
+    fn commit_image_leased(
         &self,
         top: Option<&SnapshotId>,
         mut config: ImageConfig,
         names: &[String],
         options: &CommitOptions,
+        lease: &str,
     ) -> Result<Image, ImageError> {
         let chain = match top {
             Some(id) => self.snapshots().chain(id)?,
@@ -106,7 +170,12 @@ impl ImageStore {
                     .iter()
                     .map(|id| {
                         scope.spawn(move || {
-                            self.layer_of(id, options.compression, options.source_date_epoch)
+                            self.layer_of_leased(
+                                id,
+                                options.compression,
+                                options.source_date_epoch,
+                                lease,
+                            )
                         })
                     })
                     .collect();
@@ -148,7 +217,10 @@ impl ImageStore {
         )
         .map_err(|e| ImageError::format("assemble the image", e))?;
         assembled
-            .store(self.blobs())
+            .store(&kiln_oci::store::LeasedStore {
+                store: self.store(),
+                lease,
+            })
             .map_err(|e| ImageError::format("store the image", e))?;
         let target = ImageRef {
             target: assembled.manifest_descriptor.digest,

@@ -7,6 +7,7 @@
 //! save` of the same image gives the same bytes.
 
 use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use kiln_executor::snapshot::{ApplyOptions, DiffOptions, DiffSource, WhiteoutMode};
@@ -164,35 +165,127 @@ pub fn export_top(
         OutputKind::Image => Ok(()),
         OutputKind::Oci if !output.tar => {
             let dir = dest()?;
-            kiln_oci::write_oci_layout(&dir, store.blobs(), &named()?)
-                .map_err(|e| ImageError::format(format!("write {}", dir.display()), e))?;
-            Ok(())
+            into_dir(&dir, |staged| {
+                kiln_oci::write_oci_layout(staged, store.blobs(), &named()?)
+                    .map(drop)
+                    .map_err(|e| ImageError::format(format!("write {}", dir.display()), e))
+            })
         }
         OutputKind::Oci => {
             let dest = dest()?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            save(store, &named()?, SaveFormat::Oci, out)
+            into_file(&dest, |out| save(store, &named()?, SaveFormat::Oci, out))
         }
         OutputKind::Docker => {
             let dest = dest()?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            save(store, &named()?, SaveFormat::Docker, out)
+            into_file(&dest, |out| save(store, &named()?, SaveFormat::Docker, out))
         }
         OutputKind::Local => {
             let dir = dest()?;
-            std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-            apply_layers(store, image, &dir)
+            into_dir(&dir, |staged| apply_layers(store, image, staged))
         }
         OutputKind::Tar => {
             let dest = dest()?;
             let tree = store.tempdir("export-tar-")?;
             apply_layers(store, image, tree.path())?;
-            let out = kiln_oci::export::open_dest(&dest)
-                .map_err(io_err(format!("create {}", dest.display())))?;
-            write_tree_tar(tree.path(), out, source_date_epoch)
+            into_file(&dest, |out| {
+                write_tree_tar(tree.path(), out, source_date_epoch)
+            })
         }
+    }
+}
+
+/// Writes a file output whole or not at all: into a temp file beside `dest`, renamed onto it
+/// when `write` succeeds (`-` is stdout, written as it comes). A write error names `dest`, so
+/// a full disk says which one.
+fn into_file(
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    if dest == Path::new("-") {
+        let mut out = kiln_oci::export::open_dest(dest).map_err(io_err("open stdout"))?;
+        return write(&mut out);
+    }
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kiln-output-")
+        .tempfile_in(dir)
+        .map_err(io_err(format!("create a file in {}", dir.display())))?;
+    {
+        let mut out = NamedWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            path: dest,
+        };
+        write(&mut out)?;
+        out.flush()
+            .map_err(io_err(format!("write {}", dest.display())))?;
+    }
+    let file = tmp.as_file();
+    // tempfile creates 0600; an output is an ordinary file, as `File::create` makes it.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(format!("write {}", dest.display())))?;
+    tmp.persist(dest)
+        .map_err(|e| io_err(format!("write {}", dest.display()))(e.error))?;
+    Ok(())
+}
+
+/// Writes a directory output: when `dir` does not exist yet, into a temp directory beside it
+/// that is renamed to `dir` on success and removed on failure; an existing directory is
+/// written in place (as BuildKit's local exporter does), so a failure can leave part of it.
+fn into_dir(
+    dir: &Path,
+    write: impl FnOnce(&Path) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    if dir.exists() {
+        return write(dir);
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+    let staged = tempfile::Builder::new()
+        .prefix(".kiln-output-")
+        .tempdir_in(parent)
+        .map_err(io_err(format!(
+            "create a directory in {}",
+            parent.display()
+        )))?;
+    std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(format!("create {}", dir.display())))?;
+    write(staged.path())?;
+    let staged = staged.keep();
+    std::fs::rename(&staged, dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        io_err(format!("rename {} to {}", staged.display(), dir.display()))(e)
+    })
+}
+
+/// A writer whose errors name the file it writes.
+struct NamedWriter<'a, W: Write> {
+    inner: W,
+    path: &'a Path,
+}
+
+impl<W: Write> Write for NamedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.named(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.named(e))
+    }
+}
+
+impl<W: Write> NamedWriter<'_, W> {
+    fn named(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(
+            e.kind(),
+            format!("failed to write {}: {e}", self.path.display()),
+        )
     }
 }
 

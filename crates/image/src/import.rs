@@ -18,8 +18,20 @@ impl ImageStore {
         &self,
         mut input: impl Read,
         name: Option<&str>,
+        config: ImageConfig,
+        source: &str,
+    ) -> Result<Image, ImageError> {
+        // Under a lease until named, so a concurrent prune cannot take the new blobs.
+        self.with_lease(|lease| self.import_leased(&mut input, name, config, source, lease))
+    }
+
+    fn import_leased(
+        &self,
+        mut input: impl Read,
+        name: Option<&str>,
         mut config: ImageConfig,
         source: &str,
+        lease: &str,
     ) -> Result<Image, ImageError> {
         let mut blob = self.store().content().writer(None)?;
         // Store the layer compressed; the diff ID is taken from the decompressed stream.
@@ -34,7 +46,7 @@ impl ImageStore {
         })?;
         let (desc, _) = compress::compress_layer(tar, Compression::Gzip { level: 6 }, &mut blob)
             .map_err(|e| ImageError::format("compress the rootfs tar", e))?;
-        blob.commit()?;
+        blob.commit_leased(lease)?;
         let now = now_rfc3339();
         config.rootfs.diff_ids = vec![desc.diff_id];
         config.created.get_or_insert_with(|| now.clone());
@@ -54,7 +66,10 @@ impl ImageStore {
         let assembled = kiln_oci::assemble(&config, &[layer], &ImageOptions::default())
             .map_err(|e| ImageError::format("assemble the image", e))?;
         assembled
-            .store(self.blobs())
+            .store(&kiln_oci::store::LeasedStore {
+                store: self.store(),
+                lease,
+            })
             .map_err(|e| ImageError::format("store the image", e))?;
         let target = ImageRef {
             target: assembled.manifest_descriptor.digest,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::{Endpoint, RegistryConfig};
 use crate::credentials::{Credential, DockerConfig};
-use crate::error::RegistryError;
+use crate::error::{Cause, RegistryError};
 
 /// Largest error body or token answer read into memory.
 const MAX_SMALL_BODY: u64 = 64 << 10;
@@ -74,9 +74,15 @@ pub struct Client {
     credentials: Mutex<HashMap<String, Option<Credential>>>,
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<(String, String), String>>,
-    /// Attempts per request for transient failures.
+    /// Attempts per request for transient failures; for a blob download, consecutive
+    /// failures without progress (a resumed download that moves on starts counting afresh).
     pub attempts: u32,
 }
+
+/// How long a connection may make no progress (connecting, or between two reads or writes)
+/// before it counts as failed and is retried or resumed. `KILN_REGISTRY_TIMEOUT` (seconds)
+/// overrides it, for slow links and for tests of stalled registries.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,10 +100,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Client {
     pub fn new(config: RegistryConfig, docker_config: DockerConfig) -> Client {
+        Client::with_stall_timeout(config, docker_config, DEFAULT_STALL_TIMEOUT)
+    }
+
+    /// A client whose connections fail after `stall` without progress.
+    pub fn with_stall_timeout(
+        config: RegistryConfig,
+        docker_config: DockerConfig,
+        stall: Duration,
+    ) -> Client {
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
+            .timeout_connect(stall.min(Duration::from_secs(30)))
+            .timeout_read(stall)
+            .timeout_write(stall)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
@@ -112,11 +127,26 @@ impl Client {
         }
     }
 
-    /// A client with the default config file and docker credentials.
+    /// A client with the default config file and docker credentials, and the stall timeout
+    /// from `KILN_REGISTRY_TIMEOUT` (seconds) when set.
     pub fn from_env() -> Result<Client, RegistryError> {
-        Ok(Client::new(
+        let stall = match std::env::var("KILN_REGISTRY_TIMEOUT") {
+            Ok(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| RegistryError::Config {
+                    path: "KILN_REGISTRY_TIMEOUT".into(),
+                    source: format!("{v:?} is not a number of seconds").into(),
+                })?,
+            Err(_) => DEFAULT_STALL_TIMEOUT,
+        };
+        Ok(Client::with_stall_timeout(
             RegistryConfig::load_default()?,
             DockerConfig::default_location(),
+            stall,
         ))
     }
 
@@ -177,6 +207,24 @@ impl Client {
         headers: &[(&str, &str)],
         body: &Body<'_>,
     ) -> Result<ureq::Response, RegistryError> {
+        self.send_attempts(ep, scope, method, url, headers, body, self.attempts)
+    }
+
+    /// [`Client::send`] with at most `attempts` tries. Requests that are not safe to repeat
+    /// as they are (an upload's `PATCH`, whose first try may have reached the registry in
+    /// part) pass 1 and recover by asking the registry where the upload stands.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_attempts(
+        &self,
+        ep: &Endpoint,
+        scope: &Scope,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+        attempts: u32,
+    ) -> Result<ureq::Response, RegistryError> {
+        let attempts = attempts.max(1);
         let mut attempt = 0;
         let mut answered_challenge = false;
         loop {
@@ -185,7 +233,7 @@ impl Client {
             let result = self.send_once(ep, method, url, headers, auth.as_deref(), body);
             let resp = match result {
                 Ok(resp) => resp,
-                Err(e) if e.is_transient() && attempt < self.attempts => {
+                Err(e) if e.is_transient() && attempt < attempts => {
                     backoff(attempt);
                     continue;
                 }
@@ -210,7 +258,7 @@ impl Client {
                     source: None,
                 });
             }
-            if (status == 429 || status >= 500) && attempt < self.attempts {
+            if (status == 429 || status >= 500) && attempt < attempts {
                 drop(resp);
                 backoff(attempt);
                 continue;
@@ -309,7 +357,21 @@ impl Client {
         if let Some(c) = &cred {
             req = req.set("Authorization", &c.basic());
         }
-        let resp = match req.call() {
+        // The token service is a server like any other: transient failures are retried.
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match req.clone().call() {
+                Err(ureq::Error::Transport(_)) if attempt < self.attempts => backoff(attempt),
+                Err(ureq::Error::Status(status, _))
+                    if (status == 429 || status >= 500) && attempt < self.attempts =>
+                {
+                    backoff(attempt)
+                }
+                other => break other,
+            }
+        };
+        let resp = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(status, r)) => {
                 let detail = error_text(r);
@@ -341,13 +403,6 @@ impl Client {
                 });
             }
         };
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-        }
         let mut text = Vec::new();
         resp.into_reader()
             .take(MAX_SMALL_BODY)
@@ -357,33 +412,63 @@ impl Client {
                 url: realm.to_owned(),
                 source: Box::new(e),
             })?;
-        let a: Answer = serde_json::from_slice(&text).map_err(|e| RegistryError::Unauthorized {
+        parse_token(&text).map_err(|(reason, source)| RegistryError::Unauthorized {
             registry: ep.host.clone(),
-            reason: "the token service answered with invalid json".into(),
-            source: Some(Box::new(e)),
-        })?;
-        a.token
-            .or(a.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| RegistryError::Unauthorized {
-                registry: ep.host.clone(),
-                reason: "the token service answered without a token".into(),
-                source: None,
-            })
+            reason: reason.into(),
+            source,
+        })
     }
 }
 
-fn backoff(attempt: u32) {
-    std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
+/// The token in a token service's answer (`token`, else `access_token`, as the spec allows).
+pub(crate) fn parse_token(text: &[u8]) -> Result<String, (&'static str, Option<Cause>)> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+    }
+    let a: Answer = serde_json::from_slice(text).map_err(|e| {
+        (
+            "the token service answered with invalid json",
+            Some(Box::new(e) as Cause),
+        )
+    })?;
+    let token = a
+        .token
+        .or(a.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or(("the token service answered without a token", None))?;
+    // The token goes into an `Authorization` header: anything but visible ASCII could end
+    // the header early or add one, so it is refused rather than sent.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) || token.len() > MAX_SMALL_BODY as usize {
+        return Err((
+            "the token service answered with a token that is not printable ascii",
+            None,
+        ));
+    }
+    Ok(token)
+}
+
+/// Waits before try `attempt + 1`: 0.4 s, 0.8 s, 1.6 s, ... up to 6.4 s.
+pub(crate) fn backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(200 << attempt.clamp(1, 5)));
 }
 
 /// The start of an error body, for messages (registries answer with JSON `errors`).
 pub(crate) fn error_text(resp: ureq::Response) -> String {
-    let mut text = String::new();
+    let mut text = Vec::new();
     let _ = resp
         .into_reader()
         .take(MAX_SMALL_BODY)
-        .read_to_string(&mut text);
+        .read_to_end(&mut text);
+    error_text_of(&text)
+}
+
+/// [`error_text`] of a body already read: the `errors` array's codes and messages, else the
+/// start of the text.
+pub(crate) fn error_text_of(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<Item>,
@@ -395,21 +480,30 @@ pub(crate) fn error_text(resp: ureq::Response) -> String {
         #[serde(default)]
         message: String,
     }
-    if let Ok(e) = serde_json::from_str::<Errors>(&text) {
+    let body = &body[..body.len().min(MAX_SMALL_BODY as usize)];
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
         let parts: Vec<String> = e
             .errors
             .iter()
-            .map(|i| format!("{}: {}", i.code, i.message))
+            .take(20)
+            .map(|i| {
+                let item = format!("{}: {}", i.code, i.message);
+                item.chars().take(300).collect()
+            })
             .collect();
         if !parts.is_empty() {
             return parts.join("; ");
         }
     }
+    let text = String::from_utf8_lossy(body);
     let t = text.trim();
     if t.is_empty() {
         "no details".into()
     } else {
-        t.chars().take(300).collect()
+        t.chars()
+            .take(300)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     }
 }
 
@@ -446,6 +540,14 @@ pub(crate) fn check(
     })
 }
 
+/// [`parse_challenge`] in plain types, for the fuzz targets.
+pub(crate) fn fuzz_challenge(header: &str) -> Option<(bool, String, Option<String>)> {
+    parse_challenge(header).map(|c| match c {
+        Challenge::Basic => (false, String::new(), None),
+        Challenge::Bearer { realm, service } => (true, realm, service),
+    })
+}
+
 fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
@@ -456,7 +558,11 @@ fn parse_challenge(header: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    let realm = params.get("realm")?.clone();
+    // The token service is fetched with the user's credentials: only an http(s) URL will do.
+    let realm = params
+        .get("realm")
+        .filter(|r| r.starts_with("https://") || r.starts_with("http://"))?
+        .clone();
     Some(Challenge::Bearer {
         realm,
         service: params.get("service").cloned(),

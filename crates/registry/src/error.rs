@@ -60,6 +60,15 @@ pub enum RegistryError {
         expected: Digest,
         actual: String,
     },
+    /// Retries and resumes ran out: `what` names the blob or manifest and how far it got.
+    #[error("gave up on {what} at registry {registry} after {attempts} attempts: {source}")]
+    GaveUp {
+        registry: String,
+        what: String,
+        attempts: u32,
+        #[source]
+        source: Cause,
+    },
     #[error("invalid manifest from registry {registry}: {source}")]
     Manifest {
         registry: String,

@@ -2,18 +2,15 @@
 //! index, then download layers concurrently, config and manifest last, each verified against
 //! its digest while it streams into the sink. A blob whose bytes do not match is not stored.
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Read;
 
 use kiln_llb::Platform;
-use kiln_oci::digest::Hasher;
 use kiln_oci::manifest::{self, Parsed};
 use kiln_oci::{BlobSink, Descriptor, Digest, media_type};
 
-use crate::client::{Body, Client, Scope, check, error_text};
+use crate::client::{Body, Client, Scope, backoff, check};
 use crate::config::Endpoint;
+use crate::download::fetch_blobs;
 use crate::error::{Cause, RegistryError};
 use crate::reference::Reference;
 
@@ -141,8 +138,30 @@ fn pull_from(
                     platform: opts.platform.to_string(),
                 }
             })?;
+            // The index gives the manifest's size: a larger one is refused before it is
+            // fetched, and what arrives must be exactly that long (its digest is checked too).
+            if chosen.size > MAX_MANIFEST_SIZE {
+                return Err(invalid(
+                    format!(
+                        "the index says manifest {} is {} bytes, more than the {MAX_MANIFEST_SIZE} allowed",
+                        chosen.digest, chosen.size
+                    )
+                    .into(),
+                ));
+            }
             let (mbytes, mmt, mdigest) =
                 fetch_manifest(client, ep, &scope, reference, &chosen.digest.to_string())?;
+            if mbytes.len() as u64 != chosen.size {
+                return Err(invalid(
+                    format!(
+                        "the index says manifest {} is {} bytes, the registry sent {}",
+                        chosen.digest,
+                        chosen.size,
+                        mbytes.len()
+                    )
+                    .into(),
+                ));
+            }
             let m =
                 match manifest::parse(&mbytes, &chosen.media_type, &format!("manifest {mdigest}"))
                     .map_err(|e| invalid(Box::new(e)))?
@@ -333,30 +352,48 @@ pub(crate) fn fetch_manifest(
         ep.base,
         reference.repository()
     );
-    let resp = client.send(
-        ep,
-        scope,
-        "GET",
-        &url,
-        &[("Accept", MANIFEST_ACCEPT)],
-        &Body::Empty,
-    )?;
     let what = format!("manifest {}:{target}", reference.repository());
-    let resp = check(ep, "GET", &url, &what, resp)?;
-    let mt = resp
-        .header("content-type")
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
-        .unwrap_or_default();
-    let claimed = resp.header("docker-content-digest").map(str::to_owned);
-    let mut bytes = Vec::new();
-    resp.into_reader()
-        .take(MAX_MANIFEST_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Transport {
-            registry: ep.host.clone(),
-            url: url.clone(),
-            source: Box::new(e),
-        })?;
+    let mut attempt = 0;
+    let (mt, claimed, bytes) = loop {
+        attempt += 1;
+        let resp = client.send(
+            ep,
+            scope,
+            "GET",
+            &url,
+            &[("Accept", MANIFEST_ACCEPT)],
+            &Body::Empty,
+        )?;
+        let resp = check(ep, "GET", &url, &what, resp)?;
+        let mt = resp
+            .header("content-type")
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        let claimed = resp.header("docker-content-digest").map(str::to_owned);
+        let mut bytes = Vec::new();
+        // Never more than the limit, whatever Content-Length claims.
+        match resp
+            .into_reader()
+            .take(MAX_MANIFEST_SIZE + 1)
+            .read_to_end(&mut bytes)
+        {
+            Ok(_) => break (mt, claimed, bytes),
+            // The connection broke in the body: ask again.
+            Err(_) if attempt < client.attempts => backoff(attempt),
+            Err(e) => {
+                return Err(RegistryError::GaveUp {
+                    registry: ep.host.clone(),
+                    what: what.clone(),
+                    attempts: attempt,
+                    source: Box::new(RegistryError::Transport {
+                        registry: ep.host.clone(),
+                        url: url.clone(),
+                        source: Box::new(e),
+                    }),
+                });
+            }
+        }
+    };
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
         return Err(RegistryError::Manifest {
             registry: ep.host.clone(),
@@ -387,160 +424,4 @@ pub(crate) fn fetch_manifest(
         String::new()
     };
     Ok((bytes, mt, digest))
-}
-
-/// Hashes what passes through and, at the end, fails instead of ending when the digest or
-/// size is wrong, remembering which it was so the caller can tell corruption from network
-/// trouble.
-struct Verify<R> {
-    inner: R,
-    hasher: Hasher,
-    expected: Digest,
-    size: u64,
-    mismatch: Option<String>,
-}
-
-impl<R: Read> Read for Verify<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            let (digest, len) = std::mem::take(&mut self.hasher).finish();
-            if digest != self.expected || len != self.size {
-                let m = format!("{digest} ({len} bytes, expected {})", self.size);
-                self.mismatch = Some(m.clone());
-                return Err(io::Error::new(io::ErrorKind::InvalidData, m));
-            }
-            self.hasher = Hasher::new();
-            return Ok(0);
-        }
-        self.hasher.update(&buf[..n]);
-        if self.hasher.len() > self.size {
-            let m = format!("more than the {} bytes expected", self.size);
-            self.mismatch = Some(m.clone());
-            return Err(io::Error::new(io::ErrorKind::InvalidData, m));
-        }
-        Ok(n)
-    }
-}
-
-fn fetch_blobs(
-    client: &Client,
-    ep: &Endpoint,
-    scope: &Scope,
-    reference: &Reference,
-    blobs: &[Descriptor],
-    sink: &(dyn BlobSink + Sync),
-    opts: &PullOptions<'_>,
-) -> Result<(), RegistryError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let queue: Mutex<VecDeque<&Descriptor>> =
-        Mutex::new(blobs.iter().filter(|d| seen.insert(d.digest)).collect());
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = opts.concurrency.clamp(1, 16).min(blobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    if failed.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Some(d) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-                    else {
-                        return;
-                    };
-                    if let Err(e) = fetch_blob(client, ep, scope, reference, d, sink, opts) {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-fn fetch_blob(
-    client: &Client,
-    ep: &Endpoint,
-    scope: &Scope,
-    reference: &Reference,
-    d: &Descriptor,
-    sink: &(dyn BlobSink + Sync),
-    opts: &PullOptions<'_>,
-) -> Result<(), RegistryError> {
-    if sink.contains(&d.digest)? {
-        (opts.progress)(PullEvent::BlobExists {
-            digest: d.digest,
-            size: d.size,
-        });
-        return Ok(());
-    }
-    (opts.progress)(PullEvent::BlobStarted {
-        digest: d.digest,
-        size: d.size,
-    });
-    let url = format!(
-        "{}/v2/{}/blobs/{}",
-        ep.base,
-        reference.repository(),
-        d.digest
-    );
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let resp = client.send(ep, scope, "GET", &url, &[], &Body::Empty)?;
-        let resp = check(ep, "GET", &url, &format!("blob {}", d.digest), resp)?;
-        if resp.status() != 200 {
-            let status = resp.status();
-            return Err(RegistryError::Status {
-                registry: ep.host.clone(),
-                method: "GET".into(),
-                url,
-                status,
-                body: error_text(resp),
-            });
-        }
-        let mut reader = Verify {
-            inner: resp.into_reader(),
-            hasher: Hasher::new(),
-            expected: d.digest,
-            size: d.size,
-            mismatch: None,
-        };
-        match sink.put(&d.digest, d.size, &mut reader) {
-            Ok(()) => break,
-            Err(_) if reader.mismatch.is_some() => {
-                return Err(RegistryError::DigestMismatch {
-                    registry: ep.host.clone(),
-                    what: format!("blob of {reference}"),
-                    expected: d.digest,
-                    actual: reader.mismatch.unwrap_or_default(),
-                });
-            }
-            // The connection broke mid-blob (or the store failed): the sink kept nothing, so
-            // start the blob over.
-            Err(e) if attempt < client.attempts => {
-                (opts.progress)(PullEvent::BlobRetry {
-                    digest: d.digest,
-                    attempt,
-                    reason: e.to_string(),
-                });
-                std::thread::sleep(std::time::Duration::from_millis(200 << attempt.min(5)));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    (opts.progress)(PullEvent::BlobDone {
-        digest: d.digest,
-        size: d.size,
-    });
-    Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kiln_oci::manifest::{self, Parsed};
 use kiln_oci::{BlobSource, Descriptor, Digest};
 
-use crate::client::{Body, Client, Scope, check, resolve_location};
+use crate::client::{Body, Client, Scope, backoff, check, resolve_location};
 use crate::config::Endpoint;
 use crate::error::RegistryError;
 use crate::pull::MAX_MANIFEST_SIZE;
@@ -220,7 +220,16 @@ impl Ctx<'_> {
                         attempt,
                         reason: e.to_string(),
                     });
-                    std::thread::sleep(std::time::Duration::from_millis(200 << attempt.min(5)));
+                    backoff(attempt);
+                }
+                Err(e @ RegistryError::GaveUp { .. }) => return Err(e),
+                Err(e) if retryable(&e) => {
+                    return Err(RegistryError::GaveUp {
+                        registry: self.ep.host.clone(),
+                        what: format!("uploading blob {} to {}", d.digest, self.reference),
+                        attempts: attempt,
+                        source: Box::new(e),
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -268,35 +277,46 @@ impl Ctx<'_> {
         location = resolve_location(self.ep, &location);
         if d.size > self.opts.chunk_size && self.opts.chunk_size > 0 {
             let mut offset = 0;
+            let mut failures = 0;
             while offset < d.size {
                 let len = self.opts.chunk_size.min(d.size - offset);
-                let open =
-                    || -> io::Result<Box<dyn Read + Send + '_>> { self.open_range(d, offset, len) };
-                let range = format!("{offset}-{}", offset + len - 1);
-                let resp = self.client.send(
-                    self.ep,
-                    self.scope,
-                    "PATCH",
-                    &location,
-                    &[
-                        ("Content-Type", "application/octet-stream"),
-                        ("Content-Range", &range),
-                    ],
-                    &Body::Stream { len, open: &open },
-                )?;
-                let resp = check(
-                    self.ep,
-                    "PATCH",
-                    &location,
-                    self.reference.repository(),
-                    resp,
-                )?;
-                location = resolve_location(
-                    self.ep,
-                    resp.header("location")
-                        .ok_or_else(|| self.protocol("PATCH", "no Location"))?,
-                );
-                offset += len;
+                match self.patch(&location, d, offset, len) {
+                    Ok(next) => {
+                        location = next;
+                        offset += len;
+                        failures = 0;
+                    }
+                    // The chunk may have reached the registry in part: ask how much it has
+                    // and go on from there (a 416 means it had more or less than we thought).
+                    Err(e) if e.is_transient() || is_status(&e, 416) => {
+                        failures += 1;
+                        if failures >= self.client.attempts {
+                            return Err(RegistryError::GaveUp {
+                                registry: self.ep.host.clone(),
+                                what: format!(
+                                    "uploading blob {} ({offset} of {} bytes accepted)",
+                                    d.digest, d.size
+                                ),
+                                attempts: failures,
+                                source: Box::new(e),
+                            });
+                        }
+                        backoff(failures);
+                        // A registry that cannot say (distribution 2.x drops an upload whose
+                        // size no longer matches its state token) gets a new upload instead.
+                        let Ok((next, have)) = self.upload_status(&location) else {
+                            return Err(e);
+                        };
+                        (self.opts.progress)(PushEvent::BlobRetry {
+                            digest: d.digest,
+                            attempt: failures,
+                            reason: format!("{e}; resuming the upload at byte {have}"),
+                        });
+                        location = next;
+                        offset = have.min(d.size);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let url = with_digest(&location, &d.digest);
             let resp = self
@@ -307,7 +327,9 @@ impl Ctx<'_> {
             let url = with_digest(&location, &d.digest);
             let open =
                 || -> io::Result<Box<dyn Read + Send + '_>> { self.open_range(d, 0, d.size) };
-            let resp = self.client.send(
+            // One try: a PUT cut off half way may have left part of the blob in this upload,
+            // so a retry starts a new upload (`push_blob`'s loop).
+            let resp = self.client.send_attempts(
                 self.ep,
                 self.scope,
                 "PUT",
@@ -317,10 +339,73 @@ impl Ctx<'_> {
                     len: d.size,
                     open: &open,
                 },
+                1,
             )?;
             self.expect_created(resp, "PUT", &url)?;
         }
         Ok(None)
+    }
+
+    /// Sends bytes `offset..offset + len` of `d` to the upload at `location`, once; the next
+    /// location on success.
+    fn patch(
+        &self,
+        location: &str,
+        d: &Descriptor,
+        offset: u64,
+        len: u64,
+    ) -> Result<String, RegistryError> {
+        let open = || -> io::Result<Box<dyn Read + Send + '_>> { self.open_range(d, offset, len) };
+        let range = format!("{offset}-{}", offset + len - 1);
+        let resp = self.client.send_attempts(
+            self.ep,
+            self.scope,
+            "PATCH",
+            location,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            &Body::Stream { len, open: &open },
+            1,
+        )?;
+        let resp = check(
+            self.ep,
+            "PATCH",
+            location,
+            self.reference.repository(),
+            resp,
+        )?;
+        let next = resp
+            .header("location")
+            .ok_or_else(|| self.protocol("PATCH", "no Location"))?;
+        Ok(resolve_location(self.ep, next))
+    }
+
+    /// Where an upload stands (`GET` on its location): the location to continue at and how
+    /// many bytes the registry holds (`Range: 0-LAST`).
+    fn upload_status(&self, location: &str) -> Result<(String, u64), RegistryError> {
+        let resp = self
+            .client
+            .send(self.ep, self.scope, "GET", location, &[], &Body::Empty)?;
+        let resp = check(self.ep, "GET", location, self.reference.repository(), resp)?;
+        if resp.status() != 204 {
+            return Err(self.protocol("GET", &format!("status {}", resp.status())));
+        }
+        // `0-0` is both "nothing" and "one byte" in distribution's answers; taking it as
+        // nothing costs at worst one refused chunk, after which the upload starts over.
+        let have = match resp.header("range").and_then(|r| r.trim().split_once('-')) {
+            Some((_, end)) => match end.trim().parse::<u64>() {
+                Ok(0) | Err(_) => 0,
+                Ok(end) => end + 1,
+            },
+            None => 0,
+        };
+        let next = resp
+            .header("location")
+            .map(|l| resolve_location(self.ep, l))
+            .unwrap_or_else(|| location.to_owned());
+        Ok((next, have))
     }
 
     /// The bytes `offset..offset+len` of a blob, streamed from the source (a seek, not a
@@ -406,6 +491,10 @@ impl Ctx<'_> {
         });
         Ok(digest)
     }
+}
+
+fn is_status(e: &RegistryError, code: u16) -> bool {
+    matches!(e, RegistryError::Status { status, .. } if *status == code)
 }
 
 fn retryable(e: &RegistryError) -> bool {

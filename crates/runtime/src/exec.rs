@@ -226,6 +226,14 @@ impl Runtime {
                     what: "unshare filesystem attributes for exec".into(),
                     source: e.into(),
                 })?;
+                // Between fork and execve the command is kiln's own binary inside the
+                // container's pid namespace: non-dumpable, a container process cannot open its
+                // /proc/PID/exe (and rewrite kiln through it, runc's CVE-2019-5736). execve of
+                // the command makes it dumpable again.
+                nix::sys::prctl::set_dumpable(false).map_err(|e| RuntimeError::Io {
+                    what: "make kiln exec non-dumpable".into(),
+                    source: e.into(),
+                })?;
                 // Join the cgroups first (through the host's /sys): the child inherits them, so
                 // the container's limits cover it.
                 let tid = nix::unistd::gettid();

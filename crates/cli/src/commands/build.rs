@@ -423,7 +423,7 @@ pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
     match build(args, ctx) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", crate::error::chain(&e));
+            crate::error::print(&crate::error::chain(&e), ctx.root());
             ExitCode::FAILURE
         }
     }
@@ -467,7 +467,7 @@ fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let result = match result {
         Ok(result) => result,
-        Err(e) => return Ok(report(&e, Some(&renderer))),
+        Err(e) => return Ok(report(&e, Some(&renderer), ctx.root())),
     };
     let id = result.image.id().to_string();
     if let Some(path) = &args.iidfile {
@@ -516,13 +516,13 @@ fn print_only(
                     diagnostic: Box::new(d),
                     source_text: String::from_utf8_lossy(&request.dockerfile).into_owned(),
                 };
-                return Ok(report(&e, None));
+                return Ok(report(&e, None, Path::new("/")));
             }
         }
     } else {
         let lowered = match backend.lower(request) {
             Ok(l) => l,
-            Err(e) => return Ok(report(&e, None)),
+            Err(e) => return Ok(report(&e, None, Path::new("/"))),
         };
         match print {
             Print::Llb => kiln_frontend::print::llb_text(&lowered.definition),
@@ -582,7 +582,7 @@ fn run_with_progress(
 }
 
 /// Prints a build failure: the step, the Dockerfile lines with a caret, the step's last output.
-fn report(error: &BuildError, renderer: Option<&Renderer>) -> ExitCode {
+fn report(error: &BuildError, renderer: Option<&Renderer>, root: &Path) -> ExitCode {
     match error {
         BuildError::Frontend {
             diagnostic,
@@ -628,10 +628,13 @@ fn report(error: &BuildError, renderer: Option<&Renderer>) -> ExitCode {
                 }
                 None => eprintln!("error: {headline}"),
             }
+            if let Some(hint) = crate::error::disk_full_hint(message, root) {
+                eprintln!("error: {hint}");
+            }
         }
         BuildError::Cancelled => eprintln!("error: build cancelled"),
         BuildError::Invalid(message) => eprintln!("error: {message}"),
-        BuildError::Engine(e) => eprintln!("error: {}", crate::error::chain_of(e)),
+        BuildError::Engine(e) => crate::error::print(&crate::error::chain_of(e), root),
     }
     ExitCode::FAILURE
 }

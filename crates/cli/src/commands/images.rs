@@ -146,7 +146,7 @@ pub fn rmi(args: RmiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(e) => {
-                eprintln!("error: {}", crate::error::chain(&e));
+                crate::error::print(&crate::error::chain(&e), ctx.root());
                 failed = true;
             }
         }

@@ -142,7 +142,7 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", crate::error::chain(&e));
+            crate::error::print(&crate::error::chain(&e), ctx.root());
             ExitCode::FAILURE
         }
     }

@@ -49,11 +49,13 @@ pub fn save(args: SaveArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .prefix(".kiln-save-")
                 .tempfile_in(dir)
                 .with_context(|| format!("failed to create a file in {}", dir.display()))?;
-            backend.save(
-                &args.images,
-                format,
-                &mut std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
-            )?;
+            backend
+                .save(
+                    &args.images,
+                    format,
+                    &mut std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+                )
+                .with_context(|| format!("failed to write {}", path.display()))?;
             tmp.as_file()
                 .sync_all()
                 .with_context(|| format!("failed to write {}", path.display()))?;

@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 pub mod containers;
 pub mod dockerd;
+pub mod faultproxy;
 pub mod hostnet;
 pub mod imagefs;
 pub mod netns;

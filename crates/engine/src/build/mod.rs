@@ -409,6 +409,11 @@ fn innermost_message(cause: &kiln_solver::Cause) -> String {
         if err.downcast_ref::<EngineError>().is_some() {
             return error_chain(err);
         }
+        // An operating-system error alone ("No space left on device") does not say where:
+        // keep the whole chain, which names the path.
+        if err.downcast_ref::<std::io::Error>().is_some() && err.source().is_none() {
+            return error_chain(&**cause);
+        }
         message = err.to_string();
         current = err.source();
     }

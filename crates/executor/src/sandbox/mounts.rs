@@ -182,30 +182,30 @@ impl Mounts {
         ops.mkdir(Path::new("/proc"), 0o555)?;
         ops.mount("proc", "/proc", NOSUID | NODEV | NOEXEC, None)?;
         ops.mkdir(Path::new("/dev"), 0o755)?;
+        // Docker lets a container mknod any device and stops it from opening all but a few
+        // with the devices cgroup. kiln has no per-sandbox cgroup by default, so it gets the
+        // same effect from mount flags: /dev, the rootfs and every bind are nodev, and the
+        // devices a container may use are bind mounts of the host's nodes, whose own mount
+        // allows them. A node made anywhere else (or shipped in a layer) does not open.
         ops.mount(
             "tmpfs",
             "/dev",
-            NOSUID | libc::MS_STRICTATIME,
+            NOSUID | NODEV | libc::MS_STRICTATIME,
             Some("mode=755,size=65536k"),
         )?;
-        for (name, major, minor) in [
-            ("null", 1, 3),
-            ("zero", 1, 5),
-            ("full", 1, 7),
-            ("random", 1, 8),
-            ("urandom", 1, 9),
-            ("tty", 5, 0),
-        ] {
-            let path = format!("/dev/{name}");
-            ops.push(
-                child::Op::Mknod {
-                    path: cstr(path.as_bytes(), "device")?,
-                    mode: libc::S_IFCHR | 0o666,
-                    dev: libc::makedev(major, minor),
-                },
-                format!("failed to create device {path}"),
-                None,
-            );
+        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let path = PathBuf::from(format!("/dev/{name}"));
+            let fd = sys::open_tree_clone(&cpath(&path)?, false).map_err(io_err(format!(
+                "failed to bind the host's {}",
+                path.display()
+            )))?;
+            ops.touch(&path)?;
+            ops.attach(
+                &fd,
+                &path,
+                format!("failed to bind device {}", path.display()),
+            )?;
+            self.keep.push(fd);
         }
         for (link, target) in [
             ("/dev/fd", "/proc/self/fd"),
@@ -287,6 +287,11 @@ impl Mounts {
                     }
                     let fd = sys::open_tree_clone(&cpath(source)?, true)
                         .map_err(io_err(format!("failed to bind {}", source.display())))?;
+                    // No devices through a bind either (see `system`).
+                    sys::set_detached_nodev(fd.as_fd(), true).map_err(io_err(format!(
+                        "failed to make bind of {} nodev",
+                        source.display()
+                    )))?;
                     if *readonly {
                         sys::set_detached_readonly(fd.as_fd(), true).map_err(io_err(format!(
                             "failed to make bind of {} read-only",
@@ -368,8 +373,13 @@ fn rootfs(spec: &SandboxSpec, cleanup: &mut Cleanup) -> Result<OwnedFd, SandboxE
     Ok(match &spec.rootfs {
         RootFs::Path(p) => {
             cleanup.stub_root = p.clone();
-            sys::open_tree_clone(&cpath(p)?, true)
-                .map_err(io_err(format!("failed to bind rootfs {}", p.display())))?
+            let fd = sys::open_tree_clone(&cpath(p)?, true)
+                .map_err(io_err(format!("failed to bind rootfs {}", p.display())))?;
+            sys::set_detached_nodev(fd.as_fd(), true).map_err(io_err(format!(
+                "failed to make rootfs {} nodev",
+                p.display()
+            )))?;
+            fd
         }
         RootFs::Overlay {
             lowerdirs,
@@ -378,10 +388,15 @@ fn rootfs(spec: &SandboxSpec, cleanup: &mut Cleanup) -> Result<OwnedFd, SandboxE
         } => {
             cleanup.stub_root = upperdir.clone();
             if lowerdirs.is_empty() {
-                sys::open_tree_clone(&cpath(upperdir)?, true).map_err(io_err(format!(
+                let fd = sys::open_tree_clone(&cpath(upperdir)?, true).map_err(io_err(format!(
                     "failed to bind rootfs {}",
                     upperdir.display()
-                )))?
+                )))?;
+                sys::set_detached_nodev(fd.as_fd(), true).map_err(io_err(format!(
+                    "failed to make rootfs {} nodev",
+                    upperdir.display()
+                )))?;
+                fd
             } else {
                 let lowers = lowerdirs
                     .iter()

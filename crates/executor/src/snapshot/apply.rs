@@ -119,6 +119,7 @@ pub fn apply_layer<R: Read>(
         created: HashSet::new(),
         dir_times: Vec::new(),
         stats: ApplyStats::default(),
+        sparse_holes: 0,
     };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(ApplyError::Tar)?;
@@ -297,6 +298,43 @@ struct Applier<'a> {
     created: HashSet<Vec<OsString>>,
     dir_times: Vec<(Vec<OsString>, i64)>,
     stats: ApplyStats,
+    /// Bytes of holes in the GNU sparse files applied so far.
+    sparse_holes: u64,
+}
+
+/// Most bytes of holes the GNU sparse files of one layer may have. Real images rarely hold
+/// sparse entries (Go's tar writer cannot make them); the bound keeps a tiny layer from
+/// making the applier produce terabytes of zeros.
+const MAX_SPARSE_HOLES: u64 = 1 << 30;
+
+/// Copies a sparse entry's expanded contents, seeking over all-zero blocks so holes take no
+/// disk space, then sets the length (a trailing hole has no write to extend the file).
+fn copy_sparse(entry: &mut impl Read, file: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match entry.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(filled as i64))?;
+        } else {
+            file.write_all(&buf[..filled])?;
+        }
+        total += filled as u64;
+    }
+    file.set_len(total)?;
+    Ok(total)
 }
 
 /// Entry metadata gathered from the header and PAX records.
@@ -376,6 +414,19 @@ impl Applier<'_> {
                 self.dir_times.push((comps_owned, attrs.mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                if kind == EntryType::GNUSparse {
+                    // A few hundred bytes of sparse map can describe terabytes of holes: a
+                    // layer gets a bounded total (checked before anything is created), and
+                    // holes stay holes on disk.
+                    let data = entry.header().entry_size().unwrap_or(0);
+                    let holes = entry.size().saturating_sub(data);
+                    self.sparse_holes = self.sparse_holes.saturating_add(holes);
+                    if self.sparse_holes > MAX_SPARSE_HOLES {
+                        return Err(ApplyError::Unsupported(format!(
+                            "sparse files with more than {MAX_SPARSE_HOLES} bytes of holes in one layer (at {shown:?})"
+                        )));
+                    }
+                }
                 let pfd = self.replace(parent, name, &comps, &shown)?;
                 let pfd = pfd.as_fd();
                 let fd = rustix::fs::openat(
@@ -390,8 +441,12 @@ impl Applier<'_> {
                 )
                 .map_err(|e| self.io("create file", &shown, e))?;
                 let mut file = File::from(fd);
-                let n = io::copy(&mut entry, &mut file)
-                    .map_err(|e| self.io("write file", &shown, e))?;
+                let n = if kind == EntryType::GNUSparse {
+                    copy_sparse(&mut entry, &mut file)
+                } else {
+                    io::copy(&mut entry, &mut file)
+                }
+                .map_err(|e| self.io("write file", &shown, e))?;
                 self.stats.content_bytes += n;
                 self.set_fd_attrs(file.as_fd(), &attrs, &shown, true)?;
                 self.created.insert(std::mem::take(&mut comps_owned));

@@ -502,13 +502,20 @@ impl<W: Write> TarWriter<W> {
 
     fn copy_contents(&mut self, file: File, size: u64, disk: &Path) -> Result<()> {
         let mut limited = file.take(size);
-        let copied = io::copy(&mut limited, &mut self.out).map_err(|e| {
-            if e.kind() == io::ErrorKind::WriteZero {
-                DiffError::Write(e)
-            } else {
-                io_err("read", disk, e)
-            }
-        })?;
+        // Copied by hand so a failed write (a full disk under the output) is not reported as
+        // a failed read of the file.
+        let mut buf = vec![0u8; 64 << 10];
+        let mut copied = 0u64;
+        loop {
+            let n = match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read", disk, e)),
+            };
+            self.out.write_all(&buf[..n]).map_err(DiffError::Write)?;
+            copied += n as u64;
+        }
         if copied != size {
             return Err(DiffError::Changed {
                 path: disk.to_path_buf(),

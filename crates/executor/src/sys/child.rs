@@ -124,12 +124,6 @@ pub(crate) enum Op {
     },
     /// Attaches a detached mount (from open_tree or fsmount) at `target`.
     Attach { fd: RawFd, target: CString },
-    /// mknod(2) of a device node.
-    Mknod {
-        path: CString,
-        mode: u32,
-        dev: libc::dev_t,
-    },
     /// symlink(2): `link` pointing at `target`.
     Symlink { target: CString, link: CString },
     /// Hides a path: a read-only tmpfs over a directory, /dev/null over anything else.
@@ -577,11 +571,6 @@ unsafe fn run_op(plan: &Plan, i: u32, op: &Op) -> Result<(), Fail> {
                     super::MOVE_MOUNT_F_EMPTY_PATH,
                 ) < 0
                 {
-                    return Err(fail(errno()));
-                }
-            }
-            Op::Mknod { path, mode, dev } => {
-                if libc::mknod(path.as_ptr(), *mode, *dev) < 0 && errno() != libc::EEXIST {
                     return Err(fail(errno()));
                 }
             }

@@ -22,6 +22,9 @@ pub(crate) fn files(spec: &SandboxSpec) -> Vec<(&'static str, &'static str, Stri
 }
 
 fn hosts(spec: &SandboxSpec) -> String {
+    if let Some(h) = &spec.hosts {
+        return h.clone();
+    }
     let mut s = format!(
         "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n",
         h = spec.hostname

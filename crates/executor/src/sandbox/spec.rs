@@ -123,6 +123,26 @@ pub struct SandboxSpec {
     pub tty: bool,
     /// The pty's initial size (0x0, as a terminal nobody sized, when `None`).
     pub tty_size: Option<super::WindowSize>,
+    /// The pid namespace: a new one (the command is pid 1), the host's, or another
+    /// sandbox's (`/proc/PID/ns/pid`); without a new one, whatever is left in the sandbox's
+    /// cgroup when the command exits is killed (the cgroup must exist: see
+    /// [`CgroupLimits::container`]).
+    pub pid_namespace: Namespace,
+    /// The IPC namespace (SysV IPC, POSIX message queues).
+    pub ipc_namespace: Namespace,
+    /// The UTS namespace; with the host's, `hostname` is not set.
+    pub uts_namespace: Namespace,
+    /// Run a small init as the first process (Docker's `--init`): it reaps orphaned
+    /// processes, forwards signals to the command, and exits with the command's status.
+    pub init: bool,
+    /// Device nodes to create in `/dev`, after the default ones.
+    pub devices: Vec<Device>,
+    /// Size of `/dev/shm` in bytes (64 MiB when `None`).
+    pub shm_size: Option<u64>,
+    /// Content for `/etc/hosts`; `None` generates it from `hostname` and `extra_hosts`.
+    pub hosts: Option<String>,
+    /// Mount `/sys` (and the cgroup views in it) read-write (Docker's `--privileged`).
+    pub sysfs_writable: bool,
 }
 
 impl SandboxSpec {
@@ -153,8 +173,50 @@ impl SandboxSpec {
             rootless: false,
             tty: false,
             tty_size: None,
+            pid_namespace: Namespace::New,
+            ipc_namespace: Namespace::New,
+            uts_namespace: Namespace::New,
+            init: false,
+            devices: Vec::new(),
+            shm_size: None,
+            hosts: None,
+            sysfs_writable: false,
         }
     }
+}
+
+/// Where one kind of namespace of the sandbox comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Namespace {
+    /// A fresh one.
+    #[default]
+    New,
+    /// The host's (the caller's).
+    Host,
+    /// An existing one, e.g. `/proc/PID/ns/ipc` of another sandbox's process.
+    Join(PathBuf),
+}
+
+/// A device node made in the sandbox's `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Where it appears inside (absolute, normally under `/dev`).
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits of the node (e.g. 0o666).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// What the device cgroup lets the sandbox do with it: any of `r`, `w`, `m`.
+    pub access: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Char,
+    Block,
 }
 
 /// The numeric user the command runs as; name lookup is the caller's business.
@@ -188,6 +250,14 @@ pub enum Mount {
         target: PathBuf,
         readonly: bool,
     },
+    /// A recursive bind mount of `source` as seen in the mount namespace `namespace` (e.g.
+    /// `/proc/PID/ns/mnt` of another sandbox's process, whose `/dev/shm` this shares).
+    BindFrom {
+        namespace: PathBuf,
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// A fresh tmpfs; `size` in bytes, `mode` such as 0o1777.
     Tmpfs {
         target: PathBuf,
@@ -200,7 +270,9 @@ pub enum Mount {
 impl Mount {
     pub fn target(&self) -> &std::path::Path {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. }
+            | Mount::BindFrom { target, .. }
+            | Mount::Tmpfs { target, .. } => target,
         }
     }
 }
@@ -292,15 +364,29 @@ impl RlimitResource {
     }
 }
 
-/// cgroup limits; a sandbox with none set gets no cgroup at all (cheaper start).
+/// cgroup limits; a sandbox with none set (and not [`CgroupLimits::container`]) gets no
+/// cgroup at all (cheaper start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupLimits {
-    /// Hard memory limit in bytes (swap included where the host accounts swap).
+    /// Hard memory limit in bytes.
     pub memory_bytes: Option<u64>,
+    /// Memory plus swap in bytes where the host accounts swap; -1 for unlimited swap. `None`:
+    /// no swap beyond `memory_bytes` (a build step), see [`CgroupLimits::container`].
+    pub memory_swap: Option<i64>,
+    /// Don't let the OOM killer stop the sandbox's processes (cgroup v1 only).
+    pub oom_kill_disable: bool,
     /// CPU bandwidth: `quota_us` of every `period_us` (e.g. 50_000 of 100_000 = half a CPU).
     pub cpu: Option<CpuQuota>,
+    /// Relative CPU weight (v1 `cpu.shares`, 2 to 262144; mapped to v2's `cpu.weight`).
+    pub cpu_shares: Option<u64>,
+    /// The CPUs the sandbox may run on (`0-2,4`).
+    pub cpuset_cpus: Option<String>,
     /// Maximum number of tasks (processes and threads).
     pub pids_max: Option<u64>,
+    /// A container's cgroups, as Docker makes them: one in every hierarchy even without a
+    /// limit (so it can be frozen, sampled and cleaned up as a whole), Docker's device rules
+    /// (v1), swap as Docker sets it, and a read-only view of them at `/sys/fs/cgroup`.
+    pub container: bool,
     /// Parent of the sandboxes' cgroups, relative to each hierarchy's root.
     pub parent: PathBuf,
 }
@@ -309,16 +395,28 @@ impl Default for CgroupLimits {
     fn default() -> CgroupLimits {
         CgroupLimits {
             memory_bytes: None,
+            memory_swap: None,
+            oom_kill_disable: false,
             cpu: None,
+            cpu_shares: None,
+            cpuset_cpus: None,
             pids_max: None,
+            container: false,
             parent: PathBuf::from("kiln"),
         }
     }
 }
 
 impl CgroupLimits {
+    /// Whether the sandbox needs no cgroup of its own.
     pub fn is_empty(&self) -> bool {
-        self.memory_bytes.is_none() && self.cpu.is_none() && self.pids_max.is_none()
+        !self.container
+            && self.memory_bytes.is_none()
+            && self.cpu.is_none()
+            && self.pids_max.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+            && !self.oom_kill_disable
     }
 }
 

@@ -16,6 +16,9 @@ use std::os::fd::RawFd;
 
 use libc::{c_char, c_int, c_ulong};
 
+mod init;
+use init::run_init;
+
 /// Report kinds written to the status pipe.
 pub(crate) const REPORT_ERROR: u32 = 1;
 pub(crate) const REPORT_CREATED: u32 = 2;
@@ -48,12 +51,14 @@ pub(crate) enum Step {
     Exec,
     ControllingTty,
     Seccomp,
+    JoinNs,
+    Init,
 }
 
 impl Step {
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 24] = [
+        const ALL: [Step; 26] = [
             JoinCgroup,
             CgroupNs,
             JoinNetNs,
@@ -78,6 +83,8 @@ impl Step {
             Exec,
             ControllingTty,
             Seccomp,
+            JoinNs,
+            Init,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -124,11 +131,12 @@ pub(crate) enum Op {
     },
     /// Attaches a detached mount (from open_tree or fsmount) at `target`.
     Attach { fd: RawFd, target: CString },
-    /// mknod(2) of a device node.
+    /// mknod(2) of a device node, then its owner when given.
     Mknod {
         path: CString,
         mode: u32,
         dev: libc::dev_t,
+        owner: Option<(u32, u32)>,
     },
     /// symlink(2): `link` pointing at `target`.
     Symlink { target: CString, link: CString },
@@ -145,6 +153,9 @@ pub(crate) struct Plan {
     /// `cgroup.procs` files opened for writing; the child writes "0" (itself) to each.
     pub cgroup_procs: Vec<RawFd>,
     pub new_cgroup_ns: bool,
+    /// Namespaces to join with setns (descriptor, CLONE_NEW* type): another sandbox's IPC
+    /// namespace.
+    pub join_ns: Vec<(RawFd, c_int)>,
     /// A network namespace to join with setns.
     pub netns: Option<RawFd>,
     /// Bring `lo` up (a fresh network namespace starts with it down).
@@ -176,6 +187,8 @@ pub(crate) struct Plan {
     pub status: RawFd,
     /// Full paths to try execve on, in order (argv[0] resolved through PATH).
     pub exec_candidates: Vec<CString>,
+    /// Run as the init of the sandbox (see [`InitPlan`]); the command becomes its child.
+    pub init: Option<InitPlan>,
     /// NULL-terminated pointer arrays into `argv_owned` / `env_owned`.
     pub argv: Vec<*const c_char>,
     pub envp: Vec<*const c_char>,
@@ -184,6 +197,19 @@ pub(crate) struct Plan {
     pub argv_owned: Vec<CString>,
     #[allow(dead_code)]
     pub env_owned: Vec<CString>,
+}
+
+/// What the init needs besides the plan: where this process's own command line and
+/// environment live in its memory (read by the parent from `/proc/self/stat`), to overwrite
+/// them in the init's private copy, and the title to show instead.
+#[derive(Debug)]
+pub(crate) struct InitPlan {
+    /// `[start, end)` of the argument strings.
+    pub args: (usize, usize),
+    /// `[start, end)` of the environment strings.
+    pub env: (usize, usize),
+    /// What `/proc/1/cmdline` shows inside: `kiln-init -- COMMAND ...`.
+    pub title: Vec<u8>,
 }
 
 struct Fail {
@@ -254,7 +280,10 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
         }
         finish_rootfs(plan)?;
         drop_privileges(plan)?;
-        exec(plan)
+        match &plan.init {
+            Some(init) => run_init(plan, init),
+            None => exec(plan),
+        }
     }
 }
 
@@ -270,6 +299,9 @@ unsafe fn join(plan: &Plan) -> Result<(), Fail> {
         }
         if plan.new_cgroup_ns {
             check(libc::unshare(libc::CLONE_NEWCGROUP) as _, Step::CgroupNs, 0)?;
+        }
+        for (i, &(fd, kind)) in plan.join_ns.iter().enumerate() {
+            check(libc::setns(fd, kind) as _, Step::JoinNs, i as u32)?;
         }
         if let Some(fd) = plan.netns {
             check(libc::setns(fd, libc::CLONE_NEWNET) as _, Step::JoinNetNs, 0)?;
@@ -580,8 +612,18 @@ unsafe fn run_op(plan: &Plan, i: u32, op: &Op) -> Result<(), Fail> {
                     return Err(fail(errno()));
                 }
             }
-            Op::Mknod { path, mode, dev } => {
+            Op::Mknod {
+                path,
+                mode,
+                dev,
+                owner,
+            } => {
                 if libc::mknod(path.as_ptr(), *mode, *dev) < 0 && errno() != libc::EEXIST {
+                    return Err(fail(errno()));
+                }
+                if let Some((uid, gid)) = owner
+                    && libc::lchown(path.as_ptr(), *uid, *gid) < 0
+                {
                     return Err(fail(errno()));
                 }
             }

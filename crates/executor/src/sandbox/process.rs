@@ -65,7 +65,7 @@ impl Sandbox {
         validate(spec)?;
         // Compiled once per process; the Arc keeps the instructions alive until the child has
         // installed them (the parent thread is suspended until exec).
-        let seccomp = super::seccomp::program(spec.seccomp, spec.capabilities)?;
+        let seccomp = super::seccomp::program(&spec.seccomp, spec.capabilities)?;
         let started = Instant::now();
         let id = new_id();
         let state = spec.state_dir.join(&id);

@@ -144,7 +144,7 @@ pub fn config(spec: &SandboxSpec, rootfs: &Path, etc_dir: &Path, cgroups_path: &
         },
     });
     // The runtime compiles the same rules with libseccomp (which also covers x32 and i386).
-    if let Some(profile) = super::seccomp::oci_profile(spec.seccomp, spec.capabilities) {
+    if let Some(profile) = super::seccomp::oci_profile(&spec.seccomp, spec.capabilities) {
         config["linux"]["seccomp"] = profile;
     }
     config

@@ -36,10 +36,75 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(cli.log_level.as_deref());
     let root = cli.root.unwrap_or_else(kiln_image::default_root);
     commands::run(cli.command, &backend::Context::new(root))
+}
+
+/// A command line the parser refused, as Docker's CLI reports one: its own short message,
+/// where to get help, exit code 125 (help and version requests print and succeed).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use std::error::Error as _;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(125)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg).unwrap_or_default();
+    let message = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("unknown flag: {}", arg.split('=').next().unwrap_or(&arg))
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
+            "invalid argument {:?} for \"{}\" flag: {}",
+            text(ContextKind::InvalidValue).unwrap_or_default(),
+            arg.split_whitespace().next().unwrap_or(&arg),
+            e.source()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "invalid value".into())
+        ),
+        _ => {
+            let rendered = e.render().to_string();
+            rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: ")
+                .to_string()
+        }
+    };
+    // `Usage: kiln run [OPTIONS] ...` names the command.
+    let usage = e.render().to_string();
+    let command = usage
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "kiln".into());
+    eprintln!("{message}\nSee '{command} --help'.");
+    ExitCode::from(125)
 }
 
 /// Shows the spans and events the libraries emit when asked (`--log-level`, `KILN_LOG`); by

@@ -198,8 +198,11 @@ fn devices_shm_size_and_hosts() {
         return;
     }
     let f = Fixture::new();
-    let mut spec =
-        f.shell("ls -ln /dev/mynull /dev/sub/zero; df -k /dev/shm | tail -1; cat /etc/hosts");
+    let mut spec = f.shell(
+        "ls -ln /dev/mynull /dev/sub/zero; df -k /dev/shm | tail -1; \
+             cat /proc/sys/kernel/shmmax; cat /etc/hosts",
+    );
+    spec.sysctls = vec![("kernel.shmmax".into(), "12345".into())];
     spec.devices = vec![
         Device {
             path: "/dev/mynull".into(),
@@ -230,6 +233,7 @@ fn devices_shm_size_and_hosts() {
     assert_eq!(null[..6], ["crw-r-----", "1", "0", "5", "1,", "3"], "{out}");
     assert!(out.contains("1,   5"), "{out}");
     assert!(out.contains(" 1024 "), "{out}");
+    assert!(out.contains("\n12345\n"), "{out}");
     assert!(
         out.ends_with("127.0.0.1\tlocalhost\n10.0.0.9\tbox\n"),
         "{out}"

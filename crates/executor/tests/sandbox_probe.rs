@@ -295,6 +295,7 @@ fn mounts_binds_tmpfs_masked_and_readonly_paths() {
             size: Some(1 << 20),
             mode: Some(0o1777),
             readonly: false,
+            noexec: false,
         },
     ];
     let out = run_ok(&spec);

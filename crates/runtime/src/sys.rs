@@ -37,17 +37,44 @@ pub(crate) fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+/// Who an exec'd command runs as: ids, supplementary groups, and whether it may gain
+/// privileges (`no-new-privileges`).
+pub(crate) struct Credentials {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+    pub(crate) no_new_privs: bool,
+}
+
 /// Prepares the process `cmd` starts as a container's own processes are: an empty signal mask
 /// (the caller blocks the signals it forwards, and a mask survives exec), no descriptors but
-/// 0, 1 and 2, and with `controlling_tty` a new session whose controlling terminal is its stdin
-/// (a pty slave), as after a login: `exec -t` needs it for job control and ^C.
-pub(crate) fn prepare_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
+/// 0, 1 and 2, with `creds` its groups, gid and uid (std's own `uid`/`gid` cannot set
+/// supplementary groups), and with `controlling_tty` a new session whose controlling terminal
+/// is its stdin (a pty slave), as after a login: `exec -t` needs it for job control and ^C.
+pub(crate) fn prepare_exec(
+    cmd: &mut std::process::Command,
+    controlling_tty: bool,
+    creds: Option<Credentials>,
+) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls on its own stack, touching no memory shared with the
-    // parent.
+    // async-signal-safe system calls on its own stack (and reads `creds`, its own copy),
+    // touching no memory shared with the parent.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(c) = &creds {
+                // Raw syscalls: the child is single-threaded, and glibc's wrappers would try
+                // to synchronise threads that only exist in the parent.
+                if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0
+                    || libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid) < 0
+                    || libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if c.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

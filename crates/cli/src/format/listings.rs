@@ -183,3 +183,11 @@ pub const STATS: Listing = Listing {
     ],
     context_type: "*container.statsContext",
 };
+
+/// `kiln events --format`: rows are Docker's event messages (`Type`, `Action`, `Actor` with
+/// `ID` and `Attributes`, `scope`, `time`, `timeNano`); there is no table.
+pub const EVENTS: Listing = Listing {
+    default_table: "{{json .}}",
+    headers: &[],
+    context_type: "*events.Message",
+};

@@ -146,6 +146,7 @@ impl Mounts {
             keep: Vec::new(),
         };
         mounts.system(spec, devpts)?;
+        mounts.sysctls(spec)?;
         mounts.devices(spec)?;
         mounts.cgroups(spec, cgroups)?;
         mounts.spec_mounts(spec)?;
@@ -257,6 +258,30 @@ impl Mounts {
             libc::MS_RDONLY
         };
         ops.mount("sysfs", "/sys", ro | NOSUID | NODEV | NOEXEC, None)?;
+        Ok(())
+    }
+
+    /// The spec's kernel parameters, written while `/proc/sys` is still writable.
+    fn sysctls(&mut self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        for (key, value) in &spec.sysctls {
+            if key.is_empty()
+                || key.contains(['/', '\0'])
+                || key.split('.').any(|p| p.is_empty() || p == "..")
+            {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "invalid sysctl name {key:?}"
+                )));
+            }
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            self.ops.push(
+                child::Op::Write {
+                    path: cstr(path.as_bytes(), "sysctl")?,
+                    data: cstr(value.as_bytes(), "sysctl value")?,
+                },
+                format!("failed to set sysctl {key}={value}"),
+                None,
+            );
+        }
         Ok(())
     }
 
@@ -440,6 +465,7 @@ impl Mounts {
                     size,
                     mode,
                     readonly,
+                    noexec,
                     ..
                 } => {
                     ops.mkdir(&target, 0o755)?;
@@ -453,6 +479,9 @@ impl Mounts {
                     let mut flags = NOSUID | NODEV;
                     if *readonly {
                         flags |= libc::MS_RDONLY;
+                    }
+                    if *noexec {
+                        flags |= NOEXEC;
                     }
                     let t = target.to_string_lossy().into_owned();
                     let data = data.join(",");

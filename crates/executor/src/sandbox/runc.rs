@@ -71,8 +71,12 @@ pub fn config(spec: &SandboxSpec, rootfs: &Path, etc_dir: &Path, cgroups_path: &
                 size,
                 mode,
                 readonly,
+                noexec,
             } => {
                 let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+                if *noexec {
+                    opts.push("noexec".into());
+                }
                 if let Some(mode) = mode {
                     opts.push(format!("mode={mode:o}"));
                 }

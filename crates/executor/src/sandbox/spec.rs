@@ -143,6 +143,9 @@ pub struct SandboxSpec {
     pub hosts: Option<String>,
     /// Mount `/sys` (and the cgroup views in it) read-write (Docker's `--privileged`).
     pub sysfs_writable: bool,
+    /// Kernel parameters to set inside (`net.ipv4.ip_forward`, `1`), written to `/proc/sys`
+    /// once the sandbox is in its namespaces; which ones are namespaced is the caller's check.
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl SandboxSpec {
@@ -181,6 +184,7 @@ impl SandboxSpec {
             shm_size: None,
             hosts: None,
             sysfs_writable: false,
+            sysctls: Vec::new(),
         }
     }
 }
@@ -258,12 +262,14 @@ pub enum Mount {
         target: PathBuf,
         readonly: bool,
     },
-    /// A fresh tmpfs; `size` in bytes, `mode` such as 0o1777.
+    /// A fresh tmpfs (nosuid, nodev); `size` in bytes, `mode` such as 0o1777.
     Tmpfs {
         target: PathBuf,
         size: Option<u64>,
         mode: Option<u32>,
         readonly: bool,
+        /// Mount it noexec (a container's `--tmpfs` unless `exec`).
+        noexec: bool,
     },
 }
 

@@ -145,6 +145,8 @@ pub(crate) enum Op {
     Mask { path: CString },
     /// Bind-mounts a path onto itself read-only (recursively). Missing paths are skipped.
     ReadOnly { path: CString },
+    /// Writes `data` to an existing file (a `/proc/sys` entry).
+    Write { path: CString, data: CString },
 }
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -659,6 +661,19 @@ unsafe fn run_op(plan: &Plan, i: u32, op: &Op) -> Result<(), Fail> {
                 };
                 if ret < 0 {
                     return Err(fail(errno()));
+                }
+            }
+            Op::Write { path, data } => {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(fail(errno()));
+                }
+                let len = data.as_bytes().len();
+                let n = libc::write(fd, data.as_ptr().cast(), len);
+                let e = errno();
+                libc::close(fd);
+                if n < 0 {
+                    return Err(fail(e));
                 }
             }
             Op::ReadOnly { path } => {

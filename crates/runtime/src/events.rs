@@ -16,9 +16,17 @@ use crate::store::Container;
 
 const MAX_SIZE: u64 = 4 << 20;
 
-/// One event, with Docker's field names (`docker events --format '{{json .}}'`).
+/// One event, with Docker's field names (`docker events --format '{{json .}}'`; the
+/// deprecated `status`, `id` and `from` of container events included, as Docker still sends
+/// them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
     #[serde(rename = "Type")]
     pub kind: String,
     #[serde(rename = "Action")]
@@ -58,7 +66,17 @@ pub(crate) fn new(
     attributes: BTreeMap<String, String>,
 ) -> Event {
     let nanos = now_nanos();
+    let legacy = |v: &str| {
+        if kind == "container" {
+            v.to_string()
+        } else {
+            String::new()
+        }
+    };
     Event {
+        status: legacy(action),
+        id: legacy(id),
+        from: legacy(attributes.get("image").map_or("", String::as_str)),
         kind: kind.to_string(),
         action: action.to_string(),
         actor: Actor {

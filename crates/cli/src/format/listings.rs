@@ -188,6 +188,16 @@ pub const STATS: Listing = Listing {
 /// `ID` and `Attributes`, `scope`, `time`, `timeNano`); there is no table.
 pub const EVENTS: Listing = Listing {
     default_table: "{{json .}}",
-    headers: &[],
+    headers: &[
+        ("status", "STATUS"),
+        ("id", "ID"),
+        ("from", "FROM"),
+        ("Type", "TYPE"),
+        ("Action", "ACTION"),
+        ("Actor", "ACTOR"),
+        ("scope", "SCOPE"),
+        ("time", "TIME"),
+        ("timeNano", "TIMENANO"),
+    ],
     context_type: "*events.Message",
 };

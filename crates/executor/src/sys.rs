@@ -23,6 +23,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` for mount_setattr(2).
 #[repr(C)]
@@ -87,8 +88,21 @@ pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedF
 
 /// Makes a detached mount (and, with `recursive`, every mount below it) read-only.
 pub(crate) fn set_detached_readonly(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    set_detached_attrs(fd, MOUNT_ATTR_RDONLY, recursive)
+}
+
+/// Makes a detached mount nosuid, nodev and noexec, and read-only unless `writable`.
+pub(crate) fn set_detached_locked(fd: BorrowedFd<'_>, writable: bool) -> io::Result<()> {
+    let mut attrs = u64::from(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) | MOUNT_ATTR_NODEV;
+    if !writable {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    set_detached_attrs(fd, attrs, false)
+}
+
+fn set_detached_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,

@@ -285,6 +285,8 @@ impl Runtime {
                     .env_clear()
                     .envs(env.iter().filter_map(|e| e.split_once('=')))
                     .current_dir(&cwd);
+                let program =
+                    crate::sys::Program::new(&argv, &env).map_err(io_err("prepare the command"))?;
                 crate::sys::prepare_exec(
                     &mut cmd,
                     matches!(io, ExecIo::Pty),
@@ -294,6 +296,7 @@ impl Runtime {
                         groups: resolved.additional_gids.clone(),
                         no_new_privs,
                     }),
+                    Some(program),
                 );
                 let mut master = None;
                 match io {

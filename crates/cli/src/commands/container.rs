@@ -11,7 +11,7 @@ use kiln_runtime::system::{human_size, human_size_binary};
 use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
 use super::listing;
-use super::run::{failure, kiln_exe, terminal_sink};
+use super::run::{kiln_exe, terminal_sink};
 use crate::backend::Context;
 use crate::format;
 
@@ -480,7 +480,11 @@ pub fn exec(args: ExecArgs, ctx: &Context) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(126)
         }
-        Err(e) => failure(&e),
+        // Any other failure (no such container, not running) is Docker's exit code 1.
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -361,9 +361,7 @@ impl RunArgs {
                 }
             }
         }
-        if self.detach && !self.attach.is_empty() {
-            return Err("conflicting options: -a and -d".into());
-        }
+
         if self.detach && self.rm && self.restart.as_deref().is_some_and(|r| r != "no") {
             return Err("conflicting options: --restart and --rm".into());
         }
@@ -414,6 +412,11 @@ impl RunArgs {
         ctx: &Context,
     ) -> Result<(kiln_runtime::Runtime, kiln_runtime::Container, Attach), ExitCode> {
         let attach = self.check().map_err(usage)?;
+        if self.detach && !self.attach.is_empty() {
+            // Docker's client refuses it with exit code 1, not 125.
+            eprintln!("Conflicting options: -a and -d");
+            return Err(ExitCode::FAILURE);
+        }
         let rt = ctx.runtime().map_err(|e| usage(format!("{e:#}")))?;
         self.pull_image(ctx).map_err(usage)?;
         let container = match rt.create(&self.options()) {

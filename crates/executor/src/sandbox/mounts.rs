@@ -215,7 +215,6 @@ impl Mounts {
             ("/dev/stdout", "/proc/self/fd/1"),
             ("/dev/stderr", "/proc/self/fd/2"),
             ("/dev/ptmx", "pts/ptmx"),
-            ("/dev/core", "/proc/kcore"),
         ] {
             ops.push(
                 child::Op::Symlink {
@@ -338,12 +337,10 @@ impl Mounts {
             let fd = sys::open_tree_clone(&cpath(&view.host_dir)?, false).map_err(io_err(
                 format!("failed to bind cgroup {}", view.host_dir.display()),
             ))?;
-            if !spec.sysfs_writable {
-                sys::set_detached_readonly(fd.as_fd(), false).map_err(io_err(format!(
-                    "failed to make the view of cgroup {} read-only",
-                    view.host_dir.display()
-                )))?;
-            }
+            sys::set_detached_locked(fd.as_fd(), spec.sysfs_writable).map_err(io_err(format!(
+                "failed to make the view of cgroup {} read-only",
+                view.host_dir.display()
+            )))?;
             Ok(fd)
         };
         if let [view] = views

@@ -104,13 +104,12 @@ impl Runtime {
         };
         // A first check before the slow part; the one that counts is made under the lock.
         check_name_free(self.root(), &name)?;
-        let hostname = match (&opts.hostname, settings.host.uts_mode.as_str()) {
-            (_, "host") => nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            (Some(h), _) => h.clone(),
-            (None, _) => id[..12].to_string(),
-        };
+        // With `--uts host` the processes see the host's name, while the record, HOSTNAME and
+        // /etc/hostname keep the container's (as Docker's do).
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
         let user = opts.user.clone().unwrap_or_else(|| rc.user.clone());
         let working_dir = match opts.workdir.as_deref() {
             Some(w) if !w.starts_with('/') => {

@@ -133,7 +133,11 @@ impl Runtime {
                 "DnsOptions": hs.dns_options,
                 "Sysctls": (!hs.sysctls.is_empty()).then_some(&hs.sysctls),
                 "ShmSize": hs.shm_size.unwrap_or(64 << 20),
-                "IpcMode": if hs.ipc_mode.is_empty() { "private" } else { hs.ipc_mode.as_str() },
+                "IpcMode": if hs.ipc_mode.is_empty() {
+                    "private"
+                } else {
+                    hs.ipc_mode.as_str()
+                },
                 "PidMode": hs.pid_mode,
                 "UTSMode": hs.uts_mode,
                 "LogConfig": hs.log_config,

@@ -26,10 +26,8 @@ impl Runtime {
     ) -> Result<Settings, RuntimeError> {
         let mut warnings = Vec::new();
         let sec = security::parse_security_opts(&opts.security_opt)?;
-        let caps = |names: &[String]| -> Result<Vec<String>, RuntimeError> {
-            names.iter().map(|n| security::normalize_cap(n)).collect()
-        };
-        let (cap_add, cap_drop) = (caps(&opts.cap_add)?, caps(&opts.cap_drop)?);
+        // Recorded as given (Docker shows them so); checked and normalized here.
+        let (cap_add, cap_drop) = (opts.cap_add.clone(), opts.cap_drop.clone());
         security::capabilities(&cap_add, &cap_drop, opts.privileged)?;
         let ulimits = opts
             .ulimits

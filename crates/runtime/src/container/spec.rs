@@ -165,11 +165,18 @@ impl Runtime {
     /// `--pid`/`--ipc`: a new namespace, the host's, or that of a running container's pid 1.
     fn namespace_of(&self, mode: &str, kind: &str) -> Result<Namespace, RuntimeError> {
         Ok(match mode {
-            "" => Namespace::New,
+            "" | "shareable" => Namespace::New,
             "host" => Namespace::Host,
             m => {
                 let id = m.strip_prefix("container:").unwrap_or(m);
                 let other = self.get(id)?;
+                // Docker's rule: only a `--ipc shareable` container's IPC may be joined.
+                if kind == "ipc" && other.config.host.ipc_mode != "shareable" {
+                    return Err(RuntimeError::Invalid(format!(
+                        "cannot join IPC of a non-shareable container: {}",
+                        other.name()
+                    )));
+                }
                 if other.state.status != Status::Running
                     || !store::is_alive(other.state.pid, other.state.pid_start)
                 {

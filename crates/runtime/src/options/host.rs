@@ -147,13 +147,14 @@ pub(crate) fn labels(
     Ok(out)
 }
 
-/// `--ipc`, `--pid` and `--uts` values: `""`, `host`, `container:NAME` (ipc: also `private`
-/// and `shareable`, which are both what kiln does without the flag). Returns the mode to
-/// record with any container reference still by name.
+/// `--ipc`, `--pid` and `--uts` values: `""`, `host`, `container:NAME` (ipc: also `private`,
+/// the default, and `shareable`, which others may join). Returns the mode to record with any
+/// container reference still by name.
 pub(crate) fn namespace_mode(flag: &str, value: &str) -> Result<String, RuntimeError> {
     let ok = match (flag, value) {
         (_, "" | "host") => true,
-        ("ipc", "private" | "shareable") => return Ok(String::new()),
+        ("ipc", "private") => return Ok(String::new()),
+        ("ipc", "shareable") => true,
         ("ipc" | "pid", v) if v.starts_with("container:") && v.len() > "container:".len() => true,
         ("ipc", "none") => {
             return Err(RuntimeError::NotSupported(
@@ -448,7 +449,8 @@ mod tests {
                 ("c".into(), String::new())
             ]
         );
-        assert_eq!(namespace_mode("ipc", "shareable").unwrap(), "");
+        assert_eq!(namespace_mode("ipc", "private").unwrap(), "");
+        assert_eq!(namespace_mode("ipc", "shareable").unwrap(), "shareable");
         assert!(namespace_mode("uts", "container:x").is_err());
         assert_eq!(namespace_mode("pid", "container:x").unwrap(), "container:x");
         assert!(log_config(Some("syslog"), &[]).is_err());

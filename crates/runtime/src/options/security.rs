@@ -59,6 +59,11 @@ pub(crate) fn capabilities(
     drops: &[String],
     privileged: bool,
 ) -> Result<u64, RuntimeError> {
+    let normalize = |names: &[String]| -> Result<Vec<String>, RuntimeError> {
+        names.iter().map(|n| normalize_cap(n)).collect()
+    };
+    let (adds, drops) = (normalize(adds)?, normalize(drops)?);
+    let (adds, drops) = (adds.as_slice(), drops.as_slice());
     let available = available_caps();
     if privileged {
         return Ok(available);

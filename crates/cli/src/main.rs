@@ -73,10 +73,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         ErrorKind::UnknownArgument if arg.starts_with('-') => {
             format!("unknown flag: {}", arg.split('=').next().unwrap_or(&arg))
         }
+        ErrorKind::MissingRequiredArgument => {
+            format!("\"{}\" requires at least 1 argument.", command_words())
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
             "invalid argument {:?} for \"{}\" flag: {}",
             text(ContextKind::InvalidValue).unwrap_or_default(),
-            arg.split_whitespace().next().unwrap_or(&arg),
+            flag_label(arg.split_whitespace().next().unwrap_or(&arg)),
             e.source()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "invalid value".into())
@@ -91,20 +94,52 @@ fn usage_error(e: &clap::Error) -> ExitCode {
                 .to_string()
         }
     };
-    // `Usage: kiln run [OPTIONS] ...` names the command.
-    let usage = e.render().to_string();
-    let command = usage
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Usage: "))
-        .map(|u| {
-            u.split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<', '-']))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "kiln".into());
-    eprintln!("{message}\nSee '{command} --help'.");
+    eprintln!("{message}\nSee '{} --help'.", command_words());
     ExitCode::from(125)
+}
+
+/// `kiln run` (or `kiln network create`): the words of the command line that name the
+/// command, global options skipped.
+fn command_words() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut words = vec!["kiln".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--root" || a == "--log-level" {
+            args.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(&a) {
+            Some(sub) => {
+                words.push(a.clone());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    words.join(" ")
+}
+
+/// `--memory` as Docker's messages show a flag: with its short form (`-m, --memory`).
+fn flag_label(long: &str) -> String {
+    use clap::CommandFactory;
+    let name = long.trim_start_matches('-');
+    let mut stack = vec![Cli::command()];
+    while let Some(cmd) = stack.pop() {
+        if let Some(short) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .and_then(|a| a.get_short())
+        {
+            return format!("-{short}, --{name}");
+        }
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    long.to_string()
 }
 
 /// Shows the spans and events the libraries emit when asked (`--log-level`, `KILN_LOG`); by

@@ -38,7 +38,7 @@ pub use container::{
 pub use error::RuntimeError;
 pub use exec::ExecOptions;
 pub use logs::LogOptions;
-pub use options::RunOptions;
+pub use options::{RunOptions, check_size};
 pub use store::{
     Container, ContainerConfig, ContainerState, HostSettings, MountConfig, NetworkLink,
     NetworkMode, PortMapping, RestartPolicy, Status,

@@ -204,6 +204,11 @@ pub(crate) fn merge_env(
     env
 }
 
+/// Checks a size as a flag parser wants it: bytes, or Docker's reason (`invalid size: 'x'`).
+pub fn check_size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|_| format!("invalid size: '{s}'"))
+}
+
 /// `512`, `512k`, `64m`, `1g` (binary units, as Docker) into bytes.
 pub(crate) fn parse_size(s: &str) -> Result<u64, RuntimeError> {
     let bad = || {

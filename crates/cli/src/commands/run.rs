@@ -58,10 +58,10 @@ pub struct RunArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Memory limit (e.g. 64m).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = size)]
     memory: Option<String>,
     /// CPU limit in CPUs (e.g. 1.5).
-    #[arg(long)]
+    #[arg(long, value_parser = cpus)]
     cpus: Option<String>,
     /// Maximum number of processes.
     #[arg(long)]
@@ -143,7 +143,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
     /// Size of /dev/shm (default 64m).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
     shm_size: Option<String>,
     /// IPC namespace: private (default), shareable, host, container:NAME.
     #[arg(long, value_name = "MODE")]
@@ -182,7 +182,7 @@ pub struct RunArgs {
     #[arg(short, long)]
     quiet: bool,
     /// Memory plus swap (e.g. 1g; -1 for unlimited swap).
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = swap)]
     memory_swap: Option<String>,
     /// Relative CPU weight (default 1024).
     #[arg(short = 'c', long, value_name = "SHARES")]
@@ -202,6 +202,27 @@ pub struct RunArgs {
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Flag values checked while parsing, so a bad one is reported as Docker's client does
+/// (`invalid argument "x" for "-m, --memory" flag: invalid size: 'x'`).
+fn size(s: &str) -> Result<String, String> {
+    kiln_runtime::check_size(s).map(|_| s.to_string())
+}
+
+fn swap(s: &str) -> Result<String, String> {
+    if s.trim() == "-1" {
+        Ok(s.to_string())
+    } else {
+        size(s)
+    }
+}
+
+fn cpus(s: &str) -> Result<String, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(s.to_string()),
+        _ => Err(format!("failed to parse {s} as a rational number")),
+    }
 }
 
 impl RunArgs {

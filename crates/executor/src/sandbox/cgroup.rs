@@ -425,12 +425,13 @@ impl Cgroups {
     }
 
     /// Removes the directories. Runs after pid 1 was reaped, when the pid namespace is empty;
-    /// the kernel may still be finishing the last exits, so EBUSY is retried briefly.
+    /// the kernel may still be finishing the last exits (on a loaded host a v2 cgroup has
+    /// been seen busy for over a second), so EBUSY is retried for up to five seconds.
     pub(crate) fn remove(&mut self) -> Vec<PathBuf> {
         let mut left = Vec::new();
         for (dir, _) in self.dirs.drain(..) {
             let mut ok = false;
-            for attempt in 0..200 {
+            for attempt in 0..1000 {
                 match fs::remove_dir(&dir) {
                     Ok(()) => {
                         ok = true;
@@ -440,7 +441,7 @@ impl Cgroups {
                         ok = true;
                         break;
                     }
-                    Err(_) if attempt < 199 => {
+                    Err(_) if attempt < 999 => {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                     Err(e) => {

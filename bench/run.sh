@@ -20,7 +20,7 @@
 #                        kiln-<compression>, e.g. kiln-uncompressed or kiln-zstd: kiln with that
 #                        --compression and a store of its own; and kilnbase: the kiln binary
 #                        KILN_BASE, e.g. the build before a change, with a store of its own)
-#   METRICS="..."        default: cold noop edit export-tar export-gz export-zstd push run
+#   METRICS="..."        default: cold noop edit export-tar export-gz export-zstd push run run-init run-port
 #   REPS=N               timed repetitions per case (default 3; bench.env may scale it down)
 #   WARMUP=N             untimed warm-up runs per tool and case (default 1; bench.env may lower it)
 #   EXPORT_WORKLOADS     workloads that get export/push cases (default: app bigctx)
@@ -50,7 +50,7 @@ else
   WARMUP=${WARMUP:-1}
 fi
 TOOLS=${TOOLS:-kiln buildkit buildah}
-METRICS=${METRICS:-cold noop edit export-tar export-gz export-zstd push run}
+METRICS=${METRICS:-cold noop edit export-tar export-gz export-zstd push run run-init run-port}
 want() { [[ " $METRICS " == *" $1 "* ]]; }
 T_CMD=${T_CMD:-900}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
@@ -104,6 +104,14 @@ if [[ -z ${KILN_RUN+x} ]]; then
   KILN_RUN=""
   kiln_has run && KILN_RUN="$KILN --root $KILN_ROOT run --rm {image} true"
 fi
+# run-init and run-port (issue 22): the same with --init, and with a port published on a
+# random host port (kiln's default bridge and userspace proxy; Docker's bridge and docker-proxy)
+KILN_RUN_INIT=""
+KILN_RUN_PORT=""
+if [[ -n $KILN_RUN ]] && "$KILN" run --help 2>&1 | grep -q -- '--init'; then
+  KILN_RUN_INIT="$KILN --root $KILN_ROOT run --rm --init {image} true"
+  KILN_RUN_PORT="$KILN --root $KILN_ROOT run --rm -p 80 {image} true"
+fi
 KILN_EXPORT_TAR=""
 kiln_has save && KILN_EXPORT_TAR="$KILN --root $KILN_ROOT save -o {out} {tag}"
 
@@ -119,6 +127,8 @@ tpl() {
   kiln:export-zstd) echo "$KILN_EXPORT_ZSTD" ;;
   kiln:push) echo "$KILN_PUSH" ;;
   kiln:run) echo "$KILN_RUN" ;;
+  kiln:run-init) echo "$KILN_RUN_INIT" ;;
+  kiln:run-port) echo "$KILN_RUN_PORT" ;;
   kilnbase:build) echo "$KILN_BASE --root $KILN_ROOT-base build -q -t {tag} -f {dockerfile} {context}" ;;
   kilnbase:reset) echo "kiln_reset $KILN_ROOT-base" ;;
   kiln-*:build)
@@ -136,6 +146,8 @@ tpl() {
     echo "skopeo copy -q --dest-compress-format zstd --src-daemon-host $DOCKER_HOST docker-daemon:{tag} oci-archive:{out}" ;;
   buildkit:push | legacy:push) echo "$DOCKER tag {tag} {ref} && $DOCKER push -q {ref}" ;;
   buildkit:run | legacy:run) echo "$DOCKER run --rm {image} true" ;;
+  buildkit:run-init | legacy:run-init) echo "$DOCKER run --rm --init {image} true" ;;
+  buildkit:run-port | legacy:run-port) echo "$DOCKER run --rm -p 80 {image} true" ;;
   # --jobs 4: buildah's stages run in parallel only when asked. --network host, as kiln's RUN
   # steps: buildah's default network sets up a CNI bridge (cni-podman0, 10.88.0.0/16) with
   # firewall rules on the host and leaves them there.
@@ -239,7 +251,7 @@ run_case() {
   local w=$1 m=$2 prep=$3 reps=$4 tool key cmd prepcmd rep
   declare -A failed=()
   key=build
-  [[ $m == export-* || $m == push || $m == run ]] && key=$m
+  [[ $m == export-* || $m == push || $m == run* ]] && key=$m
   log "$w $m: warm-up $WARMUP, $reps timed, tools: $TOOLS"
   for ((rep = 1 - WARMUP; rep <= reps; rep++)); do
     for tool in $TOOLS; do
@@ -343,6 +355,10 @@ for w in $WORKLOADS; do
   timeout 300 docker-registry garbage-collect "$REGISTRY_DIR/config.yml" >/dev/null 2>&1 || true
 done
 want run && run_case container run none "$((REPS * 2))"
+want run-init && run_case container run-init none "$((REPS * 2))"
+want run-port && run_case container run-port none "$((REPS * 2))"
+# The run cases made kiln's default bridge (and its firewall chains) on the host: give them back.
+"$KILN" --root "$KILN_ROOT" network rm bridge >/dev/null 2>&1 || true
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 python3 "$BENCH_DIR/lib/report.py" "$OUT" >"$OUT_MD" || die "report failed"

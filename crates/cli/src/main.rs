@@ -41,10 +41,110 @@ struct Cli {
 
 fn main() -> ExitCode {
     sys::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(cli.log_level.as_deref());
     let root = cli.root.unwrap_or_else(kiln_image::default_root);
     commands::run(cli.command, &backend::Context::new(root))
+}
+
+/// A command line the parser refused, as Docker's CLI reports one: its own short message,
+/// where to get help, exit code 125 (help and version requests print and succeed).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use std::error::Error as _;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(125)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg).unwrap_or_default();
+    let message = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("unknown flag: {}", arg.split('=').next().unwrap_or(&arg))
+        }
+        ErrorKind::MissingRequiredArgument => {
+            format!("\"{}\" requires at least 1 argument.", command_words())
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
+            "invalid argument {:?} for \"{}\" flag: {}",
+            text(ContextKind::InvalidValue).unwrap_or_default(),
+            flag_label(arg.split_whitespace().next().unwrap_or(&arg)),
+            e.source()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "invalid value".into())
+        ),
+        _ => {
+            let rendered = e.render().to_string();
+            rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: ")
+                .to_string()
+        }
+    };
+    eprintln!("{message}\nSee '{} --help'.", command_words());
+    ExitCode::from(125)
+}
+
+/// `kiln run` (or `kiln network create`): the words of the command line that name the
+/// command, global options skipped.
+fn command_words() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut words = vec!["kiln".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--root" || a == "--log-level" {
+            args.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(&a) {
+            Some(sub) => {
+                words.push(a.clone());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    words.join(" ")
+}
+
+/// `--memory` as Docker's messages show a flag: with its short form (`-m, --memory`).
+fn flag_label(long: &str) -> String {
+    use clap::CommandFactory;
+    let name = long.trim_start_matches('-');
+    let mut stack = vec![Cli::command()];
+    while let Some(cmd) = stack.pop() {
+        if let Some(short) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .and_then(|a| a.get_short())
+        {
+            return format!("-{short}, --{name}");
+        }
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    long.to_string()
 }
 
 /// Shows the spans and events the libraries emit when asked (`--log-level`, `KILN_LOG`); by

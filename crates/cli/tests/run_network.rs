@@ -682,3 +682,78 @@ fn a_host_interface_named_like_kilns_bridges_is_not_isolated_from_containers() {
     kiln_in(&ns, &env, &["network", "rm", "n1"]);
     kiln_in(&ns, &env, &["network", "rm", "bridge"]);
 }
+
+#[test]
+fn network_connect_and_disconnect_a_running_container() {
+    let Some(env) = Env::serial(&SERIAL, &[]) else {
+        return;
+    };
+    let (a, b) = (
+        format!("ca{}", std::process::id()),
+        format!("cb{}", std::process::id()),
+    );
+    env.ok(&["network", "create", &a]);
+    env.ok(&["network", "create", &b]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "one",
+        "--network",
+        &a,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "--network",
+        &b,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let two_ip = env.inspect("two")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ping = format!("ping -c 1 -W 1 {two_ip} >/dev/null 2>&1 && echo reached || echo not");
+    // Different networks do not route to each other.
+    assert_eq!(env.ok(&["exec", "one", "sh", "-c", &ping]), "not\n");
+    env.ok(&["network", "connect", &b, "one"]);
+    // Now `one` has eth1 on b: it reaches `two` and finds it by name.
+    assert_eq!(env.ok(&["exec", "one", "sh", "-c", &ping]), "reached\n");
+    let hosts = env.ok(&["exec", "one", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{two_ip}\ttwo")), "{hosts}");
+    let members = env.ok(&["network", "inspect", &b]);
+    assert!(members.contains("\"one\""), "{members}");
+    // Connecting twice is refused; disconnecting takes eth1 away again.
+    assert!(
+        !env.kiln(&["network", "connect", &b, "one"])
+            .status
+            .success()
+    );
+    env.ok(&["network", "disconnect", &b, "one"]);
+    assert_eq!(
+        env.ok(&[
+            "exec",
+            "one",
+            "sh",
+            "-c",
+            "ip link show eth1 >/dev/null 2>&1 && echo up || echo gone"
+        ]),
+        "gone\n"
+    );
+    assert_eq!(env.ok(&["exec", "one", "sh", "-c", &ping]), "not\n");
+    // A network in use is not pruned; an idle one is.
+    let idle = format!("ci{}", std::process::id());
+    env.ok(&["network", "create", &idle]);
+    let out = env.ok(&["network", "prune", "-f"]);
+    assert!(
+        out.contains(&idle) && !out.contains(&a) && !out.contains(&b),
+        "{out}"
+    );
+}

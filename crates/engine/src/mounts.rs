@@ -294,6 +294,7 @@ fn prepare_into(
                 size: *size,
                 mode: Some(0o1777),
                 readonly: false,
+                noexec: false,
             }),
             MountKind::Secret {
                 id,

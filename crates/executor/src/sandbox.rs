@@ -35,8 +35,8 @@ pub use process::Sandbox;
 pub use seccomp::Seccomp;
 pub use spec::{
     CAPABILITY_NAMES, CgroupLimits, CpuQuota, DEFAULT_PATH, DOCKER_DEFAULT_CAPS,
-    DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS, Mount, Network, Rlimit, RlimitResource, RootFs,
-    SandboxSpec, User,
+    DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS, Device, DeviceKind, Mount, Namespace, Network,
+    Rlimit, RlimitResource, RootFs, SandboxSpec, User,
 };
 
 /// Why a sandbox could not run (a command that ran and failed is an `Ok(ExitInfo)`).

@@ -22,8 +22,8 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` for mount_setattr(2).
 #[repr(C)]
@@ -88,18 +88,27 @@ pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedF
 
 /// Makes a detached mount (and, with `recursive`, every mount below it) read-only.
 pub(crate) fn set_detached_readonly(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
-    set_detached_attr(fd, MOUNT_ATTR_RDONLY, recursive)
+    set_detached_attrs(fd, MOUNT_ATTR_RDONLY, recursive)
 }
 
 /// Makes device nodes on a detached mount (and, with `recursive`, every mount below it)
 /// unusable: a node made with mknod there cannot be opened.
 pub(crate) fn set_detached_nodev(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
-    set_detached_attr(fd, u64::from(MOUNT_ATTR_NODEV), recursive)
+    set_detached_attrs(fd, MOUNT_ATTR_NODEV, recursive)
 }
 
-fn set_detached_attr(fd: BorrowedFd<'_>, attr_set: u64, recursive: bool) -> io::Result<()> {
+/// Makes a detached mount nosuid, nodev and noexec, and read-only unless `writable`.
+pub(crate) fn set_detached_locked(fd: BorrowedFd<'_>, writable: bool) -> io::Result<()> {
+    let mut attrs = u64::from(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) | MOUNT_ATTR_NODEV;
+    if !writable {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    set_detached_attrs(fd, attrs, false)
+}
+
+fn set_detached_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set,
+        attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -384,7 +393,8 @@ const CHILD_STACK: usize = 256 * 1024;
 
 extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `spawn` passes a pointer to a Plan that outlives the child's pre-exec life
-    // (the parent is suspended by CLONE_VFORK until the child execs or exits).
+    // (the parent is suspended by CLONE_VFORK until the child execs or exits, or, for an
+    // init, the child has its own copy of the parent's memory).
     unsafe { child::run(&*(plan as *const child::Plan)) }
 }
 
@@ -395,19 +405,22 @@ extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
 /// does not grow with the caller's memory, and the plan cannot change under the child. The
 /// child runs [`child::run`], which never returns: it execs the command or reports why not
 /// on the plan's status pipe and exits. It must not allocate or take locks (see `child`).
+///
+/// A plan with an init (`plan.init`) is different: its first process never execs, so it gets
+/// a copy of our memory instead (no CLONE_VM, no CLONE_VFORK: a fork on its own stack) and we
+/// return at once; the status pipe then tells when the command has exec'd.
 pub(crate) fn spawn(plan: &child::Plan, clone_flags: u64) -> io::Result<Spawned> {
     let mut stack = vec![0u8; CHILD_STACK];
     // Stacks grow down on every architecture we build for; keep 16-byte alignment.
     let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
     let mut pidfd: libc::c_int = -1;
-    let flags = clone_flags as libc::c_int
-        | libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::CLONE_PIDFD
-        | libc::SIGCHLD;
+    let mut flags = clone_flags as libc::c_int | libc::CLONE_PIDFD | libc::SIGCHLD;
+    if plan.init.is_none() {
+        flags |= libc::CLONE_VM | libc::CLONE_VFORK;
+    }
     // SAFETY: the stack stays alive until clone returns, which with CLONE_VFORK is after the
-    // child has exec'd or exited; the plan pointer likewise. CLONE_PIDFD stores the pidfd
-    // through the parent_tid argument.
+    // child has exec'd or exited (without CLONE_VM the child runs on its own copy of it); the
+    // plan pointer likewise. CLONE_PIDFD stores the pidfd through the parent_tid argument.
     let ret = unsafe {
         libc::clone(
             child_entry,
@@ -424,6 +437,59 @@ pub(crate) fn spawn(plan: &child::Plan, clone_flags: u64) -> io::Result<Spawned>
     // SAFETY: CLONE_PIDFD stored a new descriptor that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned { pid: ret, pidfd })
+}
+
+/// Where this process's argument and environment strings are (`/proc/self/stat` fields 48
+/// to 51): `((arg_start, arg_end), (env_start, env_end))`.
+pub(crate) fn args_and_env_areas() -> Option<((usize, usize), (usize, usize))> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start with field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    (f.len() == 4).then(|| ((f[0], f[1]), (f[2], f[3])))
+}
+
+/// Runs `f` with the calling thread's new children born in the pid namespace `ns` (setns of
+/// `CLONE_NEWPID` changes only where children go), and puts it back afterwards.
+pub(crate) fn with_child_pid_namespace<T>(
+    ns: BorrowedFd<'_>,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let own = std::fs::File::open("/proc/thread-self/ns/pid")?;
+    // SAFETY: setns on valid namespace descriptors.
+    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } as libc::c_long)?;
+    let result = f();
+    // SAFETY: as above; our own (active) namespace is always a valid target.
+    let back = cvt(unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } as libc::c_long);
+    match (result, back) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// A detached copy (as [`open_tree_clone`]) of the mount tree at `path` as seen from the
+/// mount namespace `ns` (another sandbox's): made on a throwaway thread that unshares its
+/// filesystem attributes and joins that namespace, since a mount can only be cloned from the
+/// namespace it belongs to.
+pub(crate) fn open_tree_in(ns: &std::path::Path, path: &CStr) -> io::Result<OwnedFd> {
+    let ns = std::fs::File::open(ns)?;
+    let path = path.to_owned();
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<OwnedFd> {
+            // SAFETY: plain syscalls affecting only this thread.
+            cvt(unsafe { libc::unshare(libc::CLONE_FS) } as libc::c_long)?;
+            // SAFETY: as above, on a valid namespace descriptor.
+            cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } as libc::c_long)?;
+            open_tree_clone(&path, true)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the mount thread panicked")))
+    })
 }
 
 /// Reads the highest capability number this kernel knows.

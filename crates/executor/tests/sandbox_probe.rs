@@ -295,6 +295,7 @@ fn mounts_binds_tmpfs_masked_and_readonly_paths() {
             size: Some(1 << 20),
             mode: Some(0o1777),
             readonly: false,
+            noexec: false,
         },
     ];
     let out = run_ok(&spec);
@@ -339,6 +340,7 @@ fn device_nodes_made_inside_do_not_open_anywhere() {
             size: Some(1 << 20),
             mode: None,
             readonly: false,
+            noexec: false,
         },
     ];
     assert_eq!(run_ok(&spec), "3\nnull-ok\n1\n");

@@ -172,7 +172,7 @@ fn refused_syscalls_get_eperm_and_come_back_unconfined() {
     let args: Vec<&str> = calls.iter().map(|c| c.1).collect();
     let script = format!("/bin/probe {}", args.join(" "));
     for (seccomp, column) in [(Seccomp::DockerDefault, 0), (Seccomp::Unconfined, 1)] {
-        let out = run_ok(&f.spec(seccomp, &script));
+        let out = run_ok(&f.spec(seccomp.clone(), &script));
         let got: Vec<i32> = out
             .lines()
             .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
@@ -240,4 +240,28 @@ fn filter_applies_to_non_root_users_and_with_no_new_privs() {
     assert_eq!(seccomp_status(&out).0, "2", "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("unshare=1"), "{out}");
+}
+
+#[test]
+fn a_profile_file_is_installed_as_written() {
+    if !common::can_run("a_profile_file_is_installed_as_written") {
+        return;
+    }
+    let f = Fixture::new();
+    // Everything allowed but mkdir (EACCES) and chmod (ENOSYS); with and without
+    // no_new_privs (the filter then goes in at a different step).
+    let profile = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+        {"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#;
+    for nnp in [false, true] {
+        let mut spec = f.spec(
+            Seccomp::from_security_opt(profile).unwrap(),
+            "mkdir /tmp/x 2>&1; chmod 700 /tmp 2>&1; echo done",
+        );
+        spec.no_new_privs = nnp;
+        let out = run_ok(&spec);
+        assert!(out.contains("Permission denied"), "{out}");
+        assert!(out.contains("Function not implemented"), "{out}");
+        assert!(out.ends_with("done\n"), "{out}");
+    }
 }

@@ -187,11 +187,71 @@ pub(crate) fn unpack(
     Ok(())
 }
 
+/// Writes the whole filesystem at `/` (the helper's chroot) to `out` as a tar stream, as
+/// `docker export` does: entries named relative to the root, symlinks as symlinks, and what
+/// is mounted over the rootfs (`/proc`, `/sys`, `/dev`, volumes, the /etc files) only as its
+/// empty mount point.
+pub(crate) fn pack_root(out: impl Write) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let root_dev = fs::symlink_metadata("/").map_err(io_err("stat /"))?.dev();
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    let mut stack = vec![PathBuf::from("/")];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(io_err(format!("list {}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        // Depth first in name order: push in reverse.
+        let mut subdirs = Vec::new();
+        for path in names {
+            let meta =
+                fs::symlink_metadata(&path).map_err(io_err(format!("stat {}", path.display())))?;
+            let name = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
+            let what = || format!("pack {}", path.display());
+            if meta.dev() != root_dev {
+                // A mount point: only itself, empty.
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata(&meta);
+                h.set_size(0);
+                let mut name = name.into_os_string();
+                if meta.is_dir() {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    name.push("/");
+                } else {
+                    h.set_entry_type(tar::EntryType::Regular);
+                }
+                tar.append_data(&mut h, &name, io::empty())
+                    .map_err(io_err(what()))?;
+                continue;
+            }
+            if meta.is_dir() {
+                // Directories end in `/`, as `docker export` writes them.
+                let mut dir_name = name.into_os_string();
+                dir_name.push("/");
+                tar.append_path_with_name(&path, &dir_name)
+                    .map_err(io_err(what()))?;
+                subdirs.push(path);
+            } else {
+                tar.append_path_with_name(&path, &name)
+                    .map_err(io_err(what()))?;
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_err("finish the export"))
+}
+
 /// What the hidden `kiln container-cp` helper does, chrooted into a container's root.
 #[derive(Debug, Clone)]
 pub enum HelperAction {
     /// Write `path` to stdout as a tar stream.
     Pack { path: String },
+    /// Write the whole root to stdout as a tar stream (`kiln export`).
+    Export,
     /// Read a tar stream from stdin and unpack it at `dest`.
     Unpack { dest: String, source: Source },
 }
@@ -211,6 +271,7 @@ pub fn helper_main(root: &Path, action: &HelperAction) -> Result<(), RuntimeErro
         HelperAction::Unpack { dest, source } => {
             unpack(io::BufReader::new(io::stdin().lock()), dest, source)
         }
+        HelperAction::Export => pack_root(io::BufWriter::new(io::stdout().lock())),
     }
 }
 

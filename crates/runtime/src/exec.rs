@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,22 @@ impl Runtime {
     /// a pty of the container, this process's terminal in raw mode while input is attached);
     /// returns the shell-style exit code (128 + signal when killed).
     pub fn exec(&self, c: &Container, opts: &ExecOptions) -> Result<i32, RuntimeError> {
+        let action = |what: &str| format!("{what}: {}", opts.argv.join(" "));
+        crate::events::record(
+            self.root(),
+            crate::events::container(c, &action("exec_start")),
+        );
+        let code = self.exec_inner(c, opts);
+        if let Ok(code) = &code {
+            crate::events::record(
+                self.root(),
+                crate::events::container_with(c, "exec_die", [("exitCode", code.to_string())]),
+            );
+        }
+        code
+    }
+
+    fn exec_inner(&self, c: &Container, opts: &ExecOptions) -> Result<i32, RuntimeError> {
         if !opts.tty {
             let (mut child, _) = self.spawn_in(c, opts, ExecIo::Inherit)?;
             let status = child
@@ -179,6 +195,12 @@ impl Runtime {
         if c.state.status != Status::Running || !store::is_alive(c.state.pid, c.state.pid_start) {
             return Err(RuntimeError::NotRunning(c.name().to_string()));
         }
+        if c.state.paused {
+            return Err(RuntimeError::Invalid(format!(
+                "container {} is paused, unpause the container before exec",
+                c.id()
+            )));
+        }
         let pid = c.state.pid;
         // Open every namespace before joining any: after the mount namespace, /proc is the
         // container's.
@@ -216,7 +238,11 @@ impl Runtime {
         let user = opts.user.clone().unwrap_or_else(|| c.config.user.clone());
         let user = if user.is_empty() { "root".into() } else { user };
         let cgroups = c.state.cgroup_dirs.clone();
-        let seccomp = crate::options::seccomp_of(&c.config.security_opt);
+        let seccomp = crate::container::seccomp_of(&c.config);
+        let caps = crate::container::capabilities_of(&c.config)?;
+        let no_new_privs = c.config.host.no_new_privileges;
+        let mut as_user = c.config.clone();
+        as_user.user = user.clone();
         let argv = opts.argv.clone();
         let interactive = opts.interactive;
         let tty_size = crate::pty::caller_size();
@@ -252,25 +278,34 @@ impl Runtime {
                         source: e.into(),
                     })?;
                 }
-                // Docker's default capabilities, like the container's own processes: the bounding
-                // set of this thread limits what the command gets when it runs as root.
-                crate::sys::drop_bounding_except(
-                    kiln_executor::sandbox::DOCKER_DEFAULT_CAPS,
-                    crate::sys::last_cap(),
-                )
-                .map_err(io_err("drop capabilities for exec"))?;
+                // The container's capabilities, like its own processes: the bounding set of this
+                // thread limits what the command gets when it runs as root.
+                crate::sys::drop_bounding_except(caps, crate::sys::last_cap())
+                    .map_err(io_err("drop capabilities for exec"))?;
                 // And the container's seccomp filter, on this throwaway thread (still root with
                 // CAP_SYS_ADMIN, so without no_new_privs): the command inherits it.
-                seccomp.apply_to_current_thread(kiln_executor::sandbox::DOCKER_DEFAULT_CAPS)?;
-                let resolved = kiln_image::rootfs::resolve_user(Some(&PathBuf::from("/")), &user)?;
+                seccomp.apply_to_current_thread(caps)?;
+                // Read inside the container's mount namespace: its own passwd and group files.
+                let resolved =
+                    crate::container::user_of(&as_user, &|p| fs::read_to_string(p).ok())?;
                 let mut cmd = Command::new(&argv[0]);
                 cmd.args(&argv[1..])
                     .env_clear()
                     .envs(env.iter().filter_map(|e| e.split_once('=')))
-                    .current_dir(&cwd)
-                    .uid(resolved.uid)
-                    .gid(resolved.gid);
-                crate::sys::prepare_exec(&mut cmd, matches!(io, ExecIo::Pty));
+                    .current_dir(&cwd);
+                let program =
+                    crate::sys::Program::new(&argv, &env).map_err(io_err("prepare the command"))?;
+                crate::sys::prepare_exec(
+                    &mut cmd,
+                    matches!(io, ExecIo::Pty),
+                    Some(crate::sys::Credentials {
+                        uid: resolved.uid,
+                        gid: resolved.gid,
+                        groups: resolved.additional_gids.clone(),
+                        no_new_privs,
+                    }),
+                    Some(program),
+                );
                 let mut master = None;
                 match io {
                     ExecIo::Inherit => {

@@ -12,9 +12,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod attach;
 mod container;
 pub mod cp;
 mod error;
+pub mod events;
 mod exec;
 pub mod health;
 mod logs;
@@ -22,6 +24,7 @@ pub(crate) mod net;
 pub mod network;
 mod options;
 pub mod ports;
+pub mod prune;
 mod pty;
 mod store;
 mod sys;
@@ -29,15 +32,16 @@ pub mod system;
 pub mod volume;
 
 pub use container::{
-    CopyDirection, Created, NetIo, Runtime, StartMode, StatsSample, Usage, parse_signal,
+    Change, CommitOptions, CopyDirection, Created, NetIo, Runtime, StartMode, StatsSample,
+    UpdateOptions, Usage, parse_signal,
 };
 pub use error::RuntimeError;
 pub use exec::ExecOptions;
 pub use logs::LogOptions;
-pub use options::RunOptions;
+pub use options::{RunOptions, check_size};
 pub use store::{
-    Container, ContainerConfig, ContainerState, MountConfig, NetworkMode, PortMapping,
-    RestartPolicy, Status,
+    Container, ContainerConfig, ContainerState, HostSettings, MountConfig, NetworkLink,
+    NetworkMode, PortMapping, RestartPolicy, Status,
 };
 pub use volume::Volume;
 

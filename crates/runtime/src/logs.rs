@@ -10,7 +10,7 @@ use kiln_executor::sandbox::{OutputSink, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RuntimeError, io_err};
-use crate::store::now_rfc3339;
+use crate::store::{LogConfig, now_rfc3339};
 
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,22 +21,96 @@ pub(crate) struct LogEntry {
 }
 
 /// Appends output to a log file, one record per line; a chunk's unterminated tail becomes its
-/// own record at once, so a prompt without a newline still shows up in `logs -f`.
+/// own record at once, so a prompt without a newline still shows up in `logs -f`. With a size
+/// limit the file is rotated as Docker's json-file driver does (`log.json` → `log.json.1` …,
+/// at most `max_files` files in all); the `none` driver keeps nothing.
 pub(crate) struct LogWriter {
-    file: fs::File,
+    file: Option<fs::File>,
+    path: std::path::PathBuf,
+    size: u64,
+    rotate: Option<(u64, u32)>,
 }
 
+/// The `local` driver's defaults (Docker's: 20 MB, 5 files).
+const LOCAL_MAX_SIZE: u64 = 20 << 20;
+const LOCAL_MAX_FILES: u32 = 5;
+
 impl LogWriter {
-    pub(crate) fn open(path: &Path) -> Result<LogWriter, RuntimeError> {
+    /// The writer a container's log config asks for.
+    pub(crate) fn for_config(path: &Path, config: &LogConfig) -> Result<LogWriter, RuntimeError> {
+        let size = config
+            .config
+            .get("max-size")
+            .and_then(|v| crate::options::parse_size(v).ok())
+            .filter(|n| *n > 0);
+        let files = config
+            .config
+            .get("max-file")
+            .and_then(|v| v.parse::<u32>().ok());
+        match config.driver.as_str() {
+            "none" => Ok(LogWriter {
+                file: None,
+                path: path.to_path_buf(),
+                size: 0,
+                rotate: None,
+            }),
+            "local" => Self::open_rotating(
+                path,
+                Some((
+                    size.unwrap_or(LOCAL_MAX_SIZE),
+                    files.unwrap_or(LOCAL_MAX_FILES),
+                )),
+            ),
+            _ => Self::open_rotating(path, size.map(|s| (s, files.unwrap_or(1)))),
+        }
+    }
+
+    fn open_rotating(path: &Path, rotate: Option<(u64, u32)>) -> Result<LogWriter, RuntimeError> {
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io_err(format!("open log {}", path.display())))?;
-        Ok(LogWriter { file })
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogWriter {
+            file: Some(file),
+            path: path.to_path_buf(),
+            size,
+            rotate,
+        })
+    }
+
+    /// Moves `log.json` to `log.json.1` (and each older one up), dropping what falls past
+    /// `max_files`, and starts an empty `log.json`.
+    fn rotate(&mut self, max_files: u32) -> std::io::Result<()> {
+        let name = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            std::path::PathBuf::from(p)
+        };
+        if max_files <= 1 {
+            let _ = fs::remove_file(&self.path);
+        } else {
+            let _ = fs::remove_file(name(max_files - 1));
+            for n in (1..max_files - 1).rev() {
+                let _ = fs::rename(name(n), name(n + 1));
+            }
+            fs::rename(&self.path, name(1))?;
+        }
+        self.file = Some(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        self.size = 0;
+        Ok(())
     }
 
     fn append(&mut self, stream: Stream, data: &[u8]) {
+        if self.file.is_none() {
+            return;
+        }
         let stream = match stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
@@ -53,9 +127,19 @@ impl LogWriter {
                 out.push(b'\n');
             }
         }
+        if let Some((max, files)) = self.rotate
+            && self.size > 0
+            && self.size + out.len() as u64 > max
+            && let Err(e) = self.rotate(files)
+        {
+            tracing::warn!(error = %e, "failed to rotate container log");
+        }
         // One write per chunk: records of concurrent writers never interleave mid-line.
-        if let Err(e) = self.file.write_all(&out) {
-            tracing::warn!(error = %e, "failed to write container log");
+        if let Some(f) = &mut self.file {
+            match f.write_all(&out) {
+                Ok(()) => self.size += out.len() as u64,
+                Err(e) => tracing::warn!(error = %e, "failed to write container log"),
+            }
         }
     }
 }
@@ -127,8 +211,8 @@ pub(crate) fn read_logs(
         }
     };
     let parse = |line: &str| -> Option<LogEntry> { serde_json::from_str(line.trim_end()).ok() };
-    // The existing records, honouring --tail.
-    let mut text = String::new();
+    // The existing records, rotated files oldest first, honouring --tail.
+    let mut text = rotated_text(path);
     reader
         .read_to_string(&mut text)
         .map_err(io_err(format!("read log {}", path.display())))?;
@@ -176,7 +260,39 @@ pub(crate) fn read_logs(
             return Ok(());
         }
         if !got_any {
+            // Rotated away: what is left of the old file was read; go on with the new one.
+            if let Ok(now) = fs::metadata(path)
+                && reader.get_ref().metadata().is_ok_and(|m| {
+                    std::os::unix::fs::MetadataExt::ino(&m)
+                        != std::os::unix::fs::MetadataExt::ino(&now)
+                })
+                && let Ok(f) = fs::File::open(path)
+            {
+                reader = BufReader::new(f);
+                pos = 0;
+                continue;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The records of the rotated files (`log.json.N` … `log.json.1`), oldest first.
+fn rotated_text(path: &Path) -> String {
+    let mut text = String::new();
+    let name = |n: u32| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(format!(".{n}"));
+        std::path::PathBuf::from(p)
+    };
+    let mut n = 1;
+    while name(n).exists() {
+        n += 1;
+    }
+    for i in (1..n).rev() {
+        if let Ok(t) = fs::read_to_string(name(i)) {
+            text.push_str(&t);
+        }
+    }
+    text
 }

@@ -15,6 +15,17 @@ use crate::error::{RuntimeError, io_err};
 use crate::net::{bridge, lease, netlink, netns};
 use crate::store::{self, ContainerConfig, NetworkMode, now_rfc3339, read_json, write_json};
 
+/// The address of `c` on network `name`, if it is a member.
+pub(crate) fn address_on(c: &ContainerConfig, name: &str) -> Option<String> {
+    if c.network_name.as_deref() == Some(name) {
+        return c.ip.clone();
+    }
+    c.extra_networks
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.ip.clone())
+}
+
 /// A network's record, `<root>/networks/<name>/network.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -173,13 +184,12 @@ pub fn inspect_json(root: &Path, name: &str) -> Result<serde_json::Value, Runtim
     // Members, as Docker lists them: by ID, with their name and address.
     let members: serde_json::Map<String, serde_json::Value> = store::list(root)?
         .into_iter()
-        .filter(|c| c.config.network_name.as_deref() == Some(n.name.as_str()))
-        .map(|c| {
-            let ip = c.config.ip.clone().unwrap_or_default();
-            (
+        .filter_map(|c| {
+            let ip = address_on(&c.config, &n.name)?;
+            Some((
                 c.config.id.clone(),
                 serde_json::json!({"Name": c.config.name, "IPv4Address": format!("{ip}/24")}),
-            )
+            ))
         })
         .collect();
     Ok(serde_json::json!({
@@ -270,6 +280,19 @@ fn create_record(root: &Path, name: &str) -> Result<Created, RuntimeError> {
             bridge::teardown(&lock, &info.bridge, &info.subnet());
             return Err(e);
         }
+        crate::events::record(
+            root,
+            crate::events::new(
+                "network",
+                "create",
+                &info.id,
+                [
+                    ("name".to_string(), info.name.clone()),
+                    ("type".into(), "bridge".into()),
+                ]
+                .into(),
+            ),
+        );
         Ok(Created { info, warnings })
     })();
     if made.is_err() {
@@ -350,7 +373,7 @@ pub fn remove(root: &Path, name: &str) -> Result<(), RuntimeError> {
     let info = inspect(root, name)?;
     if let Some(c) = store::list(root)?
         .into_iter()
-        .find(|c| c.config.network_name.as_deref() == Some(name))
+        .find(|c| address_on(&c.config, name).is_some())
     {
         return Err(RuntimeError::Invalid(format!(
             "network {name} is in use by container {}",
@@ -362,6 +385,21 @@ pub fn remove(root: &Path, name: &str) -> Result<(), RuntimeError> {
     let removed = fs::remove_dir_all(networks_dir(root).join(name))
         .map_err(io_err(format!("remove network {name}")));
     bridge::release_if_unused(&lock);
+    if removed.is_ok() {
+        crate::events::record(
+            root,
+            crate::events::new(
+                "network",
+                "destroy",
+                &info.id,
+                [
+                    ("name".to_string(), name.to_string()),
+                    ("type".into(), "bridge".into()),
+                ]
+                .into(),
+            ),
+        );
+    }
     removed
 }
 
@@ -405,8 +443,7 @@ pub(crate) fn resolve(root: &Path, network: Option<&str>) -> Result<Resolved, Ru
 pub(crate) fn allocate_ip(root: &Path, info: &NetworkInfo) -> Result<Ipv4Addr, RuntimeError> {
     let used: Vec<Ipv4Addr> = store::list(root)?
         .into_iter()
-        .filter(|c| c.config.network_name.as_deref() == Some(info.name.as_str()))
-        .filter_map(|c| c.config.ip.and_then(|ip| ip.parse().ok()))
+        .filter_map(|c| address_on(&c.config, &info.name)?.parse().ok())
         .collect();
     let candidates = (2..=254u8).map(|n| Ipv4Addr::new(10, 89, info.subnet_index, n));
     lease::take(&leases_dir(root, &info.name), candidates, &used)?
@@ -416,6 +453,12 @@ pub(crate) fn allocate_ip(root: &Path, info: &NetworkInfo) -> Result<Ipv4Addr, R
 /// Gives back what a removed container held on its network: its address, its entry in the
 /// network's hosts file, and a namespace a killed owner could not delete.
 pub(crate) fn release(root: &Path, config: &ContainerConfig) {
+    for link in &config.extra_networks {
+        if let Ok(ip) = link.ip.parse() {
+            lease::release(&leases_dir(root, &link.name), ip);
+        }
+        let _ = refresh_hosts(root, &link.name);
+    }
     let Some(name) = &config.network_name else {
         return;
     };
@@ -426,27 +469,64 @@ pub(crate) fn release(root: &Path, config: &ContainerConfig) {
     forget_namespace(&config.id);
 }
 
+/// Gives back an address leased for a container that was not made after all.
+pub(crate) fn release_lease(root: &Path, network: Option<&str>, ip: Option<&str>) {
+    if let (Some(name), Some(ip)) = (network, ip.and_then(|ip| ip.parse().ok())) {
+        lease::release(&leases_dir(root, name), ip);
+    }
+}
+
 /// Whether members of the network find each other by name (user networks; not the default
 /// bridge, as in Docker).
 pub(crate) fn has_names(name: &str) -> bool {
     name != DEFAULT_BRIDGE
 }
 
-/// Rewrites the network's hosts file in place (members bind-mount this inode, so it must not
-/// be replaced by a rename): localhost plus every container of the network.
+/// A member's own hosts file (in its container directory), bind-mounted at its /etc/hosts.
+pub(crate) fn member_hosts_path(container_dir: &Path) -> PathBuf {
+    container_dir.join("hosts")
+}
+
+/// Rewrites the hosts file of every member of the network in place (a member bind-mounts
+/// its file, so the inode must stay): Docker's lines, the member's `--add-host` entries and
+/// own address, then every other container of the network by name and hostname. The
+/// network's own file lists them all.
 pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError> {
     if !has_names(name) {
         return Ok(());
     }
-    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
-    for c in store::list(root)? {
-        if c.config.network_name.as_deref() == Some(name)
-            && let Some(ip) = &c.config.ip
-        {
-            text.push_str(&format!("{ip}\t{}\t{}\n", c.config.name, c.config.hostname));
+    let everyone = store::list(root)?;
+    let line = |c: &store::Container, net: &str| {
+        address_on(&c.config, net)
+            .map(|ip| format!("{ip}\t{}\t{}\n", c.config.name, c.config.hostname))
+    };
+    let members: Vec<&store::Container> = everyone
+        .iter()
+        .filter(|c| address_on(&c.config, name).is_some())
+        .collect();
+    let mut all = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+    all.extend(members.iter().filter_map(|c| line(c, name)));
+    fs::write(hosts_path(root, name), all).map_err(io_err("write the network's hosts file"))?;
+    for c in &members {
+        // The other members of every network with names this one is on.
+        let mut nets: Vec<&str> = c.config.network_name.iter().map(String::as_str).collect();
+        nets.extend(c.config.extra_networks.iter().map(|l| l.name.as_str()));
+        let mut others = String::new();
+        for net in nets.into_iter().filter(|n| has_names(n)) {
+            for o in everyone.iter().filter(|o| o.config.id != c.config.id) {
+                if let Some(l) = line(o, net)
+                    && !others.contains(&l)
+                {
+                    others.push_str(&l);
+                }
+            }
         }
+        let text = crate::container::member_hosts(&c.config, &others);
+        let path = member_hosts_path(&c.dir);
+        // Truncate and write, never replace: a running member holds this inode.
+        fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
     }
-    fs::write(hosts_path(root, name), text).map_err(io_err("write the network's hosts file"))
+    Ok(())
 }
 
 fn netns_name(id: &str) -> String {
@@ -492,14 +572,53 @@ pub(crate) fn attach(
     // A host end left by a killed owner (its namespace is gone, the pair may linger briefly).
     let _ = netlink::delete_link(&host_if);
     let ns = fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
-    netlink::add_veth(&host_if, &info.bridge, &ns).map_err(io_err(format!(
+    netlink::add_veth(&host_if, &info.bridge, &ns, "eth0").map_err(io_err(format!(
         "create the veth pair {host_if} on bridge {}",
         info.bridge
     )))?;
-    netlink::configure_inside(ns, addr, 24, info.gateway()).map_err(io_err(format!(
-        "configure eth0 ({ip}) in network namespace {name}"
-    )))?;
+    netlink::configure_inside(ns, "eth0", addr, 24, Some(info.gateway())).map_err(io_err(
+        format!("configure eth0 ({ip}) in network namespace {name}"),
+    ))?;
     Ok(att)
+}
+
+/// The host end of container `id`'s link to its `index`-th connected network (1 and up):
+/// `vk` + 8 digits of the ID + the index, within the 15 characters an interface name has.
+fn extra_link_name(id: &str, index: usize) -> String {
+    format!("vk{}n{index}", &id[..8.min(id.len())])
+}
+
+/// Wires the running container `id` (its namespace exists) to a further network as
+/// `eth<index>`, without a default route (the first network keeps it).
+pub(crate) fn attach_extra(
+    root: &Path,
+    info: &NetworkInfo,
+    id: &str,
+    ip: &str,
+    index: usize,
+) -> Result<(), RuntimeError> {
+    ensure_bridge(root, info)?;
+    let path = netns_path(id);
+    let ns = fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+    let addr: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| RuntimeError::Invalid(format!("invalid container address {ip}")))?;
+    let host_if = extra_link_name(id, index);
+    let _ = netlink::delete_link(&host_if);
+    let peer = format!("eth{index}");
+    netlink::add_veth(&host_if, &info.bridge, &ns, &peer).map_err(io_err(format!(
+        "create the veth pair {host_if} on bridge {}",
+        info.bridge
+    )))?;
+    netlink::configure_inside(ns, &peer, addr, 24, None).map_err(io_err(format!(
+        "configure {peer} ({ip}) in the namespace of container {id}"
+    )))
+}
+
+/// Unwires a running container's `index`-th connected network (deleting one end of a veth
+/// pair deletes both).
+pub(crate) fn detach_extra(id: &str, index: usize) {
+    let _ = netlink::delete_link(&extra_link_name(id, index));
 }
 
 /// Deletes the named namespace of container `id` if one was left behind.

@@ -1,12 +1,20 @@
 //! What `kiln run` was asked for, and the pure rules that turn it plus the image config into a
-//! container config: Docker's ENTRYPOINT/CMD table, environment merging, flag value parsing.
+//! container config: Docker's ENTRYPOINT/CMD table, environment merging, flag value parsing
+//! (`mounts` for `-v`/`--tmpfs`/`--mount`, `security` for capabilities, security options,
+//! devices and sysctls, `host` for the other host-side flags and the /etc files).
 
 use std::path::{Path, PathBuf};
 
 use kiln_llb::image::RunConfig;
 
 use crate::error::RuntimeError;
-use crate::store::{MountConfig, PortMapping, RestartPolicy};
+use crate::store::{PortMapping, RestartPolicy};
+
+pub(crate) mod host;
+pub(crate) mod mounts;
+pub(crate) mod security;
+
+pub(crate) use mounts::{parse_mount, parse_tmpfs, parse_volume};
 
 /// The options of `kiln run` / `kiln create`, as the user typed them.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +56,51 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--health-*` and `--no-healthcheck`.
     pub health: crate::health::HealthOverrides,
-    /// `--security-opt` entries, e.g. `seccomp=unconfined`.
+    /// `--security-opt` entries, e.g. `seccomp=unconfined`, `no-new-privileges`.
     pub security_opt: Vec<String>,
+    /// `--add-host NAME:IP` (`IP` may be `host-gateway`).
+    pub add_hosts: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    /// `--init`: a small init as pid 1 reaps orphans and forwards signals.
+    pub init: bool,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<String>,
+    /// `--label K=V`.
+    pub labels: Vec<String>,
+    pub label_files: Vec<PathBuf>,
+    /// `--group-add GROUP` (name or number).
+    pub group_add: Vec<String>,
+    /// `--device HOST[:CONTAINER][:rwm]`.
+    pub devices: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `--sysctl KEY=VALUE` (namespaced parameters only).
+    pub sysctls: Vec<String>,
+    /// `--shm-size 128m`.
+    pub shm_size: Option<String>,
+    /// `--ipc host|private|shareable|container:NAME`.
+    pub ipc: Option<String>,
+    /// `--pid host|container:NAME`.
+    pub pid: Option<String>,
+    /// `--uts host`.
+    pub uts: Option<String>,
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout SECONDS`.
+    pub stop_timeout: Option<i64>,
+    /// `--log-driver json-file|local|none`.
+    pub log_driver: Option<String>,
+    /// `--log-opt max-size=10m`, `max-file=3`.
+    pub log_opts: Vec<String>,
+    /// `--memory-swap 1g` or `-1`.
+    pub memory_swap: Option<String>,
+    pub cpu_shares: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub oom_kill_disable: bool,
+    /// `--expose PORT[/PROTO]`: exposed as if the image said so (what `-P` publishes).
+    pub expose: Vec<String>,
 }
 
 /// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their
@@ -116,15 +167,17 @@ pub(crate) fn read_env_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
     Ok(out)
 }
 
-/// The container's environment: the image's, then env files, then `-e`, later winning; `-e K`
-/// without a value takes the caller's value (and is dropped when the caller has none). PATH
-/// falls back to Docker's default, HOSTNAME is the container's, HOME defaults to `/root`.
+/// The container's environment, in Docker's order: PATH (Docker's default), HOSTNAME, TERM
+/// with a terminal, then the image's, env files and `-e`, later replacing earlier in place;
+/// `-e K` without a value takes the caller's value (and is dropped when the caller has none).
+/// HOME comes last, from the user's passwd entry, unless set.
 pub(crate) fn merge_env(
     image_env: &[String],
     files: &[String],
     flags: &[String],
     hostname: &str,
     home: &str,
+    tty: bool,
 ) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
     set_env(
@@ -132,6 +185,9 @@ pub(crate) fn merge_env(
         format!("PATH={}", kiln_executor::sandbox::DEFAULT_PATH),
     );
     set_env(&mut env, format!("HOSTNAME={hostname}"));
+    if tty {
+        set_env(&mut env, "TERM=xterm".to_string());
+    }
     for e in image_env {
         set_env(&mut env, e.clone());
     }
@@ -146,6 +202,11 @@ pub(crate) fn merge_env(
         env.push(format!("HOME={home}"));
     }
     env
+}
+
+/// Checks a size as a flag parser wants it: bytes, or Docker's reason (`invalid size: 'x'`).
+pub fn check_size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|_| format!("invalid size: '{s}'"))
 }
 
 /// `512`, `512k`, `64m`, `1g` (binary units, as Docker) into bytes.
@@ -276,35 +337,6 @@ pub(crate) fn published_ports<'a>(
     Ok(out)
 }
 
-/// Checks `--security-opt` values and returns them as Docker records them in
-/// `HostConfig.SecurityOpt`. Only `seccomp=unconfined` (and the built-in profile, `seccomp=
-/// builtin`) are known; Docker also accepts `:` as the separator.
-pub(crate) fn parse_security_opts(opts: &[String]) -> Result<Vec<String>, RuntimeError> {
-    opts.iter()
-        .map(|o| match o.split_once(['=', ':']) {
-            Some(("seccomp", value)) => {
-                kiln_executor::sandbox::Seccomp::from_security_opt(value).map_err(|_| {
-                    RuntimeError::NotSupported(format!(
-                        "--security-opt {o} (only seccomp=unconfined and the built-in profile)"
-                    ))
-                })?;
-                Ok(format!("seccomp={value}"))
-            }
-            _ => Err(RuntimeError::NotSupported(format!("--security-opt {o}"))),
-        })
-        .collect()
-}
-
-/// The seccomp filter recorded `--security-opt` entries ask for (the last one wins).
-pub(crate) fn seccomp_of(security_opt: &[String]) -> kiln_executor::sandbox::Seccomp {
-    security_opt
-        .iter()
-        .rev()
-        .filter_map(|o| o.strip_prefix("seccomp="))
-        .find_map(|v| kiln_executor::sandbox::Seccomp::from_security_opt(v).ok())
-        .unwrap_or_default()
-}
-
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
 pub(crate) fn parse_restart(s: &str) -> Result<RestartPolicy, RuntimeError> {
     match s.split_once(':') {
@@ -319,191 +351,6 @@ pub(crate) fn parse_restart(s: &str) -> Result<RestartPolicy, RuntimeError> {
             "invalid restart policy {s:?}: expected no, always, unless-stopped or on-failure[:N]"
         ))),
     }
-}
-
-/// A container path: absolute, normalised, not `/`.
-fn container_path(p: &str, what: &str) -> Result<String, RuntimeError> {
-    if !p.starts_with('/') {
-        return Err(RuntimeError::Invalid(format!(
-            "invalid {what} {p:?}: the container path must be absolute"
-        )));
-    }
-    let mut out = String::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                return Err(RuntimeError::Invalid(format!(
-                    "invalid {what} {p:?}: '..' is not allowed"
-                )));
-            }
-            part => {
-                out.push('/');
-                out.push_str(part);
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(RuntimeError::Invalid(format!(
-            "invalid {what} {p:?}: cannot mount over /"
-        )));
-    }
-    Ok(out)
-}
-
-/// Whether a `-v` source names a volume rather than a host path.
-fn is_volume_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// `-v /host:/ctr[:ro|rw]`, `-v name:/ctr[:ro]` or `-v /ctr` (an anonymous volume). Volume
-/// names in the result are filled in later; anonymous volumes get an empty name here.
-pub(crate) fn parse_volume(s: &str) -> Result<MountConfig, RuntimeError> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let (source, target, mode) = match parts.as_slice() {
-        [target] => (None, *target, None),
-        [source, target] => (Some(*source), *target, None),
-        [source, target, mode] => (Some(*source), *target, Some(*mode)),
-        _ => {
-            return Err(RuntimeError::Invalid(format!(
-                "invalid volume spec {s:?}: expected SOURCE:TARGET[:ro]"
-            )));
-        }
-    };
-    let mut readonly = false;
-    for opt in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
-        match opt {
-            "ro" => readonly = true,
-            "rw" => readonly = false,
-            // Propagation and SELinux labels change nothing on this host.
-            "z" | "Z" | "private" | "rprivate" => {}
-            other => {
-                return Err(RuntimeError::Invalid(format!(
-                    "invalid volume spec {s:?}: unknown option {other:?}"
-                )));
-            }
-        }
-    }
-    let target = container_path(target, "volume target")?;
-    Ok(match source {
-        None => MountConfig::Volume {
-            name: String::new(),
-            target,
-            readonly,
-            anonymous: true,
-        },
-        Some(src) if src.starts_with('/') => MountConfig::Bind {
-            source: PathBuf::from(src),
-            target,
-            readonly,
-        },
-        Some(src) if is_volume_name(src) => MountConfig::Volume {
-            name: src.to_string(),
-            target,
-            readonly,
-            anonymous: false,
-        },
-        Some(src) => {
-            return Err(RuntimeError::Invalid(format!(
-                "invalid volume spec {s:?}: {src:?} is neither an absolute host path nor a volume name"
-            )));
-        }
-    })
-}
-
-/// `--tmpfs /path[:size=64m,mode=1777]`.
-pub(crate) fn parse_tmpfs(s: &str) -> Result<MountConfig, RuntimeError> {
-    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
-    let target = container_path(target, "tmpfs")?;
-    let (mut size, mut mode) = (None, None);
-    for opt in opts.split(',').filter(|o| !o.is_empty()) {
-        match opt.split_once('=') {
-            Some(("size", v)) => size = Some(parse_size(v)?),
-            Some(("mode", v)) => {
-                mode = Some(u32::from_str_radix(v, 8).map_err(|_| {
-                    RuntimeError::Invalid(format!("invalid tmpfs mode {v:?} in {s:?}"))
-                })?)
-            }
-            // Flags the kernel applies anyway or that change nothing here.
-            None if matches!(opt, "rw" | "noexec" | "exec" | "nosuid" | "nodev") => {}
-            _ => {
-                return Err(RuntimeError::NotSupported(format!(
-                    "tmpfs option {opt:?} in {s:?}"
-                )));
-            }
-        }
-    }
-    Ok(MountConfig::Tmpfs {
-        target,
-        size,
-        mode: Some(mode.unwrap_or(0o1777)),
-    })
-}
-
-/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]`.
-pub(crate) fn parse_mount(s: &str) -> Result<MountConfig, RuntimeError> {
-    let (mut kind, mut source, mut target, mut readonly) =
-        ("volume".to_string(), None, None, false);
-    let (mut size, mut mode) = (None, None);
-    for field in s.split(',').filter(|f| !f.is_empty()) {
-        let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        match k {
-            "type" => kind = v.to_string(),
-            "source" | "src" => source = Some(v.to_string()),
-            "target" | "destination" | "dst" => target = Some(v.to_string()),
-            "readonly" | "ro" => readonly = v.is_empty() || v == "true" || v == "1",
-            "tmpfs-size" => size = Some(parse_size(v)?),
-            "tmpfs-mode" => {
-                mode = Some(u32::from_str_radix(v, 8).map_err(|_| {
-                    RuntimeError::Invalid(format!("invalid tmpfs-mode {v:?} in {s:?}"))
-                })?)
-            }
-            other => {
-                return Err(RuntimeError::NotSupported(format!(
-                    "--mount option {other:?}"
-                )));
-            }
-        }
-    }
-    let target = container_path(
-        &target.ok_or_else(|| RuntimeError::Invalid(format!("--mount {s:?} has no target")))?,
-        "--mount target",
-    )?;
-    Ok(match kind.as_str() {
-        "bind" => {
-            let source = source
-                .ok_or_else(|| RuntimeError::Invalid(format!("--mount {s:?} has no source")))?;
-            if !source.starts_with('/') {
-                return Err(RuntimeError::Invalid(format!(
-                    "--mount {s:?}: a bind source must be an absolute path"
-                )));
-            }
-            MountConfig::Bind {
-                source: PathBuf::from(source),
-                target,
-                readonly,
-            }
-        }
-        "volume" => MountConfig::Volume {
-            anonymous: source.is_none(),
-            name: source.unwrap_or_default(),
-            target,
-            readonly,
-        },
-        "tmpfs" => MountConfig::Tmpfs {
-            target,
-            size,
-            mode: Some(mode.unwrap_or(0o1777)),
-        },
-        other => {
-            return Err(RuntimeError::NotSupported(format!(
-                "--mount type {other:?}"
-            )));
-        }
-    })
 }
 
 #[cfg(test)]
@@ -580,6 +427,7 @@ mod tests {
             &["A=flag".into(), "C=3".into()],
             "h",
             "/root",
+            false,
         );
         assert_eq!(
             env,
@@ -614,48 +462,6 @@ mod tests {
             RestartPolicy::OnFailure(3)
         );
         assert!(parse_restart("sometimes").is_err());
-    }
-
-    #[test]
-    fn parses_volume_specs() {
-        assert_eq!(
-            parse_volume("/h:/c/../d:ro").err().map(|e| e.to_string()),
-            Some("invalid volume target \"/c/../d\": '..' is not allowed".into())
-        );
-        assert_eq!(
-            parse_volume("/h:/c:ro").unwrap(),
-            MountConfig::Bind {
-                source: "/h".into(),
-                target: "/c".into(),
-                readonly: true
-            }
-        );
-        assert!(matches!(
-            parse_volume("data:/d").unwrap(),
-            MountConfig::Volume { ref name, anonymous: false, .. } if name == "data"
-        ));
-        assert!(matches!(
-            parse_volume("/d").unwrap(),
-            MountConfig::Volume {
-                anonymous: true,
-                ..
-            }
-        ));
-        assert!(parse_volume("rel/x:/d").is_err());
-        assert!(matches!(
-            parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap(),
-            MountConfig::Tmpfs {
-                size: Some(1048576),
-                ..
-            }
-        ));
-        assert!(matches!(
-            parse_tmpfs("/t:size=1m,mode=700").unwrap(),
-            MountConfig::Tmpfs {
-                mode: Some(0o700),
-                ..
-            }
-        ));
     }
 
     fn mapping(s: &str) -> (String, u16, u16, String) {
@@ -697,31 +503,5 @@ mod tests {
         assert_eq!(published_ports(&[], false, &exposed).unwrap(), vec![]);
         let bad = vec!["http".to_string()];
         assert!(published_ports(&[], true, &bad).is_err());
-    }
-
-    #[test]
-    fn security_opt_seccomp_values() {
-        use kiln_executor::sandbox::Seccomp;
-        let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let parsed = parse_security_opts(&opts(&["seccomp:unconfined"])).unwrap();
-        assert_eq!(parsed, ["seccomp=unconfined"]);
-        assert_eq!(seccomp_of(&parsed), Seccomp::Unconfined);
-        assert_eq!(seccomp_of(&[]), Seccomp::DockerDefault);
-        let parsed =
-            parse_security_opts(&opts(&["seccomp=unconfined", "seccomp=builtin"])).unwrap();
-        assert_eq!(seccomp_of(&parsed), Seccomp::DockerDefault);
-        for bad in [
-            "seccomp=/etc/profile.json",
-            "apparmor=unconfined",
-            "no-new-privileges",
-        ] {
-            assert!(
-                matches!(
-                    parse_security_opts(&opts(&[bad])),
-                    Err(RuntimeError::NotSupported(_))
-                ),
-                "{bad}"
-            );
-        }
     }
 }

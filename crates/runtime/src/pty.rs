@@ -47,6 +47,20 @@ impl TerminalSession {
         TerminalSession::attach_to(master, input, size_source())
     }
 
+    /// [`TerminalSession::attach`] for a pty elsewhere (`kiln attach`'s container, through
+    /// its monitor): `resize` is told the caller's size now and on every change.
+    pub(crate) fn attach_with(resize: Resize, interactive: bool) -> TerminalSession {
+        let input = if interactive {
+            std::io::stdin().as_fd().try_clone_to_owned().ok()
+        } else {
+            None
+        };
+        TerminalSession {
+            _raw: input.and_then(RawMode::enable),
+            _winch: size_source().and_then(|from| WinchWatcher::start(resize, from)),
+        }
+    }
+
     /// [`TerminalSession::attach`] with the caller's terminal given: `input` to put in raw
     /// mode, `size_from` to follow.
     fn attach_to(
@@ -56,12 +70,20 @@ impl TerminalSession {
     ) -> TerminalSession {
         TerminalSession {
             _raw: input.and_then(RawMode::enable),
-            _winch: master
-                .zip(size_from)
-                .and_then(|(m, from)| WinchWatcher::start(m, from)),
+            _winch: master.zip(size_from).and_then(|(m, from)| {
+                WinchWatcher::start(
+                    Box::new(move |size| {
+                        let _ = m.resize(size);
+                    }),
+                    from,
+                )
+            }),
         }
     }
 }
+
+/// What to do with the caller's window size.
+pub(crate) type Resize = Box<dyn Fn(WindowSize) + Send>;
 
 /// A terminal in raw mode until dropped.
 struct RawMode {
@@ -90,8 +112,8 @@ impl Drop for RawMode {
     }
 }
 
-/// Resizes a pty to the size of the terminal `from` now and whenever this process gets
-/// SIGWINCH. A handler (process-wide, so it runs whichever thread gets the signal) wakes a
+/// Passes the size of the terminal `from` to a resize function now and whenever this
+/// process gets SIGWINCH. A handler (process-wide, so it runs whichever thread gets the signal) wakes a
 /// thread that copies the size.
 struct WinchWatcher {
     handler: crate::sys::WinchHandler,
@@ -100,10 +122,10 @@ struct WinchWatcher {
 }
 
 impl WinchWatcher {
-    fn start(master: PtyMaster, from: OwnedFd) -> Option<WinchWatcher> {
+    fn start(resize: Resize, from: OwnedFd) -> Option<WinchWatcher> {
         let follow = move || {
             if let Some(size) = WindowSize::of(from.as_fd()) {
-                let _ = master.resize(size);
+                resize(size);
             }
         };
         follow();

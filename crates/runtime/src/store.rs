@@ -34,6 +34,9 @@ pub enum MountConfig {
         target: String,
         #[serde(rename = "ReadOnly")]
         readonly: bool,
+        /// A `-v` bind: a missing host directory is created (`--mount` refuses it).
+        #[serde(rename = "Create", default)]
+        create: bool,
     },
     Volume {
         #[serde(rename = "Name")]
@@ -45,6 +48,9 @@ pub enum MountConfig {
         /// Made for an image VOLUME entry or a `-v /path`; removed with `rm -v`.
         #[serde(rename = "Anonymous")]
         anonymous: bool,
+        /// Don't fill a new volume from the image (`nocopy`, `volume-nocopy`).
+        #[serde(rename = "NoCopy", default)]
+        nocopy: bool,
     },
     Tmpfs {
         #[serde(rename = "Destination")]
@@ -53,6 +59,11 @@ pub enum MountConfig {
         size: Option<u64>,
         #[serde(rename = "Mode", skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
+        #[serde(rename = "ReadOnly", default)]
+        readonly: bool,
+        /// Mounted without noexec (`--tmpfs /p:exec`).
+        #[serde(rename = "Exec", default)]
+        exec: bool,
     },
 }
 
@@ -139,6 +150,102 @@ pub struct ContainerConfig {
     /// `--security-opt` entries as Docker shows them (`seccomp=unconfined`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--label` and `--label-file`, over the image's labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Everything else `kiln run` was told about the container's host side.
+    #[serde(default)]
+    pub host: HostSettings,
+    /// Networks joined with `network connect` beyond the first (`network_name`).
+    #[serde(default)]
+    pub extra_networks: Vec<NetworkLink>,
+}
+
+/// A container's address on a network it was connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkLink {
+    pub name: String,
+    pub ip: String,
+    /// Its interface inside is `eth<index>` (1 and up; kept when others are disconnected).
+    #[serde(default)]
+    pub index: usize,
+}
+
+/// A container's host-side settings (Docker's `HostConfig` fields beyond the basics), each as
+/// `create` validated it; defaults for records written before they existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostSettings {
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    /// `--init`: a small init is pid 1 and the command its child.
+    pub init: bool,
+    pub ulimits: Vec<Ulimit>,
+    /// `--group-add` entries (names or numbers), resolved at each start.
+    pub group_add: Vec<String>,
+    pub devices: Vec<DeviceMapping>,
+    /// `--add-host` entries as `name:ip` (`host-gateway` already resolved).
+    pub extra_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    pub shm_size: Option<u64>,
+    /// `""` (private), `host`, `container:ID`; `shareable` and `private` are both private here.
+    pub ipc_mode: String,
+    /// `""` (its own), `host`, `container:ID`.
+    pub pid_mode: String,
+    /// `""` or `host`.
+    pub uts_mode: String,
+    /// Seconds `stop` waits before SIGKILL when not told (`--stop-timeout`).
+    pub stop_timeout: Option<u32>,
+    pub log_config: LogConfig,
+    /// Memory plus swap in bytes, -1 for unlimited swap.
+    pub memory_swap: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub oom_kill_disable: bool,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
+}
+
+/// One `--ulimit` (`-1` for unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// One `--device HOST[:CONTAINER][:PERMISSIONS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
+}
+
+/// `--log-driver` and `--log-opt`: `json-file` (the default), `local` (json-file lines,
+/// rotated with its own defaults) or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub driver: String,
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            driver: "json-file".into(),
+            config: Default::default(),
+        }
+    }
 }
 
 impl ContainerConfig {
@@ -194,6 +301,9 @@ pub struct ContainerState {
     pub restart_count: u32,
     pub error: Option<String>,
     pub cgroup_dirs: Vec<PathBuf>,
+    /// Frozen by `pause` (read from the freezer when the record is loaded, never stored).
+    #[serde(skip)]
+    pub paused: bool,
 }
 
 impl ContainerState {
@@ -211,6 +321,7 @@ impl ContainerState {
             restart_count: 0,
             error: None,
             cgroup_dirs: Vec::new(),
+            paused: false,
         }
     }
 
@@ -323,6 +434,9 @@ pub(crate) fn load(dir: &Path) -> Result<Container, RuntimeError> {
             state.status = Status::Dead;
             state.pid = 0;
         }
+    }
+    if state.status == Status::Running {
+        state.paused = crate::container::is_frozen(&state.cgroup_dirs);
     }
     Ok(Container {
         config,

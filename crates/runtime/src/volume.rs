@@ -62,6 +62,15 @@ pub fn create(root: &Path, name: &str, anonymous: bool) -> Result<Volume, Runtim
         initialized: false,
     };
     write_json(&dir.join("volume.json"), &v)?;
+    crate::events::record(
+        root,
+        crate::events::new(
+            "volume",
+            "create",
+            name,
+            [("driver".to_string(), "local".to_string())].into(),
+        ),
+    );
     Ok(v)
 }
 
@@ -126,19 +135,33 @@ pub fn remove(root: &Path, name: &str, force: bool) -> Result<(), RuntimeError> 
     // Rename first, so a half-deleted volume never looks like a valid one.
     let trash = volumes_dir(root).join(format!(".trash-{name}-{}", std::process::id()));
     fs::rename(&dir, &trash).map_err(io_err(format!("remove volume {name}")))?;
-    fs::remove_dir_all(&trash).map_err(io_err(format!("remove volume {name}")))
+    fs::remove_dir_all(&trash).map_err(io_err(format!("remove volume {name}")))?;
+    crate::events::record(
+        root,
+        crate::events::new(
+            "volume",
+            "destroy",
+            name,
+            [("driver".to_string(), "local".to_string())].into(),
+        ),
+    );
+    Ok(())
 }
 
-/// Removes every volume no container uses (only anonymous ones unless `all`); returns names.
-pub fn prune(root: &Path, all: bool) -> Result<Vec<String>, RuntimeError> {
+/// Removes every volume no container uses (only anonymous ones unless `all`); returns the
+/// names and the bytes their data took.
+pub fn prune(root: &Path, all: bool) -> Result<(Vec<String>, u64), RuntimeError> {
     let mut removed = Vec::new();
+    let mut reclaimed = 0;
     for v in list(root)? {
         if (all || v.anonymous) && users(root, &v.name)?.is_empty() {
+            let size = crate::system::dir_size(&v.mountpoint);
             remove(root, &v.name, false)?;
+            reclaimed += size;
             removed.push(v.name);
         }
     }
-    Ok(removed)
+    Ok((removed, reclaimed))
 }
 
 /// Marks a volume as filled.

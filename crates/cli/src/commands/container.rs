@@ -11,7 +11,7 @@ use kiln_runtime::system::{human_size, human_size_binary};
 use kiln_runtime::{Container, CopyDirection, ExecOptions, LogOptions, StartMode, Status};
 
 use super::listing;
-use super::run::{failure, kiln_exe, terminal_sink};
+use super::run::{kiln_exe, terminal_sink};
 use crate::backend::Context;
 use crate::format;
 
@@ -29,6 +29,130 @@ pub struct PsArgs {
     /// Don't truncate IDs and commands.
     #[arg(long)]
     no_trunc: bool,
+    /// Only containers that match: id=, name=, label=K[=V], status=, exited=, ancestor=,
+    /// network=, volume= (one key's values are alternatives; all keys must match).
+    #[arg(short, long, value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Only the last created container (of all states).
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Only the last N created containers (of all states).
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+}
+
+/// `ps --filter` as Docker reads it.
+struct PsFilter {
+    filters: Vec<(String, String)>,
+}
+
+impl PsFilter {
+    fn parse(raw: &[String]) -> anyhow::Result<PsFilter> {
+        let mut filters = Vec::new();
+        for f in raw {
+            let (k, v) = f
+                .split_once('=')
+                .with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+            if !matches!(
+                k,
+                "id" | "name" | "label" | "status" | "exited" | "ancestor" | "network" | "volume"
+            ) {
+                bail!("invalid filter '{k}'");
+            }
+            if k == "status"
+                && !matches!(
+                    v,
+                    "created"
+                        | "restarting"
+                        | "running"
+                        | "removing"
+                        | "paused"
+                        | "exited"
+                        | "dead"
+                )
+            {
+                bail!("invalid filter 'status={v}'");
+            }
+            if k == "exited" && v.parse::<i32>().is_err() {
+                bail!("invalid filter 'exited={v}'");
+            }
+            filters.push((k.to_string(), v.to_string()));
+        }
+        Ok(PsFilter { filters })
+    }
+
+    /// Whether `status` filters ask for stopped containers too (then `-a` is implied).
+    fn wants_stopped(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|(k, v)| k == "exited" || (k == "status" && v != "running" && v != "paused"))
+    }
+
+    fn admits(&self, c: &Container) -> bool {
+        let mut keys: Vec<&str> = self.filters.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().all(|key| {
+            self.filters
+                .iter()
+                .filter(|(k, _)| k == key)
+                .any(|(_, v)| Self::one(key, v, c))
+        })
+    }
+
+    fn one(key: &str, v: &str, c: &Container) -> bool {
+        let cfg = &c.config;
+        match key {
+            "id" => cfg.id.starts_with(v),
+            "name" => cfg.name.contains(v.trim_start_matches('/')),
+            "label" => match v.split_once('=') {
+                Some((k, val)) => cfg.labels.get(k).map(String::as_str) == Some(val),
+                None => cfg.labels.contains_key(v),
+            },
+            "status" => state_name(c) == v,
+            "exited" => {
+                c.state.status == Status::Exited
+                    && c.state.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
+            }
+            "ancestor" => {
+                cfg.image == v
+                    || cfg.image_id == v
+                    || cfg
+                        .image_id
+                        .trim_start_matches("sha256:")
+                        .starts_with(v.trim_start_matches("sha256:"))
+                    || cfg.image.split(':').next() == Some(v)
+            }
+            "network" => {
+                let mode = match cfg.network {
+                    kiln_runtime::NetworkMode::None => Some("none"),
+                    kiln_runtime::NetworkMode::Host => Some("host"),
+                    kiln_runtime::NetworkMode::Named => cfg.network_name.as_deref(),
+                };
+                mode == Some(v) || cfg.extra_networks.iter().any(|l| l.name == v)
+            }
+            "volume" => cfg.mounts.iter().any(|m| match m {
+                kiln_runtime::MountConfig::Volume { name, target, .. } => name == v || target == v,
+                kiln_runtime::MountConfig::Bind { source, target, .. } => {
+                    source.to_str() == Some(v) || target == v
+                }
+                kiln_runtime::MountConfig::Tmpfs { target, .. } => target == v,
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// Docker's `State` word for a container.
+fn state_name(c: &Container) -> &'static str {
+    match c.state.status {
+        Status::Running if c.state.paused => "paused",
+        Status::Running => "running",
+        Status::Exited => "exited",
+        Status::Restarting => "restarting",
+        Status::Created => "created",
+        Status::Dead => "dead",
+    }
 }
 
 #[derive(Debug, Args)]
@@ -50,9 +174,9 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait before SIGKILL.
-    #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10).
+    #[arg(short, long)]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -128,6 +252,8 @@ pub struct CpHelperArgs {
 enum CpHelperAction {
     /// Write PATH to stdout as a tar stream.
     Pack { path: String },
+    /// Write the whole root to stdout as a tar stream (`kiln export`).
+    Export,
     /// Unpack a tar stream from stdin at DEST; NAME is the source's name.
     Unpack {
         dest: String,
@@ -160,7 +286,8 @@ fn status_text(c: &Container) -> String {
                 .as_deref()
                 .and_then(crate::age::since)
                 .unwrap_or_else(|| "?".into());
-            format!("Up {up}{health}")
+            let paused = if c.state.paused { " (Paused)" } else { "" };
+            format!("Up {up}{paused}{health}")
         }
         Status::Exited => {
             let when = c
@@ -187,11 +314,18 @@ pub fn ps(args: PsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(f) = format {
         format::precheck(f, &format::CONTAINERS)?;
     }
+    let filter = PsFilter::parse(&args.filter)?;
     let rt = ctx.runtime()?;
-    let rows: Vec<serde_json::Value> = rt
-        .list(args.all)?
+    let all = args.all || args.latest || args.last.is_some() || filter.wants_stopped();
+    let mut containers: Vec<Container> = rt.list(all)?;
+    containers.reverse();
+    let limit = if args.latest { Some(1) } else { args.last };
+    if let Some(n) = limit {
+        containers.truncate(n);
+    }
+    let rows: Vec<serde_json::Value> = containers
         .iter()
-        .rev()
+        .filter(|c| filter.admits(c))
         .map(|c| container_row(c, !args.no_trunc))
         .collect();
     listing::print(format, &format::CONTAINERS, &rows)?;
@@ -213,19 +347,20 @@ fn container_row(c: &Container, trunc: bool) -> serde_json::Value {
             )
         })
         .collect();
-    let state = match c.state.status {
-        Status::Running => "running",
-        Status::Exited => "exited",
-        Status::Restarting => "restarting",
-        Status::Created => "created",
-        Status::Dead => "dead",
-    };
+    let state = state_name(c);
+    let labels: Vec<String> = c
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     serde_json::json!({
         "Command": format!("{command:?}"),
         "CreatedAt": crate::age::docker_time(&c.config.created),
         "ID": if trunc { &c.id()[..12] } else { c.id() },
         "Image": c.config.image,
-        "Labels": "",
+        "Labels": labels.join(","),
+        "Label": c.config.labels,
         "LocalVolumes": "0",
         "Mounts": "",
         "Names": c.name(),
@@ -277,12 +412,12 @@ fn each(
 }
 
 pub fn stop(args: StopArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let t = Duration::from_secs(args.time);
+    let t = args.time.map(Duration::from_secs);
     each(&args.containers, ctx, |rt, c| rt.stop(c, t))
 }
 
 pub fn restart(args: StopArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let t = Duration::from_secs(args.time);
+    let t = args.time.map(Duration::from_secs);
     let exe = kiln_exe()?;
     each(&args.containers, ctx, |rt, c| {
         rt.stop(c, t)?;
@@ -340,7 +475,16 @@ pub fn exec(args: ExecArgs, ctx: &Context) -> ExitCode {
     };
     match rt.get(&args.container).and_then(|c| rt.exec(&c, &opts)) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => failure(&e),
+        // Docker's exec exits 126 whenever the command cannot be started, found or not.
+        Err(e) if e.exec_exit_code().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(126)
+        }
+        // Any other failure (no such container, not running) is Docker's exit code 1.
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -368,6 +512,7 @@ pub fn cp(args: CpArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 pub fn cp_helper(args: CpHelperArgs) -> anyhow::Result<ExitCode> {
     let action = match args.action {
         CpHelperAction::Pack { path } => kiln_runtime::cp::HelperAction::Pack { path },
+        CpHelperAction::Export => kiln_runtime::cp::HelperAction::Export,
         CpHelperAction::Unpack {
             dest,
             name,

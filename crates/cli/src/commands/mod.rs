@@ -1,5 +1,6 @@
 //! The `kiln` subcommands, one module per command group.
 
+pub mod attach;
 pub mod build;
 mod check;
 pub mod container;
@@ -8,12 +9,14 @@ pub mod images;
 pub mod inspect;
 mod listing;
 pub mod load;
+pub mod manage;
 pub mod network;
 pub mod port;
 pub mod registry;
 pub mod run;
 pub mod save;
 pub mod system;
+mod unsupported;
 pub mod volume;
 
 use std::process::ExitCode;
@@ -80,10 +83,36 @@ pub enum Command {
     Wait(container::WaitArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
+    /// Attach this terminal to a running container's input and output.
+    Attach(attach::AttachArgs),
     /// Copy files between a running container and the host.
     Cp(container::CpArgs),
     /// Show containers' resource use.
     Stats(container::StatsArgs),
+    /// Freeze every process of containers.
+    Pause(manage::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(manage::NamesArgs),
+    /// Rename a container.
+    Rename(manage::RenameArgs),
+    /// Change containers' limits and restart policy.
+    Update(manage::UpdateArgs),
+    /// Show a container's processes.
+    Top(manage::TopArgs),
+    /// Show what a container changed in its filesystem.
+    Diff(manage::DiffArgs),
+    /// Make an image from a container's changes.
+    Commit(manage::CommitArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(manage::ExportArgs),
+    /// Show what happens to containers, networks, volumes and images.
+    Events(manage::EventsArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(manage::ContainerCommand),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(manage::ImageCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
@@ -115,6 +144,7 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::ContainerMonitor(args) => return run::monitor(args, ctx),
         Command::ContainerCp(args) => container::cp_helper(args),
         Command::Exec(args) => return container::exec(args, ctx),
+        Command::Attach(args) => return attach::attach(args, ctx),
         Command::Start(args) => run::start(args, ctx),
         Command::Ps(args) => container::ps(args, ctx),
         Command::Port(args) => port::run(args, ctx),
@@ -126,6 +156,17 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::Wait(args) => container::wait(args, ctx),
         Command::Cp(args) => container::cp(args, ctx),
         Command::Stats(args) => container::stats(args, ctx),
+        Command::Pause(args) => manage::pause(args, ctx),
+        Command::Unpause(args) => manage::unpause(args, ctx),
+        Command::Rename(args) => manage::rename(args, ctx),
+        Command::Update(args) => manage::update(args, ctx),
+        Command::Top(args) => manage::top(args, ctx),
+        Command::Diff(args) => manage::diff(args, ctx),
+        Command::Commit(args) => manage::commit(args, ctx),
+        Command::Export(args) => manage::export(args, ctx),
+        Command::Events(args) => manage::events(args, ctx),
+        Command::Container(c) => manage::container(c, ctx),
+        Command::Image(c) => manage::image(c, ctx),
         Command::Volume(c) => volume::run(c, ctx),
         Command::Network(c) => network::run(c, ctx),
         Command::History(args) => images::history(args, ctx),

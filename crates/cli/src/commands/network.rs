@@ -35,6 +35,25 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Connect a container to a network (at once when it runs).
+    Connect { network: String, container: String },
+    /// Disconnect a container from a network it was connected to.
+    Disconnect {
+        /// Accepted for docker compatibility.
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+    /// Remove every user-defined network no container uses.
+    Prune {
+        /// Accepted for docker compatibility; kiln never asks.
+        #[arg(short, long)]
+        force: bool,
+        /// until=TIME.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
 }
 
 pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -98,6 +117,31 @@ pub fn run(command: NetworkCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
             return Ok(code);
+        }
+        NetworkCommand::Connect { network, container } => {
+            let rt = ctx.runtime()?;
+            let c = rt.get(&container)?;
+            rt.network_connect(&c, &network)?;
+        }
+        NetworkCommand::Disconnect {
+            network, container, ..
+        } => {
+            let rt = ctx.runtime()?;
+            let c = rt.get(&container)?;
+            rt.network_disconnect(&c, &network)?;
+        }
+        NetworkCommand::Prune { filter, .. } => {
+            let rt = ctx.runtime()?;
+            let pruned = rt.prune_networks(&kiln_runtime::prune::PruneFilter::parse(&filter)?)?;
+            if !pruned.removed.is_empty() {
+                println!("Deleted Networks:");
+                for n in &pruned.removed {
+                    println!("{n}");
+                }
+            }
+            for e in &pruned.errors {
+                eprintln!("error: {e}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -58,10 +58,10 @@ pub struct RunArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Memory limit (e.g. 64m).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = size)]
     memory: Option<String>,
     /// CPU limit in CPUs (e.g. 1.5).
-    #[arg(long)]
+    #[arg(long, value_parser = cpus)]
     cpus: Option<String>,
     /// Maximum number of processes.
     #[arg(long)]
@@ -96,13 +96,133 @@ pub struct RunArgs {
     /// Disable any HEALTHCHECK the image specifies.
     #[arg(long)]
     no_healthcheck: bool,
-    /// Security options; `seccomp=unconfined` runs without the seccomp filter.
+    /// Security options: `seccomp=unconfined|PROFILE.json`, `no-new-privileges`,
+    /// `systempaths=unconfined`.
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be `host-gateway`).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Add a Linux capability (`NET_ADMIN`, `ALL`).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (`NET_RAW`, `ALL`).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter or masked paths, the host's devices.
+    #[arg(long)]
+    privileged: bool,
+    /// Run an init as pid 1 that reaps orphaned processes and forwards signals.
+    #[arg(long)]
+    init: bool,
+    /// A resource limit: NAME=SOFT[:HARD] (`nofile=1024:2048`).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Set a label: KEY=VALUE.
+    #[arg(short = 'l', long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Read labels from a file of KEY=VALUE lines.
+    #[arg(long, value_name = "FILE")]
+    label_file: Vec<PathBuf>,
+    /// An additional group for the container's processes (name or number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Add a host device: HOST[:CONTAINER][:rwm].
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
+    /// A name server for /etc/resolv.conf.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// A search domain for /etc/resolv.conf.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// A resolver option for /etc/resolv.conf.
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// A namespaced kernel parameter: KEY=VALUE (`net.*`, `kernel.shm*`, ...).
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
+    /// Size of /dev/shm (default 64m).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    shm_size: Option<String>,
+    /// IPC namespace: private (default), shareable, host, container:NAME.
+    #[arg(long, value_name = "MODE")]
+    ipc: Option<String>,
+    /// PID namespace: host or container:NAME (default: its own).
+    #[arg(long, value_name = "MODE")]
+    pid: Option<String>,
+    /// UTS namespace: host (default: its own).
+    #[arg(long, value_name = "MODE")]
+    uts: Option<String>,
+    /// The signal `stop` sends (default: the image's, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    stop_timeout: Option<i64>,
+    /// Write the container ID to this file (which must not exist).
+    #[arg(long, value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Attach to STDIN, STDOUT or STDERR (default: STDOUT and STDERR).
+    #[arg(short, long, value_name = "STREAM")]
+    attach: Vec<String>,
+    /// The key sequence that detaches from an interactive container (default ctrl-p,ctrl-q).
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
+    /// json-file (default), local or none.
+    #[arg(long, value_name = "DRIVER")]
+    log_driver: Option<String>,
+    /// A log driver option: max-size=10m, max-file=3.
+    #[arg(long, value_name = "KEY=VALUE")]
+    log_opt: Vec<String>,
+    /// When to pull the image: always, missing (default) or never.
+    #[arg(long, value_name = "POLICY", default_value = "missing")]
+    pull: String,
+    /// Don't show the pull's progress.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Memory plus swap (e.g. 1g; -1 for unlimited swap).
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = swap)]
+    memory_swap: Option<String>,
+    /// Relative CPU weight (default 1024).
+    #[arg(short = 'c', long, value_name = "SHARES")]
+    cpu_shares: Option<i64>,
+    /// CPUs the container may use (0-2,4).
+    #[arg(long, value_name = "CPUS")]
+    cpuset_cpus: Option<String>,
+    /// Don't let the OOM killer stop the container's processes.
+    #[arg(long)]
+    oom_kill_disable: bool,
+    /// Publish this port too when -P is given (PORT[/PROTO]).
+    #[arg(long, value_name = "PORT")]
+    expose: Vec<String>,
+    #[command(flatten)]
+    unsupported: super::unsupported::RunUnsupported,
     image: String,
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Flag values checked while parsing, so a bad one is reported as Docker's client does
+/// (`invalid argument "x" for "-m, --memory" flag: invalid size: 'x'`).
+fn size(s: &str) -> Result<String, String> {
+    kiln_runtime::check_size(s).map(|_| s.to_string())
+}
+
+fn swap(s: &str) -> Result<String, String> {
+    if s.trim() == "-1" {
+        Ok(s.to_string())
+    } else {
+        size(s)
+    }
+}
+
+fn cpus(s: &str) -> Result<String, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(s.to_string()),
+        _ => Err(format!("failed to parse {s} as a rational number")),
+    }
 }
 
 impl RunArgs {
@@ -140,18 +260,57 @@ impl RunArgs {
                 disable: self.no_healthcheck,
             },
             security_opt: self.security_opt.clone(),
+            add_hosts: self.add_host.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            init: self.init,
+            ulimits: self.ulimit.clone(),
+            labels: self.label.clone(),
+            label_files: self.label_file.clone(),
+            group_add: self.group_add.clone(),
+            devices: self.device.clone(),
+            dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+            sysctls: self.sysctl.clone(),
+            shm_size: self.shm_size.clone(),
+            ipc: self.ipc.clone(),
+            pid: self.pid.clone(),
+            uts: self.uts.clone(),
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            log_driver: self.log_driver.clone(),
+            log_opts: self.log_opt.clone(),
+            memory_swap: self.memory_swap.clone(),
+            cpu_shares: self.cpu_shares,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            oom_kill_disable: self.oom_kill_disable,
+            expose: self.expose.clone(),
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Attach to the container's output (and with -i its input) until it exits.
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin (with -a).
+    #[arg(short, long)]
+    interactive: bool,
+    /// The key sequence that detaches (default ctrl-p,ctrl-q).
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
+    /// Say "attach" once the attach socket listens and wait for a client before starting.
+    #[arg(long)]
+    attach_first: bool,
     id: String,
 }
 
@@ -189,17 +348,118 @@ pub(crate) fn terminal_sink(stream: Stream, data: &[u8]) {
     };
 }
 
-pub fn run(args: RunArgs, ctx: &Context) -> ExitCode {
-    let rt = match ctx.runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(125);
+/// A usage error: Docker's exit code 125 with its message.
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(125)
+}
+
+/// Which output streams an attached run shows (`-a`): stdout and stderr unless named.
+struct Attach {
+    stdout: bool,
+    stderr: bool,
+}
+
+impl RunArgs {
+    /// The checks Docker's client makes before it talks to the daemon.
+    fn check(&self) -> Result<Attach, String> {
+        self.unsupported
+            .check()
+            .map_err(|flag| format!("not supported yet: {flag}"))?;
+        let mut attach = Attach {
+            stdout: self.attach.is_empty(),
+            stderr: self.attach.is_empty(),
+        };
+        for a in &self.attach {
+            match a.to_ascii_lowercase().as_str() {
+                "stdout" => attach.stdout = true,
+                "stderr" => attach.stderr = true,
+                "stdin" => {}
+                _ => {
+                    return Err(format!(
+                        "invalid argument {a:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+                    ));
+                }
+            }
         }
-    };
-    let container = match rt.create(&args.options()) {
-        Ok(created) => warn(created),
-        Err(e) => return failure(&e),
+
+        if self.detach && self.rm && self.restart.as_deref().is_some_and(|r| r != "no") {
+            return Err("conflicting options: --restart and --rm".into());
+        }
+        if let Some(keys) = &self.detach_keys {
+            kiln_runtime::attach::parse_detach_keys(keys).map_err(|e| e.to_string())?;
+        }
+        if !matches!(self.pull.as_str(), "always" | "missing" | "never") {
+            return Err(format!(
+                "invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"",
+                self.pull
+            ));
+        }
+        if let Some(f) = &self.cidfile
+            && f.exists()
+        {
+            return Err(format!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                f.display()
+            ));
+        }
+        Ok(attach)
+    }
+
+    /// `--pull`: fetches the image when told to, or when it is missing (the default).
+    fn pull_image(&self, ctx: &Context) -> Result<(), String> {
+        let backend = ctx.backend().map_err(|e| format!("{e:#}"))?;
+        let have = backend.image(&self.image).is_ok();
+        match (self.pull.as_str(), have) {
+            ("never", false) => return Err(format!("No such image: {}", self.image)),
+            ("missing", true) | ("never", true) => return Ok(()),
+            ("missing", false) => eprintln!("Unable to find image '{}' locally", self.image),
+            _ => {}
+        }
+        let quiet = self.quiet;
+        backend
+            .pull(&self.image, &|event| {
+                if !quiet {
+                    eprintln!("{}", kiln_image::describe_pull(&event));
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| crate::error::chain(&e))
+    }
+
+    /// Everything up to a created container (and its ID in `--cidfile`).
+    fn prepare(
+        &self,
+        ctx: &Context,
+    ) -> Result<(kiln_runtime::Runtime, kiln_runtime::Container, Attach), ExitCode> {
+        let attach = self.check().map_err(usage)?;
+        if self.detach && !self.attach.is_empty() {
+            // Docker's client refuses it with exit code 1, not 125.
+            eprintln!("Conflicting options: -a and -d");
+            return Err(ExitCode::FAILURE);
+        }
+        let rt = ctx.runtime().map_err(|e| usage(format!("{e:#}")))?;
+        self.pull_image(ctx).map_err(usage)?;
+        let container = match rt.create(&self.options()) {
+            Ok(created) => warn(created),
+            Err(e) => return Err(failure(&e)),
+        };
+        if let Some(f) = &self.cidfile
+            && let Err(e) = std::fs::write(f, container.id())
+        {
+            return Err(usage(format!(
+                "failed to write the container ID to {}: {e}",
+                f.display()
+            )));
+        }
+        Ok((rt, container, attach))
+    }
+}
+
+pub fn run(args: RunArgs, ctx: &Context) -> ExitCode {
+    let (rt, container, attach) = match args.prepare(ctx) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     if args.detach {
         let exe = match kiln_exe() {
@@ -217,50 +477,32 @@ pub fn run(args: RunArgs, ctx: &Context) -> ExitCode {
             Err(e) => failure(&e),
         };
     }
-    let stdin = if args.interactive {
-        match std::io::stdin().lock().as_fd_owned() {
-            Ok(fd) => Stdin::Fd(fd),
-            Err(e) => {
-                eprintln!("error: failed to pass stdin to the container: {e}");
-                return ExitCode::from(125);
-            }
+    if args.interactive {
+        return super::attach::run_interactive(&rt, &container, args.detach_keys.as_deref());
+    }
+    let mut sink = |stream: Stream, data: &[u8]| {
+        let shown = match stream {
+            Stream::Stdout => attach.stdout,
+            Stream::Stderr => attach.stderr,
+        };
+        if shown {
+            terminal_sink(stream, data);
         }
-    } else {
-        Stdin::Null
     };
-    let mut sink = terminal_sink;
-    match rt.run_attached(&container, stdin, &mut sink) {
+    match rt.run_attached(&container, Stdin::Null, &mut sink) {
         Ok(info) => ExitCode::from(info.status.shell_code().clamp(0, 255) as u8),
         Err(e) => failure(&e),
     }
 }
 
-trait AsFdOwned {
-    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
-}
-
-impl AsFdOwned for std::io::StdinLock<'_> {
-    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsFd as _;
-        self.as_fd().try_clone_to_owned()
-    }
-}
-
 /// `kiln create`: like `run` without starting.
 pub fn create(args: RunArgs, ctx: &Context) -> ExitCode {
-    let rt = match ctx.runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(125);
-        }
-    };
-    match rt.create(&args.options()) {
-        Ok(created) => {
-            println!("{}", warn(created).id());
+    match args.prepare(ctx) {
+        Ok((_, container, _)) => {
+            println!("{}", container.id());
             ExitCode::SUCCESS
         }
-        Err(e) => failure(&e),
+        Err(code) => code,
     }
 }
 
@@ -268,6 +510,31 @@ pub fn create(args: RunArgs, ctx: &Context) -> ExitCode {
 pub fn start(args: StartArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let rt = ctx.runtime()?;
     let exe = kiln_exe()?;
+    if args.attach || args.interactive {
+        if args.containers.len() > 1 {
+            anyhow::bail!("you cannot start and attach multiple containers at once");
+        }
+        let c = rt.get(&args.containers[0])?;
+        let keys = match &args.detach_keys {
+            Some(k) => kiln_runtime::attach::parse_detach_keys(k)?,
+            None => kiln_runtime::attach::DEFAULT_DETACH_KEYS.to_vec(),
+        };
+        let opts = kiln_runtime::attach::AttachOptions {
+            stdin: args.interactive && c.config.open_stdin,
+            stdout: true,
+            stderr: true,
+            detach_keys: keys,
+            close_stdin: args.interactive,
+            tty: c.config.tty,
+        };
+        return Ok(match rt.start_attached(&c, &exe, &opts) {
+            Ok(kiln_runtime::attach::AttachEnd::Exited(code)) => {
+                ExitCode::from(code.clamp(0, 255) as u8)
+            }
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => failure(&e),
+        });
+    }
     let mut code = ExitCode::SUCCESS;
     for name in &args.containers {
         let result = rt.get(name).and_then(|c| {
@@ -311,7 +578,11 @@ pub fn monitor(args: MonitorArgs, ctx: &Context) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.monitor(&args.id, &mut tell) {
+    let mut say = |line: &str| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    match rt.monitor(&args.id, args.attach_first, &mut tell, &mut say) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tell(Err(e.to_string()));

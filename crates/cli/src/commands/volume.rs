@@ -99,14 +99,18 @@ pub fn run(command: VolumeCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
         VolumeCommand::Prune { all, force: _ } => {
-            let removed = volume::prune(ctx.root(), all)?;
+            let (removed, reclaimed) = volume::prune(ctx.root(), all)?;
             if !removed.is_empty() {
                 println!("Deleted Volumes:");
                 for n in &removed {
                     println!("{n}");
                 }
+                println!();
             }
-            println!("Total: {} volumes removed", removed.len());
+            println!(
+                "Total reclaimed space: {}",
+                kiln_runtime::system::human_size(reclaimed)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -183,3 +183,21 @@ pub const STATS: Listing = Listing {
     ],
     context_type: "*container.statsContext",
 };
+
+/// `kiln events --format`: rows are Docker's event messages (`Type`, `Action`, `Actor` with
+/// `ID` and `Attributes`, `scope`, `time`, `timeNano`); there is no table.
+pub const EVENTS: Listing = Listing {
+    default_table: "{{json .}}",
+    headers: &[
+        ("status", "STATUS"),
+        ("id", "ID"),
+        ("from", "FROM"),
+        ("Type", "TYPE"),
+        ("Action", "ACTION"),
+        ("Actor", "ACTOR"),
+        ("scope", "SCOPE"),
+        ("time", "TIME"),
+        ("timeNano", "TIMENANO"),
+    ],
+    context_type: "*events.Message",
+};

@@ -251,19 +251,11 @@ fn run_exec(
         spec.network = network;
         spec.state_dir = images.root().join("run");
         if !exec.devices.is_empty() {
-            spec.mounts.extend(device_mounts(exec)?);
+            spec.devices = step_devices(exec)?;
         }
         spec.extra_hosts = limits.extra_hosts.clone();
         spec.rlimits = limits.rlimits.clone();
-        if let Some(size) = limits.shm_size {
-            // The sandbox's own /dev/shm gives way to a mount of the caller's there.
-            spec.mounts.push(kiln_executor::sandbox::Mount::Tmpfs {
-                target: PathBuf::from("/dev/shm"),
-                size: Some(size),
-                mode: Some(0o1777),
-                readonly: false,
-            });
-        }
+        spec.shm_size = limits.shm_size;
         if exec.security == SecurityMode::Insecure {
             // BuildKit's insecure mode: every capability, no seccomp filter, /proc and /sys
             // unmasked (the entitlement was checked before the step started).
@@ -362,10 +354,12 @@ pub(crate) fn devices_not_allowed() -> EngineError {
     )
 }
 
-/// The sandbox mounts for a step's `RUN --device`s: each host device node bound at its own
-/// path. CDI device names need a CDI registry, which kiln does not read yet.
-fn device_mounts(exec: &ExecOp) -> Result<Vec<kiln_executor::sandbox::Mount>, EngineError> {
-    use std::os::unix::fs::FileTypeExt;
+/// The sandbox devices for a step's `RUN --device`s: each host device node at its own path
+/// (bound, so it opens where the rest of `/dev` is nodev). CDI device names need a CDI
+/// registry, which kiln does not read yet.
+fn step_devices(exec: &ExecOp) -> Result<Vec<kiln_executor::sandbox::Device>, EngineError> {
+    use kiln_executor::sandbox::{Device, DeviceKind};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut out = Vec::new();
     for device in &exec.devices {
         if !device.name.starts_with("/dev/") {
@@ -380,10 +374,19 @@ fn device_mounts(exec: &ExecOp) -> Result<Vec<kiln_executor::sandbox::Mount>, En
         let path = PathBuf::from(clean_abs(&device.name));
         match std::fs::metadata(&path) {
             Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {
-                out.push(kiln_executor::sandbox::Mount::Bind {
-                    source: path.clone(),
-                    target: path,
-                    readonly: false,
+                let kind = if m.file_type().is_char_device() {
+                    DeviceKind::Char
+                } else {
+                    DeviceKind::Block
+                };
+                let rdev = m.rdev();
+                out.push(Device {
+                    host_path: path.clone(),
+                    path,
+                    kind,
+                    major: libc::major(rdev),
+                    minor: libc::minor(rdev),
+                    access: "rwm".into(),
                 });
             }
             Ok(_) => {

@@ -25,6 +25,9 @@ pub(crate) fn files(spec: &SandboxSpec) -> Vec<(&'static str, &'static str, Stri
 }
 
 fn hosts(spec: &SandboxSpec) -> String {
+    if let Some(h) = &spec.hosts {
+        return h.clone();
+    }
     // The hostname goes on the IPv4 line only, as BuildKit and Docker write it.
     let mut s = format!(
         "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",

@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
+use super::cgroup::View;
 use super::etc;
 use super::process::io_err;
 use super::spec::{Mount, RootFs, SandboxSpec};
@@ -128,12 +129,14 @@ const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
 impl Mounts {
     /// The rootfs, the ops in the child's order and the detached mounts they attach. The /etc
-    /// files are written into `state`; `devpts` is the pty's devpts instance, if any. Records
-    /// in `cleanup` where stubs go and which of their parents were there before.
+    /// files are written into `state`; `devpts` is the pty's devpts instance, if any;
+    /// `cgroups` are the cgroup directories to show at `/sys/fs/cgroup`. Records in `cleanup`
+    /// where stubs go and which of their parents were there before.
     pub(super) fn prepare(
         spec: &SandboxSpec,
         state: &Path,
         devpts: Option<OwnedFd>,
+        cgroups: &[View],
         cleanup: &mut Cleanup,
     ) -> Result<Mounts, SandboxError> {
         let rootfs = rootfs(spec, cleanup)?;
@@ -147,7 +150,10 @@ impl Mounts {
             .mounts
             .iter()
             .any(|m| m.target() == Path::new("/dev/shm"));
-        mounts.system(devpts, !own_shm)?;
+        mounts.system(spec, devpts, !own_shm)?;
+        mounts.sysctls(spec)?;
+        mounts.devices(spec)?;
+        mounts.cgroups(spec, cgroups)?;
         mounts.spec_mounts(spec)?;
         mounts.etc_files(spec, state)?;
         let ops = &mut mounts.ops;
@@ -176,8 +182,14 @@ impl Mounts {
     }
 
     /// /proc, /dev with its devices and links, /dev/pts (the pty's instance when there is
-    /// one), /dev/shm, /dev/mqueue and a read-only /sys.
-    fn system(&mut self, devpts: Option<OwnedFd>, shm: bool) -> Result<(), SandboxError> {
+    /// one), /dev/shm unless the caller mounts its own, /dev/mqueue and /sys (read-only unless
+    /// privileged).
+    fn system(
+        &mut self,
+        spec: &SandboxSpec,
+        devpts: Option<OwnedFd>,
+        shm: bool,
+    ) -> Result<(), SandboxError> {
         let ops = &mut self.ops;
         ops.mkdir(Path::new("/proc"), 0o555)?;
         ops.mount("proc", "/proc", NOSUID | NODEV | NOEXEC, None)?;
@@ -195,25 +207,15 @@ impl Mounts {
         )?;
         for name in ["null", "zero", "full", "random", "urandom", "tty"] {
             let path = PathBuf::from(format!("/dev/{name}"));
-            let fd = sys::open_tree_clone(&cpath(&path)?, false).map_err(io_err(format!(
-                "failed to bind the host's {}",
-                path.display()
-            )))?;
-            ops.touch(&path)?;
-            ops.attach(
-                &fd,
-                &path,
-                format!("failed to bind device {}", path.display()),
-            )?;
-            self.keep.push(fd);
+            self.bind_device(&path, &path)?;
         }
+        let ops = &mut self.ops;
         for (link, target) in [
             ("/dev/fd", "/proc/self/fd"),
             ("/dev/stdin", "/proc/self/fd/0"),
             ("/dev/stdout", "/proc/self/fd/1"),
             ("/dev/stderr", "/proc/self/fd/2"),
             ("/dev/ptmx", "pts/ptmx"),
-            ("/dev/core", "/proc/kcore"),
         ] {
             ops.push(
                 child::Op::Symlink {
@@ -246,22 +248,153 @@ impl Mounts {
         let ops = &mut self.ops;
         if shm {
             ops.mkdir(Path::new("/dev/shm"), 0o1777)?;
-            ops.mount(
-                "tmpfs",
-                "/dev/shm",
-                NOSUID | NODEV | NOEXEC,
-                Some("mode=1777,size=65536k"),
-            )?;
+            let size = format!("mode=1777,size={}", spec.shm_size.unwrap_or(64 << 20));
+            ops.mount("tmpfs", "/dev/shm", NOSUID | NODEV | NOEXEC, Some(&size))?;
         }
         ops.mkdir(Path::new("/dev/mqueue"), 0o755)?;
         ops.mount("mqueue", "/dev/mqueue", NOSUID | NODEV | NOEXEC, None)?;
         ops.mkdir(Path::new("/sys"), 0o555)?;
-        ops.mount(
-            "sysfs",
-            "/sys",
-            libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
-            None,
+        let ro = if spec.sysfs_writable {
+            0
+        } else {
+            libc::MS_RDONLY
+        };
+        ops.mount("sysfs", "/sys", ro | NOSUID | NODEV | NOEXEC, None)?;
+        Ok(())
+    }
+
+    /// The spec's kernel parameters, written while `/proc/sys` is still writable.
+    fn sysctls(&mut self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        for (key, value) in &spec.sysctls {
+            if key.is_empty()
+                || key.contains(['/', '\0'])
+                || key.split('.').any(|p| p.is_empty() || p == "..")
+            {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "invalid sysctl name {key:?}"
+                )));
+            }
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            self.ops.push(
+                child::Op::Write {
+                    path: cstr(path.as_bytes(), "sysctl")?,
+                    data: cstr(value.as_bytes(), "sysctl value")?,
+                },
+                format!("failed to set sysctl {key}={value}"),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    /// The spec's device nodes, owned as asked (their parents under /dev made as needed).
+    fn devices(&mut self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        for d in &spec.devices {
+            let path = inner_path(&d.path, "device path")?;
+            if path.starts_with("/dev") {
+                // Parents inside /dev (a tmpfs made here) are plain directories.
+                let mut prefixes: Vec<&Path> = path.ancestors().skip(1).collect();
+                prefixes.reverse();
+                for a in prefixes
+                    .into_iter()
+                    .filter(|a| a.starts_with("/dev") && *a != Path::new("/dev"))
+                {
+                    self.ops.push(
+                        child::Op::Mkdir {
+                            path: cpath(a)?,
+                            mode: 0o755,
+                        },
+                        format!("failed to create directory {}", a.display()),
+                        None,
+                    );
+                }
+            } else {
+                self.ops.parents(&path)?;
+            }
+            self.bind_device(&d.host_path, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Binds the host's device node `host` at `target`. The bind's own mount allows devices,
+    /// unlike /dev and the rootfs around it (see `system`), so this node opens and nothing
+    /// made with mknod beside it does.
+    fn bind_device(&mut self, host: &Path, target: &Path) -> Result<(), SandboxError> {
+        let fd = sys::open_tree_clone(&cpath(host)?, false).map_err(io_err(format!(
+            "failed to bind the host's {}",
+            host.display()
+        )))?;
+        self.ops.touch(target)?;
+        self.ops.attach(
+            &fd,
+            target,
+            format!("failed to bind device {}", target.display()),
         )?;
+        self.keep.push(fd);
+        Ok(())
+    }
+
+    /// `/sys/fs/cgroup` as a container sees it: the sandbox's own cgroup directories, bound
+    /// read-only (a pure v2 host: its one directory there; v1: a tmpfs with one directory per
+    /// hierarchy, named as on the host, and links for combined ones such as `cpu,cpuacct`).
+    fn cgroups(&mut self, spec: &SandboxSpec, views: &[View]) -> Result<(), SandboxError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let bind = |view: &View| -> Result<OwnedFd, SandboxError> {
+            let fd = sys::open_tree_clone(&cpath(&view.host_dir)?, false).map_err(io_err(
+                format!("failed to bind cgroup {}", view.host_dir.display()),
+            ))?;
+            sys::set_detached_locked(fd.as_fd(), spec.sysfs_writable).map_err(io_err(format!(
+                "failed to make the view of cgroup {} read-only",
+                view.host_dir.display()
+            )))?;
+            Ok(fd)
+        };
+        if let [view] = views
+            && view.name.is_empty()
+        {
+            let fd = bind(view)?;
+            self.ops
+                .attach(&fd, root, "failed to mount the cgroup view".into())?;
+            self.keep.push(fd);
+            return Ok(());
+        }
+        self.ops.mount(
+            "tmpfs",
+            "/sys/fs/cgroup",
+            NOSUID | NODEV | NOEXEC,
+            Some("mode=755"),
+        )?;
+        for view in views.iter().filter(|v| !v.name.is_empty()) {
+            let target = root.join(&view.name);
+            self.ops.mkdir(&target, 0o555)?;
+            let fd = bind(view)?;
+            self.ops.attach(
+                &fd,
+                &target,
+                format!("failed to mount the cgroup view at {}", target.display()),
+            )?;
+            self.keep.push(fd);
+            // A combined hierarchy (`cpu,cpuacct`) is also reached by each controller's name.
+            if view.name.contains(',') {
+                for part in view.name.split(',') {
+                    if views.iter().any(|v| v.name == part) {
+                        continue;
+                    }
+                    let link = format!("/sys/fs/cgroup/{part}");
+                    self.ops.push(
+                        child::Op::Symlink {
+                            target: cstr(view.name.as_bytes(), "symlink")?,
+                            link: cstr(link.as_bytes(), "symlink")?,
+                        },
+                        format!("failed to create symlink {link}"),
+                        None,
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -309,10 +442,41 @@ impl Mounts {
                     )?;
                     self.keep.push(fd);
                 }
+                Mount::BindFrom {
+                    namespace,
+                    source,
+                    readonly,
+                    ..
+                } => {
+                    let fd =
+                        sys::open_tree_in(namespace, &cpath(source)?).map_err(io_err(format!(
+                            "failed to bind {} of mount namespace {}",
+                            source.display(),
+                            namespace.display()
+                        )))?;
+                    if *readonly {
+                        sys::set_detached_readonly(fd.as_fd(), true).map_err(io_err(format!(
+                            "failed to make bind of {} read-only",
+                            source.display()
+                        )))?;
+                    }
+                    ops.mkdir(&target, 0o755)?;
+                    ops.attach(
+                        &fd,
+                        &target,
+                        format!(
+                            "failed to bind-mount {} at {}",
+                            source.display(),
+                            target.display()
+                        ),
+                    )?;
+                    self.keep.push(fd);
+                }
                 Mount::Tmpfs {
                     size,
                     mode,
                     readonly,
+                    noexec,
                     ..
                 } => {
                     ops.mkdir(&target, 0o755)?;
@@ -326,6 +490,9 @@ impl Mounts {
                     let mut flags = NOSUID | NODEV;
                     if *readonly {
                         flags |= libc::MS_RDONLY;
+                    }
+                    if *noexec {
+                        flags |= NOEXEC;
                     }
                     let t = target.to_string_lossy().into_owned();
                     let data = data.join(",");

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::SandboxError;
 use super::mounts::Mounts;
 use super::seccomp::Program;
-use super::spec::{DEFAULT_PATH, Network, SandboxSpec};
+use super::spec::{DEFAULT_PATH, Namespace, Network, SandboxSpec};
 use super::stdio::ChildEnds;
 use super::validate::{cpath, cstr, inner_path};
 use crate::sys::{self, child};
@@ -22,6 +22,8 @@ pub(super) struct Parts<'a> {
     pub(super) child: &'a ChildEnds,
     pub(super) cgroup_procs: &'a [OwnedFd],
     pub(super) netns: Option<&'a OwnedFd>,
+    /// Namespaces the child joins with setns (descriptor, CLONE_NEW* type).
+    pub(super) join_ns: &'a [(OwnedFd, libc::c_int)],
     pub(super) seccomp: Option<&'a Program>,
 }
 
@@ -54,9 +56,17 @@ pub(super) fn build(spec: &SandboxSpec, parts: Parts<'_>) -> Result<child::Plan,
     Ok(child::Plan {
         cgroup_procs: parts.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect(),
         new_cgroup_ns: true,
+        join_ns: parts
+            .join_ns
+            .iter()
+            .map(|(f, kind)| (f.as_raw_fd(), *kind))
+            .collect(),
         netns: parts.netns.map(|f| f.as_raw_fd()),
         loopback_up: spec.network == Network::None,
-        hostname: Some(cstr(spec.hostname.as_bytes(), "hostname")?),
+        hostname: match spec.uts_namespace {
+            Namespace::New => Some(cstr(spec.hostname.as_bytes(), "hostname")?),
+            _ => None,
+        },
         mountpoint: cpath(parts.mountpoint)?,
         rootfs: parts.mounts.rootfs.as_raw_fd(),
         ops: std::mem::take(&mut parts.mounts.ops.ops),
@@ -102,6 +112,11 @@ pub(super) fn build(spec: &SandboxSpec, parts: Parts<'_>) -> Result<child::Plan,
         controlling_tty: child.pty_slave.is_some(),
         status: child.status.as_raw_fd(),
         exec_candidates: exec_candidates(spec)?,
+        init: if spec.init {
+            Some(init_plan(spec)?)
+        } else {
+            None
+        },
         argv,
         envp,
         argv_owned,
@@ -109,15 +124,37 @@ pub(super) fn build(spec: &SandboxSpec, parts: Parts<'_>) -> Result<child::Plan,
     })
 }
 
-/// The namespaces the child starts in: mount, pid, uts, ipc, and net unless it shares the
-/// host's or joins one (with setns, in the child).
+/// The namespaces the child starts in: mount, and pid, uts, ipc and net unless it shares the
+/// host's or joins one (pid in the parent before clone, the others with setns in the child).
 pub(super) fn clone_flags(spec: &SandboxSpec) -> u64 {
-    let mut flags =
-        (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+    let mut flags = libc::CLONE_NEWNS as u64;
+    for (ns, flag) in [
+        (&spec.pid_namespace, libc::CLONE_NEWPID),
+        (&spec.uts_namespace, libc::CLONE_NEWUTS),
+        (&spec.ipc_namespace, libc::CLONE_NEWIPC),
+    ] {
+        if *ns == Namespace::New {
+            flags |= flag as u64;
+        }
+    }
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET as u64;
     }
     flags
+}
+
+/// The init's plan: where kiln's own arguments and environment are (to overwrite them in the
+/// init's copy) and the title it shows instead, `kiln-init -- COMMAND ARGS`.
+fn init_plan(spec: &SandboxSpec) -> Result<child::InitPlan, SandboxError> {
+    let (args, env) = sys::args_and_env_areas().ok_or_else(|| {
+        SandboxError::InvalidSpec("cannot read this process's /proc/self/stat for --init".into())
+    })?;
+    let mut title = b"kiln-init --".to_vec();
+    for a in &spec.argv {
+        title.push(b' ');
+        title.extend(a.bytes().filter(|&b| b != 0));
+    }
+    Ok(child::InitPlan { args, env, title })
 }
 
 /// argv[0] as execve candidates: itself when it has a slash, else each PATH entry.

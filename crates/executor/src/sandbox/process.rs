@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::SandboxError;
-use super::cgroup::Cgroups;
+use super::cgroup::{self, Cgroups};
 use super::io::{PtyMaster, Stdin};
 use super::mounts::Mounts;
-use super::spec::{Network, SandboxSpec};
+use super::spec::{Namespace, Network, SandboxSpec};
 use super::stdio::{self, ParentEnds, Pty, StdinFeed};
 use super::teardown::Cleanup;
 use super::validate::validate;
@@ -34,6 +34,9 @@ pub struct Sandbox {
     /// The pty's master side, kept for [`Sandbox::pty`] (output is read through `stdout`).
     pub(super) pty: Option<OwnedFd>,
     pub(super) cgroups: Option<Cgroups>,
+    /// Whether pid 1 is the init of a pid namespace of its own (else what it leaves behind in
+    /// the cgroup is killed when it exits).
+    pub(super) own_pid_namespace: bool,
     pub(super) cleanup: Cleanup,
     pub(super) started: Instant,
     pub(super) exit: Option<(sys::Exit, Instant)>,
@@ -62,7 +65,7 @@ impl Sandbox {
         validate(spec)?;
         // Compiled once per process; the Arc keeps the instructions alive until the child has
         // installed them (the parent thread is suspended until exec).
-        let seccomp = super::seccomp::program(spec.seccomp, spec.capabilities)?;
+        let seccomp = super::seccomp::program(&spec.seccomp, spec.capabilities)?;
         let started = Instant::now();
         let id = new_id();
         let state = spec.state_dir.join(&id);
@@ -78,13 +81,24 @@ impl Sandbox {
             Some(p) => (Some(p.devpts), Some((p.master, p.slave))),
             None => (None, None),
         };
-        let mut mounts = Mounts::prepare(spec, &state, devpts, &mut cleanup)?;
-
+        // Before the mounts: a container shows its cgroup directories at /sys/fs/cgroup.
         let cgroups = if spec.cgroup.is_empty() {
             None
         } else {
-            Some(Cgroups::create(&id, &spec.cgroup)?)
+            let privileged = spec.sysfs_writable;
+            Some(Cgroups::create(
+                &id,
+                &cgroup::Request {
+                    limits: &spec.cgroup,
+                    device_rules: (!privileged).then(|| cgroup::device_rules(&spec.devices)),
+                },
+            )?)
         };
+        let views = match (&cgroups, spec.cgroup.container) {
+            (Some(c), true) => c.views().to_vec(),
+            _ => Vec::new(),
+        };
+        let mut mounts = Mounts::prepare(spec, &state, devpts, &views, &mut cleanup)?;
         let cgroup_procs = match &cgroups {
             Some(c) => c.procs_files()?,
             None => Vec::new(),
@@ -93,6 +107,26 @@ impl Sandbox {
         let netns = match &spec.network {
             Network::Namespace(p) => Some(OwnedFd::from(fs::File::open(p).map_err(io_err(
                 format!("failed to open network namespace {}", p.display()),
+            ))?)),
+            _ => None,
+        };
+
+        let mut join_ns = Vec::new();
+        for (ns, kind, what) in [
+            (&spec.ipc_namespace, libc::CLONE_NEWIPC, "IPC"),
+            (&spec.uts_namespace, libc::CLONE_NEWUTS, "UTS"),
+        ] {
+            if let Namespace::Join(p) = ns {
+                let f = fs::File::open(p).map_err(io_err(format!(
+                    "failed to open {what} namespace {}",
+                    p.display()
+                )))?;
+                join_ns.push((OwnedFd::from(f), kind));
+            }
+        }
+        let pidns = match &spec.pid_namespace {
+            Namespace::Join(p) => Some(OwnedFd::from(fs::File::open(p).map_err(io_err(
+                format!("failed to open pid namespace {}", p.display()),
             ))?)),
             _ => None,
         };
@@ -106,10 +140,18 @@ impl Sandbox {
                 child: &child,
                 cgroup_procs: &cgroup_procs,
                 netns: netns.as_ref(),
+                join_ns: &join_ns,
                 seccomp: seccomp.as_deref(),
             },
         )?;
-        let spawned = sys::spawn(&plan, plan::clone_flags(spec));
+        let flags = plan::clone_flags(spec);
+        let spawned = match &pidns {
+            // The child is born in the other sandbox's pid namespace.
+            Some(ns) => sys::with_child_pid_namespace(ns.as_fd(), || sys::spawn(&plan, flags)),
+            None => sys::spawn(&plan, flags),
+        };
+        drop(join_ns);
+        drop(pidns);
         // The child has its copies; ours must go so EOF on the pipes means "child done", and
         // only the command may hold the pty's slave (the master reads EIO once it is gone).
         drop(child);
@@ -148,6 +190,7 @@ impl Sandbox {
             stdin: stdin_parent,
             pty,
             cgroups,
+            own_pid_namespace: spec.pid_namespace == Namespace::New,
             cleanup,
             started,
             exit: None,

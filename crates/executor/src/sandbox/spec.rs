@@ -126,6 +126,29 @@ pub struct SandboxSpec {
     /// Bind a generated `/etc/hostname` (Docker's containers have one; BuildKit's RUN steps
     /// do not, so builds turn it off).
     pub etc_hostname: bool,
+    /// The pid namespace: a new one (the command is pid 1), the host's, or another
+    /// sandbox's (`/proc/PID/ns/pid`); without a new one, whatever is left in the sandbox's
+    /// cgroup when the command exits is killed (the cgroup must exist: see
+    /// [`CgroupLimits::container`]).
+    pub pid_namespace: Namespace,
+    /// The IPC namespace (SysV IPC, POSIX message queues).
+    pub ipc_namespace: Namespace,
+    /// The UTS namespace; with the host's, `hostname` is not set.
+    pub uts_namespace: Namespace,
+    /// Run a small init as the first process (Docker's `--init`): it reaps orphaned
+    /// processes, forwards signals to the command, and exits with the command's status.
+    pub init: bool,
+    /// Device nodes to create in `/dev`, after the default ones.
+    pub devices: Vec<Device>,
+    /// Size of `/dev/shm` in bytes (64 MiB when `None`).
+    pub shm_size: Option<u64>,
+    /// Content for `/etc/hosts`; `None` generates it from `hostname` and `extra_hosts`.
+    pub hosts: Option<String>,
+    /// Mount `/sys` (and the cgroup views in it) read-write (Docker's `--privileged`).
+    pub sysfs_writable: bool,
+    /// Kernel parameters to set inside (`net.ipv4.ip_forward`, `1`), written to `/proc/sys`
+    /// once the sandbox is in its namespaces; which ones are namespaced is the caller's check.
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl SandboxSpec {
@@ -157,8 +180,50 @@ impl SandboxSpec {
             tty: false,
             tty_size: None,
             etc_hostname: true,
+            pid_namespace: Namespace::New,
+            ipc_namespace: Namespace::New,
+            uts_namespace: Namespace::New,
+            init: false,
+            devices: Vec::new(),
+            shm_size: None,
+            hosts: None,
+            sysfs_writable: false,
+            sysctls: Vec::new(),
         }
     }
+}
+
+/// Where one kind of namespace of the sandbox comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Namespace {
+    /// A fresh one.
+    #[default]
+    New,
+    /// The host's (the caller's).
+    Host,
+    /// An existing one, e.g. `/proc/PID/ns/ipc` of another sandbox's process.
+    Join(PathBuf),
+}
+
+/// A host device given to the sandbox: the host's node is bound at `path`, so it keeps the
+/// host's mode and owner (Docker copies both when it makes the node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The node on the host.
+    pub host_path: PathBuf,
+    /// Where it appears inside (absolute, normally under `/dev`).
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: u32,
+    pub minor: u32,
+    /// What the device cgroup lets the sandbox do with it: any of `r`, `w`, `m`.
+    pub access: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Char,
+    Block,
 }
 
 /// The numeric user the command runs as; name lookup is the caller's business.
@@ -192,19 +257,31 @@ pub enum Mount {
         target: PathBuf,
         readonly: bool,
     },
-    /// A fresh tmpfs; `size` in bytes, `mode` such as 0o1777.
+    /// A recursive bind mount of `source` as seen in the mount namespace `namespace` (e.g.
+    /// `/proc/PID/ns/mnt` of another sandbox's process, whose `/dev/shm` this shares).
+    BindFrom {
+        namespace: PathBuf,
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// A fresh tmpfs (nosuid, nodev); `size` in bytes, `mode` such as 0o1777.
     Tmpfs {
         target: PathBuf,
         size: Option<u64>,
         mode: Option<u32>,
         readonly: bool,
+        /// Mount it noexec (a container's `--tmpfs` unless `exec`).
+        noexec: bool,
     },
 }
 
 impl Mount {
     pub fn target(&self) -> &std::path::Path {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. }
+            | Mount::BindFrom { target, .. }
+            | Mount::Tmpfs { target, .. } => target,
         }
     }
 }
@@ -296,15 +373,29 @@ impl RlimitResource {
     }
 }
 
-/// cgroup limits; a sandbox with none set gets no cgroup at all (cheaper start).
+/// cgroup limits; a sandbox with none set (and not [`CgroupLimits::container`]) gets no
+/// cgroup at all (cheaper start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupLimits {
-    /// Hard memory limit in bytes (swap included where the host accounts swap).
+    /// Hard memory limit in bytes.
     pub memory_bytes: Option<u64>,
+    /// Memory plus swap in bytes where the host accounts swap; -1 for unlimited swap. `None`:
+    /// no swap beyond `memory_bytes` (a build step), see [`CgroupLimits::container`].
+    pub memory_swap: Option<i64>,
+    /// Don't let the OOM killer stop the sandbox's processes (cgroup v1 only).
+    pub oom_kill_disable: bool,
     /// CPU bandwidth: `quota_us` of every `period_us` (e.g. 50_000 of 100_000 = half a CPU).
     pub cpu: Option<CpuQuota>,
+    /// Relative CPU weight (v1 `cpu.shares`, 2 to 262144; mapped to v2's `cpu.weight`).
+    pub cpu_shares: Option<u64>,
+    /// The CPUs the sandbox may run on (`0-2,4`).
+    pub cpuset_cpus: Option<String>,
     /// Maximum number of tasks (processes and threads).
     pub pids_max: Option<u64>,
+    /// A container's cgroups, as Docker makes them: one in every hierarchy even without a
+    /// limit (so it can be frozen, sampled and cleaned up as a whole), Docker's device rules
+    /// (v1), swap as Docker sets it, and a read-only view of them at `/sys/fs/cgroup`.
+    pub container: bool,
     /// Parent of the sandboxes' cgroups, relative to each hierarchy's root.
     pub parent: PathBuf,
 }
@@ -313,16 +404,28 @@ impl Default for CgroupLimits {
     fn default() -> CgroupLimits {
         CgroupLimits {
             memory_bytes: None,
+            memory_swap: None,
+            oom_kill_disable: false,
             cpu: None,
+            cpu_shares: None,
+            cpuset_cpus: None,
             pids_max: None,
+            container: false,
             parent: PathBuf::from("kiln"),
         }
     }
 }
 
 impl CgroupLimits {
+    /// Whether the sandbox needs no cgroup of its own.
     pub fn is_empty(&self) -> bool {
-        self.memory_bytes.is_none() && self.cpu.is_none() && self.pids_max.is_none()
+        !self.container
+            && self.memory_bytes.is_none()
+            && self.cpu.is_none()
+            && self.pids_max.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+            && !self.oom_kill_disable
     }
 }
 

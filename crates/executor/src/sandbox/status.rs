@@ -105,6 +105,8 @@ pub(super) fn describe_failure(
         Step::Stdio => "failed to set up stdin, stdout and stderr".to_string(),
         Step::ControllingTty => "failed to make the pty the controlling terminal".to_string(),
         Step::Seccomp => "failed to install the seccomp filter".to_string(),
+        Step::JoinNs => "failed to join the IPC or UTS namespace".to_string(),
+        Step::Init => "failed to start the init".to_string(),
     };
     SandboxError::Setup { what, source }
 }

@@ -62,6 +62,7 @@ impl Sandbox {
         self.stderr = None;
         self.stdin = None;
         let oom_killed = self.cgroups.as_ref().is_some_and(|c| c.oom_killed());
+        self.end_leftovers();
         if let Some(mut c) = self.cgroups.take() {
             let left = c.remove();
             if let Some(dir) = left.first() {

@@ -105,6 +105,7 @@ impl Sandbox {
                         {
                             self.exit = Some((exit, Instant::now()));
                             self.stdin = None;
+                            self.end_leftovers();
                             drain_until = Some(Instant::now() + Duration::from_secs(5));
                         }
                     }
@@ -121,6 +122,18 @@ impl Sandbox {
             return Err(SandboxError::Cancelled);
         }
         info
+    }
+}
+
+impl Sandbox {
+    /// Without a pid namespace of its own, the command's exit ends nothing else: kill what
+    /// it left in its cgroups (as runc does for a container sharing a pid namespace).
+    pub(super) fn end_leftovers(&self) {
+        if !self.own_pid_namespace
+            && let Some(c) = &self.cgroups
+        {
+            c.kill_all();
+        }
     }
 }
 

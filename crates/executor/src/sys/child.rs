@@ -16,6 +16,9 @@ use std::os::fd::RawFd;
 
 use libc::{c_char, c_int, c_ulong};
 
+mod init;
+use init::run_init;
+
 /// Report kinds written to the status pipe.
 pub(crate) const REPORT_ERROR: u32 = 1;
 pub(crate) const REPORT_CREATED: u32 = 2;
@@ -48,12 +51,14 @@ pub(crate) enum Step {
     Exec,
     ControllingTty,
     Seccomp,
+    JoinNs,
+    Init,
 }
 
 impl Step {
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 24] = [
+        const ALL: [Step; 26] = [
             JoinCgroup,
             CgroupNs,
             JoinNetNs,
@@ -78,6 +83,8 @@ impl Step {
             Exec,
             ControllingTty,
             Seccomp,
+            JoinNs,
+            Init,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -131,6 +138,8 @@ pub(crate) enum Op {
     Mask { path: CString },
     /// Bind-mounts a path onto itself read-only (recursively). Missing paths are skipped.
     ReadOnly { path: CString },
+    /// Writes `data` to an existing file (a `/proc/sys` entry).
+    Write { path: CString, data: CString },
 }
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -139,6 +148,9 @@ pub(crate) struct Plan {
     /// `cgroup.procs` files opened for writing; the child writes "0" (itself) to each.
     pub cgroup_procs: Vec<RawFd>,
     pub new_cgroup_ns: bool,
+    /// Namespaces to join with setns (descriptor, CLONE_NEW* type): another sandbox's IPC
+    /// namespace.
+    pub join_ns: Vec<(RawFd, c_int)>,
     /// A network namespace to join with setns.
     pub netns: Option<RawFd>,
     /// Bring `lo` up (a fresh network namespace starts with it down).
@@ -170,6 +182,8 @@ pub(crate) struct Plan {
     pub status: RawFd,
     /// Full paths to try execve on, in order (argv[0] resolved through PATH).
     pub exec_candidates: Vec<CString>,
+    /// Run as the init of the sandbox (see [`InitPlan`]); the command becomes its child.
+    pub init: Option<InitPlan>,
     /// NULL-terminated pointer arrays into `argv_owned` / `env_owned`.
     pub argv: Vec<*const c_char>,
     pub envp: Vec<*const c_char>,
@@ -178,6 +192,19 @@ pub(crate) struct Plan {
     pub argv_owned: Vec<CString>,
     #[allow(dead_code)]
     pub env_owned: Vec<CString>,
+}
+
+/// What the init needs besides the plan: where this process's own command line and
+/// environment live in its memory (read by the parent from `/proc/self/stat`), to overwrite
+/// them in the init's private copy, and the title to show instead.
+#[derive(Debug)]
+pub(crate) struct InitPlan {
+    /// `[start, end)` of the argument strings.
+    pub args: (usize, usize),
+    /// `[start, end)` of the environment strings.
+    pub env: (usize, usize),
+    /// What `/proc/1/cmdline` shows inside: `kiln-init -- COMMAND ...`.
+    pub title: Vec<u8>,
 }
 
 struct Fail {
@@ -248,7 +275,10 @@ unsafe fn setup(plan: &Plan) -> Result<Never, Fail> {
         }
         finish_rootfs(plan)?;
         drop_privileges(plan)?;
-        exec(plan)
+        match &plan.init {
+            Some(init) => run_init(plan, init),
+            None => exec(plan),
+        }
     }
 }
 
@@ -264,6 +294,9 @@ unsafe fn join(plan: &Plan) -> Result<(), Fail> {
         }
         if plan.new_cgroup_ns {
             check(libc::unshare(libc::CLONE_NEWCGROUP) as _, Step::CgroupNs, 0)?;
+        }
+        for (i, &(fd, kind)) in plan.join_ns.iter().enumerate() {
+            check(libc::setns(fd, kind) as _, Step::JoinNs, i as u32)?;
         }
         if let Some(fd) = plan.netns {
             check(libc::setns(fd, libc::CLONE_NEWNET) as _, Step::JoinNetNs, 0)?;
@@ -606,6 +639,19 @@ unsafe fn run_op(plan: &Plan, i: u32, op: &Op) -> Result<(), Fail> {
                 };
                 if ret < 0 {
                     return Err(fail(errno()));
+                }
+            }
+            Op::Write { path, data } => {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(fail(errno()));
+                }
+                let len = data.as_bytes().len();
+                let n = libc::write(fd, data.as_ptr().cast(), len);
+                let e = errno();
+                libc::close(fd);
+                if n < 0 {
+                    return Err(fail(e));
                 }
             }
             Op::ReadOnly { path } => {

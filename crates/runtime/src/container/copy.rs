@@ -18,7 +18,7 @@ pub enum CopyDirection {
 }
 
 /// The copy helper's exit: its stderr carries the reason when it failed.
-fn helper_result(out: std::process::Output) -> Result<(), RuntimeError> {
+pub(super) fn helper_result(out: std::process::Output) -> Result<(), RuntimeError> {
     if out.status.success() {
         return Ok(());
     }
@@ -33,7 +33,7 @@ fn helper_result(out: std::process::Output) -> Result<(), RuntimeError> {
 
 impl Runtime {
     /// `kiln_exe container-cp ROOT`, the rest of the arguments to be added.
-    fn cp_helper(&self, kiln_exe: &Path, root: &Path) -> std::process::Command {
+    pub(super) fn cp_helper(&self, kiln_exe: &Path, root: &Path) -> std::process::Command {
         let mut cmd = std::process::Command::new(kiln_exe);
         cmd.arg("--root")
             .arg(self.root())
@@ -114,6 +114,18 @@ impl Runtime {
                 }
             }
         };
+        self.with_root(&c, cp)
+    }
+
+    /// Runs `f` with the container's root filesystem: a running container's
+    /// `/proc/<pid>/root`, else its rootfs overlay mounted in a private mount namespace
+    /// (processes `f` starts run inside that namespace).
+    pub(crate) fn with_root(
+        &self,
+        c: &Container,
+        f: impl FnOnce(&Path) -> Result<(), RuntimeError> + Send,
+    ) -> Result<(), RuntimeError> {
+        let cp = f;
         if c.state.status == Status::Running && store::is_alive(c.state.pid, c.state.pid_start) {
             return cp(Path::new(&format!("/proc/{}/root", c.state.pid)));
         }

@@ -6,9 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use kiln_cache::LeaseOptions;
-use kiln_executor::sandbox::{CgroupLimits, CpuQuota, Mount, Network, RootFs, SandboxSpec, User};
 use kiln_executor::snapshot::{Driver, SnapshotId};
 
+use super::settings::Settings;
 use super::{Runtime, lease_id, parse_signal, read_from_layers};
 use crate::error::{RuntimeError, io_err};
 use crate::options::{self, RunOptions};
@@ -41,9 +41,29 @@ impl Runtime {
                 "containers on the copy snapshot driver (the store needs overlayfs)".into(),
             ));
         }
+        // Every flag is checked before anything is made (the host gateway, if one is
+        // asked for, is checked again once the network is known).
+        let net_host = opts.network.as_deref() == Some("host");
+        let early_gateway = Some(String::new());
+        self.host_settings(opts, net_host, early_gateway)?;
+        let image = self.images.image(&opts.image)?;
         let joined = crate::network::resolve(self.root(), opts.network.as_deref())?;
         warnings.extend(joined.warnings);
-        let container = self.create_container(opts, joined.mode, joined.name, joined.ip)?;
+        let gateway = self.host_gateway(joined.name.as_deref());
+        let settings = match self.host_settings(opts, net_host, gateway) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::network::release_lease(
+                    self.root(),
+                    joined.name.as_deref(),
+                    joined.ip.as_deref(),
+                );
+                return Err(e);
+            }
+        };
+        warnings.extend(settings.warnings.iter().cloned());
+        let container =
+            self.create_container(opts, &image, settings, joined.mode, joined.name, joined.ip)?;
         Ok(Created {
             container,
             warnings,
@@ -53,12 +73,13 @@ impl Runtime {
     fn create_container(
         &self,
         opts: &RunOptions,
+        image: &kiln_image::Image,
+        settings: Settings,
         network: NetworkMode,
         network_name: Option<String>,
         ip: Option<String>,
     ) -> Result<Container, RuntimeError> {
-        let image = self.images.image(&opts.image)?;
-        let top = self.images.unpack(&image)?;
+        let top = self.images.unpack(image)?;
         let rc = &image.config.config;
         let (entrypoint, cmd) =
             options::resolve_command(rc, opts.entrypoint.as_deref(), &opts.command)?;
@@ -83,6 +104,8 @@ impl Runtime {
         };
         // A first check before the slow part; the one that counts is made under the lock.
         check_name_free(self.root(), &name)?;
+        // With `--uts host` the processes see the host's name, while the record, HOSTNAME and
+        // /etc/hostname keep the container's (as Docker's do).
         let hostname = opts
             .hostname
             .clone()
@@ -102,7 +125,13 @@ impl Runtime {
         for f in &opts.env_files {
             file_env.extend(options::read_env_file(f)?);
         }
-        let ports_ = options::published_ports(&opts.publish, opts.publish_all, &rc.exposed_ports)?;
+        let exposed: Vec<String> = rc
+            .exposed_ports
+            .iter()
+            .cloned()
+            .chain(opts.expose.iter().cloned())
+            .collect();
+        let ports_ = options::published_ports(&opts.publish, opts.publish_all, &exposed)?;
         let mut mounts = Vec::new();
         for v in &opts.volumes {
             mounts.push(options::parse_volume(v)?);
@@ -122,19 +151,31 @@ impl Runtime {
                     target,
                     readonly: false,
                     anonymous: true,
+                    nocopy: false,
                 });
             }
         }
         for m in &mounts {
-            if let MountConfig::Bind { source, .. } = m
-                && !source.exists()
-            {
-                return Err(RuntimeError::Invalid(format!(
-                    "bind source path does not exist: {}",
+            match m {
+                // `-v`: a missing host directory is made, as Docker does.
+                MountConfig::Bind {
+                    source,
+                    create: true,
+                    ..
+                } if !source.exists() => fs::create_dir_all(source).map_err(io_err(format!(
+                    "create the bind source {}",
                     source.display()
-                )));
+                )))?,
+                MountConfig::Bind { source, .. } if !source.exists() => {
+                    return Err(RuntimeError::Invalid(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        source.display()
+                    )));
+                }
+                _ => {}
             }
         }
+        let labels = options::host::labels(&rc.labels, &opts.label_files, &opts.labels)?;
 
         let dir = store::containers_dir(self.root()).join(&id);
         fs::create_dir_all(dir.join("upper")).map_err(io_err(format!(
@@ -159,7 +200,7 @@ impl Runtime {
             // HOME from the image's passwd entry of the user, as Docker does.
             let layers = self.layers(top.as_ref(), &dir)?;
             let home = home_of(&layers, &user);
-            let env = options::merge_env(&rc.env, &file_env, &opts.env, &hostname, &home);
+            let env = options::merge_env(&rc.env, &file_env, &opts.env, &hostname, &home, opts.tty);
             for m in &mut mounts {
                 if let MountConfig::Volume {
                     name, anonymous, ..
@@ -175,11 +216,12 @@ impl Runtime {
                     name,
                     target,
                     anonymous,
+                    nocopy,
                     ..
                 } = m
                 {
                     let v = volume::create(self.root(), name, *anonymous)?;
-                    if !v.initialized {
+                    if !v.initialized && !*nocopy {
                         self.seed_volume(top.as_ref(), target, &v.mountpoint)?;
                         volume::mark_initialized(self.root(), v)?;
                     }
@@ -215,10 +257,10 @@ impl Runtime {
                 },
                 read_only: opts.read_only,
                 restart: options::parse_restart(opts.restart.as_deref().unwrap_or("no"))?,
-                stop_signal: if rc.stop_signal.is_empty() {
-                    "SIGTERM".into()
-                } else {
-                    rc.stop_signal.clone()
+                stop_signal: match (&opts.stop_signal, rc.stop_signal.is_empty()) {
+                    (Some(s), _) => s.clone(),
+                    (None, true) => "SIGTERM".into(),
+                    (None, false) => rc.stop_signal.clone(),
                 },
                 auto_remove: opts.auto_remove,
                 open_stdin: opts.interactive,
@@ -226,9 +268,14 @@ impl Runtime {
                 tty: opts.tty,
                 network_name,
                 ip,
-                security_opt: options::parse_security_opts(&opts.security_opt)?,
+                security_opt: settings.security_opt.clone(),
+                labels: labels.clone(),
+                host: settings.host.clone(),
+                extra_networks: Vec::new(),
             };
-            parse_signal(&config.stop_signal)?;
+            parse_signal(&config.stop_signal).map_err(|_| {
+                RuntimeError::Invalid(format!("invalid signal: {}", config.stop_signal))
+            })?;
             if config.auto_remove && config.restart != RestartPolicy::No {
                 return Err(RuntimeError::Invalid(
                     "--restart and --rm cannot be used together".into(),
@@ -245,11 +292,13 @@ impl Runtime {
             if let Some(n) = &config.network_name {
                 crate::network::refresh_hosts(self.root(), n)?;
             }
-            Ok(Container {
+            let c = Container {
                 config,
                 state,
                 dir: dir.clone(),
-            })
+            };
+            crate::events::record(self.root(), crate::events::container(&c, "create"));
+            Ok(c)
         })();
         if result.is_err() {
             let _ = self.images.store().delete_lease(&lease_id(&id));
@@ -317,103 +366,15 @@ impl Runtime {
         match (&c.config.network_name, &c.config.ip) {
             (Some(name), Some(ip)) if c.config.network == NetworkMode::Named => {
                 let info = crate::network::inspect(self.root(), name)?;
-                crate::network::attach(self.root(), &info, c.id(), ip).map(Some)
+                let att = crate::network::attach(self.root(), &info, c.id(), ip)?;
+                for link in &c.config.extra_networks {
+                    let info = crate::network::inspect(self.root(), &link.name)?;
+                    crate::network::attach_extra(self.root(), &info, c.id(), &link.ip, link.index)?;
+                }
+                Ok(Some(att))
             }
             _ => Ok(None),
         }
-    }
-
-    /// The sandbox spec for one start of `c`.
-    pub(crate) fn sandbox_spec(&self, c: &Container) -> Result<SandboxSpec, RuntimeError> {
-        let cfg = &c.config;
-        let top = cfg.snapshot.as_deref().map(SnapshotId::parse).transpose()?;
-        let layers = self.layers(top.as_ref(), &c.dir)?;
-        let upper = c.dir.join("upper");
-        let rootfs = if layers.len() == 1 {
-            RootFs::Path(upper)
-        } else {
-            RootFs::Overlay {
-                lowerdirs: layers[1..].to_vec(),
-                upperdir: upper,
-                workdir: c.dir.join("work"),
-            }
-        };
-        let user_spec = if cfg.user.is_empty() {
-            "root"
-        } else {
-            &cfg.user
-        };
-        let resolved =
-            kiln_image::rootfs::resolve_user_with(&|p| read_from_layers(&layers, p), user_spec)?;
-        let mut spec = SandboxSpec::new(rootfs, cfg.argv());
-        spec.env = cfg.env.clone();
-        spec.cwd = PathBuf::from(&cfg.working_dir);
-        spec.user = User {
-            uid: resolved.uid,
-            gid: resolved.gid,
-            additional_gids: resolved.additional_gids,
-        };
-        spec.hostname = cfg.hostname.clone();
-        spec.readonly_rootfs = cfg.read_only;
-        spec.seccomp = options::seccomp_of(&cfg.security_opt);
-        spec.tty = cfg.tty;
-        spec.network = match cfg.network {
-            NetworkMode::None => Network::None,
-            NetworkMode::Host => Network::Host,
-            NetworkMode::Named => {
-                let name = cfg.network_name.as_deref().unwrap_or_default();
-                if crate::network::has_names(name) {
-                    spec.mounts.push(Mount::Bind {
-                        source: crate::network::hosts_path(self.root(), name),
-                        target: "/etc/hosts".into(),
-                        readonly: true,
-                    });
-                } else if let Some(ip) = cfg.ip.as_deref().and_then(|ip| ip.parse().ok()) {
-                    spec.extra_hosts.push((cfg.hostname.clone(), ip));
-                }
-                Network::Namespace(crate::network::netns_path(&cfg.id))
-            }
-        };
-        spec.state_dir = self.root().join("run");
-        spec.cgroup = CgroupLimits {
-            memory_bytes: cfg.memory,
-            cpu: cfg.cpus_millis.map(|m| CpuQuota {
-                quota_us: m * 100,
-                period_us: 100_000,
-            }),
-            pids_max: cfg.pids_limit,
-            ..CgroupLimits::default()
-        };
-        for m in &cfg.mounts {
-            spec.mounts.push(match m {
-                MountConfig::Bind {
-                    source,
-                    target,
-                    readonly,
-                } => Mount::Bind {
-                    source: source.clone(),
-                    target: target.into(),
-                    readonly: *readonly,
-                },
-                MountConfig::Volume {
-                    name,
-                    target,
-                    readonly,
-                    ..
-                } => Mount::Bind {
-                    source: volume::inspect(self.root(), name)?.mountpoint,
-                    target: target.into(),
-                    readonly: *readonly,
-                },
-                MountConfig::Tmpfs { target, size, mode } => Mount::Tmpfs {
-                    target: target.into(),
-                    size: *size,
-                    mode: *mode,
-                    readonly: false,
-                },
-            });
-        }
-        Ok(spec)
     }
 }
 

@@ -17,6 +17,11 @@ impl Runtime {
         opts: &LogOptions,
         out: &mut dyn OutputSink,
     ) -> Result<(), RuntimeError> {
+        if c.config.host.log_config.driver == "none" {
+            return Err(RuntimeError::Invalid(
+                "configured logging driver does not support reading".into(),
+            ));
+        }
         let id = c.id().to_string();
         let mut running = || self.get(&id).is_ok_and(|c| c.state.is_running());
         crate::logs::read_logs(&c.log_path(), opts, out, &mut running)
@@ -36,6 +41,7 @@ impl Runtime {
                     source,
                     target,
                     readonly,
+                    ..
                 } => json!({"Type": "bind", "Source": source, "Destination": target, "RW": !readonly}),
                 MountConfig::Volume {
                     name,
@@ -49,21 +55,42 @@ impl Runtime {
                     "Destination": target,
                     "RW": !readonly,
                 }),
-                MountConfig::Tmpfs { target, .. } => {
-                    json!({"Type": "tmpfs", "Source": "", "Destination": target, "RW": true})
+                MountConfig::Tmpfs {
+                    target, readonly, ..
+                } => {
+                    json!({"Type": "tmpfs", "Source": "", "Destination": target, "RW": !readonly})
                 }
             })
             .collect();
         let health = crate::health::read(c).filter(|_| st.status == Status::Running);
+        let hs = &cfg.host;
+        // Docker shows null for a list never given, [] for some, and the memory+swap total
+        // it set (twice the memory) when only --memory was.
+        let list = |v: &[String]| (!v.is_empty()).then_some(v.to_vec());
+        let memory_swap = match (hs.memory_swap, cfg.memory) {
+            (Some(s), _) => s,
+            (None, Some(m)) => 2 * m as i64,
+            (None, None) => 0,
+        };
+        let ulimits: Vec<serde_json::Value> = hs
+            .ulimits
+            .iter()
+            .map(|u| json!({"Name": u.name, "Hard": u.hard, "Soft": u.soft}))
+            .collect();
+        let devices: Vec<serde_json::Value> = hs
+            .devices
+            .iter()
+            .map(|d| json!({"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container, "CgroupPermissions": d.cgroup_permissions}))
+            .collect();
         json!({
             "Id": cfg.id,
             "Created": cfg.created,
             "Path": cfg.path,
             "Args": cfg.args,
             "State": {
-                "Status": st.status.to_string(),
+                "Status": if st.paused { "paused".to_string() } else { st.status.to_string() },
                 "Running": st.status == Status::Running,
-                "Paused": false,
+                "Paused": st.paused,
                 "Restarting": st.status == Status::Restarting,
                 "OOMKilled": st.oom_killed,
                 "Dead": st.status == Status::Dead,
@@ -93,6 +120,31 @@ impl Runtime {
                 "PidsLimit": cfg.pids_limit,
                 // Docker shows null unless --security-opt was given.
                 "SecurityOpt": (!cfg.security_opt.is_empty()).then_some(&cfg.security_opt),
+                "CapAdd": list(&hs.cap_add),
+                "CapDrop": list(&hs.cap_drop),
+                "Privileged": hs.privileged,
+                "Init": hs.init.then_some(true),
+                "Ulimits": (!ulimits.is_empty()).then_some(ulimits),
+                "GroupAdd": list(&hs.group_add),
+                "Devices": devices,
+                "ExtraHosts": list(&hs.extra_hosts),
+                "Dns": hs.dns,
+                "DnsSearch": hs.dns_search,
+                "DnsOptions": hs.dns_options,
+                "Sysctls": (!hs.sysctls.is_empty()).then_some(&hs.sysctls),
+                "ShmSize": hs.shm_size.unwrap_or(64 << 20),
+                "IpcMode": if hs.ipc_mode.is_empty() {
+                    "private"
+                } else {
+                    hs.ipc_mode.as_str()
+                },
+                "PidMode": hs.pid_mode,
+                "UTSMode": hs.uts_mode,
+                "LogConfig": hs.log_config,
+                "MemorySwap": memory_swap,
+                "CpuShares": hs.cpu_shares.unwrap_or(0),
+                "CpusetCpus": hs.cpuset_cpus.clone().unwrap_or_default(),
+                "OomKillDisable": hs.oom_kill_disable,
             },
             "Mounts": mounts,
             "Config": {
@@ -104,6 +156,8 @@ impl Runtime {
                 "WorkingDir": cfg.working_dir,
                 "Image": cfg.image,
                 "StopSignal": cfg.stop_signal,
+                "StopTimeout": hs.stop_timeout,
+                "Labels": cfg.labels,
                 "OpenStdin": cfg.open_stdin,
                 "Tty": cfg.tty,
             },

@@ -12,7 +12,9 @@ use kiln_executor::sandbox::{CancelToken, ExitInfo, OutputSink, Sandbox, Stdin, 
 
 use super::signals::{SignalForwarder, send_signal};
 use super::{Runtime, STOP_MARKER, StartMode, lease_id, parse_signal};
+use crate::attach::AttachServer;
 use crate::error::{RuntimeError, io_err};
+use crate::events;
 use crate::logs::LogWriter;
 use crate::ports;
 use crate::store::{
@@ -41,6 +43,7 @@ impl Runtime {
             restart_count: prev.restart_count,
             error: None,
             cgroup_dirs: sb.cgroup_dirs(),
+            paused: false,
         }
     }
 
@@ -121,6 +124,7 @@ impl Runtime {
             }
         };
         forward.set_pid(sb.pid());
+        events::record(self.root(), events::container(c, "start"));
         // Raw mode and size changes for the caller's terminal, undone when this returns.
         let _terminal = c
             .config
@@ -136,7 +140,10 @@ impl Runtime {
         let mut log = if c.config.auto_remove {
             None
         } else {
-            Some(LogWriter::open(&c.log_path())?)
+            Some(LogWriter::for_config(
+                &c.log_path(),
+                &c.config.host.log_config,
+            )?)
         };
         let mut sink = |stream: Stream, data: &[u8]| {
             out.write(stream, data);
@@ -148,10 +155,26 @@ impl Runtime {
         forward.set_pid(0);
         target.set(None);
         let info = info?;
+        self.record_exit(c, &info);
         if !c.config.auto_remove {
             self.write_state(c, &self.exited_state(&running, &info))?;
         }
         Ok(info)
+    }
+
+    /// The `die` event (and `oom` before it when the OOM killer acted).
+    fn record_exit(&self, c: &Container, info: &ExitInfo) {
+        if info.oom_killed {
+            events::record(self.root(), events::container(c, "oom"));
+        }
+        events::record(
+            self.root(),
+            events::container_with(
+                c,
+                "die",
+                [("exitCode", info.status.shell_code().to_string())],
+            ),
+        );
     }
 
     /// Starts `c` under a new monitor process and returns once its command runs (or failed to
@@ -161,13 +184,80 @@ impl Runtime {
             return Ok(());
         }
         let StartMode::Detached { kiln_exe } = mode;
+        let (child, out) = self.spawn_monitor(c, kiln_exe, false)?;
+        self.monitor_answer(c, child, out)
+    }
+
+    /// Starts `c` under a monitor, attached from before its command runs (so no output is
+    /// missed), and stays attached until it exits or is detached from (`run -i`, `start -a`).
+    pub fn start_attached(
+        &self,
+        c: &Container,
+        kiln_exe: &std::path::Path,
+        opts: &crate::attach::AttachOptions,
+    ) -> Result<crate::attach::AttachEnd, RuntimeError> {
+        if c.state.is_running() {
+            return self.attach(c, opts);
+        }
+        let (child, mut out) = self.spawn_monitor(c, kiln_exe, true)?;
+        // The monitor says when its socket listens, then waits for us before it starts.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let conn = if line == b"attach" {
+            Some(crate::attach::connect(&c.dir, opts)?)
+        } else {
+            None
+        };
+        let first = String::from_utf8_lossy(&line).into_owned();
+        self.monitor_answer_after(c, child, out, first)?;
+        let conn = conn.ok_or_else(|| {
+            RuntimeError::Monitor("the monitor did not offer an attach socket".into())
+        })?;
+        events::record(self.root(), events::container(c, "attach"));
+        conn.pump(opts)
+    }
+
+    /// Attaches to the running container `c` (through its monitor).
+    pub fn attach(
+        &self,
+        c: &Container,
+        opts: &crate::attach::AttachOptions,
+    ) -> Result<crate::attach::AttachEnd, RuntimeError> {
+        let c = self.get(c.id())?;
+        if c.state.status != Status::Running {
+            return Err(RuntimeError::Invalid(
+                "you cannot attach to a stopped container, start it first".into(),
+            ));
+        }
+        if c.state.paused {
+            return Err(RuntimeError::Invalid(
+                "you cannot attach to a paused container, unpause it first".into(),
+            ));
+        }
+        let conn = crate::attach::connect(&c.dir, opts)?;
+        events::record(self.root(), events::container(&c, "attach"));
+        conn.pump(opts)
+    }
+
+    /// Runs `kiln container-monitor [--attach-first] ID`, its stdout a pipe to us.
+    fn spawn_monitor(
+        &self,
+        c: &Container,
+        kiln_exe: &std::path::Path,
+        attach_first: bool,
+    ) -> Result<(std::process::Child, std::process::ChildStdout), RuntimeError> {
         let _ = fs::remove_file(c.dir.join(STOP_MARKER));
         let log = fs::File::create(c.dir.join("monitor.log"))
             .map_err(io_err("create the monitor's log"))?;
-        let mut child = std::process::Command::new(kiln_exe)
-            .arg("--root")
-            .arg(self.root())
-            .arg("container-monitor")
+        let mut cmd = std::process::Command::new(kiln_exe);
+        cmd.arg("--root").arg(self.root()).arg("container-monitor");
+        if attach_first {
+            cmd.arg("--attach-first");
+        }
+        let mut child = cmd
             .arg(c.id())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -177,10 +267,34 @@ impl Runtime {
                 "start the container monitor {}",
                 kiln_exe.display()
             )))?;
-        let mut answer = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_string(&mut answer);
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::Bug("the monitor has no stdout".into()))?;
+        Ok((child, out))
+    }
+
+    /// Reads the monitor's "ok" (or "error: ...") once the command runs.
+    fn monitor_answer(
+        &self,
+        c: &Container,
+        child: std::process::Child,
+        out: std::process::ChildStdout,
+    ) -> Result<(), RuntimeError> {
+        self.monitor_answer_after(c, child, out, String::new())
+    }
+
+    fn monitor_answer_after(
+        &self,
+        c: &Container,
+        mut child: std::process::Child,
+        mut out: std::process::ChildStdout,
+        mut answer: String,
+    ) -> Result<(), RuntimeError> {
+        if answer == "attach" {
+            answer.clear();
         }
+        let _ = out.read_to_string(&mut answer);
         match answer.trim_end().strip_prefix("error: ") {
             None if answer.trim_end() == "ok" => Ok(()),
             Some(msg) => {
@@ -203,7 +317,9 @@ impl Runtime {
     pub fn monitor(
         &self,
         id: &str,
+        attach_first: bool,
         ready: &mut dyn FnMut(Result<(), String>),
+        say: &mut dyn FnMut(&str),
     ) -> Result<(), RuntimeError> {
         // Leave the CLI's session and process group, so its terminal's signals and hangup
         // never reach the monitor.
@@ -223,10 +339,22 @@ impl Runtime {
             tell(Err(e.to_string()));
             return Err(e);
         }
+        // Clients may attach while it runs; a start for `run -i` waits for its first one.
+        let server = match AttachServer::start(&c.dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "attaching to this container will not work");
+                None
+            }
+        };
+        if attach_first && let Some(server) = &server {
+            say("attach");
+            server.wait_for_client(Duration::from_secs(30));
+        }
         let mut state = c.state.clone();
         // A manual start begins a new series of restarts, as in Docker.
         state.restart_count = 0;
-        let mut log = LogWriter::open(&c.log_path())?;
+        let mut log = LogWriter::for_config(&c.log_path(), &c.config.host.log_config)?;
         let mut failures_in_a_row = 0u32;
         loop {
             let started = Instant::now();
@@ -238,9 +366,21 @@ impl Runtime {
                     return Err(e);
                 }
             };
+            // With -i, the command's stdin is a pipe the attached clients write into.
+            let (stdin, stdin_w) = if c.config.open_stdin {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                    RuntimeError::Io {
+                        what: "create the container's stdin pipe".into(),
+                        source: e.into(),
+                    }
+                })?;
+                (Stdin::Fd(r), Some(fs::File::from(w)))
+            } else {
+                (Stdin::Null, None)
+            };
             let spawned = self
                 .sandbox_spec(&c)
-                .and_then(|spec| Sandbox::spawn(&spec, Stdin::Null).map_err(Into::into));
+                .and_then(|spec| Sandbox::spawn(&spec, stdin).map_err(Into::into));
             let sb = match spawned {
                 Ok(sb) => sb,
                 Err(e) => {
@@ -251,6 +391,10 @@ impl Runtime {
             };
             state = self.running_state(&sb, &state);
             self.write_state(&c, &state)?;
+            events::record(self.root(), events::container(&c, "start"));
+            if let Some(server) = &server {
+                server.set_input(stdin_w, sb.pty());
+            }
             if c.config.network != NetworkMode::Host {
                 target.set(fs::File::open(format!("/proc/{}/ns/net", sb.pid())).ok());
             }
@@ -261,7 +405,13 @@ impl Runtime {
                 ..c.clone()
             };
             crate::health::start(self, &running, checks_done.clone());
-            let info = sb.wait(&mut log, &CancelToken::new());
+            let mut sink = |stream: Stream, data: &[u8]| {
+                log.write(stream, data);
+                if let Some(mut server) = server.as_ref() {
+                    server.write(stream, data);
+                }
+            };
+            let info = sb.wait(&mut sink, &CancelToken::new());
             checks_done.store(true, Ordering::SeqCst);
             target.set(None);
             drop(net);
@@ -273,11 +423,19 @@ impl Runtime {
                     return Err(e);
                 }
             };
+            self.record_exit(&c, &info);
+            if let Some(server) = &server {
+                server.finish(info.status.shell_code());
+            }
             state = self.exited_state(&state, &info);
             let stopped = c.dir.join(STOP_MARKER).exists();
             let code = info.status.shell_code();
+            // `update --restart` may have changed the policy since the start.
+            let restart = self
+                .get(c.id())
+                .map_or(c.config.restart, |now| now.config.restart);
             let again = !stopped
-                && match c.config.restart {
+                && match restart {
                     RestartPolicy::No => false,
                     RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
                     RestartPolicy::OnFailure(max) => {
@@ -314,19 +472,32 @@ impl Runtime {
         Ok(())
     }
 
-    /// Sends `signal` to the container's pid 1.
+    /// Sends `signal` to the container's pid 1 (a paused container gets it once thawed, as
+    /// SIGKILL thaws it).
     pub fn kill(&self, c: &Container, signal: i32) -> Result<(), RuntimeError> {
         let c = self.get(c.id())?;
         if c.state.status != Status::Running || !store::is_alive(c.state.pid, c.state.pid_start) {
             return Err(RuntimeError::NotRunning(c.name().to_string()));
         }
-        send_signal(c.state.pid, signal)
+        send_signal(c.state.pid, signal)?;
+        if signal == libc::SIGKILL {
+            self.thaw(&c)?;
+        }
+        events::record(
+            self.root(),
+            events::container_with(&c, "kill", [("signal", signal.to_string())]),
+        );
+        Ok(())
     }
 
-    /// Stops `c`: its stop signal, then SIGKILL after `timeout`; the restart policy does not
-    /// apply. Returns once it is no longer running.
-    pub fn stop(&self, c: &Container, timeout: Duration) -> Result<(), RuntimeError> {
+    /// Stops `c`: its stop signal, then SIGKILL after `timeout` (the container's
+    /// `--stop-timeout`, else 10 seconds, when `None`); the restart policy does not apply.
+    /// Returns once it is no longer running.
+    pub fn stop(&self, c: &Container, timeout: Option<Duration>) -> Result<(), RuntimeError> {
         let c = self.get(c.id())?;
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs(c.config.host.stop_timeout.unwrap_or(10).into())
+        });
         if !c.state.is_running() {
             return Ok(());
         }
@@ -334,6 +505,8 @@ impl Runtime {
             .map_err(io_err(format!("mark container {} as stopping", c.name())))?;
         if c.state.status == Status::Running && store::is_alive(c.state.pid, c.state.pid_start) {
             send_signal(c.state.pid, parse_signal(&c.config.stop_signal)?)?;
+            // A frozen process takes its signal when thawed.
+            self.thaw(&c)?;
         }
         if self.wait_until_stopped(&c, timeout)? {
             return Ok(());
@@ -344,6 +517,7 @@ impl Runtime {
             send_signal(now.state.pid, libc::SIGKILL)?;
         }
         if self.wait_until_stopped(&c, Duration::from_secs(30))? {
+            events::record(self.root(), events::container(&c, "stop"));
             Ok(())
         } else {
             Err(RuntimeError::Monitor(format!(
@@ -394,6 +568,7 @@ impl Runtime {
             let _ = fs::write(c.dir.join(STOP_MARKER), b"");
             if store::is_alive(c.state.pid, c.state.pid_start) {
                 send_signal(c.state.pid, libc::SIGKILL)?;
+                self.thaw(&c)?;
             }
             if !self.wait_until_stopped(&c, Duration::from_secs(30))? {
                 return Err(RuntimeError::Monitor(format!(
@@ -416,6 +591,7 @@ impl Runtime {
         }
         fs::remove_dir_all(&trash).map_err(io_err(format!("remove container {}", c.name())))?;
         crate::network::release(self.root(), &c.config);
+        events::record(self.root(), events::container(c, "destroy"));
         if volumes {
             for m in &c.config.mounts {
                 if let MountConfig::Volume {

@@ -14,17 +14,26 @@ use kiln_image::ImageStore;
 use crate::error::RuntimeError;
 use crate::store::{self, Container};
 
+mod changes;
 mod copy;
 mod create;
 mod inspect;
 mod lifecycle;
+mod manage;
+mod pause;
+mod settings;
 mod signals;
+mod spec;
 mod stats;
 
+pub use changes::{Change, CommitOptions};
 pub use copy::CopyDirection;
 pub use create::Created;
+pub use manage::UpdateOptions;
+pub(crate) use pause::is_frozen;
 pub(crate) use signals::SignalForwarder;
 pub use signals::parse_signal;
+pub(crate) use spec::{capabilities_of, member_hosts, seccomp_of, user_of};
 pub use stats::{NetIo, StatsSample, Usage};
 
 /// How `start` runs the container.

@@ -336,7 +336,7 @@ pub(crate) fn delete_link(name: &str) -> io::Result<()> {
 
 /// Creates the veth pair `host_if` (in this namespace, on bridge `master`, up) and `eth0` (in
 /// the namespace `netns`), in one request.
-pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File) -> io::Result<()> {
+pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File, peer: &str) -> io::Result<()> {
     let master = nix::net::if_::if_nametoindex(master)? as u32;
     let mut sock = Socket::open()?;
     let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
@@ -348,7 +348,7 @@ pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File) -> io::Result<
         .begin(IFLA_INFO_DATA)
         .begin(VETH_INFO_PEER)
         .ifinfo(0, 0, 0)
-        .attr_str(IFLA_IFNAME, "eth0")
+        .attr_str(IFLA_IFNAME, peer)
         .attr(IFLA_NET_NS_FD, &(netns.as_raw_fd() as u32).to_ne_bytes())
         .end()
         .end()
@@ -356,23 +356,28 @@ pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File) -> io::Result<
     sock.request(&mut m)
 }
 
-/// Inside the namespace `netns`: `lo` up, `eth0` up at `ip`/`prefix`, default route via
-/// `gateway`. Runs on a thread that joins the namespace (its sockets and `eth0`'s index
-/// belong to the namespace the thread is in).
+/// Inside the namespace `netns`: `lo` up, `ifname` up at `ip`/`prefix`, and with a
+/// `gateway` the default route through it. Runs on a thread that joins the namespace (its
+/// sockets and the interface's index belong to the namespace the thread is in).
 pub(crate) fn configure_inside(
     netns: File,
+    ifname: &str,
     ip: Ipv4Addr,
     prefix: u8,
-    gateway: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
 ) -> io::Result<()> {
+    let ifname = ifname.to_string();
     std::thread::spawn(move || -> io::Result<()> {
         setns(&netns, CloneFlags::CLONE_NEWNET)?;
         let mut sock = Socket::open()?;
         let lo = nix::net::if_::if_nametoindex("lo")? as i32;
-        let eth0 = nix::net::if_::if_nametoindex("eth0")? as i32;
+        let eth0 = nix::net::if_::if_nametoindex(ifname.as_str())? as i32;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(lo, IFF_UP, IFF_UP))?;
         add_address(&mut sock, eth0 as u32, ip, prefix)?;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(eth0, IFF_UP, IFF_UP))?;
+        let Some(gateway) = gateway else {
+            return Ok(());
+        };
         // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
         let mut route = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
         route.buf.extend_from_slice(&[

@@ -19,16 +19,16 @@ mod remote_cache;
 mod value;
 mod vertex;
 
-pub use build::{BuildError, BuildRequest, BuildResult, StepLocation, build, lower_only};
+pub use build::{BuildError, BuildRequest, BuildResult, Engine, StepLocation, build, lower_only};
 pub use error::EngineError;
-pub use mounts::{SecretSource, Secrets};
+pub use mounts::{SecretBytes, SecretSource, Secrets};
 pub use progress::{Progress, ProgressSender};
 pub use remote_cache::export::Exported as CacheExported;
 pub use remote_cache::{CacheExport, CacheImport, CacheMode, CacheSpecError};
 
 /// The solver's progress vocabulary, re-exported so a front end renders builds without
 /// depending on the solver.
-pub use kiln_solver::{CancellationToken, Event as VertexEvent, EventKind, Stream};
+pub use kiln_solver::{CacheKey, CancellationToken, Event as VertexEvent, EventKind, Stream};
 
 /// What the benchmarks measure, and nothing else: not part of the API.
 #[doc(hidden)]

@@ -1,6 +1,7 @@
 //! The `kiln` subcommands, one module per command group.
 
 pub mod build;
+mod builder_remote;
 pub mod container;
 pub mod debug;
 pub mod images;
@@ -12,6 +13,7 @@ pub mod port;
 pub mod registry;
 pub mod run;
 pub mod save;
+pub mod serve;
 pub mod system;
 pub mod volume;
 
@@ -95,6 +97,11 @@ pub enum Command {
     /// The container side of `kiln cp`, chrooted into the container's root.
     #[command(hide = true)]
     ContainerCp(container::CpHelperArgs),
+    /// Run a build worker that `kiln build --builder` sends builds to over gRPC.
+    Serve(serve::ServeArgs),
+    /// Certificates for `kiln serve` and its clients.
+    #[command(subcommand)]
+    Tls(serve::TlsCommand),
     /// Tools for looking inside kiln (parser output and the like).
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -137,6 +144,8 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::Load(args) => load::load(args, ctx),
         Command::Builder(c) => system::builder(c, ctx),
         Command::System(c) => system::system(c, ctx),
+        Command::Serve(args) => serve::serve(args, ctx),
+        Command::Tls(c) => serve::tls(c),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ pub mod containers;
 pub mod dockerd;
 pub mod hostnet;
 pub mod registry;
+pub mod worker;
 
 /// A store root in a tempdir with `busybox:latest` imported.
 pub struct Kiln {

@@ -241,7 +241,7 @@ pub(crate) fn progress(p: Progress) -> Msg {
             use pb::vertex_event::Kind;
             let kind = match e.kind {
                 EventKind::Cached { key, content } => Kind::Cached(pb::Cached {
-                    key: key.to_hex(),
+                    key: key.to_string(),
                     content,
                 }),
                 EventKind::Started => Kind::Started(pb::Started {}),
@@ -253,7 +253,7 @@ pub(crate) fn progress(p: Progress) -> Msg {
                     data,
                 }),
                 EventKind::Completed { key, duration } => Kind::Completed(pb::Completed {
-                    key: key.to_hex(),
+                    key: key.to_string(),
                     duration_nanos: duration.as_nanos() as u64,
                 }),
                 EventKind::Failed { error, duration } => Kind::Failed(pb::Failed {

@@ -116,3 +116,39 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The processes whose command line contains `needle`, and all their descendants: a test's
+/// own step processes, found by a marker only it uses.
+pub fn marked_processes(needle: &str) -> Vec<u32> {
+    let mut found: Vec<u32> = processes_with(needle).into_iter().map(|(p, _)| p).collect();
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    loop {
+        let more: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|p| !found.contains(p))
+            .filter(|p| parent_of(*p).is_some_and(|pp| found.contains(&pp)))
+            .collect();
+        if more.is_empty() {
+            return found;
+        }
+        found.extend(more);
+    }
+}
+
+/// Whether any of `pids` still exists.
+pub fn any_alive(pids: &[u32]) -> bool {
+    pids.iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}

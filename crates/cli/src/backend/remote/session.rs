@@ -305,7 +305,13 @@ impl Run<'_> {
                 }
             };
             match message.msg {
-                Some(Msg::Accepted(a)) => self.build_id = a.build_id,
+                Some(Msg::Accepted(a)) => {
+                    self.report(Progress::Info(format!(
+                        "builder {}: build {} (`kiln build attach {}` follows it)",
+                        self.builder, a.build_id, a.build_id
+                    )));
+                    self.build_id = a.build_id;
+                }
                 Some(Msg::NeedBlobs(need)) => {
                     let sent = self.send_blobs(&need).await;
                     self.uploaded += sent.as_ref().map_or(0, |(n, _)| *n);

@@ -15,6 +15,7 @@ mod convert;
 mod peer;
 mod server;
 mod session;
+mod update;
 mod worker;
 
 pub use server::{Config, ServeError, Server};

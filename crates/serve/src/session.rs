@@ -231,12 +231,14 @@ impl Session {
                 let received = self.complete_context(root).await?;
                 let contexts = self.worker.0.contexts.clone();
                 let images = self.worker.0.images.clone();
-                let held = tokio::task::spawn_blocking(move || contexts.hold(&images, root))
-                    .await
-                    .map_err(|e| worker_failure(format!("this is a bug in kiln: {e}")))?
-                    .map_err(|e| {
-                        worker_failure(format!("failed to write the build context: {e}"))
-                    })?;
+                let project = format!("{}\0{}", request.description, request.dockerfile_name);
+                let held =
+                    tokio::task::spawn_blocking(move || contexts.hold_for(&images, root, &project))
+                        .await
+                        .map_err(|e| worker_failure(format!("this is a bug in kiln: {e}")))?
+                        .map_err(|e| {
+                            worker_failure(format!("failed to write the build context: {e}"))
+                        })?;
                 (Some(held), received)
             }
             None => (None, 0),

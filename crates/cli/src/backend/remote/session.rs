@@ -41,26 +41,6 @@ pub(super) async fn build(
             let _ = tx.send(p);
         }
     };
-    let walked = match &request.context {
-        Some(context) => {
-            let context = context.clone();
-            let dockerfile = request.dockerfile_path.clone();
-            let cache = backend.options.root.join("remote").join("context-stat");
-            let walked = tokio::task::spawn_blocking(move || {
-                super::walk::walk(&context, dockerfile.as_deref(), &cache)
-            })
-            .await
-            .map_err(|e| worker_error(e.to_string()))?
-            .map_err(|e| worker_error(crate::error::chain(&e)))?;
-            for skipped in &walked.skipped {
-                report(Progress::Warning(format!(
-                    "{skipped}: not a file, directory or link; left out of the context"
-                )));
-            }
-            Some(Arc::new(walked))
-        }
-        None => None,
-    };
     let key = format!(
         "{}\0{}",
         request
@@ -74,10 +54,40 @@ pub(super) async fn build(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| request.dockerfile_name.clone())
     );
-    let worker = backend
-        .choose(key.as_bytes())
+    // The walk and the connection overlap: neither needs the other.
+    let walking = async {
+        let Some(context) = request.context.clone() else {
+            return Ok(None);
+        };
+        let dockerfile = request.dockerfile_path.clone();
+        let cache = backend.options.root.join("remote").join("context-stat");
+        tokio::task::spawn_blocking(move || {
+            super::walk::walk(&context, dockerfile.as_deref(), &cache)
+        })
         .await
-        .map_err(|e| worker_error(crate::error::chain(&e)))?;
+        .map_err(|e| worker_error(e.to_string()))?
+        .map(|w| Some(Arc::new(w)))
+        .map_err(|e| worker_error(crate::error::chain(&e)))
+    };
+    let started = std::time::Instant::now();
+    let walking = async {
+        let w = walking.await;
+        tracing::debug!("context walked in {:?}", started.elapsed());
+        w
+    };
+    let choosing = async {
+        let w = backend.choose(key.as_bytes()).await;
+        tracing::debug!("builder chosen in {:?}", started.elapsed());
+        w
+    };
+    let (walked, worker) = tokio::join!(walking, choosing);
+    let walked = walked?;
+    let worker = worker.map_err(|e| worker_error(crate::error::chain(&e)))?;
+    for skipped in walked.iter().flat_map(|w| &w.skipped) {
+        report(Progress::Warning(format!(
+            "{skipped}: not a file, directory or link; left out of the context"
+        )));
+    }
     let builder = worker.address.to_string();
     let fail = |what: &str, e: anyhow::Error| {
         worker_error(format!(
@@ -90,10 +100,11 @@ pub(super) async fn build(
         uploaded = super::sync::sync(&worker.client, w)
             .await
             .map_err(|e| fail("sending the context", e))?;
+        tracing::debug!("context synced in {:?}", started.elapsed());
         report(Progress::Info(format!(
             "builder {builder}: context of {} files ({} read), {} sent",
-            w.tree.file_count(),
-            w.hashed,
+            w.summary.files,
+            w.hashed.load(std::sync::atomic::Ordering::Relaxed),
             human(uploaded)
         )));
     }
@@ -111,6 +122,7 @@ pub(super) async fn build(
         build_id: String::new(),
     };
     let (up, result) = run.stream(wire, cancel).await?;
+    tracing::debug!("result in {:?}", started.elapsed());
     let mut remote = RemoteBuild {
         builder: builder.clone(),
         worker_id: worker.info.worker_id.clone(),
@@ -608,9 +620,9 @@ fn to_wire(
         dockerfile: r.dockerfile.clone(),
         dockerfile_name: r.dockerfile_name.clone(),
         context: walked.map(|w| pb::ContextRef {
-            root: w.tree.root().to_string(),
-            files: w.tree.file_count(),
-            bytes: w.tree.total_bytes(),
+            root: w.summary.root.to_string(),
+            files: w.summary.files,
+            bytes: w.summary.bytes,
         }),
         dockerignore: Vec::new(),
         target: o.target.clone().unwrap_or_default(),

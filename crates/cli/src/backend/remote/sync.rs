@@ -22,7 +22,33 @@ const COMPRESS_FROM: u64 = 512;
 
 /// Makes the worker hold the whole tree; returns the bytes sent.
 pub async fn sync(client: &KilnClient<Channel>, walked: &Arc<Walked>) -> anyhow::Result<u64> {
-    let mut diff = Diff::new(&walked.tree);
+    // An unchanged context: one question, and no tree needed when the worker has it.
+    let root = walked.summary.root;
+    let present = client
+        .clone()
+        .find_missing(FindMissingRequest {
+            blobs: vec![kiln_proto::v1::BlobRef {
+                digest: root.to_string(),
+                size: 0,
+                kind: BlobKind::Tree as i32,
+            }],
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("FindMissing failed: {}", s.message()))?
+        .into_inner()
+        .missing
+        .is_empty();
+    if present {
+        return Ok(0);
+    }
+    {
+        let walked = walked.clone();
+        tokio::task::spawn_blocking(move || walked.full().map(|_| ()))
+            .await
+            .context("the tree task failed")??;
+    }
+    let full = walked.full()?;
+    let mut diff = Diff::new(&full.tree);
     while !diff.is_done() {
         let missing = client
             .clone()
@@ -73,22 +99,23 @@ async fn upload_one(
     digest: Digest,
     kind: BlobKind,
 ) -> anyhow::Result<u64> {
+    let full = walked.full()?;
     let chunks = match kind {
         BlobKind::Tree => {
-            let node = walked.tree.node(&digest).ok_or_else(|| {
+            let node = full.tree.node(&digest).ok_or_else(|| {
                 anyhow::anyhow!("the worker asked for {digest}, not in this context")
             })?;
             upload::chunks(node.bytes(), BlobKind::Tree)
         }
         _ => {
-            let path = walked
+            let path = full
                 .paths
                 .get(&digest)
                 .ok_or_else(|| {
                     anyhow::anyhow!("the worker asked for {digest}, not in this context")
                 })?
                 .clone();
-            let size = walked.tree.files().get(&digest).map_or(0, |f| f.size);
+            let size = full.tree.files().get(&digest).map_or(0, |f| f.size);
             tokio::task::spawn_blocking(move || file_chunks(&path, digest, size))
                 .await
                 .context("a file upload task failed")??

@@ -42,16 +42,48 @@ impl Stat {
     }
 }
 
-/// A walked context: its tree, where each file content can be read, and what was skipped.
+/// What identifies a walked context without its tree: the root digest and sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub root: Digest,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The tree of a walk and where each file content can be read.
 #[derive(Debug)]
-pub struct Walked {
+pub struct Full {
     pub tree: Tree,
     /// Each file content's first path, absolute.
     pub paths: HashMap<Digest, PathBuf>,
+}
+
+/// A walked context. When every path and stat is as the previous walk saw them (one
+/// fingerprint over all of them), the root comes from the stat cache and the tree is built
+/// only if a worker asks for it: a no-op rebuild costs the listing and nothing else.
+#[derive(Debug)]
+pub struct Walked {
+    context: PathBuf,
+    entries: Vec<Entry>,
+    cache: Cache,
+    cache_file: PathBuf,
+    pub summary: Summary,
+    full: std::sync::OnceLock<Full>,
     /// Things the tree cannot carry (sockets, fifos, devices), relative paths.
     pub skipped: Vec<String>,
-    /// Files whose content was read this time (stat cache misses).
-    pub hashed: usize,
+    /// Files whose content was read (stat cache misses).
+    pub hashed: std::sync::atomic::AtomicUsize,
+}
+
+impl Walked {
+    /// The tree, built now if this walk took the fast path.
+    pub fn full(&self) -> anyhow::Result<&Full> {
+        if let Some(full) = self.full.get() {
+            return Ok(full);
+        }
+        let (full, _) = complete(self)?;
+        Ok(self.full.get_or_init(|| full))
+    }
 }
 
 /// Walks `context`; `dockerfile` picks the `.dockerignore` (`<name>.dockerignore` first).
@@ -73,12 +105,92 @@ pub fn walk(context: &Path, dockerfile: Option<&Path>, cache_dir: &Path) -> anyh
         "{}.bin",
         hex::encode(&Digest::of(context.as_os_str().as_encoded_bytes()).as_bytes()[..12])
     ));
-    let old = load_cache(&cache_file);
-    let mut found = Vec::new();
+    let (header, cache) = load_cache(&cache_file);
+    let mut entries = Vec::new();
     let mut skipped = Vec::new();
-    list(context, "", ignore.as_ref(), &mut found, &mut skipped)?;
+    list_parallel(context, ignore.as_ref(), &mut entries, &mut skipped)?;
+    entries.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    let print = fingerprint(&entries);
+    let mut walked = Walked {
+        context: context.to_path_buf(),
+        entries,
+        cache,
+        cache_file,
+        summary: Summary {
+            root: Digest::of(b""),
+            files: 0,
+            bytes: 0,
+        },
+        full: std::sync::OnceLock::new(),
+        skipped,
+        hashed: std::sync::atomic::AtomicUsize::new(0),
+    };
+    match header {
+        Some(h) if h.fingerprint == print => walked.summary = h.summary,
+        _ => {
+            let (full, racy) = complete(&walked)?;
+            walked.summary = Summary {
+                root: full.tree.root(),
+                files: full.tree.file_count(),
+                bytes: full.tree.total_bytes(),
+            };
+            // With a racily clean file the stats cannot vouch for the content next time.
+            let fingerprint = if racy { [0; 32] } else { *print.as_bytes() };
+            let _ = save_cache(
+                &walked.cache_file,
+                &Header {
+                    fingerprint: Digest::from_bytes(fingerprint),
+                    summary: walked.summary,
+                },
+                &full,
+                &walked.entries,
+            );
+            let _ = walked.full.set(full);
+        }
+    }
+    Ok(walked)
+}
 
-    // Hash what the cache cannot vouch for, on a few threads.
+/// One digest over every path with its metadata and stat, in path order.
+fn fingerprint(entries: &[Entry]) -> Digest {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for e in entries {
+        h.update((e.rel.len() as u32).to_le_bytes());
+        h.update(e.rel.as_bytes());
+        let m = &e.meta;
+        h.update(m.mode.to_le_bytes());
+        h.update(m.uid.to_le_bytes());
+        h.update(m.gid.to_le_bytes());
+        h.update(m.mtime_secs.to_le_bytes());
+        h.update(m.mtime_nanos.to_le_bytes());
+        match &e.kind {
+            Found::Dir => h.update([1]),
+            Found::Symlink(t) => {
+                h.update([2]);
+                h.update((t.len() as u32).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+            Found::File { stat } => {
+                h.update([3]);
+                for v in [
+                    stat.ino,
+                    stat.size,
+                    stat.mtime_ns as u64,
+                    stat.ctime_ns as u64,
+                ] {
+                    h.update(v.to_le_bytes());
+                }
+            }
+        }
+    }
+    Digest::from_bytes(h.finalize().into())
+}
+
+/// Digests for every file (from the stat cache, or read now on a few threads) and the tree.
+/// Also says whether a file changed too recently for its stat to be trusted next time.
+fn complete(w: &Walked) -> anyhow::Result<(Full, bool)> {
+    let (context, found, old) = (&w.context, &w.entries, &w.cache);
     let mut digests: Vec<Option<Digest>> = vec![None; found.len()];
     let mut todo = Vec::new();
     for (i, f) in found.iter().enumerate() {
@@ -89,15 +201,17 @@ pub fn walk(context: &Path, dockerfile: Option<&Path>, cache_dir: &Path) -> anyh
             }
         }
     }
-    let hashed = todo.len();
+    w.hashed
+        .fetch_add(todo.len(), std::sync::atomic::Ordering::Relaxed);
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(1, 8);
+        .clamp(1, 8)
+        .min(todo.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<anyhow::Result<Vec<(usize, Digest)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (found, todo, next) = (&found, &todo, &next);
+                let (todo, next) = (&todo, &next);
                 scope.spawn(move || {
                     let mut out = Vec::new();
                     loop {
@@ -123,23 +237,22 @@ pub fn walk(context: &Path, dockerfile: Option<&Path>, cache_dir: &Path) -> anyh
             digests[i] = Some(d);
         }
     }
-
     let mut inputs = Vec::with_capacity(found.len());
     let mut paths = HashMap::new();
-    let mut new_cache = HashMap::new();
     let racy_after = racy_threshold();
-    for (f, digest) in found.into_iter().zip(digests) {
-        let kind = match f.kind {
+    let mut racy = false;
+    for (f, digest) in found.iter().zip(digests) {
+        let kind = match &f.kind {
             Found::Dir => InputKind::Dir,
-            Found::Symlink(target) => InputKind::Symlink { target },
+            Found::Symlink(target) => InputKind::Symlink {
+                target: target.clone(),
+            },
             Found::File { stat } => {
                 let digest = digest.ok_or_else(|| {
                     anyhow::anyhow!("this is a bug in kiln: {} was not hashed", f.rel)
                 })?;
                 paths.entry(digest).or_insert_with(|| context.join(&f.rel));
-                if stat.ctime_ns < racy_after && stat.mtime_ns < racy_after {
-                    new_cache.insert(f.rel.clone(), (stat, digest));
-                }
+                racy |= stat.ctime_ns >= racy_after || stat.mtime_ns >= racy_after;
                 InputKind::File {
                     size: stat.size,
                     digest,
@@ -147,22 +260,13 @@ pub fn walk(context: &Path, dockerfile: Option<&Path>, cache_dir: &Path) -> anyh
             }
         };
         inputs.push(Input {
-            path: f.rel,
+            path: f.rel.clone(),
             meta: f.meta,
             kind,
         });
     }
     let tree = Tree::build(inputs).context("failed to build the context tree")?;
-    if new_cache != old || hashed > 0 {
-        // A cache that cannot be saved only costs time next build.
-        let _ = save_cache(&cache_file, &new_cache);
-    }
-    Ok(Walked {
-        tree,
-        paths,
-        skipped,
-        hashed,
-    })
+    Ok((Full { tree, paths }, racy))
 }
 
 /// Entries changed after this (ns since the epoch) are not cached: two edits within the file
@@ -174,37 +278,119 @@ fn racy_threshold() -> i64 {
     now.as_nanos() as i64 - 2_000_000_000
 }
 
+#[derive(Debug)]
 enum Found {
     Dir,
     Symlink(String),
     File { stat: Stat },
 }
 
+#[derive(Debug)]
 struct Entry {
     rel: String,
     meta: Metadata,
     kind: Found,
 }
 
+/// Lists the context on a few threads, one directory at a time from a shared queue (a big
+/// context is mostly `fstatat` calls, which parallelize well).
+fn list_parallel(
+    root: &Path,
+    ignore: Option<&PatternMatcher>,
+    out: &mut Vec<Entry>,
+    skipped: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    use std::sync::{Condvar, Mutex};
+    struct Queue {
+        dirs: Vec<String>,
+        busy: usize,
+        failed: bool,
+    }
+    let queue = Mutex::new(Queue {
+        dirs: vec![String::new()],
+        busy: 0,
+        failed: false,
+    });
+    let wake = Condvar::new();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let results: Vec<anyhow::Result<(Vec<Entry>, Vec<String>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (queue, wake) = (&queue, &wake);
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    let mut skipped = Vec::new();
+                    loop {
+                        let dir = {
+                            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                            loop {
+                                if q.failed {
+                                    return Ok((found, skipped));
+                                }
+                                if let Some(d) = q.dirs.pop() {
+                                    q.busy += 1;
+                                    break d;
+                                }
+                                if q.busy == 0 {
+                                    return Ok((found, skipped));
+                                }
+                                q = wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                            }
+                        };
+                        let listed = list(root, &dir, ignore, &mut found, &mut skipped);
+                        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        q.busy -= 1;
+                        match listed {
+                            Ok(subdirs) => q.dirs.extend(subdirs),
+                            Err(e) => {
+                                q.failed = true;
+                                wake.notify_all();
+                                return Err(e);
+                            }
+                        }
+                        wake.notify_all();
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a walking thread panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        let (found, skip) = r?;
+        out.extend(found);
+        skipped.extend(skip);
+    }
+    skipped.sort();
+    Ok(())
+}
+
+/// Lists one directory into `out`; returns its subdirectories to list next.
 fn list(
     root: &Path,
     rel_dir: &str,
     ignore: Option<&PatternMatcher>,
     out: &mut Vec<Entry>,
     skipped: &mut Vec<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
+    let mut subdirs = Vec::new();
     let dir = if rel_dir.is_empty() {
         root.to_path_buf()
     } else {
         root.join(rel_dir)
     };
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("failed to read {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("failed to read {}", dir.display()))?;
-    names.sort();
-    for name in names {
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("failed to read {}", dir.display()))?;
+        let name = entry.file_name();
         let Some(name) = name.to_str() else {
             anyhow::bail!(
                 "{}: file names that are not UTF-8 cannot be sent to a remote builder yet",
@@ -217,7 +403,9 @@ fn list(
             format!("{rel_dir}/{name}")
         };
         let path = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path)
+        // fstatat relative to the directory being read: no path walk per entry.
+        let meta = entry
+            .metadata()
             .with_context(|| format!("failed to stat {}", path.display()))?;
         let excluded = ignore.is_some_and(|m| m.is_excluded(&rel));
         let ft = meta.file_type();
@@ -239,7 +427,7 @@ fn list(
                     kind: Found::Dir,
                 });
             }
-            list(root, &rel, ignore, out, skipped)?;
+            subdirs.push(rel);
         } else if excluded {
             continue;
         } else if ft.is_file() {
@@ -265,7 +453,7 @@ fn list(
             skipped.push(rel);
         }
     }
-    Ok(())
+    Ok(subdirs)
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<Digest> {
@@ -286,21 +474,32 @@ fn hash_file(path: &Path) -> anyhow::Result<Digest> {
     Ok(Digest::from_bytes(h.finalize().into()))
 }
 
-/// The cache file: `MAGIC`, then per entry the path length (u32), the path, ino, size, mtime
-/// and ctime (u64/i64 each), the 32-byte digest; last, the sha256 of everything before. A file
-/// that does not check out is ignored whole.
-const MAGIC: &[u8; 16] = b"kiln-ctxstat-v1\n";
+/// The cache file: `MAGIC`, the fingerprint of the walk it describes (zero: none that can be
+/// trusted), the root digest, file count and bytes, then per file the path length (u32), the
+/// path, ino, size, mtime and ctime (u64/i64 each) and the 32-byte digest; last, the sha256 of
+/// everything before. A file that does not check out is ignored whole. Files changed in the
+/// last two seconds are left out ("racily clean").
+const MAGIC: &[u8; 16] = b"kiln-ctxstat-v2\n";
 
 type Cache = HashMap<String, (Stat, Digest)>;
 
-fn load_cache(path: &Path) -> Cache {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Cache::new();
-    };
-    decode(&bytes).unwrap_or_default()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    fingerprint: Digest,
+    summary: Summary,
 }
 
-fn decode(bytes: &[u8]) -> Option<Cache> {
+fn load_cache(path: &Path) -> (Option<Header>, Cache) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return (None, Cache::new());
+    };
+    match decode(&bytes) {
+        Some((h, c)) => (Some(h), c),
+        None => (None, Cache::new()),
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<(Header, Cache)> {
     let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
     if Digest::of(body).as_bytes() != check {
         return None;
@@ -310,6 +509,19 @@ fn decode(bytes: &[u8]) -> Option<Cache> {
         let (head, rest) = r.split_at_checked(n)?;
         r = rest;
         Some(head)
+    };
+    let digest = |b: &[u8]| -> Option<Digest> { Some(Digest::from_bytes(b.try_into().ok()?)) };
+    let fingerprint = digest(take(32)?)?;
+    let root = digest(take(32)?)?;
+    let files = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let total = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let header = Header {
+        fingerprint,
+        summary: Summary {
+            root,
+            files,
+            bytes: total,
+        },
     };
     let mut cache = Cache::new();
     while let Some(len) = take(4) {
@@ -322,14 +534,43 @@ fn decode(bytes: &[u8]) -> Option<Cache> {
             mtime_ns: u()? as i64,
             ctime_ns: u()? as i64,
         };
-        let digest = Digest::from_bytes(take(32)?.try_into().ok()?);
-        cache.insert(name, (stat, digest));
+        let d = digest(take(32)?)?;
+        cache.insert(name, (stat, d));
     }
-    Some(cache)
+    Some((header, cache))
 }
 
-fn save_cache(path: &Path, cache: &Cache) -> std::io::Result<()> {
+/// Writes the cache for a full walk: every file's stat and digest, racy ones left out.
+fn save_cache(path: &Path, header: &Header, full: &Full, entries: &[Entry]) -> std::io::Result<()> {
+    let racy_after = racy_threshold();
+    let mut cache = Cache::new();
+    let by_path: HashMap<String, Digest> = full
+        .tree
+        .walk()
+        .into_iter()
+        .filter_map(|(p, e)| match e.kind {
+            kiln_proto::tree::EntryKind::File { digest, .. } => Some((p, digest)),
+            _ => None,
+        })
+        .collect();
+    for e in entries {
+        if let Found::File { stat } = &e.kind
+            && stat.ctime_ns < racy_after
+            && stat.mtime_ns < racy_after
+            && let Some(d) = by_path.get(&e.rel)
+        {
+            cache.insert(e.rel.clone(), (*stat, *d));
+        }
+    }
+    write_cache(path, header, &cache)
+}
+
+fn write_cache(path: &Path, header: &Header, cache: &Cache) -> std::io::Result<()> {
     let mut out = MAGIC.to_vec();
+    out.extend_from_slice(header.fingerprint.as_bytes());
+    out.extend_from_slice(header.summary.root.as_bytes());
+    out.extend_from_slice(&header.summary.files.to_le_bytes());
+    out.extend_from_slice(&header.summary.bytes.to_le_bytes());
     for (name, (s, d)) in cache {
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
@@ -354,7 +595,12 @@ mod tests {
 
     fn root_of(dir: &Path, cache: &Path) -> (Digest, usize) {
         let w = walk(dir, None, cache).expect("walk");
-        (w.tree.root(), w.hashed)
+        // The lazily built tree agrees with the summary.
+        assert_eq!(w.full().unwrap().tree.root(), w.summary.root);
+        (
+            w.summary.root,
+            w.hashed.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     #[test]
@@ -408,7 +654,14 @@ mod tests {
         std::fs::write(ctx.path().join("main.c"), "int main;").unwrap();
         std::fs::write(ctx.path().join(".dockerignore"), "build\n").unwrap();
         let w = walk(ctx.path(), None, cache.path()).unwrap();
-        let paths: Vec<String> = w.tree.walk().into_iter().map(|(p, _)| p).collect();
+        let paths: Vec<String> = w
+            .full()
+            .unwrap()
+            .tree
+            .walk()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(paths, vec![".dockerignore", "main.c"]);
     }
 
@@ -427,10 +680,18 @@ mod tests {
                 Digest::of(b"x"),
             ),
         );
+        let header = Header {
+            fingerprint: Digest::of(b"f"),
+            summary: Summary {
+                root: Digest::of(b"r"),
+                files: 1,
+                bytes: 2,
+            },
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.bin");
-        save_cache(&path, &cache).unwrap();
-        assert_eq!(load_cache(&path), cache);
+        write_cache(&path, &header, &cache).unwrap();
+        assert_eq!(load_cache(&path), (Some(header), cache));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         assert!(decode(&bytes).is_none());

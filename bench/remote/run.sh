@@ -71,16 +71,16 @@ fi
 sleep 1
 
 now() { date +%s.%N; }
-# Bytes the client sent on connections closed since the last call.
+# Bytes the client sent on connections closed since the last call for this counts file, in
+# $SENT (not echoed: a $(...) subshell would lose the line count it keeps).
+declare -A seen=()
 sent() {
-  local file=$1 seen_var=$2
+  local file=$1
   sleep 0.3
-  local total; total=$(awk -v skip="${!seen_var}" 'NR > skip { s += $1 } END { print s + 0 }' "$file" 2>/dev/null || echo 0)
-  printf -v "$seen_var" '%s' "$(wc -l <"$file" 2>/dev/null || echo 0)"
-  echo "$total"
+  local lines; lines=$(wc -l <"$file" 2>/dev/null || echo 0)
+  SENT=$(awk -v skip="${seen[$file]:-0}" 'NR > skip { s += $1 } END { print s + 0 }' "$file" 2>/dev/null || echo 0)
+  seen[$file]=$lines
 }
-seen_kiln=0
-seen_bk=0
 run_local() { "$KILN" --root "$STATE/local" build --progress quiet -t bench:local "$ctx" >/dev/null; }
 run_remote() {
   "$KILN" --root "$STATE/local" build --progress quiet --builder "tcp://127.0.0.1:$kiln_proxy" \
@@ -99,18 +99,19 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
 timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); echo "$t1 - $t0" | bc -l; }
 
 echo "cold builds (not timed)..." >&2
-run_local; run_remote; sent "$STATE/counts-kiln" seen_kiln >/dev/null
-[ -n "${have_bk:-}" ] && { run_bk; sent "$STATE/counts-bk" seen_bk >/dev/null; }
+run_local; run_remote; sent "$STATE/counts-kiln"
+[ -n "${have_bk:-}" ] && { run_bk; sent "$STATE/counts-bk"; }
 for round in $(seq 1 "$REPS"); do
   echo "round $round/$REPS" >&2
   record noop local "$(timed run_local)" 0
-  t=$(timed run_remote); record noop remote "$t" "$(sent "$STATE/counts-kiln" seen_kiln)"
-  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); record noop buildkit "$t" "$(sent "$STATE/counts-bk" seen_bk)"; fi
+  t=$(timed run_remote); sent "$STATE/counts-kiln"; record noop remote "$t" "$SENT"
+  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); sent "$STATE/counts-bk"; record noop buildkit "$t" "$SENT"; fi
   printf '// edit %s %s\n' "$round" "$(now)" >>"$edit_file"
   record edit local "$(timed run_local)" 0
-  t=$(timed run_remote); record edit remote "$t" "$(sent "$STATE/counts-kiln" seen_kiln)"
-  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); record edit buildkit "$t" "$(sent "$STATE/counts-bk" seen_bk)"; fi
+  t=$(timed run_remote); sent "$STATE/counts-kiln"; record edit remote "$t" "$SENT"
+  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); sent "$STATE/counts-bk"; record edit buildkit "$t" "$SENT"; fi
 done
+uptime >&2
 
 python3 - "$results" <<'PY'
 import statistics, sys

@@ -357,6 +357,23 @@ fn tls_refusals_are_named_and_the_worker_keeps_serving() {
     let (out, _) = info(&["--tls-dir", tls.join("client").to_str().unwrap()]);
     assert_success(&out, "info with the right certificate");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Protocol:"));
+    // du and prune ask the worker's store.
+    for args in [&["du"][..], &["prune", "--all"][..]] {
+        let out = k
+            .command()
+            .arg("builder")
+            .args(args)
+            .args(["--builder", &w.address, "--tls-dir"])
+            .arg(tls.join("client"))
+            .output()
+            .unwrap();
+        assert_success(&out, "builder du/prune --builder");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&w.address) || text.contains("Records:"),
+            "{text}"
+        );
+    }
 
     // Plaintext off loopback is refused unless --insecure.
     let out = k

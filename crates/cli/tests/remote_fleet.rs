@@ -155,6 +155,16 @@ fn three_workers_keep_a_project_on_one_and_fail_over_with_the_registry_cache() {
     };
     let (first, on) = build(1);
     assert_eq!(first.runs_executed().len(), 2, "{:?}", first.steps());
+    // --push pushes from the worker: the client's store can pull what it pushed.
+    let image = format!("{}/app/project:1", reg.host());
+    let out = k
+        .command()
+        .args(["build", "--progress", "quiet", "--builder", &list, "--push", "-t", &image])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success(&out, "remote --push");
+    assert_success(&k.run(&["pull", &image]), "pull what the worker pushed");
     let (_, again) = build(2);
     assert_eq!(again, on, "the same project goes to the same worker");
     let down = workers.iter().position(|w| w.address == on).unwrap();

@@ -140,11 +140,13 @@ fn ctrl_c_cancels_the_build_on_the_worker() {
         "{}",
         b.seen
     );
-    let sleeping = marked_processes(&mark);
+    // The echo is out; the shell may not have started its sleep yet.
     assert!(
-        sleeping.len() >= 2,
-        "the step's shell and its sleep run: {sleeping:?}"
+        wait_for(Duration::from_secs(5), || marked_processes(&mark).len()
+            >= 2),
+        "the step's shell and its sleep run"
     );
+    let sleeping = marked_processes(&mark);
     signal(b.child.id(), "INT");
     let (status, took, err) = b.finish(Duration::from_secs(10));
     assert_eq!(status, Some(false), "{err}");

@@ -159,7 +159,16 @@ fn three_workers_keep_a_project_on_one_and_fail_over_with_the_registry_cache() {
     let image = format!("{}/app/project:1", reg.host());
     let out = k
         .command()
-        .args(["build", "--progress", "quiet", "--builder", &list, "--push", "-t", &image])
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--builder",
+            &list,
+            "--push",
+            "-t",
+            &image,
+        ])
         .arg(&ctx)
         .output()
         .unwrap();

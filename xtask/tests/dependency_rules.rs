@@ -53,6 +53,18 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         // `llb` for `Digest`: the context tree's node and file digests are the content store's
         // blob digests, one type for both (llb has no I/O and no async).
         ("kiln-proto", &["kiln-llb"][..]),
+        // The worker (`kiln serve`): gRPC shims over the engine and the image store; `llb` for
+        // the request's types and `frontend` for the diagnostics a failed build sends back.
+        (
+            "kiln-serve",
+            &[
+                "kiln-llb",
+                "kiln-frontend",
+                "kiln-proto",
+                "kiln-engine",
+                "kiln-image",
+            ][..],
+        ),
         // The compose model is pure (parse, merge, interpolate, validate); the planner that
         // runs it will use `runtime` and `engine`, as the design says.
         ("kiln-compose", &[][..]),
@@ -68,6 +80,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "kiln-image",
                 "kiln-engine",
                 "kiln-runtime",
+                // The remote backend speaks kiln.v1; `kiln serve` starts the worker.
+                "kiln-proto",
+                "kiln-serve",
             ][..],
         ),
         // The fuzz targets' bodies: a leaf nothing depends on, feeding each parser of

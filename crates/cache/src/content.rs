@@ -288,6 +288,11 @@ impl BlobWriter {
         self
     }
 
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Verifies and stores the blob. On a digest or size mismatch nothing is stored.
     pub fn commit(self) -> Result<BlobInfo> {
         self.commit_inner(None)

@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_logging(cli.log_level.as_deref());
+    // A worker says what it does (builds accepted, refused connections) unless told otherwise.
+    let default = matches!(cli.command, commands::Command::Serve(_)).then_some("kiln_serve=info");
+    init_logging(cli.log_level.as_deref(), default);
     let root = cli.root.unwrap_or_else(kiln_image::default_root);
     commands::run(cli.command, &backend::Context::new(root))
 }
@@ -149,10 +151,11 @@ fn flag_label(long: &str) -> String {
 
 /// Shows the spans and events the libraries emit when asked (`--log-level`, `KILN_LOG`); by
 /// default nothing, so ordinary output stays as Docker users expect.
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, default: Option<&str>) {
     let filter = match level
         .map(str::to_owned)
         .or_else(|| std::env::var("KILN_LOG").ok())
+        .or_else(|| default.map(str::to_owned))
     {
         Some(f) if !f.is_empty() => f,
         _ => return,

@@ -28,11 +28,11 @@ mod remote_context;
 mod ssh;
 mod value;
 
-pub use build::{BuildError, BuildRequest, BuildResult, StepLocation, build, lower_only};
+pub use build::{BuildError, BuildRequest, BuildResult, Engine, StepLocation, build, lower_only};
 pub use error::EngineError;
 pub use explain::{Reason as ExplainReason, StepExplanation};
 pub use extras::{BuildExtras, ContextOrigin, ContextSpec, ProvenanceMode, RunSettings, Ulimit};
-pub use mounts::{SecretSource, Secrets};
+pub use mounts::{SecretBytes, SecretSource, Secrets};
 pub use progress::{Progress, ProgressSender};
 pub use remote_cache::export::Exported as CacheExported;
 pub use remote_cache::{CacheExport, CacheImport, CacheMode, CacheSpecError};
@@ -43,7 +43,7 @@ pub use ssh::SshSpec;
 
 /// The solver's progress vocabulary, re-exported so a front end renders builds without
 /// depending on the solver.
-pub use kiln_solver::{CancellationToken, Event as VertexEvent, EventKind, Stream};
+pub use kiln_solver::{CacheKey, CancellationToken, Event as VertexEvent, EventKind, Stream};
 
 /// What the benchmarks measure, and nothing else: not part of the API.
 #[doc(hidden)]

@@ -24,6 +24,18 @@ use kiln_image::rootfs::resolve_in_root;
 pub enum SecretSource {
     File(PathBuf),
     Env(String),
+    /// The bytes themselves, held in memory only (a remote client sent them to `kiln serve`).
+    Memory(SecretBytes),
+}
+
+/// A secret's bytes, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
 }
 
 /// The secrets a build was given, by id.
@@ -80,6 +92,7 @@ impl Secrets {
                 use std::os::unix::ffi::OsStrExt;
                 v.as_bytes().to_vec()
             })),
+            SecretSource::Memory(bytes) => Ok(Some(bytes.0.clone())),
         }
     }
 }
@@ -128,6 +141,23 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
 
 /// "{what}: not found" (BuildKit's wording), kept whole in the innermost error because that
 /// is the part a failed step shows.
+/// Where a secret's file lives while its step runs: a private directory on `/dev/shm` (memory)
+/// when the host has that tmpfs, so a secret never reaches a disk; else under the store root.
+fn secret_dir(images: &ImageStore) -> Result<tempfile::TempDir, EngineError> {
+    let shm = std::path::Path::new("/dev/shm");
+    let on_tmpfs = nix::sys::statfs::statfs(shm)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false);
+    if on_tmpfs
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("kiln-secret-")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    Ok(images.tempdir("secret-")?)
+}
+
 fn not_found(what: String) -> EngineError {
     EngineError::Io {
         what: format!("find {what}"),
@@ -309,7 +339,7 @@ fn prepare_into(
                     }
                     continue;
                 };
-                let dir = images.tempdir("secret-")?;
+                let dir = secret_dir(images)?;
                 fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
                     .map_err(io("protect the secret directory"))?;
                 let file = dir.path().join("secret");

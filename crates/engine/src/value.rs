@@ -141,6 +141,9 @@ pub struct RecordStore {
     used: UsedRecords,
     /// Where a failed import is reported.
     reporter: Reporter,
+    /// Whether `used` is kept: a store shared by many builds (`Engine`) serves no `--cache-to`
+    /// and must not grow with every build.
+    track_used: bool,
 }
 
 impl RecordStore {
@@ -158,7 +161,14 @@ impl RecordStore {
             remotes: Arc::new(Vec::new()),
             used: UsedRecords::default(),
             reporter: Reporter::default(),
+            track_used: true,
         }
+    }
+
+    /// Stops keeping the records used (for a store shared by many builds).
+    pub fn without_usage(mut self) -> RecordStore {
+        self.track_used = false;
+        self
     }
 
     /// Also answers lookups from imported caches, reporting failed imports to `reporter`.
@@ -178,6 +188,9 @@ impl RecordStore {
     }
 
     fn note_used(&self, keys: &[CacheKey], record: &CacheRecord<Value>) {
+        if !self.track_used {
+            return;
+        }
         let snapshot = match &record.value {
             Value::Scratch => None,
             Value::Snapshot(id) => Some(id.clone()),

@@ -18,6 +18,7 @@ mod name;
 pub mod output;
 mod pull;
 mod push;
+mod receive;
 pub mod rootfs;
 mod store;
 mod unpack;
@@ -33,6 +34,7 @@ pub use name::{familiar, store_name};
 pub use output::{Output, OutputKind, OutputParseError};
 pub use pull::describe as describe_pull;
 pub use push::describe as describe_push;
+pub use receive::{Received, ReceivedBlob};
 pub use store::{ImageStore, with_private_mounts};
 
 pub use kiln_registry::{PullEvent, PushEvent, Pushed};

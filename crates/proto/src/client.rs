@@ -61,7 +61,12 @@ pub async fn connect(
         Err(status) => {
             // Under TLS 1.3 the worker refuses a client certificate after the client finished
             // its half of the handshake, so the refusal arrives here, on the first call.
-            if let Some(failure) = connection.explain(&status) {
+            let failure = match connection.explain(&status) {
+                Some(f) => Some(f),
+                None if options.tls.is_none() => tls::probe_plaintext_refusal(address).await,
+                None => None,
+            };
+            if let Some(failure) = failure {
                 return Err(ClientError::Connect(ConnectError::Handshake {
                     address: address.clone(),
                     failure,

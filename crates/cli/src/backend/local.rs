@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kiln_engine::{BuildError, BuildRequest, BuildResult, CancellationToken, ProgressSender};
+use kiln_engine::{BuildError, BuildRequest, CancellationToken, ProgressSender};
 use kiln_frontend::lower::Lowered;
 use kiln_image::{
     CheckReport, DiskUsage, Image, ImageStore, Loaded, PruneOptions, PruneReport, PullEvent,
@@ -13,7 +13,7 @@ use kiln_image::{
 };
 use kiln_llb::image::ImageConfig;
 
-use super::Backend;
+use super::{Backend, BuildOutcome};
 
 /// Builds and images in this process, over the store at one root.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ impl Backend for LocalBackend {
         request: BuildRequest,
         progress: Option<ProgressSender>,
         cancel: CancellationToken,
-    ) -> Result<BuildResult, BuildError> {
+    ) -> Result<BuildOutcome, BuildError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -56,12 +56,18 @@ impl Backend for LocalBackend {
                     source: e,
                 })
             })?;
-        runtime.block_on(kiln_engine::build(
+        let result = runtime.block_on(kiln_engine::build(
             self.images.clone(),
             request,
             progress,
             cancel,
-        ))
+        ))?;
+        Ok(BuildOutcome {
+            image_id: result.image.id(),
+            manifest_digest: result.image.manifest_digest,
+            names: result.names,
+            remote: None,
+        })
     }
 
     fn lower(&self, request: &BuildRequest) -> Result<Lowered, BuildError> {

@@ -6,19 +6,51 @@
 //! local by nature and stays outside the trait (`Context::runtime`).
 
 mod local;
+pub mod remote;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_engine::{BuildError, BuildRequest, BuildResult, CancellationToken, ProgressSender};
+use kiln_engine::{BuildError, BuildRequest, CancellationToken, ProgressSender};
 use kiln_frontend::lower::Lowered;
 use kiln_image::{
     CheckReport, DiskUsage, Image, Loaded, PruneOptions, PruneReport, PullEvent, PushEvent, Pushed,
     Removed, SaveFormat,
 };
+use kiln_llb::Digest;
 use kiln_llb::image::ImageConfig;
 
 pub use local::LocalBackend;
+
+/// What a finished build gives the command: the image's identity and names, and for a remote
+/// build what it cost to send and fetch.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image ID (config digest).
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    /// The names the image got in the store that holds it (canonical).
+    pub names: Vec<String>,
+    /// Set when a worker ran the build.
+    pub remote: Option<RemoteBuild>,
+}
+
+/// What a remote build did besides building.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteBuild {
+    /// The address of the worker that ran it.
+    pub builder: String,
+    pub worker_id: String,
+    pub build_id: String,
+    /// Context bytes sent on the wire (compressed), nodes and files.
+    pub context_uploaded_bytes: u64,
+    /// Layer, config and manifest bytes downloaded for `--load`.
+    pub layers_downloaded_bytes: u64,
+    /// The image came into the local store (`--load`).
+    pub loaded: bool,
+    /// The image went somewhere besides the worker's store: pushed, or an `-o` file output.
+    pub exported: bool,
+}
 
 /// What the build and image commands need, wherever the work happens.
 pub trait Backend: Send + Sync {
@@ -28,7 +60,7 @@ pub trait Backend: Send + Sync {
         request: BuildRequest,
         progress: Option<ProgressSender>,
         cancel: CancellationToken,
-    ) -> Result<BuildResult, BuildError>;
+    ) -> Result<BuildOutcome, BuildError>;
 
     /// Lowers a Dockerfile without running it (`build --print`).
     fn lower(&self, request: &BuildRequest) -> Result<Lowered, BuildError>;
@@ -110,6 +142,24 @@ impl Context {
     /// The backend builds and image commands go to.
     pub fn backend(&self) -> anyhow::Result<&dyn Backend> {
         Ok(self.local()?)
+    }
+
+    /// A backend on the workers a `--builder` value names (addresses, or a builder named in
+    /// `~/.config/kiln/config.toml`), with mTLS from `tls_dir` or the named builder's.
+    pub fn remote(
+        &self,
+        builder: &str,
+        tls_dir: Option<&Path>,
+        load: bool,
+    ) -> anyhow::Result<remote::RemoteBackend> {
+        let spec = remote::resolve(builder)?;
+        let tls_dir = tls_dir.map(Path::to_path_buf).or(spec.tls_dir);
+        Ok(remote::RemoteBackend::new(remote::RemoteOptions {
+            addresses: spec.addresses,
+            tls: remote::client_tls(tls_dir.as_deref())?,
+            load,
+            root: self.root.clone(),
+        }))
     }
 
     /// The run engine over the local store.

@@ -16,7 +16,7 @@ use kiln_image::{CommitOptions, Output};
 use kiln_llb::{NetworkMode, Platform};
 
 use super::check::Call;
-use crate::backend::{Backend, Context};
+use crate::backend::{Backend, BuildOutcome, Context};
 use crate::progress::{Mode, Renderer};
 use crate::runflags;
 
@@ -42,6 +42,20 @@ pub struct BuildArgs {
     /// repository (`https://host/repo.git#ref:subdir`, `git://`, `file://`, a path to a bare
     /// repository) or the http(s) URL of a tarball or Dockerfile.
     context: String,
+    /// With `attach`: the build id.
+    #[arg(hide = true)]
+    attach_id: Option<String>,
+    /// Run the build on remote workers: `tcp://HOST:PORT` or `unix:///PATH`, comma-separated
+    /// for several, or a builder named in ~/.config/kiln/config.toml.
+    #[arg(long, env = "KILN_BUILDER", value_name = "ADDR[,ADDR...]|NAME")]
+    builder: Option<String>,
+    /// mTLS files for --builder: DIR/ca.pem (the worker's CA), DIR/cert.pem, DIR/key.pem.
+    #[arg(long, env = "KILN_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// With --builder: put the image into the local store too (only the layers it lacks are
+    /// downloaded). Local builds always store it.
+    #[arg(long)]
+    load: bool,
     /// Name and optionally tag the image (`name:tag`); repeatable.
     #[arg(short, long = "tag")]
     tags: Vec<String>,
@@ -430,9 +444,26 @@ pub fn run(args: BuildArgs, ctx: &Context) -> ExitCode {
 }
 
 fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    if args.context == "attach"
+        && let Some(id) = &args.attach_id
+    {
+        return attach(&args, id, ctx);
+    }
+    if let Some(extra) = &args.attach_id {
+        bail!("unexpected argument {extra:?} (one build context is allowed)");
+    }
     // A fetched context lives until the build is done.
     let (request, _fetched) = request(&args, ctx.root())?;
-    let backend = ctx.backend()?;
+    let remote = match &args.builder {
+        Some(builder) if !builder.is_empty() => {
+            Some(ctx.remote(builder, args.tls_dir.as_deref(), args.load)?)
+        }
+        _ => None,
+    };
+    let backend: &dyn Backend = match &remote {
+        Some(r) => r,
+        None => ctx.backend()?,
+    };
     let call = match (&args.call, args.check) {
         (Some(c), _) => Call::parse(c)?,
         (None, true) => Call::Check { json: false },
@@ -461,7 +492,9 @@ fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let mut renderer = Renderer::new(mode, Some(ctx.root().join("logs")));
     let names = request.store_names();
-    let result = run_with_progress(backend, request, &mut renderer)?;
+    let result = run_with_progress(&mut renderer, move |tx, cancel| {
+        backend.build(request, Some(tx), cancel)
+    })?;
     if let Some(log) = renderer.log_path() {
         eprintln!("full build log: {}", log.display());
     }
@@ -469,22 +502,76 @@ fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Ok(result) => result,
         Err(e) => return Ok(report(&e, Some(&renderer), ctx.root())),
     };
-    let id = result.image.id().to_string();
+    finish(&args, &result, &names, to_stdout, &renderer)
+}
+
+/// `kiln build attach ID`: follows a build on a worker until it ends.
+fn attach(args: &BuildArgs, id: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let Some(builder) = args.builder.as_deref().filter(|b| !b.is_empty()) else {
+        bail!("kiln build attach needs --builder (or KILN_BUILDER): the worker running the build");
+    };
+    let remote = ctx.remote(builder, args.tls_dir.as_deref(), false)?;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress.resolve()
+    };
+    let mut renderer = Renderer::new(mode, Some(ctx.root().join("logs")));
+    let result = run_with_progress(&mut renderer, |tx, cancel| remote.attach(id, tx, cancel))?;
+    let result = match result {
+        Ok(result) => result,
+        Err(BuildError::Cancelled) => {
+            eprintln!("detached; the build goes on (kiln build attach {id} to follow it again)");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Ok(report(&e, Some(&renderer), ctx.root())),
+    };
+    finish(args, &result, &result.names.clone(), false, &renderer)
+}
+
+/// After a successful build: the id and metadata files, and what happened to the image.
+fn finish(
+    args: &BuildArgs,
+    result: &BuildOutcome,
+    names: &[String],
+    to_stdout: bool,
+    renderer: &Renderer,
+) -> anyhow::Result<ExitCode> {
+    let id = result.image_id.to_string();
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("failed to write {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
         let mut meta = serde_json::json!({
             "containerimage.config.digest": id,
-            "containerimage.digest": result.image.manifest_digest.to_string(),
+            "containerimage.digest": result.manifest_digest.to_string(),
             "image.name": args.tags.join(","),
         });
         if let (Some(steps), Some(obj)) = (renderer.explained(), meta.as_object_mut()) {
             let steps: Vec<_> = steps.iter().map(crate::explain::json).collect();
             obj.insert("kiln.explain".into(), steps.into());
         }
+        if let Some(remote) = &result.remote {
+            meta["kiln.remote"] = serde_json::json!({
+                "builder": remote.builder,
+                "worker_id": remote.worker_id,
+                "build_id": remote.build_id,
+                "context_uploaded_bytes": remote.context_uploaded_bytes,
+                "layers_downloaded_bytes": remote.layers_downloaded_bytes,
+            });
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if let Some(remote) = &result.remote
+        && !remote.loaded
+        && !remote.exported
+        && !args.quiet
+    {
+        eprintln!(
+            "WARNING: no output specified: the result stays in the builder's store ({}); use --load, --push or -o to get it",
+            remote.builder
+        );
     }
     if args.quiet {
         // stdout may carry the exported archive.
@@ -495,7 +582,7 @@ fn build(args: BuildArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     } else {
         eprintln!("writing image {id} done");
-        for name in &names {
+        for name in names {
             eprintln!("naming to {} done", kiln_image::store_name(name)?);
         }
     }
@@ -541,10 +628,10 @@ fn print_only(
 
 /// Runs the build on a thread of its own while this one draws its progress; Ctrl-C cancels it.
 fn run_with_progress(
-    backend: &dyn Backend,
-    request: BuildRequest,
     renderer: &mut Renderer,
-) -> anyhow::Result<Result<kiln_engine::BuildResult, BuildError>> {
+    job: impl FnOnce(kiln_engine::ProgressSender, CancellationToken) -> Result<BuildOutcome, BuildError>
+    + Send,
+) -> anyhow::Result<Result<BuildOutcome, BuildError>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let drawing = tokio::runtime::Builder::new_current_thread()
@@ -554,7 +641,7 @@ fn run_with_progress(
     std::thread::scope(|scope| {
         let job = {
             let cancel = cancel.clone();
-            scope.spawn(move || backend.build(request, Some(tx), cancel))
+            scope.spawn(move || job(tx, cancel))
         };
         drawing.block_on(async {
             let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));

@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod build;
+mod builder_remote;
 mod check;
 pub mod container;
 pub mod debug;
@@ -15,6 +16,7 @@ pub mod port;
 pub mod registry;
 pub mod run;
 pub mod save;
+pub mod serve;
 pub mod system;
 mod unsupported;
 pub mod volume;
@@ -125,6 +127,11 @@ pub enum Command {
     /// The container side of `kiln cp`, chrooted into the container's root.
     #[command(hide = true)]
     ContainerCp(container::CpHelperArgs),
+    /// Run a build worker that `kiln build --builder` sends builds to over gRPC.
+    Serve(serve::ServeArgs),
+    /// Certificates for `kiln serve` and its clients.
+    #[command(subcommand)]
+    Tls(serve::TlsCommand),
     /// Tools for looking inside kiln (parser output and the like).
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -179,6 +186,8 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::Load(args) => load::load(args, ctx),
         Command::Builder(c) => system::builder(c, ctx),
         Command::System(c) => system::system(c, ctx),
+        Command::Serve(args) => serve::serve(args, ctx),
+        Command::Tls(c) => serve::tls(c),
     };
     match result {
         Ok(code) => code,

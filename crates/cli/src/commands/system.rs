@@ -19,7 +19,9 @@ pub enum BuilderCommand {
     /// Remove build cache.
     Prune(PruneArgs),
     /// Show disk usage of the build cache.
-    Du,
+    Du(super::builder_remote::RemoteArgs),
+    /// Show the workers `--builder` names: version, protocol, platform, limits and load.
+    Info(super::builder_remote::RemoteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +38,8 @@ pub struct PruneArgs {
     /// Do not ask for confirmation (kiln never asks; accepted for docker compatibility).
     #[arg(short, long)]
     force: bool,
+    #[command(flatten)]
+    remote: super::builder_remote::RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +143,11 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 pub fn builder(command: BuilderCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let args = match command {
         BuilderCommand::Prune(args) => args,
-        BuilderCommand::Du => return builder_du(ctx),
+        BuilderCommand::Du(remote) if remote.is_remote() => {
+            return super::builder_remote::du(&remote, ctx);
+        }
+        BuilderCommand::Du(_) => return builder_du(ctx),
+        BuilderCommand::Info(remote) => return super::builder_remote::info(&remote, ctx),
     };
     let _ = args.force;
     let mut opts = PruneOptions {
@@ -152,6 +160,9 @@ pub fn builder(command: BuilderCommand, ctx: &Context) -> anyhow::Result<ExitCod
             Some(("until", d)) => opts.until = Some(parse_duration(d)?),
             _ => bail!("not supported yet: prune filter {filter:?} (only until=DURATION)"),
         }
+    }
+    if args.remote.is_remote() {
+        return super::builder_remote::prune(&args.remote, &opts, ctx);
     }
     let report = ctx.backend()?.prune_cache(&opts)?;
     for (_, record) in &report.records_removed {

@@ -17,6 +17,7 @@ pub mod imagefs;
 pub mod netns;
 pub mod reference;
 pub mod registry;
+pub mod worker;
 
 /// A store root in a tempdir with `busybox:latest` imported.
 pub struct Kiln {

@@ -193,6 +193,10 @@ fn reuse_created_time(
     h.update(serde_json::to_vec(config).unwrap_or_default());
     let key = kiln_cache::CacheKey(h.finalize().into());
     let key_hex = hex::encode(key.0);
+    // Two builds of one result finishing at once in this process (a worker serving two
+    // clients) must agree on the time, or they would make two images.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(record) = images.store().get_record(&key)?
         && !record.description.is_empty()
     {

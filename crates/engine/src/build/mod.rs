@@ -3,8 +3,10 @@
 
 mod finish;
 mod request;
+mod shared;
 
 pub use request::{BuildError, BuildRequest, BuildResult, StepLocation};
+pub use shared::Engine;
 
 use std::sync::Arc;
 
@@ -116,6 +118,17 @@ pub async fn build(
     progress: Option<ProgressSender>,
     cancel: CancellationToken,
 ) -> Result<BuildResult, BuildError> {
+    build_with_solver(images, request, progress, cancel, None).await
+}
+
+/// [`build`], with the solver of an [`Engine`] when one is given and the request can use it.
+async fn build_with_solver(
+    images: Arc<ImageStore>,
+    request: BuildRequest,
+    progress: Option<ProgressSender>,
+    cancel: CancellationToken,
+    shared: Option<&shared::SharedSolver>,
+) -> Result<BuildResult, BuildError> {
     kiln_image::output::validate_outputs(&request.outputs).map_err(BuildError::Invalid)?;
     let started = kiln_image::now_rfc3339();
     let reporter = Reporter::new(progress.clone());
@@ -166,9 +179,16 @@ pub async fn build(
             .unwrap_or_else(|| SolverConfig::default().max_parallelism),
     };
     let remotes = Arc::new(open_caches(&images, &request.cache_from, &reporter).await);
-    let records = RecordStore::new(images.clone()).with_remotes(remotes.clone(), reporter.clone());
-    let used = records.used();
-    let solver = Solver::with_config(records, config);
+    let (solver, used) = match shared.filter(|_| shared::can_share(&request)) {
+        // The engine's solver: a vertex another build is running is joined, not run again.
+        Some(solver) => (solver.clone(), Default::default()),
+        None => {
+            let records =
+                RecordStore::new(images.clone()).with_remotes(remotes.clone(), reporter.clone());
+            let used = records.used();
+            (Solver::with_config(records, config), used)
+        }
+    };
     // The solver numbers its own events; they reach the front end through the same channel,
     // in order, before anything `finish` reports.
     let (events, mut vertex_events) = tokio::sync::mpsc::unbounded_channel();

@@ -173,6 +173,35 @@ async fn open(address: &Address) -> io::Result<Box<dyn Io>> {
     }
 }
 
+/// After a plaintext call failed without a reason: asks the port once more, by hand, whether
+/// it is a TLS port refusing plaintext. HTTP/2 clients may drop the worker's GOAWAY (and the
+/// reason in it) when the connection closes right after it; this reads the answer directly.
+pub async fn probe_plaintext_refusal(address: &Address) -> Option<HandshakeFailure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut io = open(address).await.ok()?;
+        io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while answer.len() < 8192 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&answer).contains(super::failure::PLAINTEXT_MARKER) {
+                return Some(HandshakeFailure::PlaintextToTls);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// One connection: connect, then the TLS handshake when configured.
 async fn dial(
     address: Address,

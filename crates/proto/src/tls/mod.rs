@@ -20,7 +20,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use client::{Address, AddressError, ConnectError, ConnectOptions, Connection, connect};
+pub use client::{
+    Address, AddressError, ConnectError, ConnectOptions, Connection, connect,
+    probe_plaintext_refusal,
+};
 pub use failure::{HandshakeFailure, Peer, classify_status};
 pub use init::{Authority, InitReport, Issued, Validity, init};
 pub use server::{Conn, FailedHandshake, Incoming, Listener, PeerInfo, ServerOptions, incoming};

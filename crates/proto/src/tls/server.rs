@@ -310,10 +310,23 @@ async fn handshake(
                 prefix: first,
                 inner: io,
             });
-            let tls = acceptor
-                .accept(rewound)
-                .await
-                .map_err(|e| HandshakeFailure::from_io(&e, Peer::Worker))?;
+            let tls = match acceptor.accept(rewound).into_fallible().await {
+                Ok(tls) => tls,
+                Err((e, mut io)) => {
+                    // rustls has queued its alert (unknown CA, certificate required...). Closing
+                    // with the client's request unread would reset the connection and could
+                    // destroy the alert before the client reads it, leaving it a bare
+                    // "transport error": drain briefly first, as `refuse_h2` does.
+                    let _ = io.flush().await;
+                    let _ = io.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                    })
+                    .await;
+                    return Err(HandshakeFailure::from_io(&e, Peer::Worker));
+                }
+            };
             let client_cert = tls
                 .get_ref()
                 .1

@@ -12,8 +12,7 @@ mod explain;
 mod format;
 mod progress;
 mod runflags;
-#[allow(unsafe_code)]
-mod sys;
+mod stdout;
 mod table;
 
 use std::path::PathBuf;
@@ -40,7 +39,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    sys::default_sigpipe();
+    stdout::exit_quietly_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

@@ -157,3 +157,23 @@ fn a_name_that_is_not_a_reference_is_refused_as_docker_refuses_it() {
     assert!(!b.ok());
     assert!(b.stderr().contains("must be lowercase"), "{}", b.stderr());
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_kiln_quietly() {
+    let Some(k) = Kiln::new("closed stdout") else {
+        return;
+    };
+    // `kiln images | head -0`: the read end is closed before kiln writes a byte.
+    let mut child = k
+        .command()
+        .arg("images")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "no panic, no message: {stderr}");
+}

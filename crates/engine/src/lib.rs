@@ -14,6 +14,7 @@
 mod build;
 mod context;
 mod contexts;
+mod emulation;
 mod error;
 mod explain;
 mod extras;

@@ -34,12 +34,23 @@ impl ImageStore {
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.pull_for(client, name, None, progress)
+    }
+
+    /// Pulls `name` for `platform` (this host's when `None`) and names it in the store.
+    pub fn pull_for(
+        &self,
+        client: &Client,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
         let reference = Reference::parse(name).map_err(|source| ImageError::InvalidReference {
             name: name.to_owned(),
             source,
         })?;
         let opts = PullOptions {
-            platform: kiln_llb::Platform::host(),
+            platform: platform.cloned().unwrap_or_else(kiln_llb::Platform::host),
             concurrency: PULL_CONCURRENCY,
             progress,
         };
@@ -55,7 +66,7 @@ impl ImageStore {
         };
         let result = kiln_registry::pull(client, &reference, &sink, &opts)
             .map_err(|e| registry_error("pull", &reference.to_string(), e))
-            .and_then(|pulled| self.name_pulled(&reference, &pulled));
+            .and_then(|pulled| self.name_pulled(&reference, &pulled, platform));
         let released = self.store().delete_lease(&lease.id);
         let image = result?;
         released?;
@@ -66,6 +77,7 @@ impl ImageStore {
         &self,
         reference: &Reference,
         pulled: &kiln_registry::Pulled,
+        platform: Option<&kiln_llb::Platform>,
     ) -> Result<Image, ImageError> {
         let target = ImageRef {
             target: pulled.manifest.digest,
@@ -75,7 +87,7 @@ impl ImageStore {
         };
         let canonical = reference.to_string();
         self.store().set_image_ref(&canonical, &target)?;
-        let image = self.image(&canonical)?;
+        let image = self.image_for(&canonical, platform)?;
         if pulled.attestations.is_empty() {
             return Ok(image);
         }
@@ -92,7 +104,7 @@ impl ImageStore {
                 created: Timestamp::now(),
             },
         )?;
-        self.image(&canonical)
+        self.image_for(&canonical, platform)
     }
 
     /// Pulls with the default config file and docker credentials.
@@ -101,8 +113,18 @@ impl ImageStore {
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.pull_default_for(name, None, progress)
+    }
+
+    /// [`ImageStore::pull_default`] for `platform`.
+    pub fn pull_default_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
         let client = Client::from_env().map_err(|e| registry_error("pull", name, e))?;
-        self.pull(&client, name, progress)
+        self.pull_for(&client, name, platform, progress)
     }
 }
 
@@ -136,8 +158,20 @@ impl ImageStore {
         always: bool,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.resolve_or_pull_for(name, always, None, progress)
+    }
+
+    /// [`ImageStore::resolve_or_pull`] for `platform`: a stored index gives its manifest for
+    /// the platform, and a stored image without it is an error listing what it has.
+    pub fn resolve_or_pull_for(
+        &self,
+        name: &str,
+        always: bool,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
         if !always {
-            match self.image(name) {
+            match self.image_for(name, platform) {
                 Err(ImageError::NotFound(_)) => {}
                 other => return other,
             }
@@ -146,7 +180,7 @@ impl ImageStore {
         let is_id = name.starts_with("sha256:")
             || (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if is_id {
-            return self.image(name);
+            return self.image_for(name, platform);
         }
         if let Err(source) = Reference::parse(name) {
             return Err(ImageError::InvalidReference {
@@ -154,6 +188,6 @@ impl ImageStore {
                 source,
             });
         }
-        self.pull_default(name, progress)
+        self.pull_default_for(name, platform, progress)
     }
 }

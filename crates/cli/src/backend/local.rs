@@ -63,8 +63,9 @@ impl Backend for LocalBackend {
             cancel,
         ))?;
         Ok(BuildOutcome {
-            image_id: result.image.id(),
-            manifest_digest: result.image.manifest_digest,
+            // A multi-platform build's image is its index, as with Docker's containerd store.
+            image_id: result.index.unwrap_or_else(|| result.image.id()),
+            manifest_digest: result.index.unwrap_or(result.image.manifest_digest),
             names: result.names,
             remote: None,
         })

@@ -31,6 +31,14 @@ impl Vertex {
         if exec.security == SecurityMode::Insecure && !self.env.allow_insecure {
             return Err(insecure_not_allowed());
         }
+        if let Some(platform) = &exec.platform {
+            crate::emulation::check(
+                platform,
+                &kiln_llb::Platform::host(),
+                &crate::emulation::binfmt_dir(),
+            )
+            .map_err(EngineError::Emulation)?;
+        }
         let index = input_indexes(&self.op);
         let parent = match value_of(&index, inputs, &exec.root.vertex)? {
             Value::Snapshot(id) => Some(id.clone()),

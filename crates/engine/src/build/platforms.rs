@@ -58,13 +58,11 @@ pub(super) fn merge(
     for (_, l) in lowered {
         let root = merged
             .absorb(&l.definition, |digest, mut meta: OpMetadata| {
-                let shared = owners.get(digest).map_or(0, Vec::len) == lowered.len();
-                if let (false, Some(name), Some(first)) = (
-                    shared,
-                    meta.name.take(),
-                    owners.get(digest).and_then(|o| o.first()),
-                ) {
-                    meta.name = Some(platform_name(&name, first));
+                let owned_by = owners.get(digest).map_or(&[][..], Vec::as_slice);
+                if owned_by.len() < lowered.len()
+                    && let (Some(name), Some(first)) = (&meta.name, owned_by.first())
+                {
+                    meta.name = Some(platform_name(name, first));
                 }
                 meta
             })

@@ -344,3 +344,63 @@ fn source_date_epoch_index_is_reproducible() {
     }
     assert_eq!(ids[0], ids[1]);
 }
+
+/// Acceptance: `--push` of a two-platform build sends the index with both manifests; a fresh
+/// root pulls the arm64 one and `kiln run --platform linux/arm64` runs it (emulated).
+#[test]
+fn pushed_index_pulls_and_runs_per_platform() {
+    let Some(k) = multi_root("pushed_index_pulls_and_runs_per_platform", true) else {
+        return;
+    };
+    let Some(reg) = common::registry::Registry::start(None) else {
+        return;
+    };
+    let name = format!("{}/multi/arch:1", reg.host());
+    let ctx = context(&k, "push", "FROM busybox-multi\nRUN uname -m > /arch\n");
+    let b = k.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+        ],
+    );
+    b.assert_ok();
+
+    let Some(fresh) = Kiln::new("pushed_index_pulls_and_runs_per_platform") else {
+        return;
+    };
+    for (platform, uname) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        let pulled = fresh.run(&["pull", "--platform", platform, &name]);
+        assert_success(&pulled, "pull --platform");
+        let out = fresh.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--platform",
+            platform,
+            &name,
+            "cat",
+            "/arch",
+        ]);
+        assert_success(&out, "run --platform");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uname);
+    }
+    // The name now points at the amd64 image pulled last: arm64 is not there without a pull.
+    let out = fresh.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--pull",
+        "never",
+        "--platform",
+        "linux/arm64",
+        &name,
+        "true",
+    ]);
+    assert!(!out.status.success());
+}

@@ -101,8 +101,23 @@ impl Backend for LocalBackend {
         Ok(self.images.import_rootfs(input, name, config, source)?)
     }
 
-    fn pull(&self, name: &str, progress: &(dyn Fn(PullEvent) + Sync)) -> anyhow::Result<Image> {
-        Ok(self.images.pull(&registry_client()?, name, progress)?)
+    fn pull_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> anyhow::Result<Image> {
+        Ok(self
+            .images
+            .pull_for(&registry_client()?, name, platform, progress)?)
+    }
+
+    fn image_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> anyhow::Result<Image> {
+        Ok(self.images.image_for(name, platform)?)
     }
 
     fn push(

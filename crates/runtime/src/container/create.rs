@@ -46,7 +46,13 @@ impl Runtime {
         let net_host = opts.network.as_deref() == Some("host");
         let early_gateway = Some(String::new());
         self.host_settings(opts, net_host, early_gateway)?;
-        let image = self.images.image(&opts.image)?;
+        let platform = opts
+            .platform
+            .as_deref()
+            .map(kiln_llb::Platform::parse)
+            .transpose()
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let image = self.images.image_for(&opts.image, platform.as_ref())?;
         let joined = crate::network::resolve(self.root(), opts.network.as_deref())?;
         warnings.extend(joined.warnings);
         let gateway = self.host_gateway(joined.name.as_deref());

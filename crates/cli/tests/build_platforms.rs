@@ -299,6 +299,18 @@ fn missing_emulator_is_named() {
     assert!(err.contains("qemu-user-static"), "{err}");
     assert!(err.contains("binfmt_misc handler for aarch64"), "{err}");
     assert!(!err.contains("exec format error"), "{err}");
+
+    // `kiln run` of an arm64 image says the same before it starts anything.
+    let out = k
+        .command()
+        .env("KILN_BINFMT_MISC_DIR", &empty)
+        .args(["run", "--rm", "--network", "none", "busybox-arm64", "true"])
+        .output()
+        .expect("kiln run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("qemu-user-static"), "{err}");
+    assert!(err.contains("binfmt_misc handler for aarch64"), "{err}");
 }
 
 /// Acceptance: with SOURCE_DATE_EPOCH the index is the same in two fresh roots (given the same

@@ -14,7 +14,6 @@
 mod build;
 mod context;
 mod contexts;
-mod emulation;
 mod error;
 mod explain;
 mod extras;

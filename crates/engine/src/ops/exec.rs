@@ -20,6 +20,7 @@ use crate::extras::RunSettings;
 use crate::mounts::{self, Secrets};
 use crate::ssh::SshAgents;
 use crate::value::Value;
+use kiln_executor::emulation;
 
 impl Vertex {
     pub(super) async fn exec(
@@ -32,12 +33,16 @@ impl Vertex {
             return Err(insecure_not_allowed());
         }
         if let Some(platform) = &exec.platform {
-            crate::emulation::check(
-                platform,
-                &kiln_llb::Platform::host(),
-                &crate::emulation::binfmt_dir(),
-            )
-            .map_err(EngineError::Emulation)?;
+            let host = kiln_llb::Platform::host();
+            fn view(p: &kiln_llb::Platform) -> kiln_executor::emulation::Platform<'_> {
+                kiln_executor::emulation::Platform {
+                    os: &p.os,
+                    architecture: &p.architecture,
+                    variant: p.variant.as_deref(),
+                }
+            }
+            emulation::check(&view(platform), &view(&host), &emulation::binfmt_dir())
+                .map_err(EngineError::Emulation)?;
         }
         let index = input_indexes(&self.op);
         let parent = match value_of(&index, inputs, &exec.root.vertex)? {

@@ -1,22 +1,39 @@
-//! RUN steps for another architecture: the kernel runs their programs through a binfmt_misc
-//! handler (QEMU user emulation, Debian's `qemu-user-static`); this module checks, before the
-//! sandbox starts, that a handler is there and usable inside the sandbox, so a missing one is
-//! a message saying what to install rather than "exec format error".
+//! Programs for another architecture (a RUN step, a container): the kernel runs them through a
+//! binfmt_misc handler (QEMU user emulation, Debian's `qemu-user-static`); this module checks,
+//! before a sandbox starts, that a handler is there and usable inside the sandbox, so a missing
+//! one is a message saying what to install rather than "exec format error".
 //!
 //! The sandbox pivots into the step's root filesystem, where the handler's interpreter does
 //! not exist: only a handler registered with the F (fix-binary) flag, whose interpreter the
 //! kernel opened at registration, works there. Debian's registrations have it.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kiln_llb::Platform;
+/// A platform as OCI spells it, normalized by the caller (`linux`, `arm64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform<'a> {
+    pub os: &'a str,
+    pub architecture: &'a str,
+    pub variant: Option<&'a str>,
+}
+
+impl fmt::Display for Platform<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Where the kernel shows its binfmt_misc handlers; `KILN_BINFMT_MISC_DIR` replaces it (for
 /// tests, which must not change the host's handlers).
-pub(crate) const BINFMT_MISC_DIR: &str = "/proc/sys/fs/binfmt_misc";
+pub const BINFMT_MISC_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
 /// The directory to read handlers from.
-pub(crate) fn binfmt_dir() -> PathBuf {
+pub fn binfmt_dir() -> PathBuf {
     std::env::var_os("KILN_BINFMT_MISC_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(BINFMT_MISC_DIR))
@@ -33,8 +50,8 @@ struct Elf {
     machine: u16,
 }
 
-fn elf_of(platform: &Platform) -> Option<Elf> {
-    let (qemu, class, data, machine) = match platform.architecture.as_str() {
+fn elf_of(platform: &Platform<'_>) -> Option<Elf> {
+    let (qemu, class, data, machine) = match platform.architecture {
         "amd64" => ("x86_64", 2, 1, 0x3e),
         "386" => ("i386", 1, 1, 0x03),
         "arm64" => ("aarch64", 2, 1, 0xb7),
@@ -56,21 +73,21 @@ fn elf_of(platform: &Platform) -> Option<Elf> {
 
 /// Whether the host runs `platform`'s programs itself: its own architecture, and 32-bit x86
 /// on x86-64.
-pub(crate) fn runs_natively(platform: &Platform, host: &Platform) -> bool {
+pub fn runs_natively(platform: &Platform<'_>, host: &Platform<'_>) -> bool {
     platform.os == host.os
         && (platform.architecture == host.architecture
             || (host.architecture == "amd64" && platform.architecture == "386"))
 }
 
-/// Checks that a step for `platform` can run on `host`, reading handlers from `dir`.
-/// `Err` is the whole message for the user.
-pub(crate) fn check(platform: &Platform, host: &Platform, dir: &Path) -> Result<(), String> {
+/// Checks that programs for `platform` can run on `host` (inside a sandbox), reading
+/// handlers from `dir`. `Err` is the whole message for the user.
+pub fn check(platform: &Platform<'_>, host: &Platform<'_>, dir: &Path) -> Result<(), String> {
     if runs_natively(platform, host) {
         return Ok(());
     }
     if platform.os != host.os {
         return Err(format!(
-            "cannot run a RUN step for {platform} on this {host} host: only {} programs can \
+            "cannot run programs for {platform} on this {host} host: only {} programs can \
              be run (through emulation for other architectures)",
             host.os
         ));
@@ -90,7 +107,7 @@ pub(crate) fn check(platform: &Platform, host: &Platform, dir: &Path) -> Result<
     );
     let status = std::fs::read_to_string(dir.join("status")).map_err(|_| {
         format!(
-            "cannot run a RUN step for {platform} on this {host} host: binfmt_misc is not \
+            "cannot run programs for {platform} on this {host} host: binfmt_misc is not \
              mounted at {} (mount -t binfmt_misc binfmt_misc {}); then {install}",
             dir.display(),
             dir.display()
@@ -98,7 +115,7 @@ pub(crate) fn check(platform: &Platform, host: &Platform, dir: &Path) -> Result<
     })?;
     if status.trim() != "enabled" {
         return Err(format!(
-            "cannot run a RUN step for {platform} on this {host} host: binfmt_misc is disabled \
+            "cannot run programs for {platform} on this {host} host: binfmt_misc is disabled \
              ({}/status says {:?}); enable it (echo 1 > {}/status) and {install}",
             dir.display(),
             status.trim(),
@@ -132,13 +149,13 @@ pub(crate) fn check(platform: &Platform, host: &Platform, dir: &Path) -> Result<
     }
     Err(match without_fix {
         Some(name) => format!(
-            "cannot run a RUN step for {platform} on this {host} host: the binfmt_misc handler \
+            "cannot run programs for {platform} on this {host} host: the binfmt_misc handler \
              {name} for {} programs lacks the F (fix-binary) flag, so its interpreter cannot \
              be found inside the step's root filesystem; {install}",
             elf.qemu
         ),
         None => format!(
-            "cannot run a RUN step for {platform} on this {host} host: no binfmt_misc handler \
+            "cannot run programs for {platform} on this {host} host: no binfmt_misc handler \
              for {} programs in {} (QEMU user emulation is missing); {install}",
             elf.qemu,
             dir.display()
@@ -241,8 +258,13 @@ mod tests {
         dir
     }
 
-    fn p(s: &str) -> Platform {
-        Platform::parse(s).unwrap()
+    fn p(s: &str) -> Platform<'_> {
+        let mut parts = s.split('/');
+        Platform {
+            os: parts.next().unwrap(),
+            architecture: parts.next().unwrap(),
+            variant: parts.next(),
+        }
     }
 
     #[test]

@@ -64,6 +64,17 @@ fn multi_root(test: &str, emulated: bool) -> Option<Kiln> {
         ],
     );
     b.assert_ok();
+    let out = k.run(&[
+        "inspect",
+        "--format",
+        "{{json .Platforms}}",
+        "busybox-multi",
+    ]);
+    assert_success(&out, "inspect the index");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"["linux/amd64","linux/arm64"]"#
+    );
     Some(k)
 }
 

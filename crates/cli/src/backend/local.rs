@@ -112,6 +112,10 @@ impl Backend for LocalBackend {
             .pull_for(&registry_client()?, name, platform, progress)?)
     }
 
+    fn platforms(&self, name: &str) -> Vec<kiln_llb::Platform> {
+        self.images.platforms_of(name).unwrap_or_default()
+    }
+
     fn image_for(
         &self,
         name: &str,

@@ -94,6 +94,12 @@ pub trait Backend: Send + Sync {
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> anyhow::Result<Image>;
 
+    /// The platforms of the stored image `name` (one per manifest of an index); empty when
+    /// they cannot be told.
+    fn platforms(&self, _name: &str) -> Vec<kiln_llb::Platform> {
+        Vec::new()
+    }
+
     /// The stored image `name` for `platform`: an index's manifest for it.
     fn image_for(
         &self,

@@ -450,4 +450,15 @@ fn pushed_index_pulls_and_runs_per_platform() {
     ]);
     assert_success(&out, "run the arm64 image kept in the index");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
+
+    // A Docker daemon pulls the index and runs its amd64 image (this host's).
+    let Some(mut dockerd) = common::dockerd::Dockerd::start("docker pulls the kiln index") else {
+        return;
+    };
+    dockerd.forward_port(reg.port());
+    let pulled = dockerd.run(&["pull", &name]);
+    assert_success(&pulled, "docker pull of the index");
+    let run = dockerd.run(&["run", "--rm", "--network", "none", &name, "cat", "/arch"]);
+    assert_success(&run, "docker run");
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "x86_64");
 }

@@ -287,6 +287,36 @@ fn buildplatform_stage_runs_once() {
         assert_eq!(read(&out.join(dir).join("out")), "built-on-x86_64");
         assert_eq!(read(&out.join(dir).join("target")), target);
     }
+
+    // `type=tar`: one tar holding the same directory per platform (from the cache now).
+    let tar = k.dir.path().join("fs.tar");
+    let b = k.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=tar,dest={}", tar.display()),
+        ],
+    );
+    b.assert_ok();
+    assert!(b.runs_executed().is_empty(), "{:?}", b.runs_executed());
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("tar -tf");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for entry in [
+        "linux_amd64/target",
+        "linux_arm64/target",
+        "linux_arm64/bin/busybox",
+    ] {
+        assert!(
+            listed.lines().any(|l| l.trim_start_matches("./") == entry),
+            "{entry}: {listed}"
+        );
+    }
 }
 
 /// Acceptance: without an emulator the arm64 RUN fails naming qemu-user-static and binfmt.

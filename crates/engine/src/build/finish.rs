@@ -102,7 +102,8 @@ pub(super) fn finish(
 
 /// [`finish`] for several platforms: each result is committed as an image, an index over them
 /// gets the names, archives hold the index, a `type=local` output gets a directory per
-/// platform (`linux_arm64`, as BuildKit's), and `--push` pushes the index with every manifest.
+/// platform (`linux_arm64`, as BuildKit's) and `type=tar` one tar of those directories, and
+/// `--push` pushes the index with every manifest.
 pub(super) fn finish_platforms(
     images: Arc<ImageStore>,
     request: &BuildRequest,
@@ -152,10 +153,23 @@ pub(super) fn finish_platforms(
                 }
             }
             kiln_image::OutputKind::Tar => {
-                return Err(EngineError::NotSupported(
-                    "-o type=tar with several platforms (use type=local or type=oci)".into(),
-                )
-                .into());
+                let Some(dest) = &output.dest else {
+                    return Err(EngineError::Bug("a tar output without dest".into()).into());
+                };
+                // One tar with a directory per platform, as BuildKit's tar exporter writes.
+                let tree = images.tempdir("export-tar-")?;
+                for image in &built {
+                    let platform = kiln_image::platform_of_config(&image.config);
+                    let dir = tree.path().join(super::platforms::dir_name(&platform));
+                    std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+                        what: format!("create {}", dir.display()),
+                        source,
+                    })?;
+                    kiln_image::export::apply_layers(&images, image, &dir)?;
+                }
+                kiln_image::export::into_file(dest, |out| {
+                    kiln_image::export::write_tree_tar(tree.path(), out, commit.source_date_epoch)
+                })?;
             }
             _ => kiln_image::export::export_top(
                 &images,

@@ -98,6 +98,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn several_platforms_refuse_what_they_cannot_do_yet() {
+        let mut request = BuildRequest::new(None, b"FROM scratch\n".to_vec(), "Dockerfile");
+        request.platforms = Platform::parse_list("linux/amd64,linux/arm64").unwrap();
+        assert!(check_supported(&request).is_ok());
+        assert_eq!(of(&request).len(), 2);
+        request.extras.provenance = Some(crate::extras::ProvenanceMode::Min);
+        let err = check_supported(&request).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "not supported yet: --provenance with several platforms"
+        );
+        // One platform is a build like any other.
+        request.platforms.truncate(1);
+        assert!(check_supported(&request).is_ok());
+        assert_eq!(
+            of(&request),
+            [Some(Platform::parse("linux/amd64").unwrap())]
+        );
+    }
+
+    #[test]
     fn names_carry_the_platform() {
         let arm64 = Platform::parse("linux/arm64").unwrap();
         assert_eq!(

@@ -6,7 +6,8 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  fixtures   make the busybox base image rootfs tar (target/fixtures/busybox-rootfs.tar)
+  fixtures   make the busybox base image rootfs tar (target/fixtures/busybox-rootfs.tar) and,
+             from Debian's busybox-static:arm64, busybox-arm64-rootfs.tar
   ci         the whole test suite: cargo fmt --check, clippy -D warnings, every test
   demo       the main job: build examples/hello with kiln (RUN steps in real sandboxes), then run it
   proto      regenerate crates/proto/src/gen from the kiln.v1 .proto (--check: fail if stale)
@@ -19,7 +20,15 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("fixtures") => fixtures().map(|path| println!("{}", path.display())),
+        Some("fixtures") => fixtures().map(|path| {
+            println!("{}", path.display());
+            // The arm64 base of the multi-platform tests, when Debian's arm64 package can be
+            // had; its absence only skips those tests.
+            match arm64_fixture() {
+                Ok(path) => println!("{}", path.display()),
+                Err(e) => eprintln!("xtask: no arm64 busybox fixture: {e}"),
+            }
+        }),
         Some("ci") => ci(),
         Some("demo") => demo(),
         Some("proto") => proto(args.get(1).map(String::as_str) == Some("--check")),
@@ -59,6 +68,19 @@ fn fixtures() -> Result<PathBuf, String> {
     if !tar.exists() {
         kiln_testutil::write_busybox_rootfs_tar(&tar)
             .map_err(|e| format!("make busybox rootfs: {e}"))?;
+    }
+    Ok(tar)
+}
+
+/// The arm64 busybox rootfs tar (`busybox-arm64-rootfs.tar`, for `kiln import --platform
+/// linux/arm64`), from Debian's `busybox-static:arm64`.
+fn arm64_fixture() -> Result<PathBuf, String> {
+    let dir = target_dir().join("fixtures");
+    let tar = dir.join("busybox-arm64-rootfs.tar");
+    if !tar.exists() {
+        let busybox = kiln_testutil::arm64_busybox(&dir).map_err(|e| e.to_string())?;
+        kiln_testutil::write_busybox_rootfs_tar_with(&tar, &busybox)
+            .map_err(|e| format!("make the arm64 busybox rootfs: {e}"))?;
     }
     Ok(tar)
 }

@@ -40,6 +40,10 @@ pub enum EngineError {
     /// An `--ssh` agent that cannot be used, or a step's ssh mount without one.
     #[error("ssh: {0}")]
     Ssh(String),
+    /// A RUN step for another architecture that this host cannot emulate; the text says what
+    /// to install.
+    #[error("{0}")]
+    Emulation(String),
     /// Something the build was not given the right to do (an entitlement).
     #[error("{0}")]
     NotAllowed(String),

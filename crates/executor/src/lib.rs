@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod emulation;
 pub mod sandbox;
 pub mod snapshot;
 #[allow(unsafe_code)]

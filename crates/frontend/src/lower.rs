@@ -232,6 +232,75 @@ mod tests {
         lower(text.as_bytes(), &opts, &NoImages)
     }
 
+    /// Issue 20: a stage's RUN steps carry its platform when it is not the host's, and a
+    /// `$BUILDPLATFORM` stage lowers to the same ops whatever the target, so a build of several
+    /// platforms runs it once.
+    #[test]
+    fn run_steps_carry_the_stage_platform() {
+        let text = "FROM --platform=$BUILDPLATFORM scratch AS build\n\
+                    RUN make\n\
+                    FROM scratch\n\
+                    COPY --from=build / /\n\
+                    RUN test\n";
+        let lower_for = |platform: &str| {
+            let opts = BuildOptions {
+                platform: Some(Platform::parse(platform).unwrap()),
+                ..BuildOptions::default()
+            };
+            lower(text.as_bytes(), &opts, &NoImages).unwrap()
+        };
+        let foreign = if Platform::host().architecture == "arm64" {
+            "linux/amd64"
+        } else {
+            "linux/arm64"
+        };
+        let cross = lower_for(foreign);
+        let dump = crate::print::llb_text(&cross.definition);
+        let platform_of = |arg: &str| {
+            cross
+                .definition
+                .topological()
+                .find_map(|(_, op)| match op {
+                    kiln_llb::Op::Exec(e) if e.args.iter().any(|a| a.ends_with(arg)) => {
+                        Some(e.platform.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(platform_of("make"), None, "{dump}");
+        assert_eq!(
+            platform_of("test"),
+            Some(Platform::parse(foreign).unwrap()),
+            "{dump}"
+        );
+        assert_eq!(
+            dump.matches(&format!("platform: {foreign}")).count(),
+            1,
+            "{dump}"
+        );
+        assert_eq!(
+            cross.config.architecture,
+            Platform::parse(foreign).unwrap().architecture
+        );
+
+        let native = lower_for(&Platform::host().to_string());
+        let native_dump = crate::print::llb_text(&native.definition);
+        assert!(!native_dump.contains("platform:"), "{native_dump}");
+        let ops = |l: &Lowered| -> std::collections::BTreeSet<Digest> {
+            l.definition.topological().map(|(d, _)| d).collect()
+        };
+        let shared: Vec<Digest> = ops(&cross).intersection(&ops(&native)).copied().collect();
+        // The build stage's scratch and its RUN are the same vertices for both targets.
+        assert!(
+            shared.iter().any(|d| matches!(
+                cross.definition.get(d),
+                Some(kiln_llb::Op::Exec(e)) if e.args.iter().any(|a| a.contains("make"))
+            )),
+            "{dump}\n{native_dump}"
+        );
+    }
+
     #[test]
     fn run_device_lowers_into_the_exec_op() {
         let text =

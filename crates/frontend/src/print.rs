@@ -182,6 +182,9 @@ fn write_exec(out: &mut String, exec: &ExecOp, index: &BTreeMap<Digest, usize>) 
             if d.required { " (required)" } else { "" }
         );
     }
+    if let Some(platform) = &exec.platform {
+        let _ = write!(out, " platform: {platform}");
+    }
     out.push('\n');
     for m in &exec.mounts {
         let _ = write!(out, "    mount {} ", m.target);

@@ -110,6 +110,36 @@ impl ImageStore {
         Ok(index_desc)
     }
 
+    /// Stores an index over `images` (one manifest per platform, in the order given, each
+    /// with its platform) and points `names` at it: the result of a multi-platform build.
+    pub fn store_index(
+        &self,
+        images: &[Image],
+        names: &[String],
+    ) -> Result<Descriptor, ImageError> {
+        let mut index = Index::new_oci();
+        for image in images {
+            index
+                .manifests
+                .push(crate::export::image_descriptor(self, image)?);
+        }
+        let bytes = manifest::to_json(&index);
+        let d = Descriptor::of_bytes(media_type::OCI_INDEX, &bytes);
+        BlobSink::put(self.blobs(), &d.digest, d.size, &mut &bytes[..])
+            .map_err(|e| ImageError::format("store an image index", e))?;
+        let target = ImageRef {
+            target: d.digest,
+            media_type: d.media_type.clone(),
+            size: d.size,
+            created: Timestamp::now(),
+        };
+        for name in names {
+            self.store()
+                .set_image_ref(&crate::name::store_name(name)?, &target)?;
+        }
+        Ok(d)
+    }
+
     /// Stores the index of `image` (its manifest, with its platform) and the attestation
     /// manifests `attestations` (already stored, descriptors as an index lists them).
     pub(crate) fn index_with_attestations(

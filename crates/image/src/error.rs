@@ -30,6 +30,13 @@ pub enum ImageError {
         #[source]
         source: Box<kiln_oci::Error>,
     },
+    /// The image has no manifest for the platform asked for.
+    #[error("{name} has no image for platform {wanted} (it has: {available})")]
+    NoPlatform {
+        name: String,
+        wanted: String,
+        available: String,
+    },
     /// A name the user gave that is not a Docker reference.
     #[error("{name:?} is not a valid repository/tag: {source}")]
     InvalidReference {

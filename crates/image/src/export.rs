@@ -197,7 +197,7 @@ pub fn export_top(
 /// Writes a file output whole or not at all: into a temp file beside `dest`, renamed onto it
 /// when `write` succeeds (`-` is stdout, written as it comes). A write error names `dest`, so
 /// a full disk says which one.
-fn into_file(
+pub fn into_file(
     dest: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), ImageError>,
 ) -> Result<(), ImageError> {

@@ -36,6 +36,33 @@ impl Image {
     }
 }
 
+/// The platform an image config names.
+pub fn platform_of_config(config: &ImageConfig) -> kiln_llb::Platform {
+    kiln_llb::Platform::new(&config.os, &config.architecture, config.variant.as_deref())
+}
+
+/// A single-manifest image found for `wanted` must be for it: building an arm64 image on an
+/// amd64 base would run the wrong programs without a word. A config without a platform
+/// (some hand-made images) is taken as it is.
+fn check_platform(image: Image, wanted: &kiln_llb::Platform) -> Result<Image, ImageError> {
+    if image.config.architecture.is_empty() {
+        return Ok(image);
+    }
+    let have = platform_of_config(&image.config);
+    if have.matches(wanted) {
+        Ok(image)
+    } else {
+        Err(ImageError::NoPlatform {
+            name: image
+                .name
+                .clone()
+                .unwrap_or_else(|| image.manifest_digest.to_string()),
+            wanted: wanted.to_string(),
+            available: have.to_string(),
+        })
+    }
+}
+
 /// The chain ID of layers (OCI image spec): the identity of a stack of diff IDs.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
@@ -50,53 +77,149 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
 }
 
 impl ImageStore {
-    /// Finds an image by name (normalized as Docker does), by image ID or by manifest digest.
+    /// Finds an image by name (normalized as Docker does), by image ID or by manifest digest;
+    /// for an index, the manifest of this host's platform (or the first).
     pub fn image(&self, name: &str) -> Result<Image, ImageError> {
+        self.image_for(name, None)
+    }
+
+    /// [`ImageStore::image`] for `platform`: an index resolves to the manifest for it (as
+    /// containerd's matcher decides, see [`kiln_llb::Platform::matches`]) and a single
+    /// manifest must be for it; otherwise the error lists the platforms there are.
+    pub fn image_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> Result<Image, ImageError> {
         // A string that is not a reference may still be an ID; either way a bad name is
         // "not found", as `docker inspect` says.
         if let Ok(canonical) = crate::name::store_name(name)
             && let Some(r) = self.store().image_ref(&canonical)?
         {
-            return self.image_from_ref(Some(canonical), &r);
+            return self.image_from_ref_for(Some(canonical), &r, platform);
         }
         if name.starts_with("sha256:")
             && let Some(r) = self.store().image_ref(name)?
         {
-            return self.image_from_ref(Some(name.to_owned()), &r);
+            return self.image_from_ref_for(Some(name.to_owned()), &r, platform);
         }
         // An ID (config digest) or a unique prefix of one, as `docker inspect` accepts.
         let wanted = name.trim_start_matches("sha256:");
         if wanted.len() >= 6 && wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
             for (ref_name, r) in self.store().image_refs()? {
-                let image = self.image_from_ref(Some(ref_name), &r)?;
+                let image = self.image_from_ref(Some(ref_name.clone()), &r)?;
                 if image.config_digest.hex().starts_with(wanted)
                     || image.manifest_digest.hex().starts_with(wanted)
                 {
-                    return Ok(image);
+                    return match platform {
+                        // An index's own digest names all its platforms: pick one.
+                        Some(_) if r.target.hex().starts_with(wanted) => {
+                            self.image_from_ref_for(Some(ref_name), &r, platform)
+                        }
+                        Some(p) => check_platform(image, p),
+                        None => Ok(image),
+                    };
                 }
             }
+        }
+        // A platform manifest inside an index (what a multi-platform base resolved to): read
+        // it directly from the content store.
+        if let Ok(digest) = name.parse::<Digest>()
+            && let Some(image) = self.manifest_image(&digest)
+        {
+            return match platform {
+                Some(p) => check_platform(image, p),
+                None => Ok(image),
+            };
         }
         Err(ImageError::NotFound(name.to_string()))
     }
 
+    /// The image whose manifest blob is `digest`, when the store holds it.
+    fn manifest_image(&self, digest: &Digest) -> Option<Image> {
+        let r = ImageRef {
+            target: *digest,
+            media_type: String::new(),
+            size: 0,
+            created: kiln_cache::Timestamp::now(),
+        };
+        let bytes = self.blobs().read_verified(digest, MAX_JSON_BLOB).ok()?;
+        match manifest::parse(&bytes, "", "manifest").ok()? {
+            Parsed::Manifest(_) => self.image_from_ref(None, &r).ok(),
+            Parsed::Index(_) => None,
+        }
+    }
+
     fn image_from_ref(&self, name: Option<String>, r: &ImageRef) -> Result<Image, ImageError> {
-        self.read_image(r)
-            .map_err(|source| ImageError::InvalidImage {
-                name: name.clone().unwrap_or_else(|| r.target.to_string()),
-                source: Box::new(source),
+        self.image_from_ref_for(name, r, None)
+    }
+
+    fn image_from_ref_for(
+        &self,
+        name: Option<String>,
+        r: &ImageRef,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> Result<Image, ImageError> {
+        let label = || name.clone().unwrap_or_else(|| r.target.to_string());
+        let image = self
+            .read_image(r, platform)
+            .map_err(|source| match source {
+                kiln_oci::Error::NoPlatform {
+                    wanted, available, ..
+                } => ImageError::NoPlatform {
+                    name: label(),
+                    wanted,
+                    available,
+                },
+                source => ImageError::InvalidImage {
+                    name: label(),
+                    source: Box::new(source),
+                },
             })
             .map(|(manifest_digest, manifest, config)| Image {
-                name,
+                name: name.clone(),
                 manifest_digest,
                 config_digest: manifest.config.digest,
                 manifest,
                 config,
-            })
+            })?;
+        match platform {
+            Some(p) => check_platform(image, p),
+            None => Ok(image),
+        }
     }
 
-    /// The manifest (for an index: this host's platform's, or the first) and config `r` points
-    /// at.
-    fn read_image(&self, r: &ImageRef) -> Result<(Digest, Manifest, ImageConfig), kiln_oci::Error> {
+    /// The platforms of the image `r` points at: one per manifest of an index, or the one of
+    /// a single manifest (from its config).
+    pub fn platforms_of(&self, name: &str) -> Result<Vec<kiln_llb::Platform>, ImageError> {
+        let canonical = crate::name::store_name(name).unwrap_or_else(|_| name.to_owned());
+        let Some(r) = self.store().image_ref(&canonical)? else {
+            return Ok(vec![platform_of_config(&self.image(name)?.config)]);
+        };
+        let bytes = self
+            .blobs()
+            .read_verified(&r.target, MAX_JSON_BLOB)
+            .map_err(|e| ImageError::InvalidImage {
+                name: canonical.clone(),
+                source: Box::new(e.into()),
+            })?;
+        match manifest::parse(&bytes, &r.media_type, &format!("manifest {}", r.target)) {
+            Ok(Parsed::Index(index)) => Ok(index
+                .images()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| kiln_llb::Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
+                .collect()),
+            _ => Ok(vec![platform_of_config(&self.image(name)?.config)]),
+        }
+    }
+
+    /// The manifest (for an index: `platform`'s, or without one this host's platform's, or the
+    /// first) and config `r` points at.
+    fn read_image(
+        &self,
+        r: &ImageRef,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> Result<(Digest, Manifest, ImageConfig), kiln_oci::Error> {
         let blobs = self.blobs();
         let mut digest = r.target;
         let mut media_type = r.media_type.clone();
@@ -116,21 +239,42 @@ impl ImageStore {
                     return Ok((digest, manifest, config));
                 }
                 Parsed::Index(index) => {
-                    let host = kiln_llb::Platform::host();
-                    let chosen = index
-                        .manifests
-                        .iter()
-                        .find(|d| {
-                            d.platform.as_ref().is_some_and(|p| {
-                                p.os == host.os && p.architecture == host.architecture
-                            })
+                    let of = |d: &kiln_oci::Descriptor| {
+                        d.platform.as_ref().map(|p| {
+                            kiln_llb::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
                         })
-                        .or_else(|| index.manifests.first())
-                        .ok_or_else(|| kiln_oci::Error::NoPlatform {
+                    };
+                    let chosen = match platform {
+                        Some(want) => index
+                            .images()
+                            .find(|d| of(d).is_some_and(|p| p.matches(want))),
+                        None => {
+                            let host = kiln_llb::Platform::host();
+                            index
+                                .images()
+                                .find(|d| {
+                                    of(d).is_some_and(|p| {
+                                        p.os == host.os && p.architecture == host.architecture
+                                    })
+                                })
+                                .or_else(|| index.images().next())
+                        }
+                    };
+                    let chosen = chosen.ok_or_else(|| {
+                        let available: Vec<String> = index
+                            .images()
+                            .map(|d| of(d).map_or("unknown".to_owned(), |p| p.to_string()))
+                            .collect();
+                        kiln_oci::Error::NoPlatform {
                             index: digest,
-                            wanted: format!("{}/{}", host.os, host.architecture),
-                            available: "none".to_owned(),
-                        })?;
+                            wanted: platform.map_or_else(|| "any".to_owned(), ToString::to_string),
+                            available: if available.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                available.join(", ")
+                            },
+                        }
+                    })?;
                     digest = chosen.digest;
                     media_type = chosen.media_type.clone();
                 }

@@ -27,7 +27,7 @@ pub use commit::{CommitOptions, now_rfc3339};
 pub use error::{Cause, ImageError};
 pub use export::SaveFormat;
 pub use gc::Snapshots;
-pub use image::{Image, Removed, chain_ids};
+pub use image::{Image, Removed, chain_ids, platform_of_config};
 pub use kiln_cache::{CheckReport, DiskUsage, PruneOptions, PruneReport, default_root};
 pub use load::Loaded;
 pub use name::{familiar, store_name};

@@ -34,12 +34,23 @@ impl ImageStore {
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.pull_for(client, name, None, progress)
+    }
+
+    /// Pulls `name` for `platform` (this host's when `None`) and names it in the store.
+    pub fn pull_for(
+        &self,
+        client: &Client,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
         let reference = Reference::parse(name).map_err(|source| ImageError::InvalidReference {
             name: name.to_owned(),
             source,
         })?;
         let opts = PullOptions {
-            platform: kiln_llb::Platform::host(),
+            platform: platform.cloned().unwrap_or_else(kiln_llb::Platform::host),
             concurrency: PULL_CONCURRENCY,
             progress,
         };
@@ -55,7 +66,7 @@ impl ImageStore {
         };
         let result = kiln_registry::pull(client, &reference, &sink, &opts)
             .map_err(|e| registry_error("pull", &reference.to_string(), e))
-            .and_then(|pulled| self.name_pulled(&reference, &pulled));
+            .and_then(|pulled| self.name_pulled(&reference, &pulled, platform));
         let released = self.store().delete_lease(&lease.id);
         let image = result?;
         released?;
@@ -66,6 +77,7 @@ impl ImageStore {
         &self,
         reference: &Reference,
         pulled: &kiln_registry::Pulled,
+        platform: Option<&kiln_llb::Platform>,
     ) -> Result<Image, ImageError> {
         let target = ImageRef {
             target: pulled.manifest.digest,
@@ -74,8 +86,16 @@ impl ImageStore {
             created: Timestamp::now(),
         };
         let canonical = reference.to_string();
+        let previous = self.store().image_ref(&canonical)?;
         self.store().set_image_ref(&canonical, &target)?;
-        let image = self.image(&canonical)?;
+        let image = self.image_for(&canonical, platform)?;
+        if let (Some(platform), Some(previous)) = (platform, previous) {
+            // A pull for one platform keeps the others the name had: the name becomes an
+            // index of them all, so a multi-platform build pulling its base per platform
+            // finds every one.
+            self.keep_other_platforms(&canonical, &previous, &image, platform)?;
+            return self.image_for(&canonical, Some(platform));
+        }
         if pulled.attestations.is_empty() {
             return Ok(image);
         }
@@ -92,7 +112,59 @@ impl ImageStore {
                 created: Timestamp::now(),
             },
         )?;
-        self.image(&canonical)
+        self.image_for(&canonical, platform)
+    }
+
+    /// Points `name` at an index of `image` (for `platform`) and the images for other
+    /// platforms `previous` held (a manifest, or an index's entries).
+    fn keep_other_platforms(
+        &self,
+        name: &str,
+        previous: &ImageRef,
+        image: &Image,
+        platform: &kiln_llb::Platform,
+    ) -> Result<(), ImageError> {
+        if previous.target == image.manifest_digest {
+            return Ok(());
+        }
+        let mut others: Vec<Image> = Vec::new();
+        let old = |e| ImageError::format("read the image the name had", e);
+        let bytes = kiln_oci::BlobSource::read_verified(
+            self.blobs(),
+            &previous.target,
+            kiln_oci::export::MAX_JSON_SIZE,
+        )
+        .map_err(old)?;
+        match kiln_oci::manifest::parse(&bytes, &previous.media_type, "stored manifest") {
+            Ok(kiln_oci::manifest::Parsed::Index(index)) => {
+                for d in index.images() {
+                    if let Some(p) = &d.platform {
+                        let p =
+                            kiln_llb::Platform::new(&p.os, &p.architecture, p.variant.as_deref());
+                        if !p.matches(platform)
+                            && let Ok(other) = self.image_for(&d.digest.to_string(), Some(&p))
+                        {
+                            others.push(other);
+                        }
+                    }
+                }
+            }
+            Ok(kiln_oci::manifest::Parsed::Manifest(_)) => {
+                if let Ok(other) = self.image(&previous.target.to_string()) {
+                    let p = crate::image::platform_of_config(&other.config);
+                    if !other.config.architecture.is_empty() && !p.matches(platform) {
+                        others.push(other);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        if others.is_empty() {
+            return Ok(());
+        }
+        others.push(image.clone());
+        self.store_index(&others, &[name.to_owned()])?;
+        Ok(())
     }
 
     /// Pulls with the default config file and docker credentials.
@@ -101,8 +173,18 @@ impl ImageStore {
         name: &str,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.pull_default_for(name, None, progress)
+    }
+
+    /// [`ImageStore::pull_default`] for `platform`.
+    pub fn pull_default_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
         let client = Client::from_env().map_err(|e| registry_error("pull", name, e))?;
-        self.pull(&client, name, progress)
+        self.pull_for(&client, name, platform, progress)
     }
 }
 
@@ -136,9 +218,25 @@ impl ImageStore {
         always: bool,
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<Image, ImageError> {
+        self.resolve_or_pull_for(name, always, None, progress)
+    }
+
+    /// [`ImageStore::resolve_or_pull`] for `platform`: a stored index gives its manifest for
+    /// the platform, and a stored image without it is an error listing what it has.
+    pub fn resolve_or_pull_for(
+        &self,
+        name: &str,
+        always: bool,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<Image, ImageError> {
+        let mut missing_platform = None;
         if !always {
-            match self.image(name) {
+            match self.image_for(name, platform) {
                 Err(ImageError::NotFound(_)) => {}
+                // The stored image lacks the platform: its registry may have it (a pull for
+                // it keeps the platforms the name has). If not, the store's answer stands.
+                Err(e @ ImageError::NoPlatform { .. }) => missing_platform = Some(e),
                 other => return other,
             }
         }
@@ -146,7 +244,10 @@ impl ImageStore {
         let is_id = name.starts_with("sha256:")
             || (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if is_id {
-            return self.image(name);
+            return match missing_platform {
+                Some(e) => Err(e),
+                None => self.image_for(name, platform),
+            };
         }
         if let Err(source) = Reference::parse(name) {
             return Err(ImageError::InvalidReference {
@@ -154,6 +255,12 @@ impl ImageStore {
                 source,
             });
         }
-        self.pull_default(name, progress)
+        match (
+            self.pull_default_for(name, platform, progress),
+            missing_platform,
+        ) {
+            (Err(_), Some(e)) => Err(e),
+            (result, _) => result,
+        }
     }
 }

@@ -261,6 +261,34 @@ impl Definition {
         }
     }
 
+    /// Adds every vertex of `other` (with its metadata, passed through `meta`, and its source
+    /// locations) and returns `other`'s root as it is here. Equal ops are one vertex: this is
+    /// how the graphs of several platforms become one solve whose shared steps run once.
+    pub fn absorb(
+        &mut self,
+        other: &Definition,
+        meta: impl Fn(&Digest, OpMetadata) -> OpMetadata,
+    ) -> Result<Option<Input>, DefinitionError> {
+        let files: Vec<usize> = other
+            .source_map
+            .files
+            .iter()
+            .map(|f| self.source_map.add_file(f.name.clone(), f.data.clone()))
+            .collect();
+        for digest in &other.order {
+            let Some(op) = other.vertices.get(digest) else {
+                continue;
+            };
+            let added = self.add_with_metadata(op.clone(), meta(digest, other.metadata(digest)))?;
+            for location in other.source_map.locations.get(digest).into_iter().flatten() {
+                let mut location = location.clone();
+                location.file = files.get(location.file).copied().unwrap_or(location.file);
+                self.source_map.add_location(added, location);
+            }
+        }
+        Ok(other.root)
+    }
+
     /// A copy holding only what the root needs (with their metadata and source locations).
     pub fn pruned(&self) -> Definition {
         let keep: BTreeSet<Digest> = self.needed().into_iter().collect();

@@ -230,6 +230,11 @@ impl Encoder<'_> {
                 self.bool(device.required);
             }
         }
+        // Likewise: written only for a step of another platform than the host's.
+        if let Some(platform) = &exec.platform {
+            self.tag(0x50);
+            self.str(&platform.to_string());
+        }
     }
 
     fn mount_source(&mut self, source: &MountSource) {

@@ -171,6 +171,29 @@ impl Platform {
     pub fn host() -> Platform {
         Platform::new(std::env::consts::OS, std::env::consts::ARCH, None)
     }
+
+    /// Whether an image for `self` satisfies a request for `wanted`, as containerd's default
+    /// platform matcher decides: equal after normalization, so `linux/arm64` matches
+    /// `linux/arm64/v8`, while `linux/arm/v7` and `linux/arm/v6` are different platforms.
+    pub fn matches(&self, wanted: &Platform) -> bool {
+        self == wanted
+    }
+
+    /// Parses a comma-separated list (`linux/amd64,linux/arm64`), dropping repeats and keeping
+    /// the order given.
+    pub fn parse_list(s: &str) -> Result<Vec<Platform>, PlatformParseError> {
+        let mut out: Vec<Platform> = Vec::new();
+        for part in s.split(',') {
+            if part.trim().is_empty() {
+                return Err(PlatformParseError(s.to_owned()));
+            }
+            let p = Platform::parse(part)?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl fmt::Display for Platform {
@@ -268,6 +291,10 @@ pub struct ExecOp {
     pub security: SecurityMode,
     /// Devices the step asks for (`RUN --device`), in order.
     pub devices: Vec<Device>,
+    /// The platform the step's programs are built for when it is not the build host's
+    /// (`None`: the host's). The engine runs such a step through the kernel's binfmt_misc
+    /// emulator for it, and refuses it with a clear error when there is none.
+    pub platform: Option<Platform>,
 }
 
 /// A device a RUN step asks for: a host device node (`/dev/fuse`) or a CDI device name
@@ -754,6 +781,22 @@ mod tests {
             "linux/arm/v6"
         );
         assert!(Platform::parse("linux").is_err());
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        assert!(Platform::parse("linux/arm64/v8").unwrap().matches(&arm64));
+        assert!(arm64.matches(&Platform::parse("linux/aarch64").unwrap()));
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert!(!Platform::parse("linux/arm/v6").unwrap().matches(&v7));
+        assert!(!v7.matches(&Platform::parse("linux/arm/v6").unwrap()));
+        assert!(!arm64.matches(&Platform::parse("linux/amd64").unwrap()));
+        assert_eq!(
+            Platform::parse_list("linux/amd64, linux/arm64,linux/amd64")
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        assert!(Platform::parse_list("linux/amd64,").is_err());
         assert!(Platform::parse("linux//v7").is_err());
         assert_eq!(Platform::host().os, "linux");
     }

@@ -46,6 +46,7 @@ fn run(root: Input, extra: Vec<Mount>) -> ExecOp {
         network: NetworkMode::Default,
         security: SecurityMode::Sandbox,
         devices: Vec::new(),
+        platform: None,
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) use mounts::{parse_mount, parse_tmpfs, parse_volume};
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub image: String,
+    /// `--platform`: the manifest of an index to run (`linux/arm64`); the host's by default.
+    pub platform: Option<String>,
     /// Arguments after the image: replace the image's CMD.
     pub command: Vec<String>,
     pub name: Option<String>,

@@ -59,7 +59,14 @@ pub fn busybox_binary() -> io::Result<PathBuf> {
 /// `/bin/busybox`, a symlink per applet, `/etc/passwd`, `/etc/group`, `/tmp` (1777) and the
 /// usual empty directories.
 pub fn write_busybox_rootfs(root: &Path) -> io::Result<()> {
-    let busybox = busybox_binary()?;
+    write_busybox_rootfs_with(root, &busybox_binary()?)
+}
+
+/// [`write_busybox_rootfs`] with `busybox` as `/bin/busybox` (a binary for another
+/// architecture, say); the applets are those the host's busybox lists, since Debian builds the
+/// same set for every architecture.
+pub fn write_busybox_rootfs_with(root: &Path, busybox: &Path) -> io::Result<()> {
+    let host_busybox = busybox_binary()?;
     for (dir, mode) in [
         ("bin", 0o755),
         ("sbin", 0o755),
@@ -81,10 +88,10 @@ pub fn write_busybox_rootfs(root: &Path) -> io::Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     }
     let target = root.join("bin/busybox");
-    fs::copy(&busybox, &target)?;
+    fs::copy(busybox, &target)?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
 
-    let output = Command::new(&busybox).arg("--list-full").output()?;
+    let output = Command::new(&host_busybox).arg("--list-full").output()?;
     if !output.status.success() {
         return Err(io::Error::other("busybox --list-full failed"));
     }
@@ -110,12 +117,18 @@ pub fn write_busybox_rootfs(root: &Path) -> io::Result<()> {
 /// Writes the busybox root filesystem as a deterministic tar (sorted entries, numeric owners
 /// 0:0, a fixed mtime) to `out`, the input `kiln import` takes.
 pub fn write_busybox_rootfs_tar(out: &Path) -> io::Result<()> {
+    write_busybox_rootfs_tar_with(out, &busybox_binary()?)
+}
+
+/// [`write_busybox_rootfs_tar`] with `busybox` as the binary (see
+/// [`write_busybox_rootfs_with`]).
+pub fn write_busybox_rootfs_tar_with(out: &Path, busybox: &Path) -> io::Result<()> {
     let staging = out.with_extension("staging");
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
     fs::create_dir_all(&staging)?;
-    write_busybox_rootfs(&staging)?;
+    write_busybox_rootfs_with(&staging, busybox)?;
     let tmp = out.with_extension("tmp");
     {
         let file = fs::File::create(&tmp)?;
@@ -160,6 +173,68 @@ fn append_tree_sorted<W: Write>(
         }
     }
     Ok(())
+}
+
+/// The arm64 busybox for multi-platform tests: `$KILN_BUSYBOX_ARM64`, or Debian's
+/// `busybox-static:arm64` fetched once into `cache` (`apt-get download`, which needs
+/// `dpkg --add-architecture arm64` and an `apt-get update`) and unpacked with `dpkg-deb -x`.
+/// The error says what is missing, for the test's `skipped:` line.
+pub fn arm64_busybox(cache: &Path) -> io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KILN_BUSYBOX_ARM64").map(PathBuf::from) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("KILN_BUSYBOX_ARM64={} is not a file", path.display()),
+            ))
+        };
+    }
+    let unpacked = cache.join("busybox-arm64");
+    let binary = unpacked.join("bin/busybox");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    let download = cache.join("busybox-arm64-deb");
+    fs::create_dir_all(&download)?;
+    let fetched = Command::new("apt-get")
+        .args(["download", "busybox-static:arm64"])
+        .current_dir(&download)
+        .output()?;
+    if !fetched.status.success() {
+        return Err(io::Error::other(format!(
+            "apt-get download busybox-static:arm64 failed (is the arm64 architecture added: \
+             dpkg --add-architecture arm64 && apt-get update?): {}",
+            String::from_utf8_lossy(&fetched.stderr).trim()
+        )));
+    }
+    let deb = fs::read_dir(&download)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| io::Error::other("apt-get download left no .deb"))?;
+    let staging = cache.join("busybox-arm64.staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    let unpack = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&staging)
+        .status()?;
+    if !unpack.success() || !staging.join("bin/busybox").is_file() {
+        return Err(io::Error::other(format!(
+            "dpkg-deb -x {} gave no bin/busybox",
+            deb.display()
+        )));
+    }
+    // Renamed into place, so concurrent tests see the whole tree or none of it.
+    match fs::rename(&staging, &unpacked) {
+        Ok(()) => {}
+        Err(_) if binary.is_file() => fs::remove_dir_all(&staging)?,
+        Err(e) => return Err(e),
+    }
+    Ok(binary)
 }
 
 /// Runs in a private mount namespace before skopeo: a tmpfs over `/var/lib/containers` (or over

@@ -63,8 +63,9 @@ impl Backend for LocalBackend {
             cancel,
         ))?;
         Ok(BuildOutcome {
-            image_id: result.image.id(),
-            manifest_digest: result.image.manifest_digest,
+            // A multi-platform build's image is its index, as with Docker's containerd store.
+            image_id: result.index.unwrap_or_else(|| result.image.id()),
+            manifest_digest: result.index.unwrap_or(result.image.manifest_digest),
             names: result.names,
             remote: None,
         })
@@ -100,8 +101,27 @@ impl Backend for LocalBackend {
         Ok(self.images.import_rootfs(input, name, config, source)?)
     }
 
-    fn pull(&self, name: &str, progress: &(dyn Fn(PullEvent) + Sync)) -> anyhow::Result<Image> {
-        Ok(self.images.pull(&registry_client()?, name, progress)?)
+    fn pull_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> anyhow::Result<Image> {
+        Ok(self
+            .images
+            .pull_for(&registry_client()?, name, platform, progress)?)
+    }
+
+    fn platforms(&self, name: &str) -> Vec<kiln_llb::Platform> {
+        self.images.platforms_of(name).unwrap_or_default()
+    }
+
+    fn image_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> anyhow::Result<Image> {
+        Ok(self.images.image_for(name, platform)?)
     }
 
     fn push(

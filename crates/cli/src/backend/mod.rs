@@ -86,7 +86,31 @@ pub trait Backend: Send + Sync {
         source: &str,
     ) -> anyhow::Result<Image>;
 
-    fn pull(&self, name: &str, progress: &(dyn Fn(PullEvent) + Sync)) -> anyhow::Result<Image>;
+    /// Pulls `name` for `platform` (the host's when `None`), as `--platform` asks.
+    fn pull_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> anyhow::Result<Image>;
+
+    /// The platforms of the stored image `name` (one per manifest of an index); empty when
+    /// they cannot be told.
+    fn platforms(&self, _name: &str) -> Vec<kiln_llb::Platform> {
+        Vec::new()
+    }
+
+    /// The stored image `name` for `platform`: an index's manifest for it.
+    fn image_for(
+        &self,
+        name: &str,
+        platform: Option<&kiln_llb::Platform>,
+    ) -> anyhow::Result<Image> {
+        match platform {
+            None => self.image(name),
+            Some(_) => anyhow::bail!("not supported yet: --platform with --builder"),
+        }
+    }
 
     /// Pushes `name` to `destination` (default: `name` itself).
     fn push(

@@ -118,9 +118,10 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default), zstd[,level=N] or uncompressed.
     #[arg(long)]
     compression: Option<String>,
-    /// The target platform (only the host's platform can run RUN steps).
+    /// The target platforms (`linux/amd64,linux/arm64`; repeatable). RUN steps for another
+    /// architecture run through QEMU user emulation (binfmt_misc).
     #[arg(long)]
-    platform: Option<String>,
+    platform: Vec<String>,
     /// Expose a secret to `RUN --mount=type=secret` (`id=X,src=FILE` or `id=X,env=VAR`);
     /// repeatable.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
@@ -326,12 +327,17 @@ fn request(
         let (k, v) = parse_kv(l, "label")?;
         labels.insert(k, v);
     }
-    let platform = match &args.platform {
-        Some(p) => {
-            let parsed = Platform::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(parsed)
+    let mut platforms: Vec<Platform> = Vec::new();
+    for value in &args.platform {
+        for p in Platform::parse_list(value).map_err(|e| anyhow::anyhow!("{e}"))? {
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
         }
-        None => None,
+    }
+    let platform = match platforms.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
     };
     let mut request = BuildRequest::new(context, dockerfile, &dockerfile_name);
     request.dockerfile_path = dockerfile_path;
@@ -339,6 +345,9 @@ fn request(
     request.options.target = args.target.clone();
     request.options.labels = labels;
     request.options.platform = platform;
+    if platforms.len() > 1 {
+        request.platforms = platforms;
+    }
     request.options.no_cache = args.no_cache;
     request.options.no_cache_filter = args.no_cache_filter.clone();
     request.options.network = match args.network {

@@ -73,6 +73,10 @@ pub struct ImportArgs {
     /// LABEL, EXPOSE, STOPSIGNAL, VOLUME); repeatable.
     #[arg(short = 'c', long = "change")]
     changes: Vec<String>,
+    /// The platform the files are for (`linux/arm64`), as Docker's `import --platform`; the
+    /// host's by default.
+    #[arg(long)]
+    platform: Option<String>,
 }
 
 fn short_id(image: &Image, full: bool) -> String {
@@ -244,6 +248,12 @@ pub fn history(args: HistoryArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
 pub fn import(args: ImportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut config = ImageConfig::default();
+    if let Some(p) = &args.platform {
+        let p = kiln_llb::Platform::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.os = p.os;
+        config.architecture = p.architecture;
+        config.variant = p.variant;
+    }
     for change in &args.changes {
         kiln_frontend::change::apply_change(&mut config.config, change)
             .with_context(|| format!("invalid --change {change:?}"))?;

@@ -61,7 +61,17 @@ pub fn inspect(args: InspectArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .filter(|(_, i)| i.id() == image.id())
                 .map(|(n, _)| familiar(n))
                 .collect();
-            found.push(images::inspect_json(name, &image, tags));
+            let mut inspected = images::inspect_json(name, &image, tags);
+            // An index of several platforms (a multi-platform build) lists them; the rest of
+            // the object is this host's platform's image, as Docker shows it.
+            let platforms = backend.platforms(name);
+            if platforms.len() > 1
+                && let Some(object) = inspected.as_object_mut()
+            {
+                let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+                object.insert("Platforms".into(), names.into());
+            }
+            found.push(inspected);
             continue;
         }
         missing.push(name.clone());

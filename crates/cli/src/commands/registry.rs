@@ -17,6 +17,9 @@ pub struct PullArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Pull the image for this platform (`linux/arm64`) rather than the host's.
+    #[arg(long)]
+    platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -56,11 +59,18 @@ fn client() -> anyhow::Result<Client> {
 
 pub fn pull(args: PullArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet;
-    let image = ctx.backend()?.pull(&args.name, &|event| {
-        if !quiet {
-            eprintln!("{}", kiln_image::describe_pull(&event));
-        }
-    })?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_llb::Platform::parse)
+        .transpose()?;
+    let image = ctx
+        .backend()?
+        .pull_for(&args.name, platform.as_ref(), &|event| {
+            if !quiet {
+                eprintln!("{}", kiln_image::describe_pull(&event));
+            }
+        })?;
     if quiet {
         println!("sha256:{}", image.id().hex());
     } else {

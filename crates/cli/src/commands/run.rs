@@ -181,6 +181,10 @@ pub struct RunArgs {
     /// Don't show the pull's progress.
     #[arg(short, long)]
     quiet: bool,
+    /// Run the image's manifest for this platform (`linux/arm64`); programs for another
+    /// architecture run through QEMU user emulation (binfmt_misc).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Memory plus swap (e.g. 1g; -1 for unlimited swap).
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = swap)]
     memory_swap: Option<String>,
@@ -229,6 +233,7 @@ impl RunArgs {
     fn options(&self) -> RunOptions {
         RunOptions {
             image: self.image.clone(),
+            platform: self.platform.clone(),
             command: self.command.clone(),
             name: self.name.clone(),
             entrypoint: self.entrypoint.clone(),
@@ -409,7 +414,13 @@ impl RunArgs {
     /// `--pull`: fetches the image when told to, or when it is missing (the default).
     fn pull_image(&self, ctx: &Context) -> Result<(), String> {
         let backend = ctx.backend().map_err(|e| format!("{e:#}"))?;
-        let have = backend.image(&self.image).is_ok();
+        let platform = self
+            .platform
+            .as_deref()
+            .map(kiln_llb::Platform::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let have = backend.image_for(&self.image, platform.as_ref()).is_ok();
         match (self.pull.as_str(), have) {
             ("never", false) => return Err(format!("No such image: {}", self.image)),
             ("missing", true) | ("never", true) => return Ok(()),
@@ -418,7 +429,7 @@ impl RunArgs {
         }
         let quiet = self.quiet;
         backend
-            .pull(&self.image, &|event| {
+            .pull_for(&self.image, platform.as_ref(), &|event| {
                 if !quiet {
                     eprintln!("{}", kiln_image::describe_pull(&event));
                 }

@@ -74,7 +74,6 @@ unsupported! {
     network_alias: "network-alias",
     net_alias: "net-alias",
     oom_score_adj: "oom-score-adj",
-    platform: "platform",
     runtime: "runtime",
     storage_opt: "storage-opt",
     userns: "userns",

@@ -96,6 +96,113 @@ pub(super) fn finish(
         names,
         cache_exports,
         pushed,
+        index: None,
+    })
+}
+
+/// [`finish`] for several platforms: each result is committed as an image, an index over them
+/// gets the names, archives hold the index, a `type=local` output gets a directory per
+/// platform (`linux_arm64`, as BuildKit's) and `type=tar` one tar of those directories, and
+/// `--push` pushes the index with every manifest.
+pub(super) fn finish_platforms(
+    images: Arc<ImageStore>,
+    request: &BuildRequest,
+    solved: Vec<Solved>,
+    remotes: &[RemoteCache],
+    reporter: &Reporter,
+) -> Result<BuildResult, BuildError> {
+    let outputs = request.outputs();
+    let mut commit = kiln_image::output::commit_options(&outputs, &request.commit);
+    if commit.source_date_epoch.is_none() {
+        commit.source_date_epoch = request.options.source_date_epoch.map(|t| t.max(0) as u64);
+    }
+    let mut built = Vec::with_capacity(solved.len());
+    for one in solved {
+        let mut config = one.config;
+        let created = match commit.source_date_epoch {
+            Some(t) => kiln_llb::image::format_rfc3339(t as i64, 0),
+            None => reuse_created_time(&images, &one.key, &config, remotes)?.1,
+        };
+        fill_created(&mut config, &created);
+        built.push(images.commit_image(one.top.as_ref(), config, &[], &commit)?);
+    }
+    let names = request.store_names();
+    let index = images.store_index(&built, &names)?;
+    for output in &outputs {
+        match output.kind {
+            kiln_image::OutputKind::Local => {
+                let Some(dest) = &output.dest else {
+                    return Err(EngineError::Bug("a local output without dest".into()).into());
+                };
+                std::fs::create_dir_all(dest).map_err(|source| EngineError::Io {
+                    what: format!("create {}", dest.display()),
+                    source,
+                })?;
+                for image in &built {
+                    let platform = kiln_image::platform_of_config(&image.config);
+                    let mut one = output.clone();
+                    one.dest = Some(dest.join(super::platforms::dir_name(&platform)));
+                    kiln_image::export::export_top(
+                        &images,
+                        image,
+                        None,
+                        &one,
+                        &request.tags,
+                        commit.source_date_epoch,
+                    )?;
+                }
+            }
+            kiln_image::OutputKind::Tar => {
+                let Some(dest) = &output.dest else {
+                    return Err(EngineError::Bug("a tar output without dest".into()).into());
+                };
+                // One tar with a directory per platform, as BuildKit's tar exporter writes.
+                let tree = images.tempdir("export-tar-")?;
+                for image in &built {
+                    let platform = kiln_image::platform_of_config(&image.config);
+                    let dir = tree.path().join(super::platforms::dir_name(&platform));
+                    std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+                        what: format!("create {}", dir.display()),
+                        source,
+                    })?;
+                    kiln_image::export::apply_layers(&images, image, &dir)?;
+                }
+                kiln_image::export::into_file(dest, |out| {
+                    kiln_image::export::write_tree_tar(tree.path(), out, commit.source_date_epoch)
+                })?;
+            }
+            _ => kiln_image::export::export_top(
+                &images,
+                &built[0],
+                Some(&index),
+                output,
+                &request.tags,
+                commit.source_date_epoch,
+            )?,
+        }
+        if let Some(dest) = &output.dest {
+            reporter.info(format!("exporting to {} done", dest.display()));
+        }
+    }
+    let pushed = if request.push || outputs.iter().any(|o| o.push) {
+        push(&images, &names, reporter)?
+    } else {
+        Vec::new()
+    };
+    let names = names
+        .iter()
+        .map(|n| kiln_image::store_name(n))
+        .collect::<Result<_, _>>()?;
+    let image = built
+        .into_iter()
+        .next()
+        .ok_or_else(|| EngineError::Bug("a build of no platforms".into()))?;
+    Ok(BuildResult {
+        image,
+        names,
+        cache_exports: Vec::new(),
+        pushed,
+        index: Some(index.digest),
     })
 }
 

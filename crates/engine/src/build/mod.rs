@@ -2,6 +2,7 @@
 //! the image store, store the target as an image and send it where the outputs say.
 
 mod finish;
+mod platforms;
 mod request;
 mod shared;
 
@@ -34,11 +35,11 @@ struct StoreResolver<'a> {
 }
 
 impl ImageResolver for StoreResolver<'_> {
-    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let label = kiln_image::familiar(reference);
         let image = self
             .images
-            .resolve_or_pull(reference, self.pull, &|event| {
+            .resolve_or_pull_for(reference, self.pull, Some(platform), &|event| {
                 self.reporter.info(format!(
                     "pull {label}: {}",
                     kiln_image::describe_pull(&event)
@@ -132,27 +133,56 @@ async fn build_with_solver(
     kiln_image::output::validate_outputs(&request.outputs).map_err(BuildError::Invalid)?;
     let started = kiln_image::now_rfc3339();
     let reporter = Reporter::new(progress.clone());
-    let lowered = {
+    platforms::check_supported(&request)?;
+    let targets = platforms::of(&request);
+    let lowered_all: Vec<lower::Lowered> = {
         let images = images.clone();
         let request = request.clone();
         let reporter = reporter.clone();
-        tokio::task::spawn_blocking(move || lower_with(&images, &request, &reporter))
-            .await
-            .map_err(EngineError::task("lowering"))??
+        let targets = targets.clone();
+        tokio::task::spawn_blocking(move || {
+            targets
+                .into_iter()
+                .map(|platform| {
+                    let mut request = request.clone();
+                    request.options.platform = platform;
+                    lower_with(&images, &request, &reporter)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(EngineError::task("lowering"))??
     };
-    for warning in &lowered.warnings {
-        reporter.warn(warning.short());
+    // Each platform's lowering finds the same warnings: say each once.
+    let mut warned = std::collections::BTreeSet::new();
+    for warning in lowered_all.iter().flat_map(|l| &l.warnings) {
+        if warned.insert(warning.short()) {
+            reporter.warn(warning.short());
+        }
     }
-    let definition = lowered.definition;
+    let multi = lowered_all.len() > 1;
+    let (definition, roots) = if multi {
+        let host = Platform::host();
+        let pairs: Vec<(Platform, &lower::Lowered)> = targets
+            .iter()
+            .map(|p| p.clone().unwrap_or_else(|| host.clone()))
+            .zip(&lowered_all)
+            .collect();
+        platforms::merge(&pairs)?
+    } else {
+        let definition = lowered_all[0].definition.clone();
+        let root = definition.root();
+        (definition, root.into_iter().collect())
+    };
     reporter.send(Progress::Steps(
         definition
             .topological()
             .filter_map(|(d, _)| Some((d, definition.metadata(&d).name?)))
             .collect(),
     ));
-    let Some(root) = definition.root() else {
+    if roots.is_empty() {
         return Err(EngineError::Bug("the frontend produced a graph without a root".into()).into());
-    };
+    }
     check_entitlements(&definition, &request)?;
     let git_commits = {
         let definition = definition.clone();
@@ -208,7 +238,13 @@ async fn build_with_solver(
         events: Some(events),
         cancel: cancel.clone(),
     };
-    let solved = solver.solve(&graph, &[root.vertex], options).await;
+    let mut wanted: Vec<Digest> = Vec::new();
+    for root in &roots {
+        if !wanted.contains(&root.vertex) {
+            wanted.push(root.vertex);
+        }
+    }
+    let solved = solver.solve(&graph, &wanted, options).await;
     let _ = forward.await;
     let explained = {
         let definition = definition.clone();
@@ -222,20 +258,48 @@ async fn build_with_solver(
     }
     crate::context::save_stat_caches();
     let solved = solved.map_err(|e| step_error(&definition, e))?;
-    let top = match &solved[0].value {
-        Value::Snapshot(id) => Some(id.clone()),
-        Value::Scratch => None,
-        Value::Local(_) => {
-            return Err(EngineError::NotSupported(
-                "a build whose result is the context itself".into(),
-            )
-            .into());
-        }
+    let mut results = Vec::new();
+    for (root, lowered) in roots.iter().zip(lowered_all) {
+        let at = wanted
+            .iter()
+            .position(|w| *w == root.vertex)
+            .ok_or_else(|| EngineError::Bug("a platform's root was not solved".into()))?;
+        let top = match &solved[at].value {
+            Value::Snapshot(id) => Some(id.clone()),
+            Value::Scratch => None,
+            Value::Local(_) => {
+                return Err(EngineError::NotSupported(
+                    "a build whose result is the context itself".into(),
+                )
+                .into());
+            }
+        };
+        results.push((top, solved[at].key, lowered.config));
+    }
+    if multi {
+        let solved = results
+            .into_iter()
+            .map(|(top, key, config)| Solved {
+                top,
+                key,
+                config,
+                used: used.clone(),
+                provenance: None,
+            })
+            .collect();
+        return tokio::task::spawn_blocking(move || {
+            finish::finish_platforms(images, &request, solved, &remotes, &reporter)
+        })
+        .await
+        .map_err(EngineError::task("export"))?;
+    }
+    let Some((top, key, config)) = results.pop() else {
+        return Err(EngineError::Bug("the build solved nothing".into()).into());
     };
     let solved = Solved {
         top,
-        key: solved[0].key,
-        config: lowered.config,
+        key,
+        config,
         used,
         provenance: request
             .extras

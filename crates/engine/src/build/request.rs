@@ -25,6 +25,10 @@ pub struct BuildRequest {
     /// Its path on disk, when it has one.
     pub dockerfile_path: Option<PathBuf>,
     pub options: BuildOptions,
+    /// Two or more target platforms (`--platform a,b`): each is lowered as its own graph,
+    /// all are solved together and the result is an image index. Empty: one platform,
+    /// `options.platform`.
+    pub platforms: Vec<kiln_llb::Platform>,
     /// The `-t` names. The store names the image by these and by the `name=` of every
     /// `type=image` output; archives record them when their output gives no `name=`.
     pub tags: Vec<String>,
@@ -65,6 +69,7 @@ impl BuildRequest {
                 network: NetworkMode::Default,
                 ..BuildOptions::default()
             },
+            platforms: Vec::new(),
             tags: Vec::new(),
             outputs: Vec::new(),
             push: false,
@@ -105,6 +110,9 @@ pub struct BuildResult {
     pub cache_exports: Vec<Exported>,
     /// What `--push` (or `push=true`) pushed: each name with its manifest digest.
     pub pushed: Vec<(String, Digest)>,
+    /// For several platforms: the image index the names point at (`image` is then the first
+    /// platform's image).
+    pub index: Option<Digest>,
 }
 
 /// Why a build failed, with what a front end needs to show it.

@@ -20,6 +20,7 @@ use crate::extras::RunSettings;
 use crate::mounts::{self, Secrets};
 use crate::ssh::SshAgents;
 use crate::value::Value;
+use kiln_executor::emulation;
 
 impl Vertex {
     pub(super) async fn exec(
@@ -30,6 +31,18 @@ impl Vertex {
     ) -> Result<Value, EngineError> {
         if exec.security == SecurityMode::Insecure && !self.env.allow_insecure {
             return Err(insecure_not_allowed());
+        }
+        if let Some(platform) = &exec.platform {
+            let host = kiln_llb::Platform::host();
+            fn view(p: &kiln_llb::Platform) -> kiln_executor::emulation::Platform<'_> {
+                kiln_executor::emulation::Platform {
+                    os: &p.os,
+                    architecture: &p.architecture,
+                    variant: p.variant.as_deref(),
+                }
+            }
+            emulation::check(&view(platform), &view(&host), &emulation::binfmt_dir())
+                .map_err(EngineError::Emulation)?;
         }
         let index = input_indexes(&self.op);
         let parent = match value_of(&index, inputs, &exec.root.vertex)? {

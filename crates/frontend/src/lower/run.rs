@@ -3,7 +3,7 @@
 
 use kiln_llb::{
     CacheSharing, Device, ExecOp, FileAction, FileOp, Input, MkfileAction, Mount, MountKind,
-    MountSource, NetworkMode, Op, OpMetadata, SecretEnv, SecurityMode,
+    MountSource, NetworkMode, Op, OpMetadata, Platform, SecretEnv, SecurityMode,
 };
 
 use super::program::{Lowering, Result, command_args, error, get_pair, is_proxy, set_pair};
@@ -136,6 +136,9 @@ impl Lowering<'_> {
             network,
             security,
             devices,
+            // Only another platform than the host's is named, so the digests of native steps
+            // are what they were before platforms entered the op.
+            platform: (st.platform != Platform::host()).then(|| st.platform.clone()),
         };
         let mut masked = env.clone();
         for s in &exec.secret_env {

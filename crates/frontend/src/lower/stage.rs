@@ -57,6 +57,9 @@ pub(super) struct State {
     pub(super) build_args: Vec<(String, Option<String>)>,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub(super) cmd_set: bool,
+    /// The platform the stage's programs are for: its `FROM --platform`, its base stage's, or
+    /// the target platform.
+    pub(super) platform: Platform,
 }
 
 #[derive(Debug)]
@@ -528,11 +531,16 @@ impl Lowering<'_> {
                     .ok_or_else(|| bug("base stage was not dispatched", span))?;
                 st.image.config.on_build.clear();
                 st.cmd_set = false;
+                // As BuildKit: a stage on a stage runs on the base stage's platform unless it
+                // names its own.
+                if let Some(own) = &self.stages[i].platform {
+                    st.platform = own.clone();
+                }
                 st
             }
             Base::Scratch => {
                 let fs = self.scratch()?;
-                from_image(fs, empty_image(&stage_platform))
+                from_image(fs, empty_image(&stage_platform), &stage_platform)
             }
             Base::Image {
                 resolved,
@@ -558,11 +566,11 @@ impl Lowering<'_> {
                     }));
                     self.add(op, meta, Some(span))?
                 };
-                from_image(fs, image)
+                from_image(fs, image, &stage_platform)
             }
             Base::Context { name, context } => {
                 let fs = self.context_files(i, &name, &context, span)?;
-                from_image(fs, empty_image(&stage_platform))
+                from_image(fs, empty_image(&stage_platform), &stage_platform)
             }
         };
         self.stages[i].state = Some(state);
@@ -652,7 +660,7 @@ impl Lowering<'_> {
 
 /// The starting state of a stage whose base is an image (or scratch): PATH defaulted, the
 /// environment, working directory and user taken from the config.
-fn from_image(fs: Input, mut image: ImageConfig) -> State {
+fn from_image(fs: Input, mut image: ImageConfig, platform: &Platform) -> State {
     if image.config.env_value("PATH").is_none() {
         image
             .config
@@ -682,6 +690,7 @@ fn from_image(fs: Input, mut image: ImageConfig) -> State {
         image,
         build_args: Vec::new(),
         cmd_set: false,
+        platform: platform.clone(),
     }
 }
 

@@ -46,7 +46,32 @@ impl Runtime {
         let net_host = opts.network.as_deref() == Some("host");
         let early_gateway = Some(String::new());
         self.host_settings(opts, net_host, early_gateway)?;
-        let image = self.images.image(&opts.image)?;
+        let platform = opts
+            .platform
+            .as_deref()
+            .map(kiln_llb::Platform::parse)
+            .transpose()
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let image = self.images.image_for(&opts.image, platform.as_ref())?;
+        // Programs for another architecture run through binfmt_misc: say what to install when
+        // there is no emulator, rather than letting the start fail with "exec format error".
+        if !image.config.architecture.is_empty() {
+            let wanted = kiln_image::platform_of_config(&image.config);
+            let host = kiln_llb::Platform::host();
+            fn view(p: &kiln_llb::Platform) -> kiln_executor::emulation::Platform<'_> {
+                kiln_executor::emulation::Platform {
+                    os: &p.os,
+                    architecture: &p.architecture,
+                    variant: p.variant.as_deref(),
+                }
+            }
+            kiln_executor::emulation::check(
+                &view(&wanted),
+                &view(&host),
+                &kiln_executor::emulation::binfmt_dir(),
+            )
+            .map_err(RuntimeError::Invalid)?;
+        }
         let joined = crate::network::resolve(self.root(), opts.network.as_deref())?;
         warnings.extend(joined.warnings);
         let gateway = self.host_gateway(joined.name.as_deref());

@@ -239,7 +239,12 @@ impl Backend for RemoteBackend {
         Err(remote_only("import"))
     }
 
-    fn pull(&self, _: &str, _: &(dyn Fn(PullEvent) + Sync)) -> anyhow::Result<Image> {
+    fn pull_for(
+        &self,
+        _: &str,
+        _: Option<&kiln_llb::Platform>,
+        _: &(dyn Fn(PullEvent) + Sync),
+    ) -> anyhow::Result<Image> {
         Err(remote_only("pull"))
     }
 

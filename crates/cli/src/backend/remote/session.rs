@@ -601,6 +601,12 @@ fn to_wire(
             }),
         });
     }
+    if r.platforms.len() > 1 {
+        anyhow::bail!(
+            "not supported yet: several --platform values with --builder (build each platform \
+             on its own, or build locally)"
+        );
+    }
     let mut outputs: Vec<pb::Output> = r.outputs.iter().map(output).collect();
     let wants_image = load || r.push;
     if wants_image

@@ -489,7 +489,8 @@ pub(crate) fn member_hosts_path(container_dir: &Path) -> PathBuf {
 
 /// Rewrites the hosts file of every member of the network in place (a member bind-mounts
 /// its file, so the inode must stay): Docker's lines, the member's `--add-host` entries and
-/// own address, then every other container of the network by name and hostname. The
+/// own address, then every other container of the network by name, hostname and its aliases
+/// on that network (a name several members share gets one line each). The
 /// network's own file lists them all.
 pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError> {
     if !has_names(name) {
@@ -497,8 +498,15 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
     }
     let everyone = store::list(root)?;
     let line = |c: &store::Container, net: &str| {
-        address_on(&c.config, net)
-            .map(|ip| format!("{ip}\t{}\t{}\n", c.config.name, c.config.hostname))
+        address_on(&c.config, net).map(|ip| {
+            let mut l = format!("{ip}\t{}\t{}", c.config.name, c.config.hostname);
+            for alias in c.config.aliases.get(net).into_iter().flatten() {
+                l.push('\t');
+                l.push_str(alias);
+            }
+            l.push('\n');
+            l
+        })
     };
     let members: Vec<&store::Container> = everyone
         .iter()

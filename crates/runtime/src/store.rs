@@ -159,6 +159,10 @@ pub struct ContainerConfig {
     /// Networks joined with `network connect` beyond the first (`network_name`).
     #[serde(default)]
     pub extra_networks: Vec<NetworkLink>,
+    /// Further names the container has on a network (network name → names), listed in the
+    /// hosts files of the network's members: compose's service names and aliases.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A container's address on a network it was connected to.

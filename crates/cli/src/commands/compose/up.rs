@@ -247,8 +247,11 @@ pub fn down(args: DownArgs, project: &Project, ctx: &Context) -> anyhow::Result<
             Action::RemoveNetwork { name } => {
                 if kiln_runtime::network::inspect_json(root, name).is_ok() {
                     eprintln!(" Network {name}  Removing");
-                    kiln_runtime::network::remove(root, name)?;
-                    eprintln!(" Network {name}  Removed");
+                    // As Compose: a network an orphan still uses stays, with a warning.
+                    match kiln_runtime::network::remove(root, name) {
+                        Ok(()) => eprintln!(" Network {name}  Removed"),
+                        Err(e) => eprintln!("warning: network {name} kept: {e}"),
+                    }
                 }
             }
             Action::RemoveVolume { name } => {

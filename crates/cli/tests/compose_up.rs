@@ -503,3 +503,61 @@ fn issue_15_unsupported_keys_and_commands_fail_by_name() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: compose exec"));
 }
+
+#[test]
+fn issue_15_attached_up_prefixes_logs_and_files_and_profiles_select_services() {
+    let Some(s) = Stack::new(
+        "attached",
+        &[
+            (
+                "compose.yaml",
+                "services:\n  a:\n    image: busybox\n    command: [echo, hello-a]\n  b:\n    image: busybox\n    command: [sh, -c, 'echo hello-b; echo err-b >&2']\n  debug:\n    image: busybox\n    profiles: [debug]\n    command: [echo, dbg]\n",
+            ),
+            (
+                "docker-compose.prod.yml",
+                "services:\n  a:\n    command: [echo, prod-a]\n    environment: {MODE: prod}\n",
+            ),
+        ],
+    ) else {
+        return;
+    };
+    // Attached: every container's output, prefixed, until they all exit.
+    let out = s.compose(&["up"]);
+    assert!(out.contains("a-1  | hello-a\n"), "{out}");
+    assert!(out.contains("b-1  | hello-b\n"), "{out}");
+    assert!(!out.contains("dbg"), "{out}");
+    let logs = s.compose(&["logs", "b"]);
+    assert!(
+        logs.contains("b-1  | hello-b\n") && logs.contains("b-1  | err-b\n"),
+        "{logs}"
+    );
+    assert_eq!(s.compose(&["logs", "--no-log-prefix", "a"]), "hello-a\n");
+    assert_eq!(s.compose(&["ps", "-a", "--services"]), "a\nb\n");
+    assert_eq!(
+        s.compose(&["ps"]).lines().count(),
+        1,
+        "only the header: all exited"
+    );
+
+    // A profile adds its service; a second file overrides the first.
+    let out = s.compose(&["--profile", "debug", "up"]);
+    assert!(out.contains("debug-1  | dbg\n"), "{out}");
+    // Restarted containers show only their new output, padded to the longest prefix.
+    assert_eq!(out.matches("hello-b").count(), 1, "{out}");
+    assert!(out.contains("b-1      | hello-b\n"), "{out}");
+    let files = ["-f", "compose.yaml", "-f", "docker-compose.prod.yml"];
+    let mut args = files.to_vec();
+    args.extend(["config", "--services"]);
+    assert_eq!(s.compose(&args), "a\nb\n");
+    let mut args = files.to_vec();
+    args.push("up");
+    let out = s.compose(&args);
+    assert!(out.contains("a-1  | prod-a\n"), "{out}");
+    assert!(!out.contains("debug"), "{out}");
+    let env = s.ok(&["inspect", "--format", "{{json .Config.Env}}", "app-a-1"]);
+    assert!(env.contains("\"MODE=prod\""), "{env}");
+    let mut args = files.to_vec();
+    args.extend(["down", "--remove-orphans"]);
+    s.compose(&args);
+    assert!(s.names().is_empty());
+}

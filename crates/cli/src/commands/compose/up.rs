@@ -130,10 +130,8 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
     if args.abort_on_container_exit || args.exit_code_from.is_some() {
         bail!("not supported yet: compose up --abort-on-container-exit / --exit-code-from");
     }
-    if !args.detach {
-        bail!(
-            "not supported yet: compose up without -d (attached mode); use `up -d` and `compose logs -f`"
-        );
+    if !args.detach && args.wait {
+        bail!("--wait implies --detach: use up -d --wait");
     }
     if args.build && args.no_build {
         bail!("--build and --no-build are incompatible");
@@ -203,6 +201,13 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
         exe,
         stop_timeout,
     };
+    // Attached output starts here: a container `up` starts again shows only its new lines.
+    let started = {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        kiln_llb::image::format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
+    };
     for action in &actions {
         ex.apply(action)?;
     }
@@ -224,7 +229,71 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
             ex.wait(&s, cond, true, limit)?;
         }
     }
+    if !args.detach {
+        return attached(&ex, &opts.services, started);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `up` without `-d`: the containers' output, prefixed, until they all stop; Ctrl-C stops
+/// them (dependants first) as Compose does.
+fn attached(ex: &Executor<'_>, only: &[String], since: String) -> anyhow::Result<ExitCode> {
+    let project = ex.project;
+    let wanted = |c: &kiln_runtime::Container| {
+        let s = c.config.labels.get(plan::labels::SERVICE);
+        s.is_some_and(|s| project.services.contains_key(s))
+            && (only.is_empty() || s.is_some_and(|s| only.contains(s)))
+    };
+    let list: Vec<_> = containers(ex.rt, project)?
+        .into_iter()
+        .filter(|c| wanted(c))
+        .collect();
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
+    let opts = kiln_runtime::LogOptions {
+        follow: true,
+        tail: None,
+        timestamps: false,
+        since: Some(since),
+    };
+    std::thread::scope(|scope| {
+        // Ctrl-C: stop every container, which ends the log threads.
+        scope.spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            if rt.block_on(tokio::signal::ctrl_c()).is_err() {
+                return;
+            }
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+            for service in project.stop_order() {
+                for c in containers(ex.rt, project).unwrap_or_default() {
+                    if c.config.labels.get(plan::labels::SERVICE) == Some(&service)
+                        && matches!(c.state.status, Status::Running | Status::Restarting)
+                    {
+                        let t = ex.stop_timeout.unwrap_or(Duration::from_secs(10));
+                        let _ = ex.rt.stop(&c, Some(t));
+                        eprintln!(" Container {}  Stopped", c.name());
+                    }
+                }
+            }
+        });
+        let errors = super::view::print_logs(ex.rt, &list, &opts, true, true);
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        // The log threads are done: every container stopped. The signal thread stays
+        // blocked, so leave through exit rather than joining it.
+        let code = if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            130
+        } else {
+            0
+        };
+        std::process::exit(code);
+    })
 }
 
 pub fn down(args: DownArgs, project: &Project, ctx: &Context) -> anyhow::Result<ExitCode> {

@@ -217,25 +217,44 @@ pub fn logs(args: LogsArgs, project: &Project, ctx: &Context) -> anyhow::Result<
         timestamps: args.timestamps,
         since: None,
     };
+    let rt = ctx.runtime()?;
+    let errors = print_logs(&rt, &list, &opts, !args.no_log_prefix, !args.no_color);
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints the logs of `list` at once, one thread per container, each line prefixed
+/// `SERVICE-N  | ` (coloured on a terminal unless `colour` is off); with `opts.follow` until
+/// every container stopped. Returns the failures, one line each.
+pub fn print_logs(
+    rt: &kiln_runtime::Runtime,
+    list: &[Container],
+    opts: &LogOptions,
+    prefix: bool,
+    colour: bool,
+) -> Vec<String> {
     let width = list
         .iter()
         .map(|c| format!("{}-{}", service_of(c), number_of(c)).len())
         .max()
         .unwrap_or(0);
-    let colour = !args.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let rt = ctx.runtime()?;
-    let errors: Vec<String> = std::thread::scope(|scope| {
+    let colour = colour && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    std::thread::scope(|scope| {
         let handles: Vec<_> = list
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let rt = &rt;
-                let opts = &opts;
                 let label = format!("{}-{}", service_of(c), number_of(c));
-                let prefix = match (args.no_log_prefix, colour) {
-                    (true, _) => String::new(),
-                    (false, false) => format!("{label:width$}  | "),
-                    (false, true) => format!("\x1b[{}m{label:width$}  |\x1b[0m ", 31 + (i % 6)),
+                let prefix = match (prefix, colour) {
+                    (false, _) => String::new(),
+                    (true, false) => format!("{label:width$}  | "),
+                    (true, true) => format!("\x1b[{}m{label:width$}  |\x1b[0m ", 31 + (i % 6)),
                 };
                 scope.spawn(move || {
                     let mut p = Prefixed {
@@ -253,14 +272,6 @@ pub fn logs(args: LogsArgs, project: &Project, ctx: &Context) -> anyhow::Result<
             .into_iter()
             .filter_map(|h| h.join().ok().and_then(Result::err))
             .collect()
-    });
-    for e in &errors {
-        eprintln!("error: {e}");
-    }
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     })
 }
 

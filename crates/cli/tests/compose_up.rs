@@ -245,6 +245,24 @@ fn issue_15_three_tier_app_up_reaches_backend_by_name_and_keeps_data_until_down_
         "hello from backend\n"
     );
 
+    // `up --build` after the backend's Dockerfile changed: a new image, so only the backend
+    // is recreated (the config hash leaves `build` out; the image ID decides).
+    let (front, db) = (s.id("app-frontend-1"), s.id("app-db-1"));
+    let backend = s.id("app-backend-1");
+    std::fs::write(
+        s.project.join("backend/Dockerfile"),
+        BACKEND_DOCKERFILE.replace("hello from backend", "hello again"),
+    )
+    .unwrap();
+    s.compose(&["up", "-d", "--build", "-t", "1"]);
+    assert_ne!(s.id("app-backend-1"), backend);
+    assert_eq!((s.id("app-frontend-1"), s.id("app-db-1")), (front, db));
+    // The new backend may still be starting its server: ask until it answers. It has the old
+    // one's address and so its MAC (the frontend's ARP cache stays right).
+    eventually("the rebuilt backend answers", || {
+        s.http_get("http://127.0.0.1:8080/cgi-bin/api") == "hello again\n"
+    });
+
     // ps and logs.
     let ps = s.compose(&["ps"]);
     assert!(

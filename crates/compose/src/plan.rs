@@ -4,8 +4,8 @@
 //! executor runs them through the run engine.
 //!
 //! `up`'s rules, as Docker Compose v2's convergence: per service in start order, containers
-//! `1..=replicas` are wanted; one whose config hash matches is kept (started if it stopped),
-//! one whose hash differs is recreated (unless `--no-recreate`; always with
+//! `1..=replicas` are wanted; one whose config hash and image match is kept (started if it
+//! stopped), one whose hash or image differs is recreated (unless `--no-recreate`; always with
 //! `--force-recreate`), missing numbers are created, numbers above the scale are removed
 //! highest first. Before a service's containers, each `depends_on` condition beyond "started"
 //! is waited for. Containers of services the project no longer has are orphans: reported, or
@@ -39,6 +39,8 @@ pub struct Observed {
     pub running: bool,
     /// Made by `compose run`: never part of a service's replicas.
     pub oneoff: bool,
+    /// The ID of the image it runs.
+    pub image_id: String,
 }
 
 /// `up`'s options that change the plan.
@@ -52,6 +54,9 @@ pub struct UpOptions {
     /// Only these services (and, unless `no_deps`, what they depend on); empty = all.
     pub services: Vec<String>,
     pub no_deps: bool,
+    /// Each service's image ID as the store has it now: a container of another image (after
+    /// `up --build` or a re-tag) is recreated, since the config hash leaves `build` out.
+    pub images: BTreeMap<String, String>,
 }
 
 /// One step of a plan.
@@ -186,7 +191,11 @@ pub fn plan_up(project: &Project, observed: &[Observed], opts: &UpOptions) -> Ve
                     name: container_name(project, name, number),
                 }),
                 Some(o) => {
-                    let changed = o.config_hash != hash;
+                    let image_changed = opts
+                        .images
+                        .get(name)
+                        .is_some_and(|id| !o.image_id.is_empty() && *id != o.image_id);
+                    let changed = o.config_hash != hash || image_changed;
                     if opts.force_recreate || (changed && !opts.no_recreate) {
                         actions.push(Action::Recreate {
                             service: service_name,

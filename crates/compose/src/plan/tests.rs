@@ -41,6 +41,7 @@ fn running(p: &Project, service: &str, number: u32) -> Observed {
         config_hash: p.config_hash(service).unwrap(),
         running: true,
         oneoff: false,
+        image_id: format!("sha256:{service}"),
     }
 }
 
@@ -260,4 +261,20 @@ fn down_stops_in_reverse_order_then_networks_and_volumes_only_with_v() {
     );
     let n = names(&plan_down(&p, &seen, true, false));
     assert_eq!(n.last().unwrap(), "rm volume app_data");
+}
+
+#[test]
+fn a_new_image_for_the_service_recreates_its_containers() {
+    let p = project(THREE);
+    let seen: Vec<Observed> = ["db", "api", "web"]
+        .iter()
+        .map(|s| running(&p, s, 1))
+        .collect();
+    let mut up = UpOptions::default();
+    up.images.insert("db".into(), "sha256:db".into());
+    up.images.insert("api".into(), "sha256:rebuilt".into());
+    let n = names(&plan_up(&p, &seen, &up));
+    assert!(n.contains(&"keep app-db-1".to_string()), "{n:?}");
+    assert!(n.contains(&"recreate app-api-1".to_string()), "{n:?}");
+    assert!(n.contains(&"keep app-web-1".to_string()), "{n:?}");
 }

@@ -143,5 +143,6 @@ fn observed(c: &kiln_runtime::Container) -> Observed {
             kiln_runtime::Status::Running | kiln_runtime::Status::Restarting
         ),
         oneoff: get(labels::ONEOFF) == "True",
+        image_id: c.config.image_id.clone(),
     }
 }

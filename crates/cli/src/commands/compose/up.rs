@@ -152,35 +152,39 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
         }
     }
     check_resources(project)?;
-    let opts = UpOptions {
+    let mut opts = UpOptions {
         scale,
         force_recreate: args.force_recreate,
         no_recreate: args.no_recreate,
         remove_orphans: args.remove_orphans,
         services: args.services.clone(),
         no_deps: args.no_deps,
+        images: BTreeMap::new(),
     };
     let rt = ctx.runtime()?;
     let backend = ctx.backend()?;
     let seen: Vec<_> = containers(&rt, project)?.iter().map(observed).collect();
-    let actions = plan::plan_up(project, &seen, &opts);
-    // Every container's options first: a key kiln cannot honour fails before anything is made.
-    let mut services: Vec<&str> = actions
+    // The services `up` acts on: every container's options first, so a key kiln cannot honour
+    // fails before anything is made.
+    let services: Vec<String> = plan::plan_up(project, &seen, &opts)
         .iter()
         .filter_map(|a| match a {
-            Action::Create { service, .. } | Action::Recreate { service, .. } => {
-                Some(service.as_str())
-            }
+            Action::Create { service, .. }
+            | Action::Recreate { service, .. }
+            | Action::Keep { service, .. }
+            | Action::Start { service, .. } => Some(service.clone()),
             _ => None,
         })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    services.dedup();
     for s in &services {
         spec::run_options(project, s, 1, "check").map_err(anyhow::Error::msg)?;
     }
-    // Images: built when asked or missing (and the service can be built).
+    // Images: built when asked or missing (and the service can be built); their IDs then
+    // decide, with the config hashes, what is recreated.
     for s in &services {
-        let service = &project.services[*s];
+        let service = &project.services[s];
         let image = spec::image_name(project, s);
         let missing = backend.image(&image).is_err();
         if service.build.is_some() && !args.no_build && (args.build || missing) {
@@ -192,7 +196,11 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
         } else if missing {
             bail!("image {image} for service {s} is missing and --no-build was given");
         }
+        if let Ok(img) = backend.image(&image) {
+            opts.images.insert(s.clone(), img.id().to_string());
+        }
     }
+    let actions = plan::plan_up(project, &seen, &opts);
     let exe = super::super::run::kiln_exe()?;
     let stop_timeout = args.timeout.map(Duration::from_secs);
     let ex = Executor {
@@ -214,7 +222,7 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
     if args.wait {
         let limit = args.wait_timeout.map(Duration::from_secs);
         for s in project.start_order() {
-            if !opts.services.is_empty() && !services.contains(&s.as_str()) {
+            if !opts.services.is_empty() && !services.contains(&s) {
                 continue;
             }
             let has_check = project.services[&s]

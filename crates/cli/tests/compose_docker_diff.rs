@@ -1,0 +1,211 @@
+//! `kiln compose` against Docker Compose (Debian's `docker-compose` 1.29 with the private
+//! dockerd of `common/dockerd.rs`) on the same projects and the same busybox image: the
+//! environment inside containers, exit codes, which services reach which by name, and the
+//! volumes left after `down` and `down -v`. Compose v1 names containers `PROJECT_SERVICE_N`
+//! (v2 and kiln: `PROJECT-SERVICE-N`); the comparison maps one to the other, as documented.
+//! kiln runs in a network namespace of the test's own (`common/compose.rs`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::compose::{Stack, eventually};
+use common::dockerd::Dockerd;
+
+/// What one side shows of a project, comparable across the two.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    /// container → its environment (sorted, `HOSTNAME` left out: an ID on both sides).
+    env: BTreeMap<String, Vec<String>>,
+    exit_codes: BTreeMap<String, String>,
+    /// "from -> to": whether `ping NAME` succeeds.
+    reach: BTreeMap<String, bool>,
+    volumes_after_down: Vec<String>,
+    volumes_after_down_v: Vec<String>,
+}
+
+const PROJECT: &str = r#"
+services:
+  a:
+    image: busybox
+    init: true
+    command: [sleep, "600"]
+    environment:
+      FROM_MAP: one
+      FROM_DOTENV: ${DOTENV_VALUE}
+      DEFAULTED: ${MISSING:-fallback}
+    env_file: [extra.env]
+    networks: [front]
+    volumes: [data:/data]
+  b:
+    image: busybox
+    init: true
+    command: [sleep, "600"]
+    environment: [LIST_FORM=two]
+    networks:
+      front: {aliases: [bee]}
+      back: {}
+  c:
+    image: busybox
+    init: true
+    command: [sleep, "600"]
+    networks: [back]
+  oneshot:
+    image: busybox
+    command: [sh, -c, "exit 3"]
+networks:
+  front: {}
+  back: {}
+volumes:
+  data: {}
+"#;
+
+const FILES: &[(&str, &str)] = &[
+    ("compose.yaml", PROJECT),
+    (".env", "DOTENV_VALUE=from-dotenv\n"),
+    ("extra.env", "FROM_ENV_FILE=yes\n"),
+];
+
+const PAIRS: &[(&str, &str)] = &[
+    ("a", "b"),
+    ("a", "bee"),
+    ("a", "c"),
+    ("c", "b"),
+    ("c", "a"),
+    ("b", "c"),
+];
+
+/// Observes a project through `exec`/`inspect`/`volume ls` of one side; `name` maps a service
+/// to its container name there.
+fn observe(
+    up: &dyn Fn(&[&str]),
+    cli: &dyn Fn(&[&str]) -> (bool, String),
+    name: &dyn Fn(&str) -> String,
+) -> Seen {
+    up(&["up", "-d"]);
+    let mut seen = Seen {
+        env: BTreeMap::new(),
+        exit_codes: BTreeMap::new(),
+        reach: BTreeMap::new(),
+        volumes_after_down: Vec::new(),
+        volumes_after_down_v: Vec::new(),
+    };
+    for s in ["a", "b"] {
+        let (ok, out) = cli(&["exec", &name(s), "env"]);
+        assert!(ok, "exec env in {s}: {out}");
+        let mut env: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with("HOSTNAME="))
+            .map(String::from)
+            .collect();
+        env.sort();
+        seen.env.insert(s.to_string(), env);
+    }
+    eventually("oneshot exited", || {
+        cli(&["inspect", "--format", "{{.State.Status}}", &name("oneshot")])
+            .1
+            .trim()
+            == "exited"
+    });
+    let (_, code) = cli(&[
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}}",
+        &name("oneshot"),
+    ]);
+    seen.exit_codes
+        .insert("oneshot".into(), code.trim().to_string());
+    for (from, to) in PAIRS {
+        let (ok, _) = cli(&["exec", &name(from), "ping", "-c1", "-W1", to]);
+        seen.reach.insert(format!("{from} -> {to}"), ok);
+    }
+    let volumes = |cli: &dyn Fn(&[&str]) -> (bool, String)| {
+        let (_, out) = cli(&["volume", "ls", "--format", "{{.Name}}"]);
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("diff_"))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    up(&["down", "-t", "1"]);
+    seen.volumes_after_down = volumes(cli);
+    up(&["up", "-d"]);
+    up(&["down", "-v", "-t", "1"]);
+    seen.volumes_after_down_v = volumes(cli);
+    seen
+}
+
+#[test]
+fn issue_15_kiln_compose_matches_docker_compose_v1() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: docker-compose (v1) is not installed");
+        return;
+    }
+    let Some(kiln) = Stack::new("cdiff", FILES) else {
+        return;
+    };
+    let Some(docker) = Dockerd::start("compose differential test") else {
+        return;
+    };
+    let image = kiln.project.parent().unwrap().join("busybox-image.tar");
+    kiln.ok(&["save", "-o", image.to_str().unwrap(), "busybox"]);
+    docker.ok(&["load", "-i", image.to_str().unwrap()]);
+
+    let docker_compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .args(["-p", "diff"])
+            .args(args)
+            .current_dir(&kiln.project)
+            .env("DOCKER_HOST", docker.host())
+            .env("DOCKER_CONFIG", docker.client_config())
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .output()
+            .expect("run docker-compose");
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let docker_cli = |args: &[&str]| {
+        let out = docker.run(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let v1_name = |s: &str| format!("diff_{s}_1");
+    let theirs = observe(&docker_compose, &docker_cli, &v1_name);
+
+    let kiln_compose = |args: &[&str]| {
+        let mut all = vec!["compose", "-p", "diff"];
+        all.extend_from_slice(args);
+        kiln.ok(&all);
+    };
+    let kiln_cli = |args: &[&str]| {
+        let out = kiln.kiln(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let v2_name = |s: &str| format!("diff-{s}-1");
+    let ours = observe(&kiln_compose, &kiln_cli, &v2_name);
+
+    assert_eq!(ours.env, theirs.env, "environment inside containers");
+    assert_eq!(ours.exit_codes, theirs.exit_codes, "exit codes");
+    assert_eq!(ours.reach, theirs.reach, "who reaches whom by name");
+    assert_eq!(ours.volumes_after_down, theirs.volumes_after_down);
+    assert_eq!(ours.volumes_after_down_v, theirs.volumes_after_down_v);
+    // The comparison could pass vacuously: pin what both must show.
+    assert!(ours.reach["a -> bee"]);
+    assert!(!ours.reach["a -> c"]);
+    assert_eq!(ours.volumes_after_down, ["diff_data"]);
+    assert!(ours.env["a"].contains(&"FROM_DOTENV=from-dotenv".to_string()));
+}

@@ -209,3 +209,80 @@ fn issue_15_kiln_compose_matches_docker_compose_v1() {
     assert_eq!(ours.volumes_after_down, ["diff_data"]);
     assert!(ours.env["a"].contains(&"FROM_DOTENV=from-dotenv".to_string()));
 }
+
+/// The benchmark of issue 15: `up -d` and `down` of a 10-service project, kiln and
+/// docker-compose 1.29 (private dockerd) interleaved, five rounds; prints the medians.
+/// `cargo test -p kiln-cli --test compose_docker_diff -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run on purpose, on a quiet machine"]
+fn bench_up_down_10_services() {
+    use std::time::{Duration, Instant};
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: docker-compose (v1) is not installed");
+        return;
+    }
+    let mut file = String::from("services:\n");
+    for i in 0..10 {
+        file.push_str(&format!(
+            "  s{i}:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n    environment: {{N: '{i}'}}\n"
+        ));
+    }
+    let Some(kiln) = Stack::new("cbench", &[("compose.yaml", &file)]) else {
+        return;
+    };
+    let Some(docker) = Dockerd::start("compose benchmark") else {
+        return;
+    };
+    let image = kiln.project.parent().unwrap().join("busybox-image.tar");
+    kiln.ok(&["save", "-o", image.to_str().unwrap(), "busybox"]);
+    docker.ok(&["load", "-i", image.to_str().unwrap()]);
+    let time = |f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let dc = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .args(["-p", "bench"])
+            .args(args)
+            .current_dir(&kiln.project)
+            .env("DOCKER_HOST", docker.host())
+            .env("DOCKER_CONFIG", docker.client_config())
+            .output()
+            .expect("docker-compose");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let (mut k_up, mut k_down, mut d_up, mut d_down) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..5 {
+        k_up.push(time(&|| {
+            kiln.compose(&["up", "-d"]);
+        }));
+        k_down.push(time(&|| {
+            kiln.compose(&["down", "-t", "10"]);
+        }));
+        d_up.push(time(&|| dc(&["up", "-d"])));
+        d_down.push(time(&|| dc(&["down", "-t", "10"])));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (ku, kd, du, dd) = (
+        median(&mut k_up),
+        median(&mut k_down),
+        median(&mut d_up),
+        median(&mut d_down),
+    );
+    println!(
+        "up -d: kiln {ku:?}, docker-compose {du:?}, ratio {:.2}",
+        ku.as_secs_f64() / du.as_secs_f64()
+    );
+    println!(
+        "down:  kiln {kd:?}, docker-compose {dd:?}, ratio {:.2}",
+        kd.as_secs_f64() / dd.as_secs_f64()
+    );
+}

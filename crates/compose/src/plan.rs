@@ -66,11 +66,12 @@ pub enum Action {
     EnsureNetwork { key: String, name: String },
     /// Make the volume (its engine-side name) unless it exists.
     EnsureVolume { key: String, name: String },
-    /// Wait until `service`'s containers meet `condition`.
+    /// Wait until `service`'s containers meet `condition`, before `dependant` starts.
     Wait {
         service: String,
         condition: Condition,
         required: bool,
+        dependant: String,
     },
     /// Create and start a container.
     Create {
@@ -96,6 +97,44 @@ pub enum Action {
     RemoveNetwork { name: String },
     /// Remove a named volume (`down -v`).
     RemoveVolume { name: String },
+}
+
+impl Action {
+    /// The service whose containers the action is part of (for a wait: the one that waits);
+    /// `None` for networks and volumes.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Action::Wait { dependant, .. } => Some(dependant),
+            Action::Create { service, .. }
+            | Action::Recreate { service, .. }
+            | Action::Start { service, .. }
+            | Action::Keep { service, .. }
+            | Action::Remove { service, .. }
+            | Action::Orphan { service, .. } => Some(service),
+            Action::EnsureNetwork { .. }
+            | Action::EnsureVolume { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::RemoveVolume { .. } => None,
+        }
+    }
+}
+
+/// How deep each service sits in the dependency graph: 0 without dependencies, else one more
+/// than its deepest dependency. Services of one level never depend on each other, so the
+/// executor may act on them at the same time (up: levels ascending; down: descending).
+pub fn levels(project: &Project) -> BTreeMap<String, usize> {
+    let mut level: BTreeMap<String, usize> = BTreeMap::new();
+    for name in project.start_order() {
+        let l = project
+            .dependencies(&name)
+            .iter()
+            .filter_map(|d| level.get(d))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(name, l);
+    }
+    level
 }
 
 /// The name of container `number` of `service`: `container_name`, else `PROJECT-SERVICE-N`.
@@ -168,6 +207,7 @@ pub fn plan_up(project: &Project, observed: &[Observed], opts: &UpOptions) -> Ve
                     service: dep.clone(),
                     condition: d.condition,
                     required: d.required,
+                    dependant: name.clone(),
                 });
             }
         }

@@ -496,6 +496,9 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
     if !has_names(name) {
         return Ok(());
     }
+    // One refresh at a time per root: each lists the members then writes every file, so two
+    // interleaved (containers created at once) could leave one's older list last.
+    let _lock = lock_hosts(root)?;
     let everyone = store::list(root)?;
     let line = |c: &store::Container, net: &str| {
         address_on(&c.config, net).map(|ip| {
@@ -535,6 +538,24 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
         fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
     }
     Ok(())
+}
+
+fn lock_hosts(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
+    let dir = networks_dir(root);
+    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let path = dir.join("hosts.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        RuntimeError::Io {
+            what: format!("lock {}", path.display()),
+            source: e.into(),
+        }
+    })
 }
 
 fn netns_name(id: &str) -> String {

@@ -383,7 +383,11 @@ pub(crate) fn is_alive(pid: i32, start: u64) -> bool {
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| RuntimeError::Bug(format!("failed to encode {}: {e}", path.display())))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write, not only per process: threads of one process (`kiln compose` acting
+    // on several containers at once) may write the same record.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let what = || format!("write {}", path.display());
     let mut f = fs::File::create(&tmp).map_err(io_err(what()))?;
     f.write_all(&bytes).map_err(io_err(what()))?;

@@ -278,3 +278,20 @@ fn a_new_image_for_the_service_recreates_its_containers() {
     assert!(n.contains(&"recreate app-api-1".to_string()), "{n:?}");
     assert!(n.contains(&"keep app-web-1".to_string()), "{n:?}");
 }
+
+#[test]
+fn levels_put_independent_services_together() {
+    let p = project(THREE);
+    let l = levels(&p);
+    assert_eq!((l["db"], l["api"], l["web"]), (0, 1, 2));
+    let p = project(
+        "services:\n  a: {image: x}\n  b: {image: x}\n  c: {image: x, depends_on: [a, b]}\n",
+    );
+    let l = levels(&p);
+    assert_eq!((l["a"], l["b"], l["c"]), (0, 0, 1));
+    let wait = plan_up(&project(THREE), &[], &UpOptions::default())
+        .into_iter()
+        .find(|a| matches!(a, Action::Wait { .. }))
+        .unwrap();
+    assert_eq!(wait.owner(), Some("api"));
+}

@@ -216,9 +216,7 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
             .unwrap_or_default();
         kiln_llb::image::format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
     };
-    for action in &actions {
-        ex.apply(action)?;
-    }
+    ex.run_in_levels(&actions, false, |a| ex.apply(a))?;
     if args.wait {
         let limit = args.wait_timeout.map(Duration::from_secs);
         for s in project.start_order() {
@@ -318,9 +316,13 @@ pub fn down(args: DownArgs, project: &Project, ctx: &Context) -> anyhow::Result<
         stop_timeout: args.timeout.map(Duration::from_secs),
     };
     let root = ctx.root();
-    for action in &actions {
+    // Containers first, dependants before their dependencies (independent ones at once).
+    ex.run_in_levels(&actions, true, |a| match a {
+        Action::Remove { name, .. } => ex.remove(name, args.volumes),
+        other => ex.apply(other),
+    })?;
+    for action in actions.iter().filter(|a| a.owner().is_none()) {
         match action {
-            Action::Remove { name, .. } => ex.remove(name, args.volumes)?,
             Action::RemoveNetwork { name } => {
                 if kiln_runtime::network::inspect_json(root, name).is_ok() {
                     eprintln!(" Network {name}  Removing");
@@ -352,6 +354,66 @@ struct Executor<'a> {
 }
 
 impl Executor<'_> {
+    /// Runs `actions`: those of no service (networks, volumes) first, in order; then each
+    /// dependency level's services at the same time, one thread per service running its own
+    /// actions in order (levels ascending for up, descending with `reverse` for down; services
+    /// the project does not have, orphans, last). The first failure is returned.
+    fn run_in_levels(
+        &self,
+        actions: &[Action],
+        reverse: bool,
+        run: impl Fn(&Action) -> anyhow::Result<()> + Sync,
+    ) -> anyhow::Result<()> {
+        if !reverse {
+            for a in actions.iter().filter(|a| a.owner().is_none()) {
+                run(a)?;
+            }
+        }
+        let levels = plan::levels(self.project);
+        let top = levels.values().max().copied().unwrap_or(0);
+        let rank = |service: &str| match levels.get(service) {
+            Some(l) if reverse => top - l,
+            Some(l) => *l,
+            None => top + 1,
+        };
+        // service → its actions in plan order, by rank.
+        let mut ranked: BTreeMap<usize, BTreeMap<&str, Vec<&Action>>> = BTreeMap::new();
+        for a in actions {
+            if let Some(owner) = a.owner() {
+                ranked
+                    .entry(rank(owner))
+                    .or_default()
+                    .entry(owner)
+                    .or_default()
+                    .push(a);
+            }
+        }
+        for services in ranked.values() {
+            let failures: Vec<anyhow::Error> = std::thread::scope(|scope| {
+                let handles: Vec<_> = services
+                    .values()
+                    .map(|list| {
+                        let run = &run;
+                        scope.spawn(move || list.iter().try_for_each(|a| run(a)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| match h.join() {
+                        Ok(r) => r.err(),
+                        Err(_) => Some(anyhow::anyhow!(
+                            "this is a bug in kiln: a compose worker thread panicked"
+                        )),
+                    })
+                    .collect()
+            });
+            if let Some(e) = failures.into_iter().next() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&self, action: &Action) -> anyhow::Result<()> {
         let root = self.rt.root();
         match action {
@@ -374,6 +436,7 @@ impl Executor<'_> {
                 service,
                 condition,
                 required,
+                ..
             } => {
                 if let Err(e) = self.wait(service, *condition, *required, None) {
                     if *required {

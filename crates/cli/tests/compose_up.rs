@@ -431,3 +431,50 @@ fn issue_15_attached_up_prefixes_logs_and_files_and_profiles_select_services() {
     s.compose(&args);
     assert!(s.names().is_empty());
 }
+
+/// `kiln compose config` (no containers, no root): the resolved model, and a broken file's
+/// errors with the file, line and column.
+#[test]
+fn issue_15_config_prints_the_model_and_errors_point_at_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kiln = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("compose")
+            .args(args)
+            .current_dir(d)
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROFILES")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        d.join("compose.yaml"),
+        "name: demo\nservices:\n  web:\n    image: busybox\n    environment: {GREETING: '${GREETING:-hi}'}\n",
+    )
+    .unwrap();
+    let out = kiln(&["config", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "demo");
+    assert_eq!(v["services"]["web"]["environment"]["GREETING"], "hi");
+    assert_eq!(
+        String::from_utf8_lossy(&kiln(&["config", "--services"]).stdout),
+        "web\n"
+    );
+
+    std::fs::write(
+        d.join("compose.yaml"),
+        "services:\n  web:\n    image: busybox\n    portz: ['80']\n",
+    )
+    .unwrap();
+    let out = kiln(&["config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("compose.yaml:4:5"), "{err}");
+    assert!(err.contains("portz"), "{err}");
+    assert!(err.contains("ports"), "did-you-mean: {err}");
+}

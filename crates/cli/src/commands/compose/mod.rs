@@ -89,7 +89,7 @@ pub fn run(args: ComposeArgs, ctx: &Context) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprint!("{}", e.render());
-            return ExitCode::from(14);
+            return ExitCode::FAILURE;
         }
     };
     let quiet_config = matches!(&args.command, ComposeCommand::Config(c) if c.quiet);

@@ -286,3 +286,197 @@ fn bench_up_down_10_services() {
         kd.as_secs_f64() / dd.as_secs_f64()
     );
 }
+
+/// A smaller project compared by which containers `up` makes and the environment inside each.
+struct Case {
+    dir: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    /// Global flags (`-f`, `--profile`), relative to the case's directory.
+    flags: &'static [&'static str],
+    up: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        dir: "merge",
+        files: &[
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n    environment: {MODE: dev, KEEP: base}\n  db:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n",
+            ),
+            (
+                "docker-compose.prod.yml",
+                "services:\n  web:\n    environment: {MODE: prod, EXTRA: yes-prod}\n",
+            ),
+        ],
+        flags: &["-f", "docker-compose.yml", "-f", "docker-compose.prod.yml"],
+        up: &[],
+    },
+    Case {
+        dir: "profiles",
+        files: &[(
+            "compose.yaml",
+            "services:\n  app:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n  debug:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n    profiles: [debug]\n  tools:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n    profiles: [tools]\n",
+        )],
+        flags: &["--profile", "debug"],
+        up: &[],
+    },
+    Case {
+        dir: "scale",
+        files: &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n  one:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n",
+        )],
+        flags: &[],
+        up: &["--scale", "web=3"],
+    },
+    Case {
+        dir: "anchors",
+        files: &[(
+            "compose.yaml",
+            "x-common: &common\n  image: busybox\n  init: true\n  command: [sleep, '600']\n  environment:\n    SHARED: from-anchor\nservices:\n  a:\n    <<: *common\n  b:\n    <<: *common\n    environment:\n      OWN: b\n",
+        )],
+        flags: &[],
+        up: &[],
+    },
+    // Compose v1 knows neither `${X:+alt}` nor nested defaults (v2 and kiln do: the model's
+    // own tests cover them), so they are left out here.
+    Case {
+        dir: "interpolation",
+        files: &[
+            (
+                "compose.yaml",
+                "services:\n  a:\n    image: busybox\n    init: true\n    command: [sleep, '600']\n    environment:\n      SET: ${SET}\n      DEFAULT_UNSET: ${NOPE:-d1}\n      DEFAULT_EMPTY: ${EMPTY:-d2}\n      DASH_EMPTY: ${EMPTY-d3}\n      LITERAL: $$SET\n",
+            ),
+            (".env", "SET=from-env\nEMPTY=\n"),
+        ],
+        flags: &[],
+        up: &[],
+    },
+];
+
+/// Which containers a case made (as `SERVICE-N`) and the environment inside each.
+fn observe_case(
+    compose: &dyn Fn(&[&str]),
+    cli: &dyn Fn(&[&str]) -> (bool, String),
+    project: &str,
+    separator: char,
+) -> BTreeMap<String, Vec<String>> {
+    compose(&["up", "-d"]);
+    let (_, names) = cli(&["ps", "-a", "--format", "{{.Names}}"]);
+    let prefix = format!("{project}{separator}");
+    let mut seen = BTreeMap::new();
+    for name in names.lines().filter(|n| n.starts_with(&prefix)) {
+        let (ok, out) = cli(&["exec", name, "env"]);
+        assert!(ok, "exec env in {name}: {out}");
+        let mut env: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with("HOSTNAME="))
+            .map(String::from)
+            .collect();
+        env.sort();
+        let short = name[prefix.len()..].replace(separator, "-");
+        seen.insert(short, env);
+    }
+    compose(&["down", "-v", "-t", "1"]);
+    seen
+}
+
+#[test]
+fn issue_15_more_projects_match_docker_compose_v1() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: docker-compose (v1) is not installed");
+        return;
+    }
+    let mut files: Vec<(String, &str)> = Vec::new();
+    for c in CASES {
+        for (f, text) in c.files {
+            files.push((format!("{}/{f}", c.dir), text));
+        }
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (f.as_str(), *t)).collect();
+    let Some(kiln) = Stack::new("cdiff2", &files) else {
+        return;
+    };
+    let Some(docker) = Dockerd::start("compose differential test (more projects)") else {
+        return;
+    };
+    let image = kiln.project.parent().unwrap().join("busybox-image.tar");
+    kiln.ok(&["save", "-o", image.to_str().unwrap(), "busybox"]);
+    docker.ok(&["load", "-i", image.to_str().unwrap()]);
+    let docker_cli = |args: &[&str]| {
+        let out = docker.run(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let kiln_cli = |args: &[&str]| {
+        let out = kiln.kiln(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    for (i, case) in CASES.iter().enumerate() {
+        let project = format!("case{i}");
+        let dir = kiln.project.join(case.dir);
+        let with = |args: &[&str]| {
+            let mut all: Vec<String> = vec!["-p".into(), project.clone()];
+            all.extend(case.flags.iter().map(|s| s.to_string()));
+            all.extend(args.iter().map(|s| s.to_string()));
+            if args.first() == Some(&"up") {
+                all.extend(case.up.iter().map(|s| s.to_string()));
+            }
+            all
+        };
+        let docker_compose = |args: &[&str]| {
+            let out = Command::new("docker-compose")
+                .args(with(args))
+                .current_dir(&dir)
+                .env("DOCKER_HOST", docker.host())
+                .env("DOCKER_CONFIG", docker.client_config())
+                .env_remove("COMPOSE_PROJECT_NAME")
+                .env_remove("COMPOSE_FILE")
+                .output()
+                .expect("run docker-compose");
+            assert!(
+                out.status.success(),
+                "{}: docker-compose {args:?}: {}",
+                case.dir,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let kiln_compose = |args: &[&str]| {
+            let root = kiln.root.to_str().unwrap().to_string();
+            let mut all = vec!["--root".to_string(), root, "compose".into()];
+            all.extend(with(args));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = kiln
+                .ns
+                .command(std::path::Path::new(env!("CARGO_BIN_EXE_kiln")), &all)
+                .current_dir(&dir)
+                .env_remove("COMPOSE_PROJECT_NAME")
+                .env_remove("COMPOSE_FILE")
+                .env_remove("COMPOSE_PROFILES")
+                .output()
+                .expect("run kiln");
+            assert!(
+                out.status.success(),
+                "{}: kiln compose {args:?}: {}",
+                case.dir,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let theirs = observe_case(&docker_compose, &docker_cli, &project, '_');
+        let ours = observe_case(&kiln_compose, &kiln_cli, &project, '-');
+        assert!(!ours.is_empty(), "{}: no containers", case.dir);
+        assert_eq!(
+            ours, theirs,
+            "{}: containers and their environment",
+            case.dir
+        );
+    }
+}

@@ -369,6 +369,18 @@ fn issue_15_unsupported_keys_and_commands_fail_by_name() {
         "{err}"
     );
     assert!(s.names().is_empty(), "nothing was made");
+    // A missing image without `build:` is pulled (here from a registry that is not there).
+    std::fs::write(
+        s.project.join("compose.yaml"),
+        "services:\n  a:\n    image: 127.0.0.1:1/nothing:latest\n",
+    )
+    .unwrap();
+    let out = s.kiln(&["compose", "up", "-d"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Pulling 127.0.0.1:1/nothing:latest"), "{err}");
+    assert!(err.contains("service a: failed to pull"), "{err}");
+    assert!(s.names().is_empty(), "nothing was made");
     let out = s.kiln(&["compose", "exec", "a", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: compose exec"));

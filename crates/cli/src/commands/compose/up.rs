@@ -190,9 +190,13 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
         if service.build.is_some() && !args.no_build && (args.build || missing) {
             build::build_service(project, s, ctx, false, false)?;
         } else if missing && service.build.is_none() {
-            bail!(
-                "not supported yet: pulling images in compose (image {image} is not in the store; use `kiln pull {image}` first)"
-            );
+            // As `kiln run`'s default `--pull missing`: fetch what the store lacks.
+            eprintln!(" {s} Pulling {image}");
+            backend
+                .pull(&image, &|event| {
+                    eprintln!("{}", kiln_image::describe_pull(&event));
+                })
+                .map_err(|e| anyhow::anyhow!("service {s}: {}", crate::error::chain(&e)))?;
         } else if missing {
             bail!("image {image} for service {s} is missing and --no-build was given");
         }

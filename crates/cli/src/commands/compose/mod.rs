@@ -1,8 +1,10 @@
 //! `kiln compose`: multi-container applications from a compose file. The model comes from
 //! `kiln_compose` (load, validate, plan); this module parses `docker compose`'s flags, loads the
-//! project, and runs the planner's actions through the run engine (`up.rs`), builds through
-//! `kiln build`'s path (`build.rs`); `view.rs` has `ps`, `logs` and `config`.
+//! project, and runs the planner's actions through the run engine (`up.rs`; `attached.rs` for
+//! `up` without `-d`), builds through `kiln build`'s path (`build.rs`); `view.rs` has `ps`,
+//! `logs` and `config`.
 
+mod attached;
 mod build;
 mod spec;
 mod up;

@@ -1,6 +1,6 @@
 //! The compose model: Compose files loaded, interpolated, merged, validated and rendered, as
-//! Docker Compose v2 does. Pure apart from reading the files: no containers here; the run part
-//! (the convergence planner) builds on this model.
+//! Docker Compose v2 does. Pure apart from reading the files: no containers here; the planner
+//! (`plan`) turns the model and the containers that exist into actions the CLI runs.
 //!
 //! ```no_run
 //! use kiln_compose::{LoadOptions, Project};
@@ -27,7 +27,8 @@
 //! (`include.rs`) and `extends` (`extends.rs`) → files merged (`merge.rs`) → the typed model
 //! (`convert/`, `model.rs`) → profiles (`profiles.rs`) → cross-checks (`validate.rs`). Every
 //! error is a [`Diagnostic`] with the file, line, column and model path. On the model:
-//! dependency order (`order.rs`), config hashes (`hash.rs`), `config` output (`render.rs`).
+//! dependency order (`order.rs`), config hashes (`hash.rs`), `config` output (`render.rs`), and
+//! the convergence planner (`plan.rs`: desired state against observed containers → actions).
 #![deny(unsafe_code)]
 
 mod convert;
@@ -44,6 +45,7 @@ pub mod model;
 mod options;
 mod order;
 mod paths;
+pub mod plan;
 mod profiles;
 mod render;
 pub mod units;

@@ -489,16 +489,27 @@ pub(crate) fn member_hosts_path(container_dir: &Path) -> PathBuf {
 
 /// Rewrites the hosts file of every member of the network in place (a member bind-mounts
 /// its file, so the inode must stay): Docker's lines, the member's `--add-host` entries and
-/// own address, then every other container of the network by name and hostname. The
+/// own address, then every other container of the network by name, hostname and its aliases
+/// on that network (a name several members share gets one line each). The
 /// network's own file lists them all.
 pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError> {
     if !has_names(name) {
         return Ok(());
     }
+    // One refresh at a time per root: each lists the members then writes every file, so two
+    // interleaved (containers created at once) could leave one's older list last.
+    let _lock = lock_hosts(root)?;
     let everyone = store::list(root)?;
     let line = |c: &store::Container, net: &str| {
-        address_on(&c.config, net)
-            .map(|ip| format!("{ip}\t{}\t{}\n", c.config.name, c.config.hostname))
+        address_on(&c.config, net).map(|ip| {
+            let mut l = format!("{ip}\t{}\t{}", c.config.name, c.config.hostname);
+            for alias in c.config.aliases.get(net).into_iter().flatten() {
+                l.push('\t');
+                l.push_str(alias);
+            }
+            l.push('\n');
+            l
+        })
     };
     let members: Vec<&store::Container> = everyone
         .iter()
@@ -527,6 +538,24 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
         fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
     }
     Ok(())
+}
+
+fn lock_hosts(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
+    let dir = networks_dir(root);
+    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let path = dir.join("hosts.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        RuntimeError::Io {
+            what: format!("lock {}", path.display()),
+            source: e.into(),
+        }
+    })
 }
 
 fn netns_name(id: &str) -> String {

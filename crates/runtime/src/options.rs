@@ -103,6 +103,9 @@ pub struct RunOptions {
     pub oom_kill_disable: bool,
     /// `--expose PORT[/PROTO]`: exposed as if the image said so (what `-P` publishes).
     pub expose: Vec<String>,
+    /// Further names on networks (network name → names) that other members resolve, as
+    /// Docker's `--network-alias` per endpoint (what compose gives a service's containers).
+    pub network_aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Docker's ENTRYPOINT/CMD rules: returns `(entrypoint, cmd)`; the command line is their

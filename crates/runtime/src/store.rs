@@ -159,6 +159,10 @@ pub struct ContainerConfig {
     /// Networks joined with `network connect` beyond the first (`network_name`).
     #[serde(default)]
     pub extra_networks: Vec<NetworkLink>,
+    /// Further names the container has on a network (network name → names), listed in the
+    /// hosts files of the network's members: compose's service names and aliases.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A container's address on a network it was connected to.
@@ -379,7 +383,11 @@ pub(crate) fn is_alive(pid: i32, start: u64) -> bool {
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| RuntimeError::Bug(format!("failed to encode {}: {e}", path.display())))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write, not only per process: threads of one process (`kiln compose` acting
+    // on several containers at once) may write the same record.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let what = || format!("write {}", path.display());
     let mut f = fs::File::create(&tmp).map_err(io_err(what()))?;
     f.write_all(&bytes).map_err(io_err(what()))?;

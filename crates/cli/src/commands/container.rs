@@ -144,7 +144,7 @@ impl PsFilter {
 }
 
 /// Docker's `State` word for a container.
-fn state_name(c: &Container) -> &'static str {
+pub(crate) fn state_name(c: &Container) -> &'static str {
     match c.state.status {
         Status::Running if c.state.paused => "paused",
         Status::Running => "running",
@@ -274,7 +274,7 @@ pub struct StatsArgs {
     containers: Vec<String>,
 }
 
-fn status_text(c: &Container) -> String {
+pub(crate) fn status_text(c: &Container) -> String {
     match c.state.status {
         Status::Running => {
             let health = kiln_runtime::health::read(c)

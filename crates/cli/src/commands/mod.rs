@@ -4,6 +4,7 @@ pub mod attach;
 pub mod build;
 mod builder_remote;
 mod check;
+pub mod compose;
 pub mod container;
 pub mod debug;
 pub mod images;
@@ -121,6 +122,8 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Define and run multi-container applications (compose files).
+    Compose(compose::ComposeArgs),
     /// Keeps a detached container (started by `run -d` and `start`).
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
@@ -176,6 +179,7 @@ pub fn run(command: Command, ctx: &Context) -> ExitCode {
         Command::Image(c) => manage::image(c, ctx),
         Command::Volume(c) => volume::run(c, ctx),
         Command::Network(c) => network::run(c, ctx),
+        Command::Compose(args) => return compose::run(args, ctx),
         Command::History(args) => images::history(args, ctx),
         Command::Import(args) => images::import(args, ctx),
         Command::Pull(args) => registry::pull(args, ctx),

@@ -292,6 +292,8 @@ impl RunArgs {
             cpuset_cpus: self.cpuset_cpus.clone(),
             oom_kill_disable: self.oom_kill_disable,
             expose: self.expose.clone(),
+            // `--network-alias` is refused by the parser (`unsupported.rs`).
+            network_aliases: Default::default(),
         }
     }
 }

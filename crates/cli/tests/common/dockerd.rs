@@ -176,6 +176,17 @@ impl Dockerd {
         cmd
     }
 
+    /// The daemon's address (`unix://...`), for clients such as `docker-compose` that take
+    /// `DOCKER_HOST`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The client config directory (`DOCKER_CONFIG`).
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+
     /// `docker ARGS` against this daemon.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run docker")

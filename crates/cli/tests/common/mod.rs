@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod compose;
 pub mod containers;
 pub mod dockerd;
 pub mod faultproxy;

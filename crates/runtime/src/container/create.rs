@@ -297,6 +297,7 @@ impl Runtime {
                 labels: labels.clone(),
                 host: settings.host.clone(),
                 extra_networks: Vec::new(),
+                aliases: opts.network_aliases.clone(),
             };
             parse_signal(&config.stop_signal).map_err(|_| {
                 RuntimeError::Invalid(format!("invalid signal: {}", config.stop_signal))

@@ -589,7 +589,22 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err(format!("remove container {}", c.name()))(e)),
         }
-        fs::remove_dir_all(&trash).map_err(io_err(format!("remove container {}", c.name())))?;
+        // The monitor may still be finishing (its last writes go through a handle on the
+        // directory, which follows the rename) for a moment after the exit is recorded: try
+        // again while the directory is not empty, up to a second.
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir_all(&trash) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => {
+                    r.map_err(io_err(format!("remove container {}", c.name())))?;
+                    break;
+                }
+            }
+        }
         crate::network::release(self.root(), &c.config);
         events::record(self.root(), events::container(c, "destroy"));
         if volumes {

@@ -61,7 +61,8 @@ impl Runtime {
         Runtime { images }
     }
 
-    pub(crate) fn root(&self) -> &Path {
+    /// The store root the containers, networks and volumes live under.
+    pub fn root(&self) -> &Path {
         self.images.root()
     }
 

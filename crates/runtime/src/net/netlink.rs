@@ -30,6 +30,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 // Attributes (linux/if_link.h, linux/veth.h, linux/if_addr.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -356,7 +357,13 @@ pub(crate) fn add_veth(host_if: &str, master: &str, netns: &File, peer: &str) ->
     sock.request(&mut m)
 }
 
-/// Inside the namespace `netns`: `lo` up, `ifname` up at `ip`/`prefix`, and with a
+/// A locally administered unicast MAC address for `ip` (Docker's `02:42:a:b:c:d`).
+pub(crate) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+/// Inside the namespace `netns`: `lo` up, the MAC address from `ip`, `ifname` up at `ip`/`prefix`, and with a
 /// `gateway` the default route through it. Runs on a thread that joins the namespace (its
 /// sockets and the interface's index belong to the namespace the thread is in).
 pub(crate) fn configure_inside(
@@ -373,6 +380,14 @@ pub(crate) fn configure_inside(
         let lo = nix::net::if_::if_nametoindex("lo")? as i32;
         let eth0 = nix::net::if_::if_nametoindex(ifname.as_str())? as i32;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(lo, IFF_UP, IFF_UP))?;
+        // The MAC address follows from the IP address, as Docker makes it (02:42 and the four
+        // octets): an address given back and leased again (a recreated compose container)
+        // keeps its MAC, so the other members' ARP caches stay right.
+        sock.request(
+            Msg::new(RTM_NEWLINK, 0)
+                .ifinfo(eth0, 0, 0)
+                .attr(IFLA_ADDRESS, &mac_for(ip)),
+        )?;
         add_address(&mut sock, eth0 as u32, ip, prefix)?;
         sock.request(Msg::new(RTM_NEWLINK, 0).ifinfo(eth0, IFF_UP, IFF_UP))?;
         let Some(gateway) = gateway else {
@@ -455,6 +470,14 @@ mod tests {
         assert_eq!(
             (bridge.kind.as_str(), bridge.alias.as_str()),
             ("bridge", "kiln-network test")
+        );
+    }
+
+    #[test]
+    fn the_mac_address_follows_the_ip_address_as_dockers() {
+        assert_eq!(
+            mac_for(Ipv4Addr::new(10, 89, 1, 2)),
+            [0x02, 0x42, 10, 89, 1, 2]
         );
     }
 

@@ -193,7 +193,7 @@ pub fn up(args: UpArgs, project: &mut Project, ctx: &Context) -> anyhow::Result<
             // As `kiln run`'s default `--pull missing`: fetch what the store lacks.
             eprintln!(" {s} Pulling {image}");
             backend
-                .pull(&image, &|event| {
+                .pull_for(&image, None, &|event| {
                     eprintln!("{}", kiln_image::describe_pull(&event));
                 })
                 .map_err(|e| anyhow::anyhow!("service {s}: {}", crate::error::chain(&e)))?;

@@ -131,6 +131,11 @@ tpl() {
   kiln:run-port) echo "$KILN_RUN_PORT" ;;
   kilnbase:build) echo "$KILN_BASE --root $KILN_ROOT-base build -q -t {tag} -f {dockerfile} {context}" ;;
   kilnbase:reset) echo "kiln_reset $KILN_ROOT-base" ;;
+  # the run cases for a before/after comparison of kiln run itself (the base binary's flags
+  # are assumed to be today's)
+  kilnbase:run) [[ -z $KILN_RUN ]] || echo "$KILN_BASE --root $KILN_ROOT-base run --rm {image} true" ;;
+  kilnbase:run-init) [[ -z $KILN_RUN_INIT ]] || echo "$KILN_BASE --root $KILN_ROOT-base run --rm --init {image} true" ;;
+  kilnbase:run-port) [[ -z $KILN_RUN_PORT ]] || echo "$KILN_BASE --root $KILN_ROOT-base run --rm -p 80 {image} true" ;;
   kiln-*:build)
     echo "$KILN --root $KILN_ROOT-${tool#kiln-} build -q --compression ${tool#kiln-} -t {tag} -f {dockerfile} {context}" ;;
   kiln-*:reset) echo "kiln_reset $KILN_ROOT-${tool#kiln-}" ;;
@@ -359,6 +364,9 @@ want run-init && run_case container run-init none "$((REPS * 2))"
 want run-port && run_case container run-port none "$((REPS * 2))"
 # The run cases made kiln's default bridge (and its firewall chains) on the host: give them back.
 "$KILN" --root "$KILN_ROOT" network rm bridge >/dev/null 2>&1 || true
+if [[ " $TOOLS " == *" kilnbase "* ]]; then
+  "$KILN_BASE" --root "$KILN_ROOT-base" network rm bridge >/dev/null 2>&1 || true
+fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 python3 "$BENCH_DIR/lib/report.py" "$OUT" >"$OUT_MD" || die "report failed"

@@ -216,6 +216,29 @@ impl Setup {
         root.assert_clean();
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+
+    /// Prints how many faults the proxy injected since the last tally and how the operation
+    /// ended (the figures in docs/dev/security.md add these lines up), then clears the log.
+    /// Called after a scenario's assertions, so `completed` and `refused` were both checked.
+    fn tally(&self, scenario: &str, outcome: Outcome) {
+        let log = self.proxy.log();
+        let injected = log.iter().filter(|seen| seen.fault.is_some()).count();
+        assert!(injected > 0, "{scenario}: no fault was injected: {log:?}");
+        let outcome = match outcome {
+            Outcome::Completed => "completed",
+            Outcome::RefusedClean => "refused, nothing stored",
+        };
+        eprintln!("fault tally: {scenario}: {injected} injected, {outcome}");
+        self.proxy.clear_log();
+    }
+}
+
+/// How a scenario's pull or push ended (each already asserted by the scenario).
+enum Outcome {
+    /// It finished with the right content despite the faults.
+    Completed,
+    /// It gave up with a clear error and stored nothing unverified, as it must.
+    RefusedClean,
 }
 
 #[test]
@@ -248,6 +271,7 @@ fn a_blob_cut_off_mid_transfer_is_resumed_with_a_range_request() {
         "reset every 768 KiB: {} GETs, {served} bytes served for {LAYER_LEN}, {took:?}",
         gets.len()
     );
+    s.tally("every layer GET reset after 768 KiB", Outcome::Completed);
 }
 
 #[test]
@@ -265,6 +289,10 @@ fn server_errors_are_retried_with_backoff_and_then_given_up_on() {
     assert_eq!(s.proxy.requests("GET", &s.layer_path()).len(), 3);
     // Backoff: the retries waited (0.4 s + 0.8 s for the manifest at least).
     assert!(took >= Duration::from_millis(1000), "{took:?}");
+    s.tally(
+        "503, 503 on the manifest; 500, 503 on the layer",
+        Outcome::Completed,
+    );
 
     // A registry that keeps failing: a bounded number of tries, then a clear error.
     s.proxy.clear_rules();
@@ -282,6 +310,7 @@ fn server_errors_are_retried_with_backoff_and_then_given_up_on() {
     );
     assert_eq!(s.proxy.requests("GET", &s.layer_path()).len(), 4);
     assert!(took < Duration::from_secs(20), "{took:?}");
+    s.tally("503 on every layer GET", Outcome::RefusedClean);
 }
 
 #[test]
@@ -299,6 +328,7 @@ fn a_blob_that_does_not_match_its_digest_is_never_stored() {
     );
     // Corruption is not a network hiccup: not fetched again.
     assert_eq!(s.proxy.requests("GET", &s.layer_path()).len(), 1);
+    s.tally("one flipped byte in the layer", Outcome::RefusedClean);
 }
 
 /// A manifest rewritten to say the layer is `delta` bytes longer (or shorter) than it is.
@@ -325,6 +355,10 @@ fn manifests_that_lie_about_sizes_are_refused() {
         err.contains("digest mismatch") && err.contains("more than the"),
         "{err}"
     );
+    s.tally(
+        "manifest says the layer is 10 bytes shorter",
+        Outcome::RefusedClean,
+    );
 
     // Said to be longer: the registry has nothing past the real end (a 416 on the resume).
     s.proxy.clear_rules();
@@ -337,6 +371,10 @@ fn manifests_that_lie_about_sizes_are_refused() {
         "{err}"
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
+    s.tally(
+        "manifest says the layer is 4096 bytes longer",
+        Outcome::RefusedClean,
+    );
 
     // A manifest response that never ends: read up to the limit, not into memory without end.
     s.proxy.clear_rules();
@@ -359,6 +397,7 @@ fn manifests_that_lie_about_sizes_are_refused() {
         .map(|r| r.served)
         .sum();
     assert!(served < 64 << 20, "the client kept reading: {served} bytes");
+    s.tally("endless manifest claiming 1 TiB", Outcome::RefusedClean);
 }
 
 #[test]
@@ -377,6 +416,7 @@ fn a_stalled_registry_is_timed_out_and_resumed_or_given_up_on() {
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert!(gets[1].range.is_some(), "{gets:?}");
     assert!(took < Duration::from_secs(6), "{took:?}");
+    s.tally("layer stalls once for 6 s after 1 MiB", Outcome::Completed);
 
     // Stalls every time: given up on after the attempts, with the byte count so far.
     s.proxy.clear_rules();
@@ -395,6 +435,7 @@ fn a_stalled_registry_is_timed_out_and_resumed_or_given_up_on() {
         "{err}"
     );
     assert!(took < Duration::from_secs(20), "{took:?}");
+    s.tally("layer stalls on every GET", Outcome::RefusedClean);
 }
 
 /// Pushes `image` through the proxy as `faults/NAME:v1`; the events as text.
@@ -465,6 +506,7 @@ fn a_chunked_upload_resumes_from_the_upload_status_or_starts_over() {
     );
     // One upload session each for the layer and the config: nothing started over.
     assert_eq!(s.proxy.requests("POST", "/blobs/uploads/").len(), 2);
+    s.tally("503 on a chunk's PATCH", Outcome::Completed);
 
     // A chunk cut off after part of it reached the registry: distribution 2.x then refuses the
     // old upload (its state token names the old offset), so the client starts a new one.
@@ -481,6 +523,7 @@ fn a_chunked_upload_resumes_from_the_upload_status_or_starts_over() {
     result.unwrap_or_else(|e| panic!("{e}: {events:?}"));
     assert_registry_has(&s, &img, "chunked2");
     assert!(events.iter().any(|e| e.contains("BlobRetry")), "{events:?}");
+    s.tally("chunk's PATCH reset after 300 KiB", Outcome::Completed);
 }
 
 #[test]
@@ -498,6 +541,10 @@ fn a_monolithic_upload_cut_off_starts_a_new_upload_and_errors_are_clear() {
     let (result, events) = push_through(&s, &img, "mono", u64::MAX);
     result.unwrap_or_else(|e| panic!("{e}: {events:?}"));
     assert_registry_has(&s, &img, "mono");
+    s.tally(
+        "monolithic PUT reset after 1 MiB, then a 500",
+        Outcome::Completed,
+    );
 
     // A registry that refuses every upload: a bounded number of tries, a clear error, and
     // the tag never appears (the manifest goes last).
@@ -515,4 +562,5 @@ fn a_monolithic_upload_cut_off_starts_a_new_upload_and_errors_are_clear() {
     );
     assert!(start.elapsed() < Duration::from_secs(20));
     assert!(s.proxy.requests("PUT", "/manifests/").is_empty());
+    s.tally("500 on every monolithic PUT", Outcome::RefusedClean);
 }

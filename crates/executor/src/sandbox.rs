@@ -26,6 +26,7 @@ mod stdio;
 mod teardown;
 mod validate;
 mod wait;
+mod warm;
 
 pub use io::{
     CancelToken, CollectOutput, ExitInfo, ExitStatus, OutputSink, PtyMaster, Stdin, Stream,
@@ -38,6 +39,7 @@ pub use spec::{
     DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS, Device, DeviceKind, Mount, Namespace, Network,
     Rlimit, RlimitResource, RootFs, SandboxSpec, User,
 };
+pub use warm::MigrationWarmer;
 
 /// Why a sandbox could not run (a command that ran and failed is an `Ok(ExitInfo)`).
 #[derive(Debug, thiserror::Error)]

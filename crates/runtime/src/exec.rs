@@ -191,6 +191,9 @@ impl Runtime {
         if opts.argv.is_empty() {
             return Err(RuntimeError::Invalid("exec needs a command".into()));
         }
+        // The command joins the container's cgroups below: the lock's grace period passes
+        // while the rest is prepared (`Runtime::warm_cgroups`).
+        let _warm = self.warm_cgroups();
         let c = self.get(c.id())?;
         if c.state.status != Status::Running || !store::is_alive(c.state.pid, c.state.pid_start) {
             return Err(RuntimeError::NotRunning(c.name().to_string()));

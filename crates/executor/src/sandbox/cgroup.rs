@@ -42,21 +42,21 @@ pub(crate) struct View {
 
 /// A cgroup hierarchy as mounted on the host.
 #[derive(Debug, Clone)]
-struct Hierarchy {
-    point: PathBuf,
+pub(super) struct Hierarchy {
+    pub(super) point: PathBuf,
     version: Version,
     /// The v1 controllers (and `name=` option) of the mount.
-    controllers: Vec<String>,
+    pub(super) controllers: Vec<String>,
 }
 
 /// Where the cgroup filesystems are mounted.
 #[derive(Debug, Default)]
-struct Mounts {
-    v2: Option<PathBuf>,
-    v1: Vec<Hierarchy>,
+pub(super) struct Mounts {
+    pub(super) v2: Option<PathBuf>,
+    pub(super) v1: Vec<Hierarchy>,
 }
 
-fn mounts() -> io::Result<Mounts> {
+pub(super) fn mounts() -> io::Result<Mounts> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     let mut m = Mounts::default();
     for line in info.lines() {

@@ -31,6 +31,8 @@ impl Runtime {
     /// Creates a container from `opts`: resolves the image and command, prepares its
     /// directories, volumes and lease, and records it as `created`.
     pub fn create(&self, opts: &RunOptions) -> Result<Created, RuntimeError> {
+        // `kiln run` starts the container right after this: its cgroup join gets cheap now.
+        self.warm_cgroups_ahead();
         let mut warnings = Vec::new();
         if opts.network.as_deref() == Some("host") && (!opts.publish.is_empty() || opts.publish_all)
         {

@@ -103,6 +103,7 @@ impl Runtime {
         out: &mut dyn OutputSink,
     ) -> Result<ExitInfo, RuntimeError> {
         let _ = fs::remove_file(c.dir.join(STOP_MARKER));
+        let warm = self.warm_cgroups();
         let target = ports::Target::default();
         if !c.config.ports.is_empty() && c.config.network != NetworkMode::Host {
             ports::publish(c, &target)?;
@@ -113,7 +114,9 @@ impl Runtime {
         if spec.tty {
             spec.tty_size = crate::pty::caller_size();
         }
-        let sb = match Sandbox::spawn(&spec, stdin) {
+        let spawned = Sandbox::spawn(&spec, stdin);
+        drop(warm);
+        let sb = match spawned {
             Ok(sb) => sb,
             Err(e) => {
                 let e = RuntimeError::from(e);
@@ -184,6 +187,9 @@ impl Runtime {
             return Ok(());
         }
         let StartMode::Detached { kiln_exe } = mode;
+        // The monitor starts the container; the lock is the kernel's, so warming it here
+        // serves the monitor's process too.
+        let _warm = self.warm_cgroups();
         let (child, out) = self.spawn_monitor(c, kiln_exe, false)?;
         self.monitor_answer(c, child, out)
     }
@@ -358,6 +364,7 @@ impl Runtime {
         let mut failures_in_a_row = 0u32;
         loop {
             let started = Instant::now();
+            let warm = self.warm_cgroups();
             let net = match self.attach_network(&c) {
                 Ok(n) => n,
                 Err(e) => {
@@ -381,6 +388,7 @@ impl Runtime {
             let spawned = self
                 .sandbox_spec(&c)
                 .and_then(|spec| Sandbox::spawn(&spec, stdin).map_err(Into::into));
+            drop(warm);
             let sb = match spawned {
                 Ok(sb) => sb,
                 Err(e) => {

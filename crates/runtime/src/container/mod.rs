@@ -6,8 +6,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use kiln_executor::sandbox::MigrationWarmer;
 use kiln_executor::snapshot::SnapshotId;
 use kiln_image::ImageStore;
 
@@ -47,6 +48,8 @@ pub enum StartMode {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     images: Arc<ImageStore>,
+    /// Started by `create`, taken over by the start that follows (see `warm_cgroups`).
+    warmer: Arc<Mutex<Option<MigrationWarmer>>>,
 }
 
 /// The name of the marker file `stop` leaves so the monitor does not restart the container.
@@ -58,7 +61,30 @@ fn lease_id(id: &str) -> String {
 
 impl Runtime {
     pub fn new(images: Arc<ImageStore>) -> Runtime {
-        Runtime { images }
+        Runtime {
+            images,
+            warmer: Arc::default(),
+        }
+    }
+
+    /// Keeps cgroup migrations cheap until the guard is dropped: the one `create` started if
+    /// it is still there, else a new one. A container's first process joins its cgroups as
+    /// it starts, and the first migration after a quiet spell waits an RCU grace period
+    /// (`kiln_executor::sandbox::MigrationWarmer`); started early, that wait passes while the
+    /// container is prepared. Held until the sandbox has started.
+    pub(crate) fn warm_cgroups(&self) -> MigrationWarmer {
+        let taken = self.warmer.lock().ok().and_then(|mut w| w.take());
+        taken.unwrap_or_else(MigrationWarmer::start)
+    }
+
+    /// Starts warming cgroup migrations for a start expected soon (`create`); the start
+    /// takes it over with [`Runtime::warm_cgroups`].
+    pub(crate) fn warm_cgroups_ahead(&self) {
+        if let Ok(mut w) = self.warmer.lock()
+            && w.is_none()
+        {
+            *w = Some(MigrationWarmer::start());
+        }
     }
 
     /// The store root the containers, networks and volumes live under.

@@ -358,6 +358,11 @@ impl MetaDb {
     }
 
     /// Starts the thread that closes the database after [`IDLE`]; returns whether it runs.
+    ///
+    /// The thread holds the handle only while it looks at the state, never while it sleeps:
+    /// a strong reference kept across the wait would outlive the last store handle, so a
+    /// process that ends soon after its last transaction would exit with the database open,
+    /// and the next process to open it would pay for redb's repair (several fsyncs).
     fn spawn_closer(self: &Arc<Self>) -> bool {
         let weak = Arc::downgrade(self);
         thread::Builder::new()
@@ -365,29 +370,28 @@ impl MetaDb {
             .spawn(move || {
                 loop {
                     let Some(meta) = weak.upgrade() else { return };
-                    let mut st = meta.lock_state();
-                    if st.db.is_none() {
-                        st.closer_running = false;
-                        return;
-                    }
-                    let idle = st.last_release.elapsed();
-                    let hand_over =
-                        st.held_since.elapsed() >= QUANTUM && meta.waiters_present(&mut st);
-                    if st.active == 0 && (idle >= IDLE || hand_over) {
-                        meta.close(&mut st);
-                        st.closer_running = false;
-                        return;
-                    }
-                    let wait = if st.active > 0 {
-                        IDLE
-                    } else {
-                        IDLE.saturating_sub(idle)
+                    let wait = {
+                        let mut st = meta.lock_state();
+                        if st.db.is_none() {
+                            st.closer_running = false;
+                            return;
+                        }
+                        let idle = st.last_release.elapsed();
+                        let hand_over =
+                            st.held_since.elapsed() >= QUANTUM && meta.waiters_present(&mut st);
+                        if st.active == 0 && (idle >= IDLE || hand_over) {
+                            meta.close(&mut st);
+                            st.closer_running = false;
+                            return;
+                        }
+                        if st.active > 0 {
+                            IDLE
+                        } else {
+                            IDLE.saturating_sub(idle)
+                        }
                     };
-                    let (st, _) = meta
-                        .cond
-                        .wait_timeout(st, wait.max(Duration::from_millis(1)))
-                        .unwrap_or_else(PoisonError::into_inner);
-                    drop(st);
+                    drop(meta);
+                    thread::sleep(wait.max(Duration::from_millis(1)));
                 }
             })
             .is_ok()

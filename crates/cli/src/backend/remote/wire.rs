@@ -357,3 +357,86 @@ fn output(o: &kiln_image::Output) -> pb::Output {
         compression_level,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> BuildRequest {
+        BuildRequest::new(None, b"FROM scratch\n".to_vec(), "Dockerfile")
+    }
+
+    #[test]
+    fn protocol_1_workers_get_no_input_they_would_ignore() {
+        let mut r = request();
+        r.extras
+            .ssh
+            .push(kiln_engine::SshSpec::parse("default").unwrap());
+        let e = to_wire(&r, None, &[], false, 1).unwrap_err().to_string();
+        assert!(e.contains("protocol 1") && e.contains("--ssh"), "{e}");
+        let wire = to_wire(&r, None, &[], false, 2).unwrap();
+        assert_eq!(wire.ssh[0].id, "default");
+
+        let mut r = request();
+        r.explain = true;
+        r.extras.run.shm_size = Some(1 << 26);
+        r.extras.run.allow_devices = true;
+        r.extras.provenance = Some(ProvenanceMode::Max);
+        assert!(to_wire(&r, None, &[], false, 1).is_err());
+        let wire = to_wire(&r, None, &[], false, 2).unwrap();
+        assert!(wire.explain);
+        assert_eq!(wire.shm_size, Some(1 << 26));
+        assert_eq!(wire.entitlements, vec!["device".to_string()]);
+        assert_eq!(wire.provenance, pb::ProvenanceMode::Max as i32);
+        // A plain build is the same for both.
+        assert!(to_wire(&request(), None, &[], false, 1).is_ok());
+    }
+
+    #[test]
+    fn explanations_come_back_as_the_engine_made_them() {
+        let reasons = vec![
+            ExplainReason::ContextFile {
+                path: "a.txt".into(),
+                old: Some("file 0644 blake3:aa".into()),
+                new: Some("file 0644 blake3:bb".into()),
+            },
+            ExplainReason::MoreContextFiles { count: 3 },
+            ExplainReason::BaseImage {
+                name: "busybox".into(),
+                old: "sha256:1".into(),
+                new: "sha256:2".into(),
+            },
+            ExplainReason::Instruction {
+                what: "command".into(),
+                old: None,
+                new: Some("make".into()),
+            },
+            ExplainReason::NeverSeen,
+            ExplainReason::CacheMissing,
+        ];
+        // The worker's side of the mapping, spelled out: kind names are serde's.
+        let wire = pb::Explanations {
+            steps: vec![pb::StepExplanation {
+                vertex: "sha256:v".into(),
+                name: "[1/2] COPY a.txt /".into(),
+                reasons: reasons
+                    .iter()
+                    .map(|r| {
+                        let v = serde_json::to_value(r).unwrap();
+                        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+                        pb::ExplainReason {
+                            kind: s("kind").unwrap(),
+                            name: s("path").or(s("name")).or(s("what")).unwrap_or_default(),
+                            old: s("old"),
+                            new: s("new"),
+                            count: v.get("count").and_then(|c| c.as_u64()).unwrap_or(0),
+                        }
+                    })
+                    .collect(),
+            }],
+        };
+        let back = explanations(wire);
+        assert_eq!(back[0].reasons, reasons);
+        assert_eq!(back[0].name, "[1/2] COPY a.txt /");
+    }
+}

@@ -11,11 +11,15 @@
 #
 # Knobs: REPS (default 5), FILES / MIB (default 20000 / 500), KILN (default
 # target/release/kiln), STATE (default /var/tmp/kiln-bench-remote), BUILDKIT
-# (default ../shared/tools/buildkit/buildkit.sh; without it the BuildKit column is left out).
+# (default ../shared/tools/buildkit/buildkit.sh; without it the BuildKit column is left out),
+# CASES (default "noop edit"; "noop" for the no-op alone). Local and remote alternate which
+# goes first each round, and the ratio is also given as the median of per-round (paired)
+# ratios, which a machine whose load drifts between rounds disturbs less.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 REPS=${REPS:-5}
+CASES=${CASES:-noop edit}
 FILES=${FILES:-20000}
 MIB=${MIB:-500}
 KILN=${KILN:-$repo/target/release/kiln}
@@ -101,15 +105,21 @@ timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); echo "$t1 - $t0" | bc -l; }
 echo "cold builds (not timed)..." >&2
 run_local; run_remote; sent "$STATE/counts-kiln"
 [ -n "${have_bk:-}" ] && { run_bk; sent "$STATE/counts-bk"; }
+# One case with each tool; odd rounds run local first, even rounds remote first.
+one_case() {
+  local case=$1 round=$2 t
+  if [ $((round % 2)) = 1 ]; then record "$case" local "$(timed run_local)" 0; fi
+  t=$(timed run_remote); sent "$STATE/counts-kiln"; record "$case" remote "$t" "$SENT"
+  if [ $((round % 2)) = 0 ]; then record "$case" local "$(timed run_local)" 0; fi
+  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); sent "$STATE/counts-bk"; record "$case" buildkit "$t" "$SENT"; fi
+}
 for round in $(seq 1 "$REPS"); do
-  echo "round $round/$REPS" >&2
-  record noop local "$(timed run_local)" 0
-  t=$(timed run_remote); sent "$STATE/counts-kiln"; record noop remote "$t" "$SENT"
-  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); sent "$STATE/counts-bk"; record noop buildkit "$t" "$SENT"; fi
-  printf '// edit %s %s\n' "$round" "$(now)" >>"$edit_file"
-  record edit local "$(timed run_local)" 0
-  t=$(timed run_remote); sent "$STATE/counts-kiln"; record edit remote "$t" "$SENT"
-  if [ -n "${have_bk:-}" ]; then t=$(timed run_bk); sent "$STATE/counts-bk"; record edit buildkit "$t" "$SENT"; fi
+  echo "round $round/$REPS $(cut -d' ' -f1 /proc/loadavg)" >&2
+  case " $CASES " in *" noop "*) one_case noop "$round" ;; esac
+  case " $CASES " in *" edit "*)
+    printf '// edit %s %s\n' "$round" "$(now)" >>"$edit_file"
+    one_case edit "$round" ;;
+  esac
 done
 uptime >&2
 
@@ -119,13 +129,22 @@ rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
 def med(metric, tool, col):
     v = [float(r[col]) for r in rows if r[0] == metric and r[1] == tool]
     return statistics.median(v) if v else None
-print("| case | kiln local (s) | kiln remote (s) | remote/local | BuildKit buildctl (s) | remote bytes sent | BuildKit bytes sent | remote/BuildKit bytes |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| case | kiln local (s) | kiln remote (s) | remote/local (medians) | remote/local (paired) | BuildKit buildctl (s) | remote bytes sent | BuildKit bytes sent | remote/BuildKit bytes |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def paired(metric):
+    l = [float(r[2]) for r in rows if r[0] == metric and r[1] == "local"]
+    r = [float(r[2]) for r in rows if r[0] == metric and r[1] == "remote"]
+    ratios = [b / a for a, b in zip(l, r) if a > 0]
+    return (statistics.median(ratios), ratios) if ratios else (None, [])
 for m in ("noop", "edit"):
+    if med(m, "local", 2) is None:
+        continue
     l, r, b = med(m, "local", 2), med(m, "remote", 2), med(m, "buildkit", 2)
     rb, bb = med(m, "remote", 3), med(m, "buildkit", 3)
     f = lambda x, d=2: "n/a" if x is None else f"{x:.{d}f}"
     ratio = "n/a" if not (l and r) else f"{r / l:.2f}"
     bratio = "n/a" if not (rb is not None and bb) else f"{rb / bb:.4f}"
-    print(f"| {m} | {f(l)} | {f(r)} | {ratio} | {f(b)} | {f(rb, 0)} | {f(bb, 0)} | {bratio} |")
+    pm, ratios = paired(m)
+    print(f"| {m} | {f(l)} | {f(r)} | {ratio} | {f(pm)} | {f(b)} | {f(rb, 0)} | {f(bb, 0)} | {bratio} |")
+    print(f"<!-- {m} per-round remote/local: {' '.join(f'{x:.2f}' for x in ratios)} -->")
 PY

@@ -5,10 +5,11 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use kiln_llb::Digest;
 
-use crate::ssh::SshSpec;
+use crate::ssh::{SshForward, SshSpec};
 
 /// The extras of one build; every field defaults to "not asked for".
 #[derive(Debug, Clone, Default)]
@@ -17,6 +18,9 @@ pub struct BuildExtras {
     pub contexts: Vec<(String, ContextSpec)>,
     /// `--ssh` agents for `RUN --mount=type=ssh`.
     pub ssh: Vec<SshSpec>,
+    /// Set when the `ssh` agents live elsewhere (a remote client's): each spec's id is then
+    /// reached through this, and its paths are not read.
+    pub ssh_forward: Option<Arc<dyn SshForward>>,
     pub run: RunSettings,
     /// `--provenance`: attach a SLSA provenance attestation to the image.
     pub provenance: Option<ProvenanceMode>,

@@ -39,7 +39,7 @@ pub use remote_cache::{CacheExport, CacheImport, CacheMode, CacheSpecError};
 pub use remote_context::{
     ContextInput, FetchedContext, bare_repository_url, fetch_context, is_remote_context,
 };
-pub use ssh::SshSpec;
+pub use ssh::{AgentStream, SshAgents, SshForward, SshSpec};
 
 /// The solver's progress vocabulary, re-exported so a front end renders builds without
 /// depending on the solver.

@@ -2,7 +2,8 @@
 //! `ID=SOCKET` or `ID=KEYFILE[,KEYFILE]`) served to a step through a socket made for that step
 //! alone and bind-mounted into its sandbox. A socket agent is proxied (only listing keys and
 //! signing pass; adding or removing keys does not); key files are served by an agent in this
-//! process. Nothing of it is written to a layer or enters a cache key.
+//! process; a remote client's agent is reached through an [`SshForward`] (kiln serve relays it
+//! over the build's stream). Nothing of it is written to a layer or enters a cache key.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, chown};
@@ -49,6 +50,17 @@ impl SshSpec {
     }
 }
 
+/// A byte stream to an ssh agent somewhere else.
+pub trait AgentStream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> AgentStream for T {}
+
+/// Opens connections to agents that are not on this machine (a remote client's, which the
+/// worker reaches over the build's stream). `connect` may block until the other side answers.
+pub trait SshForward: Send + Sync + std::fmt::Debug {
+    fn connect(&self, id: &str) -> std::io::Result<Box<dyn AgentStream>>;
+}
+
 /// Where a served agent's answers come from.
 #[derive(Debug)]
 enum Upstream {
@@ -56,6 +68,8 @@ enum Upstream {
     Socket(PathBuf),
     /// Keys read from files, signed with here.
     Keys(Vec<PrivateKey>),
+    /// An agent reached through a forwarder, by its id there.
+    Forward(Arc<dyn SshForward>, String),
 }
 
 /// The agents of one build, by id; key files are read (and refused when unusable) up front.
@@ -63,12 +77,17 @@ enum Upstream {
 pub struct SshAgents(Vec<(String, Arc<Upstream>)>);
 
 impl SshAgents {
-    /// Reads every `--ssh`. A later spec with the same id wins.
-    pub fn load(specs: &[SshSpec]) -> Result<SshAgents, EngineError> {
+    /// Reads every `--ssh`. A later spec with the same id wins. With `forward`, every spec
+    /// names an agent the forwarder reaches (its paths are not read here).
+    pub fn load(
+        specs: &[SshSpec],
+        forward: Option<&Arc<dyn SshForward>>,
+    ) -> Result<SshAgents, EngineError> {
         let mut out = Vec::new();
         for spec in specs {
-            let upstream = match spec.paths.as_slice() {
-                [] => {
+            let upstream = match (forward, spec.paths.as_slice()) {
+                (Some(forward), _) => Upstream::Forward(forward.clone(), spec.id.clone()),
+                (None, []) => {
                     let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
                         EngineError::Ssh(format!(
                             "--ssh {}: SSH_AUTH_SOCK is not set: start an ssh-agent or give ID=SOCKET|KEYFILE",
@@ -77,8 +96,8 @@ impl SshAgents {
                     })?;
                     Upstream::Socket(PathBuf::from(sock))
                 }
-                [one] if is_socket(one) => Upstream::Socket(one.clone()),
-                files => Upstream::Keys(
+                (None, [one]) if is_socket(one) => Upstream::Socket(one.clone()),
+                (None, files) => Upstream::Keys(
                     files
                         .iter()
                         .map(|f| read_key(&spec.id, f))
@@ -94,6 +113,34 @@ impl SshAgents {
     fn get(&self, id: &str) -> Option<&Arc<Upstream>> {
         let id = if id.is_empty() { "default" } else { id };
         self.0.iter().find(|(i, _)| i == id).map(|(_, u)| u)
+    }
+
+    /// The ids of the agents, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// A connection to agent `id` as a step would have through its socket (only listing and
+    /// signing pass), for relaying it elsewhere: `kiln build --builder` answers the worker's
+    /// forwarded connections with it. `None` when there is no such agent.
+    pub fn connect(&self, id: &str) -> Result<Option<UnixStream>, EngineError> {
+        let Some(upstream) = self.get(id).cloned() else {
+            return Ok(None);
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(|source| EngineError::Io {
+            what: "make a socket pair for the ssh agent".into(),
+            source,
+        })?;
+        std::thread::Builder::new()
+            .name("ssh-agent-conn".into())
+            .spawn(move || {
+                let _ = serve_connection(ours, &upstream);
+            })
+            .map_err(|source| EngineError::Io {
+                what: "start the ssh agent thread".into(),
+                source,
+            })?;
+        Ok(Some(theirs))
     }
 
     /// Serves agent `id` on a new socket in `dir`, owned by `uid:gid` with `mode`; `None`
@@ -254,8 +301,9 @@ fn write_message(w: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
 }
 
 fn serve_connection(mut conn: UnixStream, upstream: &Upstream) -> std::io::Result<()> {
-    let mut agent = match upstream {
-        Upstream::Socket(path) => Some(UnixStream::connect(path)?),
+    let mut agent: Option<Box<dyn AgentStream>> = match upstream {
+        Upstream::Socket(path) => Some(Box::new(UnixStream::connect(path)?)),
+        Upstream::Forward(forward, id) => Some(forward.connect(id)?),
         Upstream::Keys(_) => None,
     };
     while let Some(msg) = read_message(&mut conn)? {

@@ -6,7 +6,7 @@ use crate::v1::{InfoRequest, InfoResponse};
 /// The oldest protocol this build of kiln speaks.
 pub const MIN_PROTOCOL: u32 = 1;
 /// The newest protocol this build of kiln speaks.
-pub const MAX_PROTOCOL: u32 = 1;
+pub const MAX_PROTOCOL: u32 = 2;
 
 /// An inclusive range of protocol numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

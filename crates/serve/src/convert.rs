@@ -1,12 +1,16 @@
 //! `kiln.v1` messages to the engine's types and back: the build request (with outputs made to
 //! write into the build's artifact directory), progress events, the result and the failure.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use kiln_engine::{
-    BuildError, BuildRequest, CacheExport, CacheImport, CacheMode, EventKind, Progress, Stream,
+    BuildError, BuildRequest, CacheExport, CacheImport, CacheMode, EventKind, Progress, SshSpec,
+    Stream,
 };
+
+use crate::extras;
 use kiln_image::{Output, OutputKind};
 use kiln_llb::{NetworkMode, Platform};
 use kiln_proto::v1 as pb;
@@ -106,6 +110,7 @@ fn cache_mode(mode: i32, field: &str) -> Result<CacheMode, Refusal> {
 pub(crate) fn request(
     r: &pb::BuildRequest,
     context: Option<&Path>,
+    named_dirs: &HashMap<usize, PathBuf>,
     artifacts: &Path,
 ) -> Result<BuildRequest, Refusal> {
     let name = if r.dockerfile_name.is_empty() {
@@ -144,9 +149,27 @@ pub(crate) fn request(
     req.tags = r.tags.clone();
     req.max_parallelism = (r.max_parallelism > 0).then_some(r.max_parallelism as usize);
     req.pull = r.pull;
-    if !r.ssh.is_empty() {
-        return Err(unsupported("--ssh with a remote builder"));
-    }
+    // The agents are the client's: the session reaches them over the stream.
+    req.extras.ssh = r
+        .ssh
+        .iter()
+        .map(|s| SshSpec {
+            id: if s.id.is_empty() {
+                "default".into()
+            } else {
+                s.id.clone()
+            },
+            paths: Vec::new(),
+        })
+        .collect();
+    extras::run_settings(r, &mut req.extras.run).map_err(invalid)?;
+    req.extras.provenance = extras::provenance(r.provenance).map_err(invalid)?;
+    req.extras.origin = extras::origin(r.origin.as_ref()).map_err(invalid)?;
+    req.extras.contexts = extras::contexts(r, named_dirs).map_err(|e| match e {
+        extras::ContextError::Invalid(m) => invalid(m),
+        extras::ContextError::Unsupported(m) => unsupported(m),
+    })?;
+    req.explain = r.explain;
     for (i, c) in r.cache_from.iter().enumerate() {
         match &c.source {
             Some(pb::cache_import::Source::Registry(reg)) => {
@@ -190,6 +213,7 @@ pub(crate) fn request(
         match e.as_str() {
             "security.insecure" => req.allow_insecure = true,
             "network.host" => {}
+            "device" => req.extras.run.allow_devices = true,
             other => return Err(invalid(format!("unknown entitlement {other:?}"))),
         }
     }
@@ -224,8 +248,7 @@ fn nanos(t: std::time::SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// One engine progress report as the message clients see; `None` for what kiln.v1 does not
-/// carry yet (step explanations: clients refuse `--explain` with a builder).
+/// One engine progress report as the message clients see.
 pub(crate) fn progress(p: Progress) -> Option<Msg> {
     Some(match p {
         Progress::Steps(steps) => Msg::Vertices(pb::Vertices {
@@ -282,7 +305,7 @@ pub(crate) fn progress(p: Progress) -> Option<Msg> {
             vertex: INFO_MARK.into(),
             location: None,
         }),
-        Progress::Explain(_) => return None,
+        Progress::Explain(steps) => Msg::Explain(extras::explanations(steps)),
     })
 }
 

@@ -12,9 +12,11 @@ mod blobs;
 mod builds;
 mod contexts;
 mod convert;
+mod extras;
 mod peer;
 mod server;
 mod session;
+mod ssh;
 mod update;
 mod worker;
 

@@ -21,6 +21,7 @@ use tonic::{Status, Streaming};
 use crate::blobs::{StoreSource, parse_digest};
 use crate::builds::Build;
 use crate::convert::{self, Refusal};
+use crate::ssh::Forward;
 use crate::worker::Worker;
 
 /// Rounds of `NeedBlobs` before the context is declared impossible to complete (each round
@@ -41,6 +42,8 @@ struct Session {
     worker: Worker,
     build: Arc<Build>,
     pending: Arc<Mutex<Pending>>,
+    /// The client's ssh agents, relayed over the stream.
+    forward: Forward,
     next_request: std::sync::atomic::AtomicU64,
     /// Fires when the client's stream ends (the client is done, or gone).
     client_done: tokio::sync::watch::Receiver<bool>,
@@ -77,11 +80,19 @@ pub(crate) async fn start(
     );
     let pending = Arc::new(Mutex::new(Pending::default()));
     let (done_tx, client_done) = tokio::sync::watch::channel(false);
-    tokio::spawn(read_client(up, build.clone(), pending.clone(), done_tx));
+    let forward = Forward::new(build.clone());
+    tokio::spawn(read_client(
+        up,
+        build.clone(),
+        pending.clone(),
+        forward.clone(),
+        done_tx,
+    ));
     let session = Session {
         worker: worker.clone(),
         build: build.clone(),
         pending,
+        forward,
         next_request: std::sync::atomic::AtomicU64::new(1),
         client_done,
     };
@@ -97,6 +108,7 @@ async fn read_client(
     mut up: Streaming<pb::BuildUp>,
     build: Arc<Build>,
     pending: Arc<Mutex<Pending>>,
+    forward: Forward,
     done: tokio::sync::watch::Sender<bool>,
 ) {
     while let Ok(Some(message)) = up.message().await {
@@ -117,11 +129,13 @@ async fn read_client(
                 tracing::info!("build {}: cancelled by its client ({})", build.id, c.reason);
                 build.cancel.cancel();
             }
+            Some(build_up::Msg::Ssh(data)) => forward.deliver(data),
             // Never asked for by this worker; a stray answer is ignored.
-            Some(build_up::Msg::Credential(_) | build_up::Msg::Ssh(_)) => {}
+            Some(build_up::Msg::Credential(_)) => {}
             Some(build_up::Msg::Request(_)) | None => {}
         }
     }
+    forward.close();
     let _ = done.send(true);
 }
 
@@ -224,30 +238,37 @@ impl Session {
         request: &pb::BuildRequest,
         artifacts: &std::path::Path,
     ) -> Result<(pb::BuildResult, Vec<Digest>), Stop> {
-        let (context, received) = match &request.context {
+        let project = format!("{}\0{}", request.description, request.dockerfile_name);
+        let (context, mut received) = match &request.context {
             Some(c) => {
-                let root = parse_digest(&c.root, "context.root")
-                    .map_err(|s| Refusal::Invalid(s.message().to_string()))?;
-                let received = self.complete_context(root).await?;
-                let contexts = self.worker.0.contexts.clone();
-                let images = self.worker.0.images.clone();
-                let project = format!("{}\0{}", request.description, request.dockerfile_name);
-                let held =
-                    tokio::task::spawn_blocking(move || contexts.hold_for(&images, root, &project))
-                        .await
-                        .map_err(|e| worker_failure(format!("this is a bug in kiln: {e}")))?
-                        .map_err(|e| {
-                            worker_failure(format!("failed to write the build context: {e}"))
-                        })?;
-                (Some(held), received)
+                let (held, n) = self.hold(&c.root, "context.root", project.clone()).await?;
+                (Some(held), n)
             }
             None => (None, 0),
         };
+        // `--build-context NAME=DIR`s: trees like the main context, each in a slot of its own.
+        let mut named = Vec::new();
+        let mut named_dirs = HashMap::new();
+        for (i, nc) in request.named_contexts.iter().enumerate() {
+            if let Some(pb::named_context::Source::Dir(c)) = &nc.source {
+                let field = format!("named_contexts[{i}].dir.root");
+                let slot = format!("{project}\0--build-context {}", nc.name);
+                let (held, n) = self.hold(&c.root, &field, slot).await?;
+                received += n;
+                named_dirs.insert(i, held.path.clone());
+                named.push(held);
+            }
+        }
         let mut engine_request = convert::request(
             request,
             context.as_ref().map(|h| h.path.as_path()),
+            &named_dirs,
             artifacts,
         )?;
+        if !request.ssh.is_empty() {
+            let forward: Arc<dyn kiln_engine::SshForward> = Arc::new(self.forward.clone());
+            engine_request.extras.ssh_forward = Some(forward);
+        }
         for spec in &request.secrets {
             let value = self.secret(&spec.id).await?;
             if let Some(bytes) = value {
@@ -273,10 +294,31 @@ impl Session {
             worker_failure(format!("this is a bug in kiln: the build task failed: {e}"))
         })?;
         drop(context);
+        drop(named);
         match result {
             Ok(result) => self.result(result, &outputs, received).await,
             Err(e) => Err(Stop::Failed(convert::failure(&e))),
         }
+    }
+
+    /// Completes the tree `root` (a digest in `field`) and holds a directory of it for the
+    /// build, in the slot of `project`; returns it with the content bytes asked for.
+    async fn hold(
+        &self,
+        root: &str,
+        field: &str,
+        project: String,
+    ) -> Result<(crate::contexts::Held, u64), Stop> {
+        let root =
+            parse_digest(root, field).map_err(|s| Refusal::Invalid(s.message().to_string()))?;
+        let received = self.complete_context(root).await?;
+        let contexts = self.worker.0.contexts.clone();
+        let images = self.worker.0.images.clone();
+        let held = tokio::task::spawn_blocking(move || contexts.hold_for(&images, root, &project))
+            .await
+            .map_err(|e| worker_failure(format!("this is a bug in kiln: {e}")))?
+            .map_err(|e| worker_failure(format!("failed to write the build context: {e}")))?;
+        Ok((held, received))
     }
 
     /// Asks for what the store lacks under `root` until the tree is complete; returns the

@@ -45,7 +45,7 @@ async fn the_api_answers_over_loopback() {
     let worker = kiln_proto::client::connect(server.address(), &ConnectOptions::default(), "test")
         .await
         .expect("connect");
-    assert_eq!(worker.protocol, 1);
+    assert_eq!(worker.protocol, kiln_proto::negotiate::MAX_PROTOCOL);
     assert_eq!(worker.info.worker_id, server.worker_id());
     let mut client: KilnClient<_> = worker.client.clone();
 
@@ -61,7 +61,13 @@ async fn the_api_answers_over_loopback() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.protocol, 0);
-    assert_eq!((answer.min_protocol, answer.max_protocol), (1, 1));
+    assert_eq!(
+        (answer.min_protocol, answer.max_protocol),
+        (
+            kiln_proto::negotiate::MIN_PROTOCOL,
+            kiln_proto::negotiate::MAX_PROTOCOL
+        )
+    );
 
     // A tree: missing until its node and files are there; then present as a whole.
     let data: &[u8] = b"hello world";

@@ -401,7 +401,10 @@ fn build_env(
             .collect(),
         allow_insecure: request.allow_insecure,
         git_commits,
-        ssh: Arc::new(crate::ssh::SshAgents::load(&request.extras.ssh)?),
+        ssh: Arc::new(crate::ssh::SshAgents::load(
+            &request.extras.ssh,
+            request.extras.ssh_forward.as_ref(),
+        )?),
         run: request.extras.run.clone(),
     }))
 }

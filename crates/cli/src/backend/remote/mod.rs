@@ -7,11 +7,13 @@
 //! Dockerfile paths, so one project keeps landing on the same worker (whose cache is warm);
 //! a worker that is down or full is skipped for the next one in that order.
 
+mod agents;
 mod builders;
 mod fetch;
 mod session;
 mod sync;
 mod walk;
+mod wire;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -12,16 +12,16 @@ use kiln_engine::{
     BuildError, BuildRequest, CancellationToken, EventKind, Progress, ProgressSender, StepLocation,
     Stream, VertexEvent,
 };
-use kiln_image::OutputKind;
-use kiln_llb::{Digest, NetworkMode, Position, Range};
+use kiln_llb::{Digest, Position, Range};
 use kiln_proto::client::Worker;
 use kiln_proto::v1 as pb;
 use pb::build_down::Msg;
 use pb::build_up;
 use tokio::sync::mpsc;
 
+use super::agents::Relays;
 use super::walk::Walked;
-use super::{RemoteBackend, worker_error};
+use super::{RemoteBackend, wire, worker_error};
 use crate::backend::{BuildOutcome, RemoteBuild};
 
 /// After Ctrl-C, how long to wait for the worker to confirm before giving up on it.
@@ -83,6 +83,8 @@ pub(super) async fn build(
     let (walked, worker) = tokio::join!(walking, choosing);
     let walked = walked?;
     let worker = worker.map_err(|e| worker_error(crate::error::chain(&e)))?;
+    let relays = Relays::load(&request.extras.ssh)?;
+    let named = walk_named(backend, &request).await?;
     for skipped in walked.iter().flat_map(|w| &w.skipped) {
         report(Progress::Warning(format!(
             "{skipped}: not a file, directory or link; left out of the context"
@@ -108,12 +110,29 @@ pub(super) async fn build(
             human(uploaded)
         )));
     }
-    let wire = to_wire(&request, walked.as_deref(), backend.options.load)
-        .map_err(|e| fail("the request", e))?;
+    for (_, w) in &named {
+        uploaded += super::sync::sync(&worker.client, w)
+            .await
+            .map_err(|e| fail("sending a --build-context", e))?;
+    }
+    let named_refs: Vec<(usize, &Walked)> = named.iter().map(|(i, w)| (*i, &**w)).collect();
+    let wire = wire::to_wire(
+        &request,
+        walked.as_deref(),
+        &named_refs,
+        backend.options.load,
+        worker.info.protocol,
+    )
+    .map_err(|e| fail("the request", e))?;
     let mut run = Run {
         worker: &worker,
         builder: builder.clone(),
-        walked: walked.clone(),
+        walked: walked
+            .iter()
+            .cloned()
+            .chain(named.iter().map(|(_, w)| w.clone()))
+            .collect(),
+        relays,
         request: &request,
         progress: progress.clone(),
         names: HashMap::new(),
@@ -183,7 +202,8 @@ pub(super) async fn attach(
         let mut run = Run {
             worker: &worker,
             builder: address.to_string(),
-            walked: None,
+            walked: Vec::new(),
+            relays: Relays::default(),
             request: &dockerfile,
             progress: Some(progress.clone()),
             names: HashMap::new(),
@@ -231,6 +251,32 @@ pub(super) async fn attach(
     )))
 }
 
+/// Walks the `--build-context` directories (each with its own `.dockerignore`), by index.
+async fn walk_named(
+    backend: &RemoteBackend,
+    request: &BuildRequest,
+) -> Result<Vec<(usize, Arc<Walked>)>, BuildError> {
+    let mut out = Vec::new();
+    for (i, (name, spec)) in request.extras.contexts.iter().enumerate() {
+        let kiln_engine::ContextSpec::Dir(dir) = spec else {
+            continue;
+        };
+        let dir = dir.clone();
+        let cache = backend.options.root.join("remote").join("context-stat");
+        let walked = tokio::task::spawn_blocking(move || super::walk::walk(&dir, None, &cache))
+            .await
+            .map_err(|e| worker_error(e.to_string()))?
+            .map_err(|e| {
+                BuildError::Invalid(format!(
+                    "--build-context {name}: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
+        out.push((i, Arc::new(walked)));
+    }
+    Ok(out)
+}
+
 fn parse(s: &str) -> Result<Digest, BuildError> {
     s.parse()
         .map_err(|e| worker_error(format!("the worker sent a bad digest {s:?}: {e}")))
@@ -239,7 +285,10 @@ fn parse(s: &str) -> Result<Digest, BuildError> {
 struct Run<'a> {
     worker: &'a Worker,
     builder: String,
-    walked: Option<Arc<Walked>>,
+    /// The main context's tree first, then the `--build-context` directories'.
+    walked: Vec<Arc<Walked>>,
+    /// Forwarded ssh agents.
+    relays: Relays,
     request: &'a BuildRequest,
     progress: Option<ProgressSender>,
     /// Step names by vertex digest.
@@ -363,6 +412,8 @@ impl Run<'_> {
                         })
                         .await;
                 }
+                Some(Msg::SshOpen(open)) => self.relays.open(open, &up),
+                Some(Msg::SshData(data)) => self.relays.data(data),
                 Some(Msg::Result(result)) => return Ok((up, result)),
                 Some(Msg::Failure(f)) => return Err(self.failure(f)),
                 Some(other) => self.show(other),
@@ -376,18 +427,31 @@ impl Run<'_> {
         &self,
         need: &pb::NeedBlobs,
     ) -> Result<(u64, Vec<pb::BlobFailure>), String> {
-        let Some(walked) = &self.walked else {
+        if self.walked.is_empty() {
             return Err("this build sent no context".into());
-        };
-        let mut blobs = Vec::new();
+        }
+        // Each blob goes from the tree that has it (the main context or a named one).
+        let mut by_tree: Vec<Vec<(Digest, pb::BlobKind)>> = vec![Vec::new(); self.walked.len()];
         for b in &need.blobs {
             let digest: Digest = b.digest.parse().map_err(|e| format!("{e}"))?;
             let kind = pb::BlobKind::try_from(b.kind).unwrap_or(pb::BlobKind::File);
-            blobs.push((digest, kind));
+            let owner = self.walked.iter().position(|w| {
+                w.full().is_ok_and(|f| match kind {
+                    pb::BlobKind::Tree => f.tree.node(&digest).is_some(),
+                    _ => f.paths.contains_key(&digest),
+                })
+            });
+            by_tree[owner.unwrap_or(0)].push((digest, kind));
         }
-        let sent = super::sync::upload_all(&self.worker.client, walked, blobs)
-            .await
-            .map_err(|e| crate::error::chain(&e))?;
+        let mut sent = 0;
+        for (walked, blobs) in self.walked.iter().zip(by_tree) {
+            if blobs.is_empty() {
+                continue;
+            }
+            sent += super::sync::upload_all(&self.worker.client, walked, blobs)
+                .await
+                .map_err(|e| crate::error::chain(&e))?;
+        }
         Ok((sent, Vec::new()))
     }
 
@@ -413,6 +477,7 @@ impl Run<'_> {
                     self.report(Progress::Vertex(event));
                 }
             }
+            Msg::Explain(e) => self.report(Progress::Explain(wire::explanations(e))),
             Msg::Warning(w) if w.vertex == INFO_MARK => self.report(Progress::Info(w.message)),
             Msg::Warning(w) => self.report(Progress::Warning(w.message)),
             _ => {}
@@ -549,214 +614,4 @@ impl Run<'_> {
 
 fn human(bytes: u64) -> String {
     kiln_runtime::system::human_size(bytes)
-}
-
-/// The engine's request as `kiln.v1` sends it.
-fn to_wire(
-    r: &BuildRequest,
-    walked: Option<&Walked>,
-    load: bool,
-) -> anyhow::Result<pb::BuildRequest> {
-    use kiln_engine::{CacheExport, CacheImport, CacheMode};
-    let o = &r.options;
-    refuse_local_only(&r.extras)?;
-    if r.explain {
-        anyhow::bail!("not supported yet: --explain with --builder");
-    }
-    let mode = |m: &CacheMode| match m {
-        CacheMode::Min => pb::CacheMode::Min as i32,
-        CacheMode::Max => pb::CacheMode::Max as i32,
-    };
-    let mut cache_from = Vec::new();
-    for c in &r.cache_from {
-        match c {
-            CacheImport::Registry { reference } => cache_from.push(pb::CacheImport {
-                source: Some(pb::cache_import::Source::Registry(pb::RegistryCache {
-                    reference: reference.clone(),
-                    ..Default::default()
-                })),
-            }),
-            CacheImport::Local { .. } => anyhow::bail!(
-                "not supported yet: --cache-from type=local with --builder (use type=registry)"
-            ),
-        }
-    }
-    let mut cache_to = Vec::new();
-    for c in &r.cache_to {
-        cache_to.push(pb::CacheExport {
-            dest: Some(match c {
-                CacheExport::Registry {
-                    reference,
-                    mode: m,
-                    ignore_error,
-                } => pb::cache_export::Dest::Registry(pb::RegistryCache {
-                    reference: reference.clone(),
-                    mode: mode(m),
-                    ignore_error: *ignore_error,
-                }),
-                CacheExport::Inline => pb::cache_export::Dest::Inline(pb::InlineCache {}),
-                CacheExport::Local { .. } => anyhow::bail!(
-                    "not supported yet: --cache-to type=local with --builder (use type=registry)"
-                ),
-            }),
-        });
-    }
-    if r.platforms.len() > 1 {
-        anyhow::bail!(
-            "not supported yet: several --platform values with --builder (build each platform \
-             on its own, or build locally)"
-        );
-    }
-    let mut outputs: Vec<pb::Output> = r.outputs.iter().map(output).collect();
-    let wants_image = load || r.push;
-    if wants_image
-        && !outputs
-            .iter()
-            .any(|o| o.kind == pb::OutputKind::Image as i32)
-    {
-        outputs.push(pb::Output {
-            kind: pb::OutputKind::Image as i32,
-            ..Default::default()
-        });
-    }
-    for out in outputs
-        .iter_mut()
-        .filter(|o| o.kind == pb::OutputKind::Image as i32)
-    {
-        out.push |= r.push;
-        out.load |= load;
-    }
-    Ok(pb::BuildRequest {
-        dockerfile: r.dockerfile.clone(),
-        dockerfile_name: r.dockerfile_name.clone(),
-        context: walked.map(|w| pb::ContextRef {
-            root: w.summary.root.to_string(),
-            files: w.summary.files,
-            bytes: w.summary.bytes,
-        }),
-        dockerignore: Vec::new(),
-        target: o.target.clone().unwrap_or_default(),
-        build_args: o
-            .build_args
-            .iter()
-            .map(|(k, v)| pb::KeyValue {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-        labels: o
-            .labels
-            .iter()
-            .map(|(k, v)| pb::KeyValue {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-        platform: o.platform.as_ref().map(|p| pb::Platform {
-            os: p.os.clone(),
-            architecture: p.architecture.clone(),
-            variant: p.variant.clone().unwrap_or_default(),
-        }),
-        no_cache: o.no_cache,
-        no_cache_filter: o.no_cache_filter.clone(),
-        network: match o.network {
-            NetworkMode::Default => pb::NetworkMode::Default,
-            NetworkMode::Host => pb::NetworkMode::Host,
-            NetworkMode::None => pb::NetworkMode::None,
-        } as i32,
-        source_date_epoch: o.source_date_epoch,
-        tags: r.tags.clone(),
-        max_parallelism: r.max_parallelism.unwrap_or(0) as u32,
-        pull: r.pull,
-        secrets: r
-            .secrets
-            .0
-            .iter()
-            .map(|(id, _)| pb::SecretSpec { id: id.clone() })
-            .collect(),
-        ssh: Vec::new(),
-        cache_from,
-        cache_to,
-        outputs,
-        entitlements: if r.allow_insecure {
-            vec!["security.insecure".into()]
-        } else {
-            Vec::new()
-        },
-        commit: Some(commit(&r.commit)),
-        hostname: o.hostname.clone().unwrap_or_default(),
-        description: r
-            .context
-            .as_ref()
-            .map(|c| c.display().to_string())
-            .unwrap_or_else(|| "stdin".into()),
-    })
-}
-
-/// The build inputs the kiln.v1 protocol does not carry yet: refused by name rather than
-/// dropped, so a remote build never differs silently from the local one.
-fn refuse_local_only(extras: &kiln_engine::BuildExtras) -> anyhow::Result<()> {
-    let run = &extras.run;
-    let asked = [
-        (!extras.contexts.is_empty(), "--build-context"),
-        (!extras.ssh.is_empty(), "--ssh"),
-        (!run.extra_hosts.is_empty(), "--add-host"),
-        (!run.ulimits.is_empty(), "--ulimit"),
-        (run.shm_size.is_some(), "--shm-size"),
-        (run.allow_devices, "--allow device"),
-        (extras.provenance.is_some(), "--provenance"),
-    ];
-    match asked.iter().find(|(yes, _)| *yes) {
-        Some((_, flag)) => anyhow::bail!("not supported yet: {flag} with --builder"),
-        None => Ok(()),
-    }
-}
-
-/// The commit compression as the worker parses it back (`kind[,level=N]`).
-fn commit(c: &kiln_image::CommitOptions) -> pb::CommitOptions {
-    let (compression, level) = compression_of(&c.compression.to_string());
-    pb::CommitOptions {
-        compression,
-        level,
-        flavor: pb::Flavor::Unspecified as i32,
-    }
-}
-
-fn compression_of(text: &str) -> (i32, Option<i32>) {
-    let mut parts = text.split(',');
-    let kind = match parts.next().unwrap_or("") {
-        "zstd" => pb::Compression::Zstd,
-        "uncompressed" | "none" => pb::Compression::None,
-        _ => pb::Compression::Gzip,
-    } as i32;
-    let level = parts
-        .find_map(|p| p.strip_prefix("level="))
-        .and_then(|l| l.parse().ok());
-    (kind, level)
-}
-
-fn output(o: &kiln_image::Output) -> pb::Output {
-    let (compression, compression_level) = match &o.compression {
-        Some(c) => {
-            let (k, l) = compression_of(&c.to_string());
-            (k, l)
-        }
-        None => (pb::Compression::Unspecified as i32, None),
-    };
-    pb::Output {
-        kind: match o.kind {
-            OutputKind::Image => pb::OutputKind::Image,
-            OutputKind::Oci => pb::OutputKind::Oci,
-            OutputKind::Docker => pb::OutputKind::Docker,
-            OutputKind::Local => pb::OutputKind::Local,
-            OutputKind::Tar => pb::OutputKind::Tar,
-        } as i32,
-        names: o.names.clone(),
-        tar: o.tar,
-        oci_mediatypes: o.oci_mediatypes,
-        push: o.push,
-        load: false,
-        compression,
-        compression_level,
-    }
 }

@@ -10,27 +10,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::worker::Worker;
+use common::worker::{Worker, worker_root};
 use common::{Kiln, assert_success, write_files};
-
-/// A worker root holding the client's busybox (saved and loaded, so both stores have the very
-/// same base image and builds can be compared digest for digest).
-fn worker_root(k: &Kiln, name: &str) -> std::path::PathBuf {
-    let root = k.dir.path().join(name);
-    let tar = k.dir.path().join(format!("{name}-busybox.tar"));
-    assert_success(
-        &k.run(&["save", "busybox", "-o", tar.to_str().unwrap()]),
-        "save busybox",
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
-        .args(["load", "-i", tar.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out, "load busybox into the worker");
-    root
-}
 
 fn metadata(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("metadata file")).expect("json")

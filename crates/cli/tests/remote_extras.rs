@@ -5,29 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::worker::Worker;
-use common::{Kiln, assert_success, write_files};
-
-/// A worker root holding the client's busybox.
-fn worker_root(k: &Kiln, name: &str) -> PathBuf {
-    let root = k.dir.path().join(name);
-    let tar = k.dir.path().join(format!("{name}-busybox.tar"));
-    assert_success(
-        &k.run(&["save", "busybox", "-o", tar.to_str().unwrap()]),
-        "save busybox",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
-        .args(["load", "-i", tar.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out, "load busybox into the worker");
-    root
-}
+use common::worker::{Worker, worker_root};
+use common::{Kiln, write_files};
 
 fn have(tool: &str) -> bool {
     Command::new("sh")

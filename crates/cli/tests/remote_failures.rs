@@ -9,25 +9,8 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::worker::{Worker, any_alive, marked_processes, processes_with, wait_for};
+use common::worker::{Worker, any_alive, marked_processes, processes_with, wait_for, worker_root};
 use common::{Kiln, assert_success, write_files};
-
-fn worker_root(k: &Kiln, name: &str) -> std::path::PathBuf {
-    let root = k.dir.path().join(name);
-    let tar = k.dir.path().join(format!("{name}-busybox.tar"));
-    assert_success(
-        &k.run(&["save", "busybox", "-o", tar.to_str().unwrap()]),
-        "save busybox",
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
-        .args(["load", "-i", tar.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out, "load busybox into the worker");
-    root
-}
 
 /// A build running in the background whose stderr lines arrive on a channel.
 struct Running {

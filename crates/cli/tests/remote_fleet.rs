@@ -7,27 +7,8 @@ mod common;
 use std::process::Stdio;
 
 use common::registry::Registry;
-use common::worker::Worker;
+use common::worker::{Worker, worker_root};
 use common::{Kiln, assert_success, write_files};
-
-fn worker_root(k: &Kiln, name: &str) -> std::path::PathBuf {
-    let root = k.dir.path().join(name);
-    let tar = k.dir.path().join("busybox.tar");
-    if !tar.exists() {
-        assert_success(
-            &k.run(&["save", "busybox", "-o", tar.to_str().unwrap()]),
-            "save busybox",
-        );
-    }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
-        .args(["load", "-i", tar.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out, "load busybox into the worker");
-    root
-}
 
 fn metadata(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("metadata file")).expect("json")

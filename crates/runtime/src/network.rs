@@ -541,21 +541,7 @@ pub(crate) fn refresh_hosts(root: &Path, name: &str) -> Result<(), RuntimeError>
 }
 
 fn lock_hosts(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
-    let dir = networks_dir(root);
-    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-    let path = dir.join("hosts.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(format!("open {}", path.display())))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-        RuntimeError::Io {
-            what: format!("lock {}", path.display()),
-            source: e.into(),
-        }
-    })
+    store::lock_file(&networks_dir(root), "hosts.lock")
 }
 
 fn netns_name(id: &str) -> String {

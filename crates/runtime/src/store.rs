@@ -412,9 +412,17 @@ pub(crate) fn containers_dir(root: &Path) -> PathBuf {
 /// creates with one name exactly one gets it (a lock file, as nothing else is shared between
 /// kiln processes).
 pub(crate) fn lock_names(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
-    let dir = containers_dir(root);
-    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-    let path = dir.join("names.lock");
+    lock_file(&containers_dir(root), "names.lock")
+}
+
+/// Takes the lock file `dir/name` exclusively (made with its directory when missing) until
+/// the returned guard drops.
+pub(crate) fn lock_file(
+    dir: &Path,
+    name: &str,
+) -> Result<nix::fcntl::Flock<fs::File>, RuntimeError> {
+    fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let path = dir.join(name);
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -7,6 +7,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A worker root holding the client's busybox, saved and loaded, so both stores have the very
+/// same base image and builds can be compared digest for digest.
+pub fn worker_root(k: &super::Kiln, name: &str) -> PathBuf {
+    let root = k.dir.path().join(name);
+    let tar = k.dir.path().join(format!("{name}-busybox.tar"));
+    super::assert_success(
+        &k.run(&["save", "busybox", "-o", tar.to_str().unwrap()]),
+        "save busybox",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&root)
+        .args(["load", "-i", tar.to_str().unwrap()])
+        .output()
+        .unwrap();
+    super::assert_success(&out, "load busybox into the worker");
+    root
+}
+
 pub struct Worker {
     pub child: Child,
     pub address: String,

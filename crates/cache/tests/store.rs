@@ -267,3 +267,20 @@ fn a_busy_handle_hands_the_database_over() {
     );
     assert_eq!(busy.records().unwrap().len(), 11);
 }
+
+#[test]
+fn dropping_the_last_handle_closes_the_database_at_once() {
+    // A process ends right after its last transaction: unless the database is closed when
+    // the last handle goes, the process exits with it open and the next one pays for redb's
+    // repair. Nothing else in this process may still hold the file once the handle is gone.
+    let (dir, store) = store();
+    store
+        .put_record(&key(1), &record("s1", Timestamp(1000)))
+        .unwrap();
+    drop(store);
+    let path = dir.path().join("meta.redb");
+    match redb::Database::create(&path) {
+        Ok(db) => drop(db),
+        Err(e) => panic!("meta.redb is still open after the last handle was dropped: {e}"),
+    }
+}

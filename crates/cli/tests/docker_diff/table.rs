@@ -9,6 +9,9 @@
 //! `differs` marks a known difference where Docker 20.10 (the daemon of this suite) behaves
 //! unlike current Docker or is plainly broken here; those are reported, not failed, and
 //! `docs/dev/runtime.md` lists them.
+//!
+//! This file is over 1,000 lines because it is one table: each entry is a command line and
+//! how to compare it, read top to bottom by area; the logic is in `docker_diff.rs`.
 
 /// How stdout is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,33 +4,14 @@
 
 mod common;
 
-use common::Fixture;
+use common::{Fixture, run, run_ok};
 
 use std::time::{Duration, Instant};
 
 use kiln_executor::sandbox::{
-    self, CancelToken, CgroupLimits, CollectOutput, Device, DeviceKind, ExitInfo, ExitStatus,
-    Namespace, SandboxSpec, Stdin,
+    self, CancelToken, CgroupLimits, CollectOutput, Device, DeviceKind, ExitStatus, Namespace,
+    Stdin,
 };
-
-fn run(spec: &SandboxSpec) -> (ExitInfo, CollectOutput) {
-    let mut out = CollectOutput::default();
-    let info = sandbox::run(spec, &mut out, &CancelToken::new())
-        .unwrap_or_else(|e| panic!("sandbox failed: {e}"));
-    (info, out)
-}
-
-fn run_ok(spec: &SandboxSpec) -> String {
-    let (info, out) = run(spec);
-    assert_eq!(
-        info.status,
-        ExitStatus::Code(0),
-        "stdout: {}\nstderr: {}",
-        out.stdout_str(),
-        out.stderr_str()
-    );
-    out.stdout_str()
-}
 
 /// A process orphaned into the sandbox: `(sleep 1 &)` leaves a sleep whose parent exited, so
 /// it is reparented to pid 1; two seconds later it has exited. With an init it is reaped; a

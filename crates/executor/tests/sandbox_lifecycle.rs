@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::Fixture;
+use common::{Fixture, run};
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_executor::sandbox::{
-    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, Mount, RootFs, Sandbox, SandboxError,
+    self, CancelToken, CollectOutput, ExitStatus, Mount, RootFs, Sandbox, SandboxError,
     SandboxSpec, Stdin, Stream,
 };
 
@@ -19,13 +19,6 @@ impl Fixture {
     fn spec(&self, script: &str) -> SandboxSpec {
         self.shell(script)
     }
-}
-
-fn run(spec: &SandboxSpec) -> (ExitInfo, CollectOutput) {
-    let mut out = CollectOutput::default();
-    let info = sandbox::run(spec, &mut out, &CancelToken::new())
-        .unwrap_or_else(|e| panic!("sandbox failed: {e}"));
-    (info, out)
 }
 
 #[test]

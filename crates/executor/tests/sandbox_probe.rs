@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::Fixture;
+use common::{Fixture, run, run_ok};
 
 use std::fs;
 use std::path::Path;
 
 use kiln_executor::sandbox::{
-    self, CancelToken, CollectOutput, ExitInfo, ExitStatus, Mount, Network, SandboxError,
-    SandboxSpec, Stdin, User,
+    self, CancelToken, CollectOutput, ExitStatus, Mount, Network, SandboxError, SandboxSpec, Stdin,
+    User,
 };
 
 impl Fixture {
@@ -19,25 +19,6 @@ impl Fixture {
         spec.hostname = "probe-host".into();
         spec
     }
-}
-
-fn run(spec: &SandboxSpec) -> (ExitInfo, CollectOutput) {
-    let mut out = CollectOutput::default();
-    let info = sandbox::run(spec, &mut out, &CancelToken::new())
-        .unwrap_or_else(|e| panic!("sandbox failed: {e}"));
-    (info, out)
-}
-
-fn run_ok(spec: &SandboxSpec) -> String {
-    let (info, out) = run(spec);
-    assert_eq!(
-        info.status,
-        ExitStatus::Code(0),
-        "stdout: {}\nstderr: {}",
-        out.stdout_str(),
-        out.stderr_str()
-    );
-    out.stdout_str()
 }
 
 #[test]

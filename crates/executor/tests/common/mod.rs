@@ -125,3 +125,30 @@ impl Fixture {
         spec
     }
 }
+
+/// Runs `spec` to the end, collecting its output; a sandbox that fails to start panics.
+pub fn run(
+    spec: &kiln_executor::sandbox::SandboxSpec,
+) -> (
+    kiln_executor::sandbox::ExitInfo,
+    kiln_executor::sandbox::CollectOutput,
+) {
+    let mut out = kiln_executor::sandbox::CollectOutput::default();
+    let info =
+        kiln_executor::sandbox::run(spec, &mut out, &kiln_executor::sandbox::CancelToken::new())
+            .unwrap_or_else(|e| panic!("sandbox failed: {e}"));
+    (info, out)
+}
+
+/// [`run`] for a command that must exit 0; returns its stdout.
+pub fn run_ok(spec: &kiln_executor::sandbox::SandboxSpec) -> String {
+    let (info, out) = run(spec);
+    assert_eq!(
+        info.status,
+        kiln_executor::sandbox::ExitStatus::Code(0),
+        "stdout: {}\nstderr: {}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    out.stdout_str()
+}
